@@ -1,0 +1,60 @@
+"""The in-function agent: ``from agents import govern``.
+
+>>> from agents import govern
+>>> @govern(function="hello", memory_mb=256)
+... def handler(event, context):
+...     return {"statusCode": 200}
+>>> handler({}, None)
+{'statusCode': 200}
+"""
+
+from agents._cost import PRICES, Price, record_cost
+from agents._decorator import govern
+from agents._errors import (
+    ConfigurationError,
+    FunctionBlocked,
+    FunctionIsolated,
+    FunctionThrottled,
+    GovernorError,
+)
+from agents._export import BatchProcessor, Exporter, ExportResult, InMemoryExporter, KafkaExporter
+from agents._runtime import Runtime, configure, get_runtime, shutdown
+from agents._settings import AgentSettings
+from agents._verdicts import TokenBucket, VerdictCache
+
+
+def stats() -> dict[str, int]:
+    """The agent's self-metrics: exported, dropped (by reason), verdicts accepted/rejected."""
+    return get_runtime().stats.snapshot()
+
+
+def flush(timeout_s: float = 1.0) -> bool:
+    """Export queued telemetry now; ``True`` if delivered within ``timeout_s``."""
+    return get_runtime().flush(timeout_s)
+
+
+__all__ = [
+    "PRICES",
+    "AgentSettings",
+    "BatchProcessor",
+    "ConfigurationError",
+    "ExportResult",
+    "Exporter",
+    "FunctionBlocked",
+    "FunctionIsolated",
+    "FunctionThrottled",
+    "GovernorError",
+    "InMemoryExporter",
+    "KafkaExporter",
+    "Price",
+    "Runtime",
+    "TokenBucket",
+    "VerdictCache",
+    "configure",
+    "flush",
+    "get_runtime",
+    "govern",
+    "record_cost",
+    "shutdown",
+    "stats",
+]

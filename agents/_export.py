@@ -1,0 +1,201 @@
+"""Telemetry export: a bounded, non-blocking processor in front of an exporter.
+
+The handler's thread only appends to a bounded deque (``offer``); a background
+thread turns queued records into events and hands batches to the exporter. When
+the queue is full the record is dropped and counted — the handler never waits.
+Exporters return an :class:`ExportResult` and never raise into the agent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from enum import Enum
+from typing import Any, Protocol
+
+from agents._stats import Stats
+from schemas import Event, encode
+
+log = logging.getLogger("governor.agent")
+
+_TOPIC_KIND = {"span": "spans", "cost": "costs"}
+
+
+class ExportResult(Enum):
+    SUCCESS = 0
+    FAILURE = 1
+
+
+class Exporter(Protocol):
+    """Where batches of finished events go."""
+
+    def export(self, events: Sequence[Event]) -> ExportResult: ...
+
+    def flush(self, timeout_s: float) -> bool:
+        """Deliver everything exported so far; ``True`` if done within the budget."""
+        ...
+
+    def shutdown(self, timeout_s: float) -> None: ...
+
+
+class InMemoryExporter:
+    """Keeps exported events in a list; for tests and local experiments."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._lock = threading.Lock()
+
+    def export(self, events: Sequence[Event]) -> ExportResult:
+        with self._lock:
+            self.events.extend(events)
+        return ExportResult.SUCCESS
+
+    def of_type(self, cls: type[Any]) -> list[Any]:
+        """Exported events of one class."""
+        with self._lock:
+            return [e for e in self.events if isinstance(e, cls)]
+
+    def flush(self, timeout_s: float) -> bool:
+        return True
+
+    def shutdown(self, timeout_s: float) -> None:
+        return None
+
+
+class KafkaExporter:
+    """Produces events to ``<prefix>.spans`` / ``<prefix>.costs`` keyed by function.
+
+    Idempotent producer, murmur2 partitioning (the same as the workers and the
+    Java client), bounded librdkafka buffer; a full buffer or a failed delivery is
+    counted as a drop.
+    """
+
+    def __init__(self, bootstrap: str, topic_prefix: str, stats: Stats) -> None:
+        from confluent_kafka import Producer
+
+        self._stats = stats
+        self._topics = {t: f"{topic_prefix}.{kind}" for t, kind in _TOPIC_KIND.items()}
+        self._producer = Producer({
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "partitioner": "murmur2_random",
+            "linger.ms": 20,
+            "queue.buffering.max.messages": 100_000,
+            "queue.buffering.max.kbytes": 32_768,
+            "message.timeout.ms": 30_000,
+            "reconnect.backoff.max.ms": 5_000,
+            "log_level": 3,
+            "error_cb": self._on_error,
+        })
+
+    def export(self, events: Sequence[Event]) -> ExportResult:
+        produce = self._producer.produce
+        ok = True
+        for event in events:
+            try:
+                produce(self._topics[event.type], encode(event), event.function.encode(),
+                        on_delivery=self._on_delivery)
+            except BufferError:
+                self._stats.add("dropped_buffer_full")
+                ok = False
+            except Exception:  # a telemetry error must never reach the handler
+                log.debug("produce failed", exc_info=True)
+                self._stats.add("dropped_produce_error")
+                ok = False
+        self._producer.poll(0)
+        return ExportResult.SUCCESS if ok else ExportResult.FAILURE
+
+    def flush(self, timeout_s: float) -> bool:
+        return self._producer.flush(timeout_s) == 0
+
+    def shutdown(self, timeout_s: float) -> None:
+        left = self._producer.flush(timeout_s)
+        if left:
+            self._stats.add("dropped_at_shutdown", left)
+
+    def _on_delivery(self, err: Any, _msg: Any) -> None:
+        self._stats.add("dropped_delivery_failed" if err is not None else "exported")
+
+    def _on_error(self, err: Any) -> None:
+        self._stats.add("broker_errors")
+        log.debug("kafka: %s", err)
+
+
+class BatchProcessor:
+    """Bounded queue + background export thread.
+
+    ``convert`` turns a queued record (a finished SDK span, a cost tuple) into an
+    event off the hot path.
+    """
+
+    def __init__(
+        self,
+        exporter: Exporter,
+        convert: Callable[[Any], Event],
+        stats: Stats,
+        max_queue: int = 10_000,
+        max_batch: int = 512,
+        interval_s: float = 0.2,
+    ) -> None:
+        self.exporter = exporter
+        self._convert = convert
+        self._stats = stats
+        self._queue: deque[Any] = deque()
+        self._max_queue = max_queue
+        self._max_batch = max_batch
+        self._interval_s = interval_s
+        self._wake = threading.Event()
+        self._export_lock = threading.Lock()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="governor-export", daemon=True)
+        self._thread.start()
+
+    def offer(self, record: Any) -> None:
+        """Queue a record without blocking; drop and count it if the queue is full."""
+        queue = self._queue
+        if len(queue) >= self._max_queue:
+            self._stats.add("dropped_queue_full")
+            return
+        queue.append(record)
+        if len(queue) >= self._max_batch:
+            self._wake.set()
+
+    def flush(self, timeout_s: float) -> bool:
+        """Export what is queued and wait for delivery, within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        self._drain()
+        return self.exporter.flush(max(0.0, deadline - time.monotonic()))
+
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        self._stopped = True
+        self._wake.set()
+        self._thread.join(timeout_s)
+        self._drain()
+        self.exporter.shutdown(timeout_s)
+
+    def _run(self) -> None:
+        while not self._stopped:
+            self._wake.wait(self._interval_s)
+            self._wake.clear()
+            self._drain()
+
+    def _drain(self) -> None:
+        with self._export_lock:
+            queue = self._queue
+            while queue:
+                batch: list[Event] = []
+                while queue and len(batch) < self._max_batch:
+                    record = queue.popleft()
+                    try:
+                        batch.append(self._convert(record))
+                    except Exception:
+                        log.debug("could not convert %r", record, exc_info=True)
+                        self._stats.add("dropped_convert_error")
+                try:
+                    self.exporter.export(batch)
+                except Exception:
+                    log.debug("exporter raised", exc_info=True)
+                    self._stats.add("dropped_export_error", len(batch))

@@ -1,0 +1,207 @@
+"""Verdicts at the agent: validation, the in-memory cache, and enforcement.
+
+The hot path is one dictionary lookup (:meth:`VerdictCache.check`). Verdicts arrive
+from :class:`VerdictFollower` (Kafka) or :meth:`VerdictCache.offer` directly, and are
+accepted only if signed with the configured key, not expired, for a function this
+process governs, and newer (by ``sequence``) than the last one accepted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agents._errors import FunctionIsolated, FunctionThrottled
+from agents._stats import Stats
+from schemas import Action, SchemaError, SignatureError, Verdict, decode, verify_verdict
+
+log = logging.getLogger("governor.agent")
+
+
+class TokenBucket:
+    """Allows ``rate`` calls per second with bursts up to ``burst`` (per instance)."""
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1.0, rate)
+        self._tokens = self.burst
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def try_acquire(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return True
+            return False
+
+
+@dataclass(slots=True)
+class _Active:
+    verdict: Verdict
+    bucket: TokenBucket | None
+
+
+Listener = Callable[[Verdict], None]
+
+
+class VerdictCache:
+    """Latest accepted verdict per function, and the enforcement check."""
+
+    def __init__(self, key: bytes, stats: Stats) -> None:
+        self._key = key
+        self._stats = stats
+        self._active: dict[str, _Active] = {}
+        self._sequence: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._listeners: list[Listener] = []
+        if not key:
+            log.warning("GOVERNOR_VERDICT_KEY is not set: every verdict will be rejected")
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(verdict)`` after each accepted verdict."""
+        self._listeners.append(listener)
+
+    def offer_bytes(self, payload: bytes) -> bool:
+        try:
+            verdict = decode(payload, Verdict)
+        except SchemaError as exc:
+            self._reject("invalid", exc)
+            return False
+        return self.offer(verdict)
+
+    def offer(self, verdict: Verdict) -> bool:
+        """Accept ``verdict`` if it is valid and new; return whether it was accepted."""
+        if not self._key:
+            return self._reject("unsigned", "no GOVERNOR_VERDICT_KEY to verify with")
+        try:
+            verify_verdict(verdict, self._key)
+        except SignatureError as exc:
+            return self._reject("forged", exc)
+        if verdict.expires_at_unix_nano <= time.time_ns():
+            return self._reject("expired", verdict.event_id)
+        with self._lock:
+            if verdict.sequence <= self._sequence.get(verdict.function, -1):
+                return self._reject("replayed", verdict.event_id)
+            self._sequence[verdict.function] = verdict.sequence
+            if verdict.action is Action.RELEASE:
+                self._active.pop(verdict.function, None)
+            else:
+                bucket = (TokenBucket(verdict.rate_rps or 0.0)
+                          if verdict.action is Action.THROTTLE else None)
+                self._active[verdict.function] = _Active(verdict, bucket)
+        self._stats.add(f"verdicts_accepted_{verdict.action.value}")
+        for listener in self._listeners:
+            listener(verdict)
+        return True
+
+    def check(self, function: str) -> None:
+        """Raise if a live verdict refuses a call of ``function`` now."""
+        active = self._active.get(function)
+        if active is None:
+            return
+        verdict = active.verdict
+        if verdict.expires_at_unix_nano <= time.time_ns():
+            self._active.pop(function, None)
+            self._stats.add("verdicts_expired_in_force")
+            return
+        if verdict.action is Action.ISOLATE:
+            raise FunctionIsolated(function, verdict.reason, verdict.expires_at_unix_nano)
+        if active.bucket is not None and not active.bucket.try_acquire():
+            raise FunctionThrottled(
+                function, verdict.reason, verdict.expires_at_unix_nano, active.bucket.rate
+            )
+
+    def current(self, function: str) -> Verdict | None:
+        """The verdict in force for ``function``, if any."""
+        active = self._active.get(function)
+        if active is None or active.verdict.expires_at_unix_nano <= time.time_ns():
+            return None
+        return active.verdict
+
+    def _reject(self, why: str, detail: object) -> bool:
+        self._stats.add(f"verdicts_rejected_{why}")
+        log.info("verdict rejected (%s): %s", why, detail)
+        return False
+
+
+class VerdictFollower:
+    """Follows the compacted verdicts topic for this process's functions.
+
+    No consumer group: the follower assigns exactly the partitions that carry its
+    functions' keys, reads them from the beginning (the compacted topic holds the
+    latest verdict per function) and keeps following. Broker outages only delay it.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, cache: VerdictCache, stats: Stats) -> None:
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._cache = cache
+        self._stats = stats
+        self._functions: set[bytes] = set()
+        self._changed = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="governor-verdicts", daemon=True)
+        self._thread.start()
+
+    def watch(self, function: str) -> None:
+        key = function.encode()
+        if key not in self._functions:
+            self._functions = self._functions | {key}
+            self._changed.set()
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        self._stopped.set()
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+        from schemas import partition_for
+
+        consumer = Consumer({
+            "bootstrap.servers": self._bootstrap,
+            "group.id": "governor-agent-unused",  # required by librdkafka; never joined
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+            "fetch.wait.max.ms": 100,
+            "log_level": 3,
+        })
+        assigned: set[int] = set()
+        partitions = 0
+        try:
+            while not self._stopped.is_set():
+                if self._changed.is_set() or not partitions:
+                    try:
+                        meta = consumer.list_topics(self._topic, timeout=2.0).topics[self._topic]
+                        partitions = len(meta.partitions)
+                    except (KafkaException, KeyError):
+                        partitions = 0
+                    if not partitions:
+                        self._stopped.wait(0.5)
+                        continue
+                    self._changed.clear()
+                    wanted = {partition_for(k.decode(), partitions) for k in self._functions}
+                    if new := wanted - assigned:
+                        consumer.incremental_assign(
+                            [TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in new])
+                        assigned |= new
+                msg = consumer.poll(0.2)
+                if msg is None:
+                    continue
+                if msg.error():
+                    self._stats.add("verdict_consumer_errors")
+                    continue
+                if msg.key() in self._functions and msg.value() is not None:
+                    self._cache.offer_bytes(msg.value())
+        except Exception:  # never let the follower take the process down
+            log.exception("verdict follower stopped")
+            self._stats.add("verdict_follower_crashed")
+        finally:
+            consumer.close()

@@ -1,0 +1,67 @@
+"""Governor's event contracts, shared by the agent and the stream workers.
+
+Every event is a frozen dataclass with a ``type`` discriminator, a
+``schema_version``, a unique ``event_id``, the ``function`` it concerns and a UTC
+timestamp (``time_unix_nano``). :mod:`schemas.codec` is the one place where events
+become bytes and bytes become validated events.
+
+>>> from schemas import CostEvent, encode, decode
+>>> event = CostEvent(function="checkout", invocation_id="r-1", cost_usd=0.0000021)
+>>> decode(encode(event), CostEvent) == event
+True
+"""
+
+from schemas.codec import MAX_PAYLOAD_BYTES, decode, decode_event, encode
+from schemas.errors import SchemaError
+from schemas.events import (
+    EVENT_TYPES,
+    SCHEMA_VERSION,
+    Action,
+    Anomaly,
+    ControlKind,
+    ControlUpdate,
+    CostEvent,
+    DeadLetter,
+    Event,
+    Outcome,
+    Severity,
+    Span,
+    SpanEvent,
+    SpanKind,
+    StatusCode,
+    Verdict,
+    new_event_id,
+    now_ns,
+)
+from schemas.keys import partition_for
+from schemas.signing import SignatureError, sign_verdict, verify_verdict
+
+__all__ = [
+    "EVENT_TYPES",
+    "MAX_PAYLOAD_BYTES",
+    "SCHEMA_VERSION",
+    "Action",
+    "Anomaly",
+    "ControlKind",
+    "ControlUpdate",
+    "CostEvent",
+    "DeadLetter",
+    "Event",
+    "Outcome",
+    "SchemaError",
+    "Severity",
+    "SignatureError",
+    "Span",
+    "SpanEvent",
+    "SpanKind",
+    "StatusCode",
+    "Verdict",
+    "decode",
+    "decode_event",
+    "encode",
+    "new_event_id",
+    "now_ns",
+    "partition_for",
+    "sign_verdict",
+    "verify_verdict",
+]

@@ -1,0 +1,265 @@
+"""Typed, versioned events: the single source of truth for what crosses a topic.
+
+Field metadata (``min_len``, ``max_len``, ``ge``, ``pattern``, ``doc``) feeds both the
+validator in :mod:`schemas.codec` and the JSON Schema files in ``schemas/json``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+SCHEMA_VERSION = 1
+"""The contract version this build writes and the highest one it reads."""
+
+AttributeValue = str | int | float | bool
+"""Span and resource attribute values (OpenTelemetry primitive attribute types)."""
+
+_HEX32 = "^[0-9a-f]{32}$"
+_HEX16 = "^[0-9a-f]{16}$"
+
+
+def now_ns() -> int:
+    """Current UTC time as Unix epoch nanoseconds."""
+    return time.time_ns()
+
+
+def new_event_id() -> str:
+    """A fresh, globally unique event id (32 hex characters)."""
+    return uuid.uuid4().hex
+
+
+def _meta(doc: str, **constraints: Any) -> dict[str, Any]:
+    return {"doc": doc, **constraints}
+
+
+def _function() -> Any:
+    return field(metadata=_meta("Function name the event concerns.", min_len=1, max_len=256))
+
+
+def _event_id() -> Any:
+    return field(
+        default_factory=new_event_id,
+        metadata=_meta("Unique id; sinks are idempotent on it.", min_len=1, max_len=64),
+    )
+
+
+def _time() -> Any:
+    return field(default_factory=now_ns, metadata=_meta("UTC, Unix epoch nanoseconds.", ge=0))
+
+
+class SpanKind(StrEnum):
+    """OpenTelemetry span kind, spelled as the ClickHouse exporter stores it."""
+
+    UNSPECIFIED = "Unspecified"
+    INTERNAL = "Internal"
+    SERVER = "Server"
+    CLIENT = "Client"
+    PRODUCER = "Producer"
+    CONSUMER = "Consumer"
+
+
+class StatusCode(StrEnum):
+    """OpenTelemetry span status."""
+
+    UNSET = "Unset"
+    OK = "Ok"
+    ERROR = "Error"
+
+
+class Outcome(StrEnum):
+    """How an invocation ended, as far as billing and enforcement are concerned."""
+
+    OK = "ok"
+    ERROR = "error"
+    THROTTLED = "throttled"
+    ISOLATED = "isolated"
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class Action(StrEnum):
+    """What a verdict tells the agents of a function to do."""
+
+    THROTTLE = "throttle"
+    ISOLATE = "isolate"
+    RELEASE = "release"
+
+
+class ControlKind(StrEnum):
+    THRESHOLDS = "thresholds"
+    POLICY_BUNDLE = "policy_bundle"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Fields every event carries. Subclasses set ``TYPE``."""
+
+    TYPE: ClassVar[str] = ""
+
+    function: str = _function()
+    event_id: str = _event_id()
+    time_unix_nano: int = _time()
+    schema_version: int = field(
+        default=SCHEMA_VERSION, metadata=_meta("Contract version of this event.", ge=1)
+    )
+    type: str = field(default="", metadata=_meta("Event type discriminator."))
+
+    def __post_init__(self) -> None:
+        if not self.type:
+            object.__setattr__(self, "type", self.TYPE)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpanEvent:
+    """A timestamped annotation on a span (for example a recorded exception)."""
+
+    name: str = field(metadata=_meta("Event name, e.g. 'exception'.", min_len=1, max_len=256))
+    time_unix_nano: int = field(metadata=_meta("UTC, Unix epoch nanoseconds.", ge=0))
+    attributes: dict[str, AttributeValue] = field(
+        default_factory=dict, metadata=_meta("Event attributes.")
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Span(Event):
+    """The part of an OpenTelemetry span the pipeline needs, plus resource attributes."""
+
+    TYPE: ClassVar[str] = "span"
+
+    trace_id: str = field(metadata=_meta("W3C trace id, 32 lowercase hex.", pattern=_HEX32))
+    span_id: str = field(metadata=_meta("Span id, 16 lowercase hex.", pattern=_HEX16))
+    parent_span_id: str = field(
+        default="", metadata=_meta("Parent span id or empty for a root span.", max_len=16)
+    )
+    trace_state: str = field(default="", metadata=_meta("W3C tracestate.", max_len=512))
+    name: str = field(metadata=_meta("Span name.", min_len=1, max_len=256))
+    kind: SpanKind = field(default=SpanKind.SERVER, metadata=_meta("Span kind."))
+    start_time_unix_nano: int = field(metadata=_meta("Span start, Unix ns.", ge=0))
+    end_time_unix_nano: int = field(metadata=_meta("Span end, Unix ns.", ge=0))
+    status_code: StatusCode = field(default=StatusCode.UNSET, metadata=_meta("Span status."))
+    status_message: str = field(default="", metadata=_meta("Status description.", max_len=4096))
+    attributes: dict[str, AttributeValue] = field(
+        default_factory=dict, metadata=_meta("Span attributes (faas.*, governor.*, ...).")
+    )
+    resource: dict[str, AttributeValue] = field(
+        default_factory=dict, metadata=_meta("Resource attributes (service.*, cloud.*, ...).")
+    )
+    scope_name: str = field(default="", metadata=_meta("Instrumentation scope name."))
+    scope_version: str = field(default="", metadata=_meta("Instrumentation scope version."))
+    events: list[SpanEvent] = field(default_factory=list, metadata=_meta("Span events."))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CostEvent(Event):
+    """What one invocation cost, broken down by component."""
+
+    TYPE: ClassVar[str] = "cost"
+
+    invocation_id: str = field(metadata=_meta("Provider request id.", min_len=1, max_len=256))
+    trace_id: str = field(default="", metadata=_meta("Trace of the invocation span."))
+    span_id: str = field(default="", metadata=_meta("Invocation span id."))
+    provider: str = field(default="aws", metadata=_meta("Cloud provider.", max_len=64))
+    version: str = field(default="", metadata=_meta("Function version.", max_len=128))
+    team: str = field(default="", metadata=_meta("Owning team.", max_len=128))
+    memory_mb: int = field(default=128, metadata=_meta("Configured memory, MB.", ge=0))
+    duration_ms: float = field(default=0.0, metadata=_meta("Measured duration, ms.", ge=0))
+    billed_duration_ms: float = field(default=0.0, metadata=_meta("Billed duration, ms.", ge=0))
+    cold_start: bool = field(default=False, metadata=_meta("First invocation of an instance."))
+    outcome: Outcome = field(default=Outcome.OK, metadata=_meta("How the invocation ended."))
+    egress_bytes: int = field(default=0, metadata=_meta("Outbound bytes counted.", ge=0))
+    cost_usd: float = field(default=0.0, metadata=_meta("Total cost, USD.", ge=0))
+    compute_usd: float = field(default=0.0, metadata=_meta("Duration x memory part.", ge=0))
+    request_usd: float = field(default=0.0, metadata=_meta("Per-request part.", ge=0))
+    egress_usd: float = field(default=0.0, metadata=_meta("Egress part.", ge=0))
+    custom_usd: dict[str, float] = field(
+        default_factory=dict, metadata=_meta("Custom units by kind, USD (e.g. llm_tokens).")
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Anomaly(Event):
+    """A detector found a function's behaviour out of its learned baseline."""
+
+    TYPE: ClassVar[str] = "anomaly"
+
+    detector: str = field(metadata=_meta("Detector name.", min_len=1, max_len=128))
+    score: float = field(metadata=_meta("Raw score, higher is more anomalous."))
+    threshold: float = field(default=0.0, metadata=_meta("Score threshold in force."))
+    severity: Severity = field(default=Severity.WARNING, metadata=_meta("Severity."))
+    window_start_unix_nano: int = field(default=0, metadata=_meta("Window start, Unix ns.", ge=0))
+    window_end_unix_nano: int = field(default=0, metadata=_meta("Window end, Unix ns.", ge=0))
+    features: dict[str, float] = field(
+        default_factory=dict, metadata=_meta("Observed window features.")
+    )
+    baseline: dict[str, float] = field(
+        default_factory=dict, metadata=_meta("Baseline of the same features.")
+    )
+    explanation: str = field(default="", metadata=_meta("What drove the score.", max_len=4096))
+    cost_impact_usd_per_hour: float = field(
+        default=0.0, metadata=_meta("Estimated extra spend per hour if it goes on.")
+    )
+    version: str = field(default="", metadata=_meta("Function version seen.", max_len=128))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Verdict(Event):
+    """An order to the agents of one function. Signed; expires; ordered by sequence."""
+
+    TYPE: ClassVar[str] = "verdict"
+
+    action: Action = field(metadata=_meta("throttle, isolate or release."))
+    rate_rps: float | None = field(
+        default=None, metadata=_meta("Allowed calls per second per instance (throttle).", ge=0)
+    )
+    issued_at_unix_nano: int = field(default_factory=now_ns, metadata=_meta("Issue time.", ge=0))
+    expires_at_unix_nano: int = field(metadata=_meta("After this the verdict is void.", ge=0))
+    sequence: int = field(metadata=_meta("Per-function, strictly increasing.", ge=0))
+    reason: str = field(default="", metadata=_meta("Why, for humans.", max_len=4096))
+    anomaly_id: str = field(default="", metadata=_meta("Anomaly that caused it, if any."))
+    issuer: str = field(default="", metadata=_meta("Worker or operator that issued it."))
+    signature: str = field(
+        default="", metadata=_meta("'hmac-sha256:<hex>' over the other fields.", max_len=256)
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControlUpdate(Event):
+    """A live change of thresholds or policies; ``function`` is the scope."""
+
+    TYPE: ClassVar[str] = "control"
+
+    kind: ControlKind = field(metadata=_meta("What is being changed."))
+    values: dict[str, AttributeValue] = field(
+        default_factory=dict, metadata=_meta("New values by key.")
+    )
+    actor: str = field(default="", metadata=_meta("Who made the change.", max_len=256))
+    reason: str = field(default="", metadata=_meta("Why.", max_len=4096))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetter(Event):
+    """Input the pipeline could not accept, with the reason."""
+
+    TYPE: ClassVar[str] = "dead_letter"
+
+    source_topic: str = field(metadata=_meta("Topic the input came from."))
+    partition: int = field(default=-1, metadata=_meta("Source partition."))
+    offset: int = field(default=-1, metadata=_meta("Source offset."))
+    key: str = field(default="", metadata=_meta("Record key, decoded leniently."))
+    reason: str = field(metadata=_meta("What was wrong and what to do.", min_len=1))
+    payload: str = field(default="", metadata=_meta("The input, decoded leniently, truncated."))
+    payload_size: int = field(default=0, metadata=_meta("Input size in bytes.", ge=0))
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.TYPE: cls for cls in (Span, CostEvent, Anomaly, Verdict, ControlUpdate, DeadLetter)
+}
+"""Event classes by their ``type`` discriminator."""
