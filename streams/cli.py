@@ -1,0 +1,124 @@
+"""The ``governor`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+from pathlib import Path
+
+import orjson
+
+from streams.errors import StreamsError
+from streams.settings import Settings
+
+
+def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
+    return Settings.from_env(data_dir=getattr(args, "data_dir", None), **overrides)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Embedded broker (unless GOVERNOR_KAFKA_BOOTSTRAP is set) + the worker."""
+    from streams.stack import start_broker
+    from streams.worker import run_worker
+
+    settings = _settings(args)
+    broker = None
+    if settings.embedded_broker:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        broker = start_broker(settings.data_dir / "broker.log")
+        settings = settings.replace(kafka_bootstrap=broker.bootstrap)
+        print(f"broker    kafka://{broker.bootstrap} (embedded Tansu)", flush=True)
+    print(f"clickhouse {settings.clickhouse_dsn}", flush=True)
+    print(f"queries   http://{settings.query_host}:{settings.query_port}/query "
+          "(governor query \"SELECT ...\")", flush=True)
+    try:
+        return run_worker(settings, {"broker_pid": broker.process.pid} if broker else None)
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Just the worker, against GOVERNOR_KAFKA_BOOTSTRAP."""
+    from streams.worker import run_worker
+
+    settings = _settings(args)
+    if settings.embedded_broker:
+        raise StreamsError("governor worker needs GOVERNOR_KAFKA_BOOTSTRAP; "
+                           "use 'governor up' for the embedded broker")
+    return run_worker(settings)
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from streams.query import run_query
+
+    result = run_query(_settings(args), args.sql)
+    if args.format == "json":
+        rows = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
+        sys.stdout.write(orjson.dumps(rows, default=str, option=orjson.OPT_INDENT_2).decode())
+        sys.stdout.write("\n")
+    elif args.format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(result.columns)
+        writer.writerows(result.rows)
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*result.columns, caption=f"{len(result.rows)} rows, "
+                      f"{result.elapsed_s * 1000:.0f} ms")
+        for row in result.rows:
+            table.add_row(*(str(v) for v in row))
+        Console().print(table)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from streams.demo import DemoOptions, run_demo
+
+    return run_demo(_settings(args), DemoOptions(warmup_s=args.warmup, incident_s=args.incident))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="governor", description="Closed-loop FinOps and runtime governance for serverless "
+        "functions. Settings come from GOVERNOR_* environment variables (see streams/settings.py).")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="local state directory (GOVERNOR_DATA_DIR, default .governor)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at info level")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("up", help="run the embedded stack: broker, ClickHouse, worker"
+                   ).set_defaults(run=cmd_up)
+    sub.add_parser("worker", help="run a worker against GOVERNOR_KAFKA_BOOTSTRAP"
+                   ).set_defaults(run=cmd_worker)
+
+    query = sub.add_parser("query", help="run a read-only SQL query on the history")
+    query.add_argument("sql")
+    query.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    query.set_defaults(run=cmd_query)
+
+    demo = sub.add_parser("demo", help="the closed loop on simulated functions")
+    demo.add_argument("--warmup", type=float, default=24.0, help="seconds of normal traffic")
+    demo.add_argument("--incident", type=float, default=25.0, help="seconds each incident lasts")
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.run(args))
+    except StreamsError as exc:
+        print(f"governor: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

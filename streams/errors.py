@@ -1,0 +1,33 @@
+"""The worker side's error tree.
+
+    GovernorError (agents)
+    └── StreamsError
+        ├── SettingsError        a GOVERNOR_* variable has a bad value
+        ├── StackError           the embedded broker or engine could not start
+        ├── MigrationError       a ClickHouse migration failed or was edited after applying
+        └── QueryError           a query was refused or failed
+"""
+
+from __future__ import annotations
+
+from agents import GovernorError
+
+
+class StreamsError(GovernorError):
+    """Root of the worker side's errors."""
+
+
+class SettingsError(StreamsError, ValueError):
+    """A setting has a value the worker cannot use; the message names it."""
+
+
+class StackError(StreamsError):
+    """The embedded broker or ClickHouse engine could not be started or reached."""
+
+
+class MigrationError(StreamsError):
+    """A ClickHouse migration failed, or an applied one was changed afterwards."""
+
+
+class QueryError(StreamsError):
+    """An analyst query was refused (not read-only) or failed in ClickHouse."""

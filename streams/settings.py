@@ -1,0 +1,144 @@
+"""Every setting the workers and the ``governor`` CLI read, parsed once.
+
+The agent's own variables live in :mod:`agents._settings`; names shared by both
+(``GOVERNOR_KAFKA_BOOTSTRAP``, ``GOVERNOR_TOPIC_PREFIX``, ``GOVERNOR_VERDICT_KEY``)
+mean the same thing on both sides.
+
+==================================  =====================================================
+variable                            meaning (default)
+==================================  =====================================================
+GOVERNOR_KAFKA_BOOTSTRAP            Kafka bootstrap servers; empty: start the embedded
+                                    broker (``governor up`` / ``demo``)
+GOVERNOR_CLICKHOUSE_URL             ``http(s)://user:pass@host:8123/db`` or
+                                    ``chdb:///abs/path``; empty: embedded chDB in the
+                                    data dir
+GOVERNOR_DATA_DIR                   local state: chDB data, keys, stack file (.governor)
+GOVERNOR_TOPIC_PREFIX               topic name prefix (governor)
+GOVERNOR_VERDICT_KEY                HMAC-SHA256 key verdicts are signed with; empty with
+                                    the embedded stack: generated into the data dir
+GOVERNOR_APP_ID                     Faust app id / consumer group (governor-worker)
+GOVERNOR_WINDOW_SECONDS             feature window length (10)
+GOVERNOR_WARMUP_WINDOWS             windows of history before a function can be flagged (6)
+GOVERNOR_BASELINE_WINDOWS           windows of history the baseline keeps (60)
+GOVERNOR_ZSCORE_THRESHOLD           robust z-score that makes a window anomalous (6)
+GOVERNOR_MIN_RATIO                  …and cost rate at least this × baseline (2)
+GOVERNOR_VERDICT_TTL_SECONDS        lifetime of every verdict (300)
+GOVERNOR_HOLD_SECONDS               minimum time a throttle/isolate stays before release (30)
+GOVERNOR_MIN_RPS                    a throttle below this rate isolates instead (0.2)
+GOVERNOR_QUERY_HOST                 read-only query endpoint host (127.0.0.1)
+GOVERNOR_QUERY_PORT                 read-only query endpoint port (6066)
+GOVERNOR_SINK_BATCH                 max events per ClickHouse insert (2000)
+GOVERNOR_SINK_WITHIN_SECONDS        max wait to fill a batch (0.5)
+GOVERNOR_REBALANCE_TIMEOUT_SECONDS  consumer-group rebalance timeout (3)
+GOVERNOR_LOG_LEVEL                  worker log level: debug, info, warn, error (warn)
+==================================  =====================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streams.errors import SettingsError
+
+ENV_PREFIX = "GOVERNOR_"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Resolved worker configuration; field ``x`` comes from ``GOVERNOR_X``."""
+
+    kafka_bootstrap: str = ""
+    clickhouse_url: str = ""
+    data_dir: Path = Path(".governor")
+    topic_prefix: str = "governor"
+    verdict_key: str = ""
+    app_id: str = "governor-worker"
+    window_seconds: float = 10.0
+    warmup_windows: int = 6
+    baseline_windows: int = 60
+    zscore_threshold: float = 6.0
+    min_ratio: float = 2.0
+    verdict_ttl_seconds: float = 300.0
+    hold_seconds: float = 30.0
+    min_rps: float = 0.2
+    query_host: str = "127.0.0.1"
+    query_port: int = 6066
+    sink_batch: int = 2000
+    sink_within_seconds: float = 0.5
+    rebalance_timeout_seconds: float = 3.0
+    log_level: str = "warn"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``GOVERNOR_*`` variables; ``overrides`` (e.g. from CLI flags) win."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = ENV_PREFIX + f.name.upper()
+            raw = env.get(name, "").strip()
+            if raw:
+                values[f.name] = _parse(name, raw, f.type)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        positive = ("window_seconds", "warmup_windows", "baseline_windows", "zscore_threshold",
+                    "verdict_ttl_seconds", "sink_batch", "sink_within_seconds",
+                    "rebalance_timeout_seconds")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be > 0")
+        if self.log_level not in ("debug", "info", "warn", "error"):
+            raise SettingsError(
+                f"{ENV_PREFIX}LOG_LEVEL={self.log_level!r}; use debug, info, warn or error")
+        url = self.clickhouse_url
+        if url and not url.startswith(("chdb://", "http://", "https://")):
+            raise SettingsError(
+                f"{ENV_PREFIX}CLICKHOUSE_URL={url!r}; use http(s)://host:8123 or chdb:///path")
+
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.kafka_bootstrap
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        """The ClickHouse DSN in force (the embedded chDB path when none is set)."""
+        return self.clickhouse_url or f"chdb://{(self.data_dir / 'chdb').resolve()}"
+
+    @property
+    def embedded_clickhouse(self) -> bool:
+        return self.clickhouse_dsn.startswith("chdb://")
+
+    def topic(self, kind: str) -> str:
+        """Full topic name for ``spans``, ``costs``, ``verdicts`` …"""
+        return f"{self.topic_prefix}.{kind}"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def env_names() -> list[str]:
+    """Every ``GOVERNOR_*`` variable this module reads."""
+    return [ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings)]
+
+
+def _parse(name: str, raw: str, kind: Any) -> Any:
+    kind = kind if isinstance(kind, str) else kind.__name__
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a{'n integer' if kind == 'int' else ' number'}"
+                            ) from None
+    if kind == "Path":
+        return Path(raw)
+    return raw

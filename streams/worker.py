@@ -1,0 +1,64 @@
+"""Running a worker: prepare topics and ClickHouse, then run the Faust app."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from streams.clickhouse import connect, migrate
+from streams.errors import StackError
+from streams.settings import Settings
+from streams.stack import ensure_topics, removing, verdict_key, wait_for_kafka, write_stack_file
+
+log = logging.getLogger("governor.worker")
+
+
+def verdict_partitions(bootstrap: str, topic: str) -> int:
+    from confluent_kafka.admin import AdminClient
+
+    meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
+    found = meta.topics.get(topic)
+    if found is None or found.error is not None or not found.partitions:
+        raise StackError(f"topic {topic} does not exist; run 'governor up' or create it "
+                         "from infra/kafka/topics.toml")
+    return len(found.partitions)
+
+
+def prepare(settings: Settings) -> tuple[Any, str, int]:
+    """Topics, migrations, signing key and verdict partitions, before the app starts."""
+    wait_for_kafka(settings.kafka_bootstrap, timeout_s=30)
+    created = ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
+    if created:
+        log.info("created topics: %s", ", ".join(created))
+    client = connect(settings.clickhouse_dsn)
+    applied = migrate(client)
+    if applied:
+        log.info("applied migrations: %s", ", ".join(applied))
+    return (client, verdict_key(settings),
+            verdict_partitions(settings.kafka_bootstrap, settings.topic("verdicts")))
+
+
+def run_worker(settings: Settings, extra_info: dict[str, Any] | None = None) -> int:
+    """Run the worker until interrupted; return its exit code.
+
+    Writes the stack file (where the query endpoint and broker are) while it runs.
+    """
+    import faust
+
+    from streams.app import create_app
+
+    client, key, partitions = prepare(settings)
+    app = create_app(settings, client, key, partitions)
+    info = {"bootstrap": settings.kafka_bootstrap, "clickhouse": settings.clickhouse_dsn,
+            "query_url": f"http://{settings.query_host}:{settings.query_port}",
+            "topic_prefix": settings.topic_prefix, **(extra_info or {})}
+    stack_file: Path = write_stack_file(settings, **info)
+    with removing(stack_file):
+        worker = faust.Worker(app, loglevel=settings.log_level, quiet=True,
+                              redirect_stdouts=False, override_logging=True)
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as exit_:
+            return int(exit_.code or 0)
+    return 0
