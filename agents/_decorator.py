@@ -92,7 +92,8 @@ class _Bound:
         _custom.reset(custom_token)
         outcome = Outcome.OK
         if isinstance(error, FunctionBlocked):
-            outcome = Outcome.THROTTLED if isinstance(error, FunctionThrottled) else Outcome.ISOLATED
+            throttled = isinstance(error, FunctionThrottled)
+            outcome = Outcome.THROTTLED if throttled else Outcome.ISOLATED
             span.set_status(Status(StatusCode.ERROR, str(error)))
             span.set_attribute("governor.blocked", outcome.value)
         elif error is not None:

@@ -198,8 +198,9 @@ class VerdictFollower:
                 if msg.error():
                     self._stats.add("verdict_consumer_errors")
                     continue
-                if msg.key() in self._functions and msg.value() is not None:
-                    self._cache.offer_bytes(msg.value())
+                value = msg.value()
+                if msg.key() in self._functions and value is not None:
+                    self._cache.offer_bytes(value)
         except Exception:  # never let the follower take the process down
             log.exception("verdict follower stopped")
             self._stats.add("verdict_follower_crashed")

@@ -137,8 +137,8 @@ def _checker(tp: Any, meta: dict[str, Any]) -> Check:
         return lambda v, p: _check_list(v, p, item_check)
     if isinstance(tp, type) and issubclass(tp, StrEnum):
         return _enum_checker(tp)
-    if dataclasses.is_dataclass(tp):
-        cls = tp
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        cls: type = tp
         return lambda v, p: cls(**_check_object(cls, _require_dict(v, p), p + "."))
     if tp is str:
         return _str_checker(meta)
@@ -211,10 +211,11 @@ def _str_checker(meta: dict[str, Any]) -> Check:
 def _number_checker(tp: type, meta: dict[str, Any]) -> Check:
     ge = meta.get("ge")
     integral = tp is int
+    expected = "an integer" if integral else "a number"
 
     def check(v: Any, p: str) -> Any:
         if isinstance(v, bool) or not isinstance(v, int if integral else (int, float)):
-            raise _Invalid(p, f"expected {'an integer' if integral else 'a number'}, got {_kind(v)}")
+            raise _Invalid(p, f"expected {expected}, got {_kind(v)}")
         if not integral:
             v = float(v)
             if not math.isfinite(v):

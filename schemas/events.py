@@ -229,6 +229,11 @@ class Verdict(Event):
         default="", metadata=_meta("'hmac-sha256:<hex>' over the other fields.", max_len=256)
     )
 
+    def __post_init__(self) -> None:
+        Event.__post_init__(self)
+        if isinstance(self.rate_rps, int):  # 20 and 20.0 must sign the same bytes
+            object.__setattr__(self, "rate_rps", float(self.rate_rps))
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ControlUpdate(Event):

@@ -82,7 +82,7 @@ def _type(tp: Any) -> dict[str, Any]:
         return {"type": "array", "items": _type(args[0])}
     if isinstance(tp, type) and issubclass(tp, StrEnum):
         return {"type": "string", "enum": [m.value for m in tp]}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _object(tp)
     simple = {str: "string", int: "integer", float: "number", bool: "boolean"}
     return {"type": simple[tp]}

@@ -150,9 +150,10 @@ def create_app(settings: Settings, clickhouse: Any, verdict_key: str,
             for event in worker.decider.on_window(function, window):
                 await publish(event)
 
-    @app.on_rebalance_complete.connect
     async def on_ready(sender: Any, **kwargs: Any) -> None:
         worker.ready = True
+
+    app.on_rebalance_complete.connect(on_ready)  # type: ignore[arg-type]
 
     class QueryView(View):
         async def post(self, request: Request) -> Response:

@@ -14,8 +14,8 @@ from streams.errors import StreamsError
 from streams.settings import Settings
 
 
-def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
-    return Settings.from_env(data_dir=getattr(args, "data_dir", None), **overrides)
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(data_dir=getattr(args, "data_dir", None))
 
 
 def cmd_up(args: argparse.Namespace) -> int:

@@ -1,0 +1,126 @@
+"""One real broker (Tansu) and one worker with its own chDB data dir per session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import orjson
+import pytest
+
+import agents
+from streams.stack import ensure_topics, free_port, start_broker
+
+pytestmark = pytest.mark.integration
+
+VERDICT_KEY = "integration-test-key"
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    started = start_broker(tmp_path_factory.mktemp("broker") / "broker.log")
+    yield started.bootstrap
+    started.stop()
+
+
+@pytest.fixture
+def prefix(broker: str) -> str:
+    """A unique topic prefix for one test, with the topics created."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    ensure_topics(broker, name)
+    return name
+
+
+@dataclass(frozen=True)
+class WorkerStack:
+    bootstrap: str
+    prefix: str
+    data_dir: Path
+    query_url: str
+    process: subprocess.Popen[bytes]
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "GOVERNOR_KAFKA_BOOTSTRAP": self.bootstrap,
+                "GOVERNOR_TOPIC_PREFIX": self.prefix, "GOVERNOR_DATA_DIR": str(self.data_dir),
+                "GOVERNOR_VERDICT_KEY": VERDICT_KEY}
+
+    def health(self) -> dict[str, object]:
+        with urllib.request.urlopen(self.query_url + "/health", timeout=2) as response:
+            body: dict[str, object] = orjson.loads(response.read())
+            return body
+
+
+@pytest.fixture(scope="session")
+def worker(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerStack]:
+    """A real worker process (Faust + chDB) on a session topic prefix.
+
+    Short windows so the closed loop can be exercised in seconds.
+    """
+    data_dir = tmp_path_factory.mktemp("governor")
+    port = free_port()
+    prefix = f"w{uuid.uuid4().hex[:10]}"
+    env = {**os.environ, "GOVERNOR_KAFKA_BOOTSTRAP": broker, "GOVERNOR_TOPIC_PREFIX": prefix,
+           "GOVERNOR_DATA_DIR": str(data_dir), "GOVERNOR_VERDICT_KEY": VERDICT_KEY,
+           "GOVERNOR_QUERY_PORT": str(port), "GOVERNOR_WINDOW_SECONDS": "1",
+           "GOVERNOR_WARMUP_WINDOWS": "3", "GOVERNOR_HOLD_SECONDS": "2",
+           "GOVERNOR_SINK_WITHIN_SECONDS": "0.2", "GOVERNOR_LOG_LEVEL": "info"}
+    log = open(data_dir / "worker.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env,
+                               stdout=log, stderr=subprocess.STDOUT)
+    stack = WorkerStack(broker, prefix, data_dir, f"http://127.0.0.1:{port}", process)
+    deadline = time.monotonic() + 90
+    while True:
+        assert process.poll() is None, (data_dir / "worker.log").read_text()[-3000:]
+        try:
+            if stack.health().get("ready"):
+                break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "worker not ready in 90 s"
+        time.sleep(0.3)
+    yield stack
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+AgentFactory = Callable[..., agents.Runtime]
+
+
+@pytest.fixture
+def agent_for() -> Iterator[AgentFactory]:
+    """Configure the process's agent runtime; shut it down after the test."""
+
+    def configure(bootstrap: str, prefix: str, key: str = VERDICT_KEY) -> agents.Runtime:
+        return agents.configure(agents.AgentSettings(
+            kafka_bootstrap=bootstrap, topic_prefix=prefix, verdict_key=key.encode(),
+            export_interval_ms=50))
+
+    yield configure
+    agents.shutdown(2.0)
+
+
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], timeout_s: float = 30.0, interval_s: float = 0.2) -> T:
+    """Poll ``condition()`` until it returns something truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout_s}s (last value {value!r})")
+        time.sleep(interval_s)

@@ -1,0 +1,164 @@
+"""Hypothesis strategies that build valid instances of every event class.
+
+Each class gets an explicit strategy for every field it declares (except ``type`` and
+``schema_version``, which keep their defaults), so that a field or event type added
+without a strategy makes ``test_codec`` fail instead of silently going untested.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import strategies as st
+
+from schemas.events import (
+    Action,
+    Anomaly,
+    ControlKind,
+    ControlUpdate,
+    CostEvent,
+    DeadLetter,
+    Event,
+    Outcome,
+    Severity,
+    Span,
+    SpanEvent,
+    SpanKind,
+    StatusCode,
+    Verdict,
+)
+
+INT64_MAX = 2**63 - 1
+DEFAULTED = frozenset({"type", "schema_version"})
+"""Fields the strategies leave to their defaults."""
+
+Strategy = st.SearchStrategy[Any]
+
+
+def text(min_size: int = 0, max_size: int = 40) -> Strategy:
+    """Unicode text (no surrogates: they cannot be encoded as UTF-8)."""
+    return st.text(min_size=min_size, max_size=max_size)
+
+
+def hex_id(length: int) -> Strategy:
+    return st.text(alphabet="0123456789abcdef", min_size=length, max_size=length)
+
+
+unix_ns: Strategy = st.integers(min_value=0, max_value=INT64_MAX)
+any_int: Strategy = st.integers(min_value=-INT64_MAX - 1, max_value=INT64_MAX)
+finite: Strategy = st.floats(allow_nan=False, allow_infinity=False)
+non_negative: Strategy = st.floats(min_value=0.0, allow_nan=False, allow_infinity=False)
+function_name: Strategy = text(1, 256)
+event_id: Strategy = text(1, 64)
+attribute_value: Strategy = st.one_of(text(), any_int, finite, st.booleans())
+attributes: Strategy = st.dictionaries(text(max_size=20), attribute_value, max_size=5)
+float_map: Strategy = st.dictionaries(text(max_size=20), finite, max_size=5)
+
+
+def common() -> dict[str, Strategy]:
+    """Strategies for the fields every event carries."""
+    return {"function": function_name, "event_id": event_id, "time_unix_nano": unix_ns}
+
+
+span_events: Strategy = st.lists(
+    st.builds(
+        SpanEvent,
+        name=text(1, 256),
+        time_unix_nano=unix_ns,
+        attributes=attributes,
+    ),
+    max_size=3,
+)
+
+FIELD_STRATEGIES: dict[type[Event], dict[str, Strategy]] = {
+    Span: {
+        **common(),
+        "trace_id": hex_id(32),
+        "span_id": hex_id(16),
+        "parent_span_id": st.one_of(st.just(""), hex_id(16)),
+        "trace_state": text(max_size=512),
+        "name": text(1, 256),
+        "kind": st.sampled_from(SpanKind),
+        "start_time_unix_nano": unix_ns,
+        "end_time_unix_nano": unix_ns,
+        "status_code": st.sampled_from(StatusCode),
+        "status_message": text(max_size=200),
+        "attributes": attributes,
+        "resource": attributes,
+        "scope_name": text(),
+        "scope_version": text(),
+        "events": span_events,
+    },
+    CostEvent: {
+        **common(),
+        "invocation_id": text(1, 256),
+        "trace_id": st.one_of(st.just(""), hex_id(32)),
+        "span_id": st.one_of(st.just(""), hex_id(16)),
+        "provider": text(max_size=64),
+        "version": text(max_size=128),
+        "team": text(max_size=128),
+        "memory_mb": st.integers(min_value=0, max_value=INT64_MAX),
+        "duration_ms": non_negative,
+        "billed_duration_ms": non_negative,
+        "cold_start": st.booleans(),
+        "outcome": st.sampled_from(Outcome),
+        "egress_bytes": st.integers(min_value=0, max_value=INT64_MAX),
+        "cost_usd": non_negative,
+        "compute_usd": non_negative,
+        "request_usd": non_negative,
+        "egress_usd": non_negative,
+        "custom_usd": float_map,
+    },
+    Anomaly: {
+        **common(),
+        "detector": text(1, 128),
+        "score": finite,
+        "threshold": finite,
+        "severity": st.sampled_from(Severity),
+        "window_start_unix_nano": unix_ns,
+        "window_end_unix_nano": unix_ns,
+        "features": float_map,
+        "baseline": float_map,
+        "explanation": text(max_size=200),
+        "cost_impact_usd_per_hour": finite,
+        "version": text(max_size=128),
+    },
+    Verdict: {
+        **common(),
+        "action": st.sampled_from(Action),
+        "rate_rps": st.none() | non_negative,
+        "issued_at_unix_nano": unix_ns,
+        "expires_at_unix_nano": unix_ns,
+        "sequence": st.integers(min_value=0, max_value=INT64_MAX),
+        "reason": text(max_size=200),
+        "anomaly_id": text(),
+        "issuer": text(),
+        "signature": st.one_of(st.just(""), hex_id(64).map("hmac-sha256:".__add__)),
+    },
+    ControlUpdate: {
+        **common(),
+        "kind": st.sampled_from(ControlKind),
+        "values": attributes,
+        "actor": text(max_size=256),
+        "reason": text(max_size=200),
+    },
+    DeadLetter: {
+        **common(),
+        "source_topic": text(),
+        "partition": any_int,
+        "offset": any_int,
+        "key": text(),
+        "reason": text(1, 200),
+        "payload": text(max_size=200),
+        "payload_size": st.integers(min_value=0, max_value=INT64_MAX),
+    },
+}
+"""An explicit strategy for every field of every event class."""
+
+EVENT_STRATEGIES: dict[type[Event], st.SearchStrategy[Event]] = {
+    cls: st.builds(cls, **fields) for cls, fields in FIELD_STRATEGIES.items()
+}
+"""A strategy of valid instances for every event class."""
+
+any_event: st.SearchStrategy[Event] = st.one_of(*EVENT_STRATEGIES.values())
+"""A valid event of any type."""
