@@ -64,7 +64,12 @@ def decode_event(data: bytes | bytearray | memoryview | str) -> Event:
 
 
 def _load(data: bytes | bytearray | memoryview | str, event_type: str) -> dict[str, Any]:
-    size = len(data.encode() if isinstance(data, str) else data)
+    if isinstance(data, str):
+        try:
+            data = data.encode()
+        except UnicodeEncodeError as exc:
+            raise SchemaError(event_type, "", f"not valid UTF-8: {exc.reason}") from None
+    size = len(data)
     if size > MAX_PAYLOAD_BYTES:
         raise SchemaError(
             event_type, "", f"payload is {size} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit"
@@ -201,7 +206,7 @@ def _str_checker(meta: dict[str, Any]) -> Check:
             raise _Invalid(p, "must not be empty" if min_len == 1 else f"shorter than {min_len}")
         if max_len is not None and len(v) > max_len:
             raise _Invalid(p, f"{len(v)} characters, over the limit of {max_len}")
-        if pattern is not None and not pattern.match(v):
+        if pattern is not None and not pattern.fullmatch(v):
             raise _Invalid(p, f"{v!r} does not match {pattern.pattern}")
         return v
 
@@ -214,6 +219,8 @@ def _number_checker(tp: type, meta: dict[str, Any]) -> Check:
     expected = "an integer" if integral else "a number"
 
     def check(v: Any, p: str) -> Any:
+        if integral and isinstance(v, float) and v.is_integer():
+            v = int(v)  # JSON Schema's "integer" admits 128.0
         if isinstance(v, bool) or not isinstance(v, int if integral else (int, float)):
             raise _Invalid(p, f"expected {expected}, got {_kind(v)}")
         if not integral:

@@ -1,0 +1,84 @@
+"""Windows, and the decision step's state machine, on synthetic windows."""
+
+from __future__ import annotations
+
+from schemas import Action, Anomaly, CostEvent, Outcome, Verdict, verify_verdict
+from streams.decide import Decider, State, VerdictIssuer
+from streams.features import Window, WindowAggregator
+from streams.settings import Settings
+
+KEY = b"k"
+S = 1_000_000_000
+
+
+def _window(calls: int, cost_per_call: float, blocked: int = 0, start: int = 0) -> Window:
+    w = Window(start, start + 10 * S)
+    for i in range(calls):
+        w.add(CostEvent(function="f", invocation_id=str(i), cost_usd=cost_per_call))
+    for i in range(blocked):
+        w.add(CostEvent(function="f", invocation_id=f"b{i}", outcome=Outcome.THROTTLED))
+    return w
+
+
+def _decider(**changes: object) -> Decider:
+    settings = Settings(warmup_windows=5, hold_seconds=0, **changes)  # type: ignore[arg-type]
+    return Decider(settings, VerdictIssuer(KEY, 60 * S, "test"))
+
+
+def _warm(d: Decider, calls: int = 100, cost: float = 0.001) -> None:
+    for i in range(8):
+        assert d.on_window("f", _window(calls + i % 3, cost)) == []
+
+
+def test_window_features() -> None:
+    w = _window(20, 0.5, blocked=5)
+    x = w.features()
+    assert (w.attempts, w.invocations, w.blocked) == (25, 20, 5)
+    assert x["attempts_per_s"] == 2.5 and x["invocations_per_s"] == 2.0
+    assert x["cost_per_s"] == 1.0 and x["cost_per_invocation"] == 0.5
+
+
+def test_aggregator_closes_windows_and_emits_idle_ones() -> None:
+    agg = WindowAggregator(window_ns=10 * S, grace_ns=0)
+    agg.add(CostEvent(function="f", invocation_id="1", time_unix_nano=15 * S, cost_usd=1))
+    assert agg.close_due(19 * S) == []
+    [(name, first)] = agg.close_due(20 * S)
+    assert (name, first.start_ns, first.attempts, first.cost_usd) == ("f", 10 * S, 1, 1.0)
+    [(_, idle)] = agg.close_due(30 * S)
+    assert (idle.start_ns, idle.attempts) == (20 * S, 0)
+
+
+def test_runaway_loop_is_throttled_to_the_baseline_rate_then_released() -> None:
+    d = _decider()
+    _warm(d)
+    events = d.on_window("f", _window(2500, 0.001))
+    anomaly, verdict = events
+    assert isinstance(anomaly, Anomaly) and isinstance(verdict, Verdict)
+    assert "driver: invocations" in anomaly.explanation
+    assert anomaly.cost_impact_usd_per_hour > 0
+    assert verdict.action is Action.THROTTLE and verdict.anomaly_id == anomaly.event_id
+    assert verdict.rate_rps is not None and 9 <= verdict.rate_rps <= 11
+    verify_verdict(verdict, KEY)
+    assert d.state("f") is State.THROTTLED
+    assert d.on_window("f", _window(100, 0.001, blocked=2400)) == []  # demand still high
+    [release] = d.on_window("f", _window(100, 0.001))
+    assert isinstance(release, Verdict) and release.action is Action.RELEASE
+    assert release.sequence > verdict.sequence
+    assert d.state("f") is State.NORMAL
+
+
+def test_cost_per_call_jump_isolates_when_the_allowed_rate_is_tiny() -> None:
+    d = _decider(min_rps=0.5)
+    _warm(d)
+    anomaly, verdict = d.on_window("f", _window(100, 0.1))
+    assert isinstance(verdict, Verdict) and verdict.action is Action.ISOLATE
+    assert isinstance(anomaly, Anomaly) and "driver: cost per invocation" in anomaly.explanation
+
+
+def test_nothing_is_flagged_before_warm_up_or_for_noise() -> None:
+    d = _decider()
+    assert d.on_window("f", _window(100, 0.001)) == []
+    assert d.on_window("f", _window(5000, 0.001)) == []  # 2nd window: still warming up
+    d = _decider()
+    _warm(d)
+    assert d.on_window("f", _window(130, 0.001)) == []  # 1.3×: below min_ratio

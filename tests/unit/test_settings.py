@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agents import AgentSettings, ConfigurationError
+from streams.errors import SettingsError
+from streams.settings import Settings, env_names
+
+
+def test_agent_settings_from_environment() -> None:
+    s = AgentSettings.from_env({
+        "GOVERNOR_KAFKA_BOOTSTRAP": " k:9092 ", "GOVERNOR_VERDICT_KEY": "secret",
+        "GOVERNOR_DISABLED": "off", "GOVERNOR_MEMORY_MB": "512", "GOVERNOR_TEAM": "payments",
+        "GOVERNOR_TOPIC_PREFIX": "acme"})
+    assert (s.kafka_bootstrap, s.verdict_key, s.disabled, s.memory_mb, s.team) == (
+        "k:9092", b"secret", False, 512, "payments")
+    assert s.topic("verdicts") == "acme.verdicts"
+
+
+def test_agent_settings_fall_back_to_lambda_variables() -> None:
+    s = AgentSettings.from_env({"AWS_LAMBDA_FUNCTION_NAME": "f",
+                                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1769",
+                                "AWS_LAMBDA_FUNCTION_VERSION": "12"})
+    assert (s.memory_mb, s.version, s.flush_on_return) == (1769, "12", True)
+    assert not AgentSettings.from_env({}).flush_on_return
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("GOVERNOR_DISABLED", "maybe", "is not a boolean"),
+    ("GOVERNOR_MEMORY_MB", "lots", "is not an integer"),
+    ("GOVERNOR_QUEUE_SIZE", "0", "must be >= 1"),
+])
+def test_agent_settings_reject_bad_values(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"{name}.*{message}"):
+        AgentSettings.from_env({name: value})
+
+
+def test_worker_settings_from_environment_and_overrides() -> None:
+    s = Settings.from_env({"GOVERNOR_WINDOW_SECONDS": "2.5", "GOVERNOR_QUERY_PORT": "7000",
+                           "GOVERNOR_DATA_DIR": "/tmp/g"}, topic_prefix="x")
+    assert (s.window_seconds, s.query_port, s.data_dir, s.topic_prefix) == (
+        2.5, 7000, Path("/tmp/g"), "x")
+    assert s.embedded_broker and s.embedded_clickhouse
+    assert s.clickhouse_dsn == "chdb:///tmp/g/chdb"
+    remote = Settings.from_env({"GOVERNOR_CLICKHOUSE_URL": "http://ch:8123"})
+    assert not remote.embedded_clickhouse and remote.clickhouse_dsn == "http://ch:8123"
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"GOVERNOR_QUERY_PORT": "x"}, "GOVERNOR_QUERY_PORT='x' is not an integer"),
+    ({"GOVERNOR_WINDOW_SECONDS": "0"}, "GOVERNOR_WINDOW_SECONDS must be > 0"),
+    ({"GOVERNOR_LOG_LEVEL": "loud"}, "use debug, info, warn or error"),
+    ({"GOVERNOR_CLICKHOUSE_URL": "mysql://x"}, "use http"),
+])
+def test_worker_settings_reject_bad_values(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message.replace("(", r"\(")):
+        Settings.from_env(env)
+
+
+def test_every_worker_setting_is_documented() -> None:
+    import streams.settings
+
+    doc = streams.settings.__doc__ or ""
+    assert [name for name in env_names() if name not in doc] == []
