@@ -8,6 +8,8 @@
 {'statusCode': 200}
 """
 
+import logging
+
 from agents._cost import PRICES, Price, record_cost
 from agents._decorator import govern
 from agents._errors import (
@@ -21,6 +23,8 @@ from agents._export import BatchProcessor, Exporter, ExportResult, InMemoryExpor
 from agents._runtime import Runtime, configure, get_runtime, shutdown
 from agents._settings import AgentSettings
 from agents._verdicts import TokenBucket, VerdictCache
+
+logging.getLogger("governor").addHandler(logging.NullHandler())
 
 
 def stats() -> dict[str, int]:

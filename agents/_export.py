@@ -87,7 +87,7 @@ class KafkaExporter:
             "queue.buffering.max.kbytes": 32_768,
             "message.timeout.ms": 30_000,
             "reconnect.backoff.max.ms": 5_000,
-            "log_level": 3,
+            "logger": logging.getLogger("governor.agent.kafka"),
             "error_cb": self._on_error,
         })
 

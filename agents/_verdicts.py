@@ -171,7 +171,7 @@ class VerdictFollower:
             "enable.auto.commit": False,
             "enable.partition.eof": False,
             "fetch.wait.max.ms": 100,
-            "log_level": 3,
+            "logger": logging.getLogger("governor.agent.kafka"),
         })
         assigned: set[int] = set()
         partitions = 0

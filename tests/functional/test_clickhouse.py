@@ -1,0 +1,83 @@
+"""Migrations, the sink and analyst queries on the real (embedded) ClickHouse engine."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra import MIGRATIONS_DIR
+from schemas import Action, Anomaly, CostEvent, Span, Verdict, now_ns, sign_verdict
+from streams.clickhouse import ClickHouseSink, load_migrations, migrate, read_only_query
+from streams.errors import MigrationError, QueryError
+
+
+def _events() -> list[Any]:
+    t = now_ns()
+    return [
+        Span(function="f", trace_id="a" * 32, span_id="b" * 16, name="f",
+             start_time_unix_nano=t - 5_000_000, end_time_unix_nano=t,
+             attributes={"faas.coldstart": True}, resource={"service.name": "f"}),
+        CostEvent(function="f", invocation_id="r1", cost_usd=0.25, custom_usd={"llm": 0.2}),
+        Anomaly(function="f", detector="robust_zscore", score=9.0, features={"cost_per_s": 3.0}),
+        sign_verdict(Verdict(function="f", action=Action.THROTTLE, rate_rps=2.0, sequence=1,
+                             expires_at_unix_nano=t + 10**10), b"k"),
+    ]
+
+
+def test_migrations_apply_once_and_are_recorded(clickhouse: Any) -> None:
+    names = [m.name for m in load_migrations()]
+    assert migrate(clickhouse) == names
+    assert migrate(clickhouse) == []
+    recorded = read_only_query(clickhouse, "SELECT name FROM governor_migrations ORDER BY version")
+    assert [r[0] for r in recorded.rows] == names
+    tables = {r[0] for r in read_only_query(clickhouse, "SHOW TABLES").rows}
+    assert {"otel_traces", "otel_traces_trace_id_ts", "cost_events", "anomalies",
+            "verdicts"} <= tables
+
+
+def test_an_edited_migration_is_refused(clickhouse: Any, tmp_path: Path) -> None:
+    copy = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, copy)
+    migrate(clickhouse, copy)
+    first = sorted(copy.glob("*.sql"))[0]
+    first.write_text(first.read_text() + "\n-- edited\n")
+    with pytest.raises(MigrationError, match="changed after it was applied"):
+        migrate(clickhouse, copy)
+
+
+def test_a_failing_migration_names_the_file(clickhouse: Any, tmp_path: Path) -> None:
+    (tmp_path / "0001_broken.sql").write_text("CREATE TABLE nope (;\n")
+    with pytest.raises(MigrationError, match=r"0001_broken\.sql failed"):
+        migrate(clickhouse, tmp_path)
+
+
+def test_sink_writes_every_event_type_idempotently(clickhouse: Any) -> None:
+    migrate(clickhouse)
+    sink = ClickHouseSink(clickhouse)
+    events = _events()
+    assert sink.write(events) == {"otel_traces": 1, "cost_events": 1, "anomalies": 1,
+                                  "verdicts": 1}
+    sink.write(events)  # a redelivered batch after a crash
+    counts = read_only_query(clickhouse, """
+        SELECT (SELECT count() FROM otel_traces FINAL), (SELECT count() FROM cost_events FINAL),
+               (SELECT count() FROM anomalies FINAL), (SELECT count() FROM verdicts FINAL)""")
+    assert list(counts.rows[0]) == [1, 1, 1, 1]
+    span = read_only_query(clickhouse, "SELECT ServiceName, Duration, "
+                           "SpanAttributes['faas.coldstart'] FROM otel_traces").rows[0]
+    assert list(span) == ["f", 5_000_000, "true"]
+    cost = read_only_query(clickhouse, "SELECT cost_usd, custom_usd['llm'] FROM cost_events")
+    assert list(cost.rows[0]) == [0.25, 0.2]
+    trace = read_only_query(clickhouse, "SELECT TraceId FROM otel_traces_trace_id_ts").rows
+    assert trace[0][0] == "a" * 32
+
+
+@pytest.mark.parametrize("sql", ["DROP TABLE otel_traces", "INSERT INTO verdicts VALUES ()",
+                                 "SELECT 1; DROP TABLE otel_traces"])
+def test_analyst_queries_are_read_only(clickhouse: Any, sql: str) -> None:
+    migrate(clickhouse)
+    with pytest.raises(QueryError):
+        read_only_query(clickhouse, sql)
+    assert read_only_query(clickhouse, "EXISTS TABLE otel_traces").rows[0][0] == 1
