@@ -1,9 +1,9 @@
 """Per-invocation cost: billed duration × memory × GB-second price + request price
 + egress + custom units the function records with :func:`agents.record_cost`.
 
->>> price = PRICES["aws"]
->>> round(price.invocation(duration_ms=100.2, memory_mb=1024).compute_usd, 12)
-1.6833e-06
+>>> bill = PRICES["aws"].invocation(duration_ms=100.2, memory_mb=1024)
+>>> bill.billed_duration_ms, f"{bill.compute_usd:.4e}"
+(101.0, '1.6834e-06')
 """
 
 from __future__ import annotations
