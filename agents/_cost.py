@@ -3,7 +3,7 @@
 
 >>> bill = PRICES["aws"].invocation(duration_ms=100.2, memory_mb=1024)
 >>> bill.billed_duration_ms, f"{bill.compute_usd:.4e}"
-(101.0, '1.6834e-06')
+(101.0, '1.6833e-06')
 """
 
 from __future__ import annotations
