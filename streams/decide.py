@@ -80,7 +80,8 @@ class Decider:
             make = functools.partial(RobustZScore, window=s.baseline_windows,
                                        warmup=s.warmup_windows, threshold=s.zscore_threshold)
             f = self._functions[function] = _Function(
-                make("cost_per_s"), make("attempts_per_s"), make("cost_per_invocation"))
+                make("cost_per_s", count_feature="attempts"), make("attempts_per_s"),
+                make("cost_per_invocation"))
         return f
 
     def on_window(self, function: str, window: Window) -> list[Event]:

@@ -50,6 +50,7 @@ class Window:
         """Rates per second and per-invocation means, as detectors see them."""
         runs = max(self.invocations, 1)
         return {
+            "attempts": float(self.attempts),
             "attempts_per_s": self.attempts / self.seconds,
             "invocations_per_s": self.invocations / self.seconds,
             "cost_per_s": self.cost_usd / self.seconds,

@@ -57,6 +57,7 @@ def run_worker(settings: Settings, extra_info: dict[str, Any] | None = None) -> 
     with removing(stack_file):
         worker = faust.Worker(app, loglevel=settings.log_level, quiet=True,
                               redirect_stdouts=False, override_logging=True)
+        worker.spinner = None  # its terminal animation garbles `governor up` output
         try:
             worker.execute_from_commandline()
         except SystemExit as exit_:

@@ -34,7 +34,7 @@ def test_window_features() -> None:
     w = _window(20, 0.5, blocked=5)
     x = w.features()
     assert (w.attempts, w.invocations, w.blocked) == (25, 20, 5)
-    assert x["attempts_per_s"] == 2.5 and x["invocations_per_s"] == 2.0
+    assert x["attempts"] == 25 and x["attempts_per_s"] == 2.5 and x["invocations_per_s"] == 2.0
     assert x["cost_per_s"] == 1.0 and x["cost_per_invocation"] == 0.5
 
 

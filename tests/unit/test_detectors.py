@@ -57,3 +57,13 @@ def test_robust_zscore_floor_keeps_a_flat_baseline_sane() -> None:
     for _ in range(10):
         d.learn_one({"cost": 2.0})
     assert d.score_one({"cost": 2.2}) == pytest.approx(1.0)  # 10 % floor of the median
+
+
+def test_count_feature_sets_a_poisson_noise_floor() -> None:
+    sparse = RobustZScore("cost", warmup=3, count_feature="n")
+    for n in (3, 2, 3, 4, 3):
+        sparse.learn_one({"cost": float(n), "n": float(n)})
+    # 3 calls a window: noise ~ 1/sqrt(3) of the median, so 9 calls is no page ...
+    assert sparse.score_one({"cost": 9.0, "n": 9.0}) < sparse.threshold
+    # ... while 25x the calls is
+    assert sparse.score_one({"cost": 75.0, "n": 75.0}) > sparse.threshold
