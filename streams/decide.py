@@ -130,7 +130,7 @@ class Decider:
                                         anomaly_id=anomaly.event_id)
         else:
             f.state = State.THROTTLED
-            rps = round(allowed, 3)
+            rps = round(allowed, 2)
             verdict = self.issuer.issue(
                 function, Action.THROTTLE, f"throttled to {rps:g} rps: {explanation}",
                 rate_rps=rps, anomaly_id=anomaly.event_id)
