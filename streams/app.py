@@ -112,26 +112,21 @@ def create_app(settings: Settings, clickhouse: Any, verdict_key: str,
             await worker.write(good)
             yield good
 
-    @app.agent(spans, name="governor.spans")
-    async def on_spans(stream: Any) -> None:
-        async for _ in ingest(stream, Span):
-            pass
+    def sink_only(channel: Any, cls: type[Event]) -> None:
+        async def consume(stream: Any) -> None:
+            async for _ in ingest(stream, cls):
+                pass
 
-    @app.agent(costs, name="governor.costs")
+        app.agent(channel, name=f"governor.{cls.TYPE}")(consume)
+
+    for channel, cls in ((spans, Span), (anomalies, Anomaly), (verdicts, Verdict)):
+        sink_only(channel, cls)
+
+    @app.agent(costs, name="governor.cost")
     async def on_costs(stream: Any) -> None:
         async for events in ingest(stream, CostEvent):
             for event in events:
                 worker.windows.add(event)
-
-    @app.agent(anomalies, name="governor.anomalies")
-    async def on_anomalies(stream: Any) -> None:
-        async for _ in ingest(stream, Anomaly):
-            pass
-
-    @app.agent(verdicts, name="governor.verdicts")
-    async def on_verdicts(stream: Any) -> None:
-        async for _ in ingest(stream, Verdict):
-            pass
 
     async def publish(event: Event) -> None:
         key = event.function.encode()
