@@ -10,10 +10,13 @@
 
 import logging
 
-from agents._cost import PRICES, Price, record_cost
-from agents._decorator import govern
+from agents._context import record_cost
+from agents._cost import Price, load_prices
+from agents._decorator import govern, http_fallback
+from agents._egress import EgressPolicy
 from agents._errors import (
     ConfigurationError,
+    EgressBlocked,
     FunctionBlocked,
     FunctionIsolated,
     FunctionThrottled,
@@ -38,10 +41,11 @@ def flush(timeout_s: float = 1.0) -> bool:
 
 
 __all__ = [
-    "PRICES",
     "AgentSettings",
     "BatchProcessor",
     "ConfigurationError",
+    "EgressBlocked",
+    "EgressPolicy",
     "ExportResult",
     "Exporter",
     "FunctionBlocked",
@@ -58,6 +62,8 @@ __all__ = [
     "flush",
     "get_runtime",
     "govern",
+    "http_fallback",
+    "load_prices",
     "record_cost",
     "shutdown",
     "stats",

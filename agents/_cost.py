@@ -1,7 +1,11 @@
-"""Per-invocation cost: billed duration × memory × GB-second price + request price
-+ egress + custom units the function records with :func:`agents.record_cost`.
+"""Per-invocation cost from the price catalogue (``agents/prices.toml``).
 
->>> bill = PRICES["aws"].invocation(duration_ms=100.2, memory_mb=1024)
+cost = billed duration × billed memory × GB-second price
+     (+ billed duration × CPU GHz × GHz-second price, where CPU is billed apart)
+     + request price + egress bytes × egress price
+     + custom units the function records with :func:`agents.record_cost`.
+
+>>> bill = load_prices()["aws"].invocation(duration_ms=100.2, memory_mb=1024)
 >>> bill.billed_duration_ms, f"{bill.compute_usd:.4e}"
 (101.0, '1.6833e-06')
 """
@@ -9,29 +13,14 @@
 from __future__ import annotations
 
 import math
-from contextvars import ContextVar
-from dataclasses import dataclass
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
 
+from agents._errors import ConfigurationError
 
-@dataclass(frozen=True, slots=True)
-class Price:
-    """One provider's on-demand price list, with where it came from."""
-
-    gb_second_usd: float
-    request_usd: float
-    egress_gb_usd: float
-    billing_granularity_ms: float
-    source: str
-
-    def invocation(
-        self, *, duration_ms: float, memory_mb: int, egress_bytes: int = 0
-    ) -> Breakdown:
-        """Cost of one invocation, billed duration rounded up to the granularity."""
-        step = self.billing_granularity_ms
-        billed_ms = math.ceil(duration_ms / step) * step if duration_ms > 0 else step
-        compute = billed_ms / 1000.0 * memory_mb / 1024.0 * self.gb_second_usd
-        egress = egress_bytes / 1e9 * self.egress_gb_usd
-        return Breakdown(billed_ms, compute, self.request_usd, egress)
+CATALOGUE = Path(__file__).with_name("prices.toml")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,31 +31,73 @@ class Breakdown:
     egress_usd: float
 
 
-PRICES: dict[str, Price] = {
-    "aws": Price(
-        gb_second_usd=0.0000166667,
-        request_usd=0.20 / 1_000_000,
-        egress_gb_usd=0.09,
-        billing_granularity_ms=1.0,
-        source="AWS Lambda pricing, us-east-1, x86_64, first tier (checked 2026-11)",
-    ),
-    "aws-arm64": Price(
-        gb_second_usd=0.0000133334,
-        request_usd=0.20 / 1_000_000,
-        egress_gb_usd=0.09,
-        billing_granularity_ms=1.0,
-        source="AWS Lambda pricing, us-east-1, arm64, first tier (checked 2026-11)",
-    ),
-}
+@dataclass(frozen=True, slots=True)
+class Price:
+    """One provider's on-demand prices and billing-granularity rules."""
 
-_custom: ContextVar[dict[str, float] | None] = ContextVar("governor_custom_cost", default=None)
+    gb_second_usd: float
+    request_usd: float
+    egress_gb_usd: float = 0.0
+    granularity_ms: float = 1.0
+    min_duration_ms: float = 0.0
+    ghz_second_usd: float = 0.0
+    ghz_by_memory_mb: dict[int, float] = field(default_factory=dict)
+    memory_step_mb: int = 0
+    min_memory_mb: int = 0
+    source: str = ""
+    checked: str = ""
+
+    def billed_memory_mb(self, memory_mb: int) -> int:
+        step = self.memory_step_mb
+        billed = math.ceil(memory_mb / step) * step if step else memory_mb
+        return max(billed, self.min_memory_mb)
+
+    def ghz(self, memory_mb: int) -> float:
+        """CPU clock billed with ``memory_mb`` (0 where CPU is not billed apart)."""
+        for size in sorted(self.ghz_by_memory_mb):
+            if memory_mb <= size:
+                return self.ghz_by_memory_mb[size]
+        return max(self.ghz_by_memory_mb.values(), default=0.0)
+
+    def invocation(self, *, duration_ms: float, memory_mb: int,
+                   egress_bytes: int = 0) -> Breakdown:
+        """Cost of one invocation, duration rounded up to the billing granularity."""
+        step = self.granularity_ms
+        billed_ms = max(math.ceil(duration_ms / step) * step, self.min_duration_ms, step)
+        seconds = billed_ms / 1000.0
+        compute = seconds * self.billed_memory_mb(memory_mb) / 1024.0 * self.gb_second_usd
+        if self.ghz_second_usd:
+            compute += seconds * self.ghz(memory_mb) * self.ghz_second_usd
+        egress = egress_bytes / 1e9 * self.egress_gb_usd
+        return Breakdown(float(billed_ms), compute, self.request_usd, egress)
 
 
-def record_cost(units: float, unit_price: float, kind: str = "custom") -> None:
-    """Add ``units × unit_price`` USD of ``kind`` to the current invocation's cost.
+def load_prices(override: Path | None = None) -> dict[str, Price]:
+    """The catalogue, with entries of ``override`` (a TOML file) replacing fields."""
+    entries = _read(CATALOGUE)
+    if override is not None:
+        for name, values in _read(override).items():
+            entries[name] = {**entries.get(name, {}), **values}
+    allowed = {f.name for f in fields(Price)}
+    prices = {}
+    for name, values in entries.items():
+        unknown = set(values) - allowed
+        if unknown:
+            raise ConfigurationError(f"price entry [{name}] has unknown fields "
+                                     f"{sorted(unknown)}; known: {sorted(allowed)}")
+        values = dict(values)
+        values["ghz_by_memory_mb"] = {int(k): float(v)
+                                      for k, v in values.get("ghz_by_memory_mb", {}).items()}
+        try:
+            prices[name] = Price(**values)
+        except TypeError as exc:
+            raise ConfigurationError(f"price entry [{name}]: {exc}") from None
+    return prices
 
-    Outside a governed invocation this does nothing.
-    """
-    bucket = _custom.get()
-    if bucket is not None and units > 0 and unit_price > 0:
-        bucket[kind] = bucket.get(kind, 0.0) + units * unit_price
+
+def _read(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"cannot read price catalogue {path}: {exc}") from None

@@ -1,7 +1,9 @@
 """``@govern``: one span and one cost event per invocation, verdicts enforced.
 
 Options resolve argument → environment (``GOVERNOR_*``) → Lambda context →
-default, once per process on the first call.
+default, once per process on the first call. The hot path starts an SDK span,
+checks the verdict cache (a dictionary lookup), runs the handler and queues the
+finished invocation; pricing and event building happen on the export thread.
 """
 
 from __future__ import annotations
@@ -19,20 +21,41 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from agents._cost import PRICES, _custom
-from agents._errors import ConfigurationError, FunctionBlocked, FunctionThrottled
-from agents._runtime import Runtime, get_runtime
-from schemas import CostEvent, Outcome
+from agents._context import Invocation, current
+from agents._errors import (
+    ConfigurationError,
+    FunctionBlocked,
+    FunctionIsolated,
+    FunctionThrottled,
+)
+from agents._runtime import Finished, Runtime, get_runtime
+from schemas import Outcome
 
 F = TypeVar("F", bound=Callable[..., Any])
+Fallback = Callable[[FunctionBlocked, Any], Any]
 _propagator = TraceContextTextMapPropagator()
+_RAISE = object()
+_set_span_in_context = trace.set_span_in_context
+_attach, _detach = otel_context.attach, otel_context.detach
+_perf_counter_ns = time.perf_counter_ns
+
+
+def http_fallback(blocked: FunctionBlocked, event: Any) -> dict[str, Any]:
+    """An API-gateway response for a blocked call: 429 when throttled, 503 when
+    isolated, with ``Retry-After``. Use as ``@govern(fallback=agents.http_fallback)``."""
+    throttled = isinstance(blocked, FunctionThrottled)
+    retry = 1 if throttled else max(1, int((blocked.until_unix_nano - time.time_ns()) / 1e9))
+    return {"statusCode": 429 if throttled else 503,
+            "headers": {"Retry-After": str(retry), "Content-Type": "application/json"},
+            "body": f'{{"message": "{"throttled" if throttled else "unavailable"}"}}'}
 
 
 class _Bound:
     """One governed function, resolved against one runtime."""
 
-    __slots__ = ("calls", "cold", "function", "memory_mb", "price", "provider", "runtime",
-                 "team", "tracer", "version")
+    __slots__ = ("cold", "count_egress", "fail_closed", "fallback", "flush_s", "function",
+                 "memory_mb", "next_id", "price", "provider", "runtime", "team", "tracer",
+                 "version")
 
     def __init__(self, runtime: Runtime, options: dict[str, Any], handler: Callable[..., Any],
                  context: Any) -> None:
@@ -47,88 +70,121 @@ class _Bound:
         self.memory_mb = int(options["memory_mb"] or settings.memory_mb
                              or getattr(context, "memory_limit_in_mb", None) or 128)
         self.provider = str(options["provider"] or settings.provider)
-        if self.provider not in PRICES:
-            raise ConfigurationError(
-                f"provider {self.provider!r} has no price list; known: {', '.join(PRICES)}")
-        self.price = PRICES[self.provider]
-        tenant = str(options["tenant"] or settings.tenant)
-        self.tracer = runtime.tracer(self.function, {
-            "service.name": self.function,
-            "service.version": self.version,
-            "faas.name": self.function,
-            "faas.version": self.version,
-            "faas.max_memory": self.memory_mb * 1024 * 1024,
-            "cloud.provider": self.provider.split("-")[0],
-            "governor.team": self.team,
-            "governor.tenant": tenant,
-        })
-        self.cold = True
-        self.calls = itertools.count()
+        if self.provider not in runtime.prices:
+            raise ConfigurationError(f"provider {self.provider!r} has no price list; known: "
+                                     f"{', '.join(runtime.prices)} (or add it with "
+                                     "GOVERNOR_PRICES_FILE)")
+        self.price = runtime.prices[self.provider]
+        self.count_egress = bool(options["egress"] if options["egress"] is not None
+                                 else settings.egress)
+        if self.count_egress:
+            from agents import _egress
 
-    def start(self, args: tuple[Any, ...]) -> tuple[Any, Any, str, bool, dict[str, float], int]:
+            _egress.install()
+        self.fail_closed = bool(options["fail_closed"] if options["fail_closed"] is not None
+                                else settings.fail_closed)
+        self.fallback = options["fallback"]
+        self.flush_s = settings.flush_timeout_ms / 1000.0 if settings.flush_on_return else 0.0
+        self.tracer = runtime.tracer(self.function, _resource(self, options, settings.tenant,
+                                                              context))
+        self.cold = True
+        prefix = f"{self.function}-{os.getpid()}-"
+        self.next_id = (prefix + str(n) for n in itertools.count()).__next__
+
+    def start(self, args: tuple[Any, ...]) -> tuple[Any, Any, Any, Invocation, bool, str, int]:
         event = args[0] if args else None
         context = args[1] if len(args) > 1 else None
-        invocation_id = str(getattr(context, "aws_request_id", None)
-                            or f"{self.function}-{os.getpid()}-{next(self.calls)}")
+        invocation_id = getattr(context, "aws_request_id", None) or self.next_id()
         cold, self.cold = self.cold, False
         parent = None
-        if isinstance(event, dict):
+        trigger = "other"
+        if type(event) is dict:
+            trigger = _trigger(event)
             headers = event.get("headers")
-            if isinstance(headers, dict) and "traceparent" in headers:
+            if type(headers) is dict and "traceparent" in headers:
                 parent = _propagator.extract(headers)
-        span = self.tracer.start_span(self.function, context=parent, kind=SpanKind.SERVER,
-                                      attributes={"faas.invocation_id": invocation_id,
-                                                  "faas.coldstart": cold,
-                                                  "faas.trigger": _trigger(event)})
-        token = otel_context.attach(trace.set_span_in_context(span))
-        custom: dict[str, float] = {}
-        custom_token = _custom.set(custom)
-        return span, (token, custom_token), invocation_id, cold, custom, time.perf_counter_ns()
+        span = self.tracer.start_span(self.function, parent, SpanKind.SERVER, {
+            "faas.invocation_id": invocation_id, "faas.coldstart": cold, "faas.trigger": trigger})
+        invocation = Invocation(self.function, self.count_egress, None)
+        return (span, _attach(_set_span_in_context(span)), current.set(invocation), invocation,
+                cold, invocation_id, _perf_counter_ns())
 
-    def finish(self, state: tuple[Any, Any, str, bool, dict[str, float], int],
+    def gate(self) -> Any:
+        """Raise if a verdict (or fail-closed) refuses the call; return its egress policy."""
+        if self.fail_closed and not self.runtime.in_sync():
+            raise FunctionIsolated(self.function, "fail-closed: verdicts not known or stale",
+                                   time.time_ns())
+        return self.runtime.verdicts.check(self.function)
+
+    def finish(self, state: tuple[Any, Any, Any, Invocation, bool, str, int],
                error: BaseException | None) -> None:
-        span, (token, custom_token), invocation_id, cold, custom, started = state
-        duration_ms = (time.perf_counter_ns() - started) / 1e6
-        _custom.reset(custom_token)
+        span, token, invocation_token, invocation, cold, invocation_id, started = state
+        duration_ms = (_perf_counter_ns() - started) / 1e6
+        current.reset(invocation_token)
         outcome = Outcome.OK
-        if isinstance(error, FunctionBlocked):
-            throttled = isinstance(error, FunctionThrottled)
-            outcome = Outcome.THROTTLED if throttled else Outcome.ISOLATED
-            span.set_status(Status(StatusCode.ERROR, str(error)))
-            span.set_attribute("governor.blocked", outcome.value)
-        elif error is not None:
-            outcome = Outcome.ERROR
-            span.record_exception(error)
-            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-        bill = self.price.invocation(duration_ms=duration_ms, memory_mb=self.memory_mb)
-        total = bill.compute_usd + bill.request_usd + bill.egress_usd + sum(custom.values())
-        span.set_attribute("governor.cost.usd", total)
-        ctx = span.get_span_context()
+        if error is not None:
+            if isinstance(error, FunctionBlocked) and error.function == self.function:
+                outcome = (Outcome.THROTTLED if isinstance(error, FunctionThrottled)
+                           else Outcome.ISOLATED)
+                span.set_attribute("governor.blocked", outcome.value)
+                span.set_status(Status(StatusCode.ERROR, str(error)))
+            else:
+                outcome = Outcome.ERROR
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
         span.end()
-        otel_context.detach(token)
+        _detach(token)
         runtime = self.runtime
-        runtime.processor.offer(CostEvent(
-            function=self.function, invocation_id=invocation_id,
-            trace_id=f"{ctx.trace_id:032x}", span_id=f"{ctx.span_id:016x}",
-            provider=self.provider, version=self.version, team=self.team,
-            memory_mb=self.memory_mb, duration_ms=duration_ms,
-            billed_duration_ms=bill.billed_duration_ms, cold_start=cold, outcome=outcome,
-            cost_usd=total, compute_usd=bill.compute_usd, request_usd=bill.request_usd,
-            egress_usd=bill.egress_usd, custom_usd=custom))
-        if runtime.settings.flush_on_return:
-            runtime.flush(runtime.settings.flush_timeout_ms / 1000.0)
+        runtime.processor.offer(Finished(
+            self.function, self.version, self.team, self.provider, self.price, self.memory_mb,
+            span, invocation_id, cold, outcome, duration_ms, invocation.custom,
+            invocation.egress_bytes))
+        if self.flush_s:
+            runtime.flush(self.flush_s)
+
+    def blocked(self, exc: FunctionBlocked, args: tuple[Any, ...]) -> Any:
+        fallback = self.fallback
+        if fallback is _RAISE:
+            raise exc
+        return fallback(exc, args[0] if args else None) if callable(fallback) else fallback
 
 
-def _trigger(event: Any) -> str:
-    if isinstance(event, dict):
-        if "httpMethod" in event or "requestContext" in event or "headers" in event:
-            return "http"
-        records = event.get("Records")
-        if isinstance(records, list) and records and isinstance(records[0], dict):
-            source = str(records[0].get("eventSource") or records[0].get("EventSource") or "")
-            return "datasource" if source in ("aws:s3", "aws:dynamodb") else "pubsub"
-        if event.get("source") == "aws.events":
-            return "timer"
+def _resource(b: _Bound, options: dict[str, Any], tenant_setting: str,
+              context: Any) -> dict[str, Any]:
+    provider = b.provider.split("-")[0]
+    resource = {
+        "service.name": b.function, "service.version": b.version,
+        "faas.name": b.function, "faas.version": b.version,
+        "faas.max_memory": b.memory_mb * 1024 * 1024,
+        "cloud.provider": {"aws": "aws", "gcp": "gcp", "azure": "azure"}.get(provider, provider),
+        "cloud.platform": {"aws": "aws_lambda", "gcp": "gcp_cloud_functions",
+                           "azure": "azure_functions"}.get(provider, provider),
+        "governor.team": b.team, "governor.tenant": str(options["tenant"] or tenant_setting),
+    }
+    env = os.environ
+    region = env.get("AWS_REGION") or env.get("FUNCTION_REGION") or env.get("REGION_NAME")
+    if region:
+        resource["cloud.region"] = region
+    if env.get("AWS_LAMBDA_LOG_STREAM_NAME"):
+        resource["faas.instance"] = env["AWS_LAMBDA_LOG_STREAM_NAME"]
+    arn = getattr(context, "invoked_function_arn", None)
+    if isinstance(arn, str):
+        resource["cloud.resource_id"] = arn
+        parts = arn.split(":")
+        if len(parts) > 4:
+            resource["cloud.account.id"] = parts[4]
+    return resource
+
+
+def _trigger(event: dict[str, Any]) -> str:
+    if "httpMethod" in event or "requestContext" in event or "headers" in event:
+        return "http"
+    records = event.get("Records")
+    if isinstance(records, list) and records and isinstance(records[0], dict):
+        source = str(records[0].get("eventSource") or records[0].get("EventSource") or "")
+        return "datasource" if source in ("aws:s3", "aws:dynamodb") else "pubsub"
+    if event.get("source") == "aws.events":
+        return "timer"
     return "other"
 
 
@@ -140,34 +196,41 @@ def govern(handler: F) -> F: ...
 def govern(
     *, function: str | None = ..., version: str | None = ..., team: str | None = ...,
     memory_mb: int | None = ..., provider: str | None = ..., tenant: str | None = ...,
+    egress: bool | None = ..., fail_closed: bool | None = ..., fallback: Any = ...,
 ) -> Callable[[F], F]: ...
 
 
 def govern(
     handler: Any = None, *, function: str | None = None, version: str | None = None,
     team: str | None = None, memory_mb: int | None = None, provider: str | None = None,
-    tenant: str | None = None,
+    tenant: str | None = None, egress: bool | None = None, fail_closed: bool | None = None,
+    fallback: Any = _RAISE,
 ) -> Any:
     """Govern a handler: ``@govern`` or ``@govern(function="checkout", memory_mb=512)``.
 
     Works on ``handler(event, context)`` Lambda handlers, plain callables and
-    ``async def`` handlers. Raises :class:`agents.FunctionIsolated` or
-    :class:`agents.FunctionThrottled` only when a verdict blocks the call;
-    exceptions from the handler propagate unchanged.
+    ``async def`` handlers. When a verdict blocks a call it raises
+    :class:`agents.FunctionIsolated` / :class:`agents.FunctionThrottled`, or returns
+    ``fallback`` instead (a value, or ``fallback(blocked, event)`` if callable, e.g.
+    :func:`agents.http_fallback`). Exceptions from the handler propagate unchanged.
+    ``egress=True`` counts outbound bytes; ``fail_closed=True`` refuses calls while
+    the verdicts are unknown or stale.
     """
     options = {"function": function, "version": version, "team": team,
-               "memory_mb": memory_mb, "provider": provider, "tenant": tenant}
+               "memory_mb": memory_mb, "provider": provider, "tenant": tenant,
+               "egress": egress, "fail_closed": fail_closed, "fallback": fallback}
 
     def decorate(fn: F) -> F:
         bound: list[_Bound] = []
 
         def resolve(args: tuple[Any, ...]) -> _Bound | None:
             runtime = get_runtime()
+            if bound and bound[0].runtime is runtime:
+                return bound[0]
             if runtime.settings.disabled:
                 return None
-            if not bound or bound[0].runtime is not runtime:
-                context = args[1] if len(args) > 1 else None
-                bound[:] = [_Bound(runtime, options, fn, context)]
+            context = args[1] if len(args) > 1 else None
+            bound[:] = [_Bound(runtime, options, fn, context)]
             return bound[0]
 
         if inspect.iscoroutinefunction(fn):
@@ -178,7 +241,11 @@ def govern(
                     return await fn(*args, **kwargs)
                 state = b.start(args)
                 try:
-                    b.runtime.verdicts.check(b.function)
+                    state[3].allow = b.gate()
+                except FunctionBlocked as blocked:
+                    b.finish(state, blocked)
+                    return b.blocked(blocked, args)
+                try:
                     result = await fn(*args, **kwargs)
                 except BaseException as exc:
                     b.finish(state, exc)
@@ -194,7 +261,11 @@ def govern(
                 return fn(*args, **kwargs)
             state = b.start(args)
             try:
-                b.runtime.verdicts.check(b.function)
+                state[3].allow = b.gate()
+            except FunctionBlocked as blocked:
+                b.finish(state, blocked)
+                return b.blocked(blocked, args)
+            try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
                 b.finish(state, exc)
@@ -204,4 +275,3 @@ def govern(
         return cast(F, wrapper)
 
     return decorate(handler) if handler is not None else decorate
-

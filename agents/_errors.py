@@ -4,6 +4,8 @@
     ├── FunctionBlocked            a verdict refused this call
     │   ├── FunctionIsolated       the function is isolated
     │   └── FunctionThrottled      over the throttle rate for this instance
+    ├── EgressBlocked              a verdict's egress allow-list refused a connection
+    │                              (also a PermissionError)
     └── ConfigurationError         a GOVERNOR_* setting or @govern argument is invalid
 
 Errors from Governor's own telemetry never reach the handler: only the verdict
@@ -50,3 +52,14 @@ class FunctionThrottled(FunctionBlocked):
 
     def _describe(self) -> str:
         return f"{self.function} is throttled by Governor to {self.limit_rps:g} rps: {self.reason}"
+
+
+class EgressBlocked(GovernorError, PermissionError):
+    """A connection to a destination outside the verdict's egress allow-list."""
+
+    def __init__(self, function: str, destination: str, allowed: tuple[str, ...]) -> None:
+        self.function = function
+        self.destination = destination
+        self.allowed = allowed
+        super().__init__(f"{function}: egress to {destination} is blocked by Governor; "
+                         f"allowed: {', '.join(allowed) or 'nothing'}")

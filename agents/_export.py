@@ -127,14 +127,14 @@ class KafkaExporter:
 class BatchProcessor:
     """Bounded queue + background export thread.
 
-    ``convert`` turns a queued record (a finished SDK span, a cost tuple) into an
-    event off the hot path.
+    ``convert`` turns a queued record (a finished invocation) into events off the
+    hot path.
     """
 
     def __init__(
         self,
         exporter: Exporter,
-        convert: Callable[[Any], Event],
+        convert: Callable[[Any], Sequence[Event]],
         stats: Stats,
         max_queue: int = 10_000,
         max_batch: int = 512,
@@ -190,7 +190,7 @@ class BatchProcessor:
                 while queue and len(batch) < self._max_batch:
                     record = queue.popleft()
                     try:
-                        batch.append(self._convert(record))
+                        batch.extend(self._convert(record))
                     except Exception:
                         log.debug("could not convert %r", record, exc_info=True)
                         self._stats.add("dropped_convert_error")

@@ -11,19 +11,23 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.trace import SpanKind as OtelKind
 from opentelemetry.trace import StatusCode as OtelStatus
 from opentelemetry.trace import Tracer
 
+from agents import _egress
+from agents._cost import Price, load_prices
 from agents._export import BatchProcessor, Exporter, ExportResult, KafkaExporter
 from agents._settings import AgentSettings
 from agents._stats import Stats
 from agents._verdicts import VerdictCache, VerdictFollower
-from schemas import Event, Span, SpanEvent, SpanKind, StatusCode
+from schemas import CostEvent, Event, Outcome, Span, SpanEvent, SpanKind, StatusCode
 
 log = logging.getLogger("governor.agent")
 
@@ -53,14 +57,23 @@ class _DiscardExporter:
         return None
 
 
-class _QueueSpanProcessor(SpanProcessor):
-    """Hands finished spans to the batch processor; nothing else on the hot path."""
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """One invocation as the hot path leaves it; events are built off the hot path."""
 
-    def __init__(self, processor: BatchProcessor) -> None:
-        self._offer = processor.offer
-
-    def on_end(self, span: ReadableSpan) -> None:
-        self._offer(span)
+    function: str
+    version: str
+    team: str
+    provider: str
+    price: Price
+    memory_mb: int
+    span: ReadableSpan
+    invocation_id: str
+    cold_start: bool
+    outcome: Outcome
+    duration_ms: float
+    custom_usd: dict[str, float]
+    egress_bytes: int
 
 
 class Runtime:
@@ -73,21 +86,30 @@ class Runtime:
         if exporter is None:
             exporter = (KafkaExporter(settings.kafka_bootstrap, settings.topic_prefix, self.stats)
                         if settings.kafka_bootstrap else _DiscardExporter(self.stats))
+        self.prices = load_prices(Path(settings.prices_file) if settings.prices_file else None)
         self.processor = BatchProcessor(
-            exporter, _to_event, self.stats, max_queue=settings.queue_size,
+            exporter, to_events, self.stats, max_queue=settings.queue_size,
             interval_s=settings.export_interval_ms / 1000.0)
-        self._span_processor = _QueueSpanProcessor(self.processor)
         self.follower = (VerdictFollower(settings.kafka_bootstrap, settings.topic("verdicts"),
-                                         self.verdicts, self.stats)
+                                         self.verdicts, self.stats,
+                                         stale_after_s=settings.verdict_stale_seconds)
                          if settings.kafka_bootstrap else None)
+        internal = settings.egress_internal
+        _egress.set_internal(_egress.INTERNAL_DEFAULT if internal is None else internal)
+        if settings.egress:
+            _egress.install()
 
     def tracer(self, function: str, resource: dict[str, Any]) -> Tracer:
-        """A tracer whose spans carry ``resource`` and flow into this runtime."""
+        """A tracer for ``function``'s invocation spans (handed to the runtime by the
+        decorator, so no span processor runs on the hot path)."""
         provider = TracerProvider(resource=Resource.create(resource))
-        provider.add_span_processor(self._span_processor)
         if self.follower is not None:
             self.follower.watch(function)
         return provider.get_tracer("faas-governor", "0.1.0")
+
+    def in_sync(self) -> bool:
+        """Whether the verdicts of this process's functions are known and fresh."""
+        return self.follower is not None and self.follower.in_sync()
 
     def flush(self, timeout_s: float) -> bool:
         """Export queued telemetry and wait for delivery within ``timeout_s``."""
@@ -99,13 +121,27 @@ class Runtime:
         self.processor.shutdown(timeout_s)
 
 
-def _to_event(record: Any) -> Event:
-    if isinstance(record, ReadableSpan):
-        return _span_event(record)
-    return record  # already an Event (cost events are built on the hot path's exit)
+def to_events(done: Finished) -> list[Event]:
+    """The span and cost events of a finished invocation, priced."""
+    bill = done.price.invocation(duration_ms=done.duration_ms, memory_mb=done.memory_mb,
+                                 egress_bytes=done.egress_bytes)
+    custom = done.custom_usd
+    total = bill.compute_usd + bill.request_usd + bill.egress_usd + sum(custom.values())
+    span = _span_event(done.span, {"governor.cost.usd": total,
+                                   "governor.egress.bytes": done.egress_bytes})
+    cost = CostEvent(
+        function=done.function, invocation_id=done.invocation_id,
+        time_unix_nano=span.time_unix_nano,
+        trace_id=span.trace_id, span_id=span.span_id, provider=done.provider,
+        version=done.version, team=done.team, memory_mb=done.memory_mb,
+        duration_ms=done.duration_ms, billed_duration_ms=bill.billed_duration_ms,
+        cold_start=done.cold_start, outcome=done.outcome, egress_bytes=done.egress_bytes,
+        cost_usd=total, compute_usd=bill.compute_usd, request_usd=bill.request_usd,
+        egress_usd=bill.egress_usd, custom_usd=custom)
+    return [span, cost]
 
 
-def _span_event(span: ReadableSpan) -> Span:
+def _span_event(span: ReadableSpan, extra: dict[str, Any]) -> Span:
     ctx = span.context
     assert ctx is not None and span.start_time is not None and span.end_time is not None
     trace_id, span_id = f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
@@ -125,7 +161,7 @@ def _span_event(span: ReadableSpan) -> Span:
         end_time_unix_nano=span.end_time,
         status_code=_STATUS[span.status.status_code],
         status_message=span.status.description or "",
-        attributes=_attributes(span.attributes),
+        attributes={**_attributes(span.attributes), **extra},
         resource=resource,
         scope_name=scope.name if scope else "",
         scope_version=(scope.version or "") if scope else "",

@@ -13,8 +13,16 @@ GOVERNOR_VERSION               function version (else ``AWS_LAMBDA_FUNCTION_VERS
 GOVERNOR_TEAM                  owning team (empty)
 GOVERNOR_MEMORY_MB             configured memory (else ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``,
                                else the context, else 128)
-GOVERNOR_PROVIDER              price catalogue entry: ``aws`` or ``aws-arm64`` (``aws``)
+GOVERNOR_PROVIDER              price catalogue entry: ``aws``, ``aws-arm64``, ``gcp``,
+                               ``azure`` (``aws``)
+GOVERNOR_PRICES_FILE           TOML file overriding/adding price entries (none)
 GOVERNOR_TENANT                tenant label (empty)
+GOVERNOR_EGRESS                ``1``: count outbound bytes per invocation (off)
+GOVERNOR_EGRESS_INTERNAL       comma-separated CIDRs not counted as egress (loopback,
+                               private and link-local ranges)
+GOVERNOR_FAIL_CLOSED           ``1``: refuse calls until the verdicts are known and fresh
+                               (off: fail-open, run when no verdict is known)
+GOVERNOR_VERDICT_STALE_SECONDS fail-closed: verdicts older than this count as unknown (60)
 GOVERNOR_QUEUE_SIZE            telemetry records held before dropping (10000)
 GOVERNOR_EXPORT_INTERVAL_MS    background export period (200)
 GOVERNOR_FLUSH_ON_RETURN       flush telemetry before returning (on inside AWS Lambda)
@@ -48,6 +56,11 @@ class AgentSettings:
     memory_mb: int = 0
     provider: str = "aws"
     tenant: str = ""
+    prices_file: str = ""
+    egress: bool = False
+    egress_internal: tuple[str, ...] | None = None
+    fail_closed: bool = False
+    verdict_stale_seconds: int = 60
     queue_size: int = 10_000
     export_interval_ms: int = 200
     flush_on_return: bool = False
@@ -70,6 +83,12 @@ class AgentSettings:
                            _int(env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 0)),
             provider=env.get("GOVERNOR_PROVIDER", "aws").strip() or "aws",
             tenant=env.get("GOVERNOR_TENANT", ""),
+            prices_file=env.get("GOVERNOR_PRICES_FILE", "").strip(),
+            egress=_flag(env, "GOVERNOR_EGRESS", False),
+            egress_internal=tuple(n.strip() for n in env["GOVERNOR_EGRESS_INTERNAL"].split(",")
+                                  if n.strip()) if "GOVERNOR_EGRESS_INTERNAL" in env else None,
+            fail_closed=_flag(env, "GOVERNOR_FAIL_CLOSED", False),
+            verdict_stale_seconds=_int(env, "GOVERNOR_VERDICT_STALE_SECONDS", 60, minimum=1),
             queue_size=_int(env, "GOVERNOR_QUEUE_SIZE", 10_000, minimum=1),
             export_interval_ms=_int(env, "GOVERNOR_EXPORT_INTERVAL_MS", 200, minimum=1),
             flush_on_return=_flag(env, "GOVERNOR_FLUSH_ON_RETURN", in_lambda),

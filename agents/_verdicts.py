@@ -13,7 +13,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from agents import _egress
+from agents._egress import EgressPolicy
 from agents._errors import FunctionIsolated, FunctionThrottled
 from agents._stats import Stats
 from schemas import Action, SchemaError, SignatureError, Verdict, decode, verify_verdict
@@ -46,6 +49,8 @@ class TokenBucket:
 class _Active:
     verdict: Verdict
     bucket: TokenBucket | None
+    egress: EgressPolicy | None
+    refuse: bool  # isolate without an allow-list: refuse every call
 
 
 Listener = Callable[[Verdict], None]
@@ -95,28 +100,35 @@ class VerdictCache:
             else:
                 bucket = (TokenBucket(verdict.rate_rps or 0.0)
                           if verdict.action is Action.THROTTLE else None)
-                self._active[verdict.function] = _Active(verdict, bucket)
+                egress = None
+                if verdict.egress_allow is not None:
+                    _egress.install()
+                    egress = EgressPolicy(verdict.egress_allow)
+                refuse = verdict.action is Action.ISOLATE and egress is None
+                self._active[verdict.function] = _Active(verdict, bucket, egress, refuse)
         self._stats.add(f"verdicts_accepted_{verdict.action.value}")
         for listener in self._listeners:
             listener(verdict)
         return True
 
-    def check(self, function: str) -> None:
-        """Raise if a live verdict refuses a call of ``function`` now."""
+    def check(self, function: str) -> EgressPolicy | None:
+        """Raise if a live verdict refuses a call of ``function`` now; otherwise return
+        the egress allow-list the call must keep to, if a verdict imposes one."""
         active = self._active.get(function)
         if active is None:
-            return
+            return None
         verdict = active.verdict
         if verdict.expires_at_unix_nano <= time.time_ns():
             self._active.pop(function, None)
             self._stats.add("verdicts_expired_in_force")
-            return
-        if verdict.action is Action.ISOLATE:
+            return None
+        if active.refuse:
             raise FunctionIsolated(function, verdict.reason, verdict.expires_at_unix_nano)
         if active.bucket is not None and not active.bucket.try_acquire():
             raise FunctionThrottled(
                 function, verdict.reason, verdict.expires_at_unix_nano, active.bucket.rate
             )
+        return active.egress
 
     def current(self, function: str) -> Verdict | None:
         """The verdict in force for ``function``, if any."""
@@ -139,16 +151,24 @@ class VerdictFollower:
     latest verdict per function) and keeps following. Broker outages only delay it.
     """
 
-    def __init__(self, bootstrap: str, topic: str, cache: VerdictCache, stats: Stats) -> None:
+    def __init__(self, bootstrap: str, topic: str, cache: VerdictCache, stats: Stats,
+                 stale_after_s: float = 60.0) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
         self._cache = cache
         self._stats = stats
+        self._stale_after_s = stale_after_s
+        self._synced = False
+        self._last_contact = 0.0
         self._functions: set[bytes] = set()
         self._changed = threading.Event()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="governor-verdicts", daemon=True)
         self._thread.start()
+
+    def in_sync(self) -> bool:
+        """Read every verdict published so far, and heard from the broker lately."""
+        return self._synced and time.monotonic() - self._last_contact < self._stale_after_s
 
     def watch(self, function: str) -> None:
         key = function.encode()
@@ -175,6 +195,7 @@ class VerdictFollower:
         })
         assigned: set[int] = set()
         partitions = 0
+        next_sync_check = 0.0
         try:
             while not self._stopped.is_set():
                 if self._changed.is_set() or not partitions:
@@ -192,12 +213,17 @@ class VerdictFollower:
                         consumer.incremental_assign(
                             [TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in new])
                         assigned |= new
+                        self._synced = False
+                if time.monotonic() >= next_sync_check:
+                    next_sync_check = time.monotonic() + 1.0
+                    self._check_sync(consumer, assigned)
                 msg = consumer.poll(0.2)
                 if msg is None:
                     continue
                 if msg.error():
                     self._stats.add("verdict_consumer_errors")
                     continue
+                self._last_contact = time.monotonic()
                 value = msg.value()
                 if msg.key() in self._functions and value is not None:
                     self._cache.offer_bytes(value)
@@ -206,3 +232,21 @@ class VerdictFollower:
             self._stats.add("verdict_follower_crashed")
         finally:
             consumer.close()
+
+    def _check_sync(self, consumer: Any, assigned: set[int]) -> None:
+        """Mark the follower in sync once its position reached every high watermark."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        try:
+            behind = False
+            for partition in assigned:
+                tp = TopicPartition(self._topic, partition)
+                _, high = consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
+                [position] = consumer.position([tp])
+                if high > 0 and (position.offset < 0 or position.offset < high):
+                    behind = True
+            self._last_contact = time.monotonic()
+            if not behind and assigned:
+                self._synced = True
+        except KafkaException:
+            self._stats.add("verdict_consumer_errors")

@@ -225,6 +225,11 @@ class Verdict(Event):
     reason: str = field(default="", metadata=_meta("Why, for humans.", max_len=4096))
     anomaly_id: str = field(default="", metadata=_meta("Anomaly that caused it, if any."))
     issuer: str = field(default="", metadata=_meta("Worker or operator that issued it."))
+    egress_allow: list[str] | None = field(
+        default=None,
+        metadata=_meta("Egress allow-list imposed while in force: host names, '*.domain', "
+                       "IPs, CIDRs. With action isolate, calls still run but may only reach "
+                       "these destinations (network isolation); null: egress unrestricted."))
     signature: str = field(
         default="", metadata=_meta("'hmac-sha256:<hex>' over the other fields.", max_len=256)
     )

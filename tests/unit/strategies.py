@@ -133,6 +133,7 @@ FIELD_STRATEGIES: dict[type[Event], dict[str, Strategy]] = {
         "reason": text(max_size=200),
         "anomaly_id": text(),
         "issuer": text(),
+        "egress_allow": st.none() | st.lists(text(max_size=64), max_size=4),
         "signature": st.one_of(st.just(""), hex_id(64).map("hmac-sha256:".__add__)),
     },
     ControlUpdate: {

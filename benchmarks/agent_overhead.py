@@ -1,0 +1,211 @@
+"""What ``@govern`` costs a function: import time, CPU per warm call, memory growth.
+
+Run: ``.venv/bin/python benchmarks/agent_overhead.py [--calls N] [--memory-calls M]``
+
+1. Import time: ``import agents`` timed inside a fresh interpreter (perf_counter around
+   the import, 1 discarded + 5 runs, median); in-run baseline: ``opentelemetry.sdk.trace``.
+2. CPU per warm call of ``def handler(event, context): return event``, bare and wrapped,
+   in batches (after a 2,000-call warm-up), as per-call µs per batch, medians. Thread CPU
+   (``thread_time_ns``) is the handler thread only; process CPU (``process_time_ns``) adds
+   the agent's export/verdict threads and librdkafka's threads — what the function pays,
+   so it is the headline. "added" = median(wrapped) − median(bare). Configurations:
+   (a) broker up: an embedded Tansu broker started here, topics under a unique prefix;
+   (b) broker down: ``kafka_bootstrap`` on a free port nobody listens on.
+   Back-to-back calls outrun the export thread, so records get dropped (counted) and
+   their export CPU is never spent; the "drained" row flushes (``agents.flush(0)``)
+   inside the timed window every 1,000 calls, so it pays for every record queued.
+   Reference: the OTel SDK alone (TracerProvider, no-op SpanProcessor, start_span + end).
+3. Memory: current RSS (``/proc/self/statm``) before/after ``--memory-calls`` wrapped
+   calls with the broker down, and the agent's counters (drops are counted, not silent).
+
+Nothing is asserted; targets are printed as PASS/MISS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+
+import agents
+from streams.stack import ensure_topics, free_port, start_broker
+
+ROOT = Path(__file__).resolve().parents[1]
+
+WARMUP, DRAIN_EVERY = 2_000, 1_000
+TARGET_US, TARGET_IMPORT_MS, TARGET_MB = 15.0, 150.0, 50.0
+EVENT: dict[str, Any] = {"id": 1}
+Handler = Callable[[Any, Any], Any]
+
+
+def bare(event: Any, context: Any) -> Any:
+    return event
+
+
+wrapped: Handler = agents.govern(function="bench", memory_mb=128)(bare)
+_tracer = TracerProvider()
+_tracer.add_span_processor(SpanProcessor())  # the base class: every hook a no-op
+_otel_tracer = _tracer.get_tracer("bench")
+
+
+def otel_alone(event: Any, context: Any) -> Any:
+    span = _otel_tracer.start_span("bench")
+    try:
+        return bare(event, context)
+    finally:
+        span.end()
+
+
+def import_ms(module: str, runs: int = 5) -> float:
+    code = f"import time; t = time.perf_counter_ns(); import {module}; " \
+           "print(time.perf_counter_ns() - t)"
+    times = [int(subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
+                                capture_output=True, text=True).stdout) / 1e6
+             for _ in range(runs + 1)]
+    return statistics.median(times[1:])
+
+
+def cpu_per_call(fn: Handler, calls: int, per_batch: int,
+                 after: Callable[[], object] | None = None) -> tuple[float, float]:
+    """Median (thread µs, process µs) per call over ``calls // per_batch`` batches."""
+    for _ in range(WARMUP):
+        fn(EVENT, None)
+    thread, process = [], []
+    for _ in range(max(1, calls // per_batch)):
+        t0, p0 = time.thread_time_ns(), time.process_time_ns()
+        for _ in range(per_batch):
+            fn(EVENT, None)
+        if after is not None:
+            after()
+        thread.append((time.thread_time_ns() - t0) / per_batch / 1e3)
+        process.append((time.process_time_ns() - p0) / per_batch / 1e3)
+    return statistics.median(thread), statistics.median(process)
+
+
+def dropped(counts: dict[str, int]) -> int:
+    return sum(v for k, v in counts.items() if k.startswith("dropped"))
+
+
+def run_config(label: str, bootstrap: str, calls: int) -> dict[str, Any]:
+    per_batch = max(1, calls // 20)
+    out: dict[str, Any] = {"bare": cpu_per_call(bare, calls, per_batch),
+                           "otel": cpu_per_call(otel_alone, calls, per_batch)}
+    runtime = agents.configure(agents.AgentSettings(
+        kafka_bootstrap=bootstrap, verdict_key=b"k", topic_prefix=label))
+    try:
+        for _ in range(WARMUP):
+            wrapped(EVENT, None)
+        agents.flush(0.0)
+        before = dropped(agents.stats())
+        out["wrapped"] = cpu_per_call(wrapped, calls, per_batch)
+        out["drops"] = (dropped(agents.stats()) - before, (calls // per_batch) * per_batch)
+        out["drained"] = cpu_per_call(wrapped, calls, DRAIN_EVERY, lambda: agents.flush(0.0))
+    finally:
+        agents.shutdown(1.0)
+    out["stats"] = runtime.stats.snapshot()
+    return out
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def memory_phase(calls: int) -> tuple[float, float, float, dict[str, int], dict[str, int]]:
+    runtime = agents.configure(agents.AgentSettings(
+        kafka_bootstrap=f"127.0.0.1:{free_port()}", verdict_key=b"k", topic_prefix="mem"))
+    try:
+        for _ in range(WARMUP):
+            wrapped(EVENT, None)
+        gc.collect()
+        start, t0 = rss_mb(), time.perf_counter()
+        for _ in range(calls):
+            wrapped(EVENT, None)
+        wall = time.perf_counter() - t0
+        gc.collect()
+        end, live = rss_mb(), agents.stats()
+    finally:
+        agents.shutdown(2.0)
+    return start, end, wall, live, runtime.stats.snapshot()
+
+
+def verdict(value: float, target: float) -> str:
+    return "PASS" if value <= target else "MISS"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=100_000,
+                        help="timed calls per variant, in 20 batches (default 100000)")
+    parser.add_argument("--memory-calls", type=int, default=1_000_000,
+                        help="wrapped calls of the memory phase, broker down (default 1000000)")
+    args = parser.parse_args()
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; "
+          f"{args.calls} timed calls per variant, {args.memory_calls} memory-phase calls")
+
+    imp_agents, imp_otel = import_ms("agents"), import_ms("opentelemetry.sdk.trace")
+    print(f"import agents {imp_agents:.1f} ms; opentelemetry.sdk.trace {imp_otel:.1f} ms")
+
+    broker = start_broker()
+    try:
+        prefix = f"bench-{uuid.uuid4().hex[:8]}"
+        ensure_topics(broker.bootstrap, prefix)
+        up = run_config(prefix, broker.bootstrap, args.calls)
+        print("broker up done:", up["stats"])
+        down = run_config(f"down-{prefix}", f"127.0.0.1:{free_port()}", args.calls)
+        print("broker down done:", down["stats"])
+        mem = memory_phase(args.memory_calls)
+    finally:
+        agents.shutdown(1.0)
+        broker.stop()
+
+    start, end, wall, live, final = mem
+    rows: list[tuple[str, str, str, str]] = [
+        ("import agents (median of 5)", f"{imp_agents:.1f} ms", f"<= {TARGET_IMPORT_MS:.0f} ms",
+         verdict(imp_agents, TARGET_IMPORT_MS)),
+        ("import opentelemetry.sdk.trace (baseline)", f"{imp_otel:.1f} ms", "", ""),
+        ("  ratio agents / otel sdk", f"{imp_agents / imp_otel:.2f}x", "", ""),
+    ]
+    for name, res in (("broker up", up), ("broker down", down)):
+        (bt, bp), (_, op), (wt, wp), (dt, dp) = (res[k] for k in
+                                                  ("bare", "otel", "wrapped", "drained"))
+        lost, offered = res["drops"]
+        rows += [
+            (f"[{name}] bare handler, process CPU", f"{bp:.2f} us", "", ""),
+            (f"[{name}] added by @govern, process CPU", f"{wp - bp:.1f} us",
+             f"<= {TARGET_US:.0f} us", verdict(wp - bp, TARGET_US)),
+            (f"[{name}] added by @govern, thread CPU", f"{wt - bt:.1f} us", "", ""),
+            (f"[{name}]   drops counted while timed / calls", f"{lost} / {offered}", "", ""),
+            (f"[{name}] added, drained (all records exported)", f"{dp - bp:.1f} us",
+             f"<= {TARGET_US:.0f} us", verdict(dp - bp, TARGET_US)),
+            (f"[{name}]   thread CPU, drained", f"{dt - bt:.1f} us", "", ""),
+            (f"[{name}] OTel SDK alone added, process CPU", f"{op - bp:.1f} us", "", ""),
+            (f"[{name}]   ratio @govern / OTel SDK alone", f"{(wp - bp) / (op - bp):.1f}x", "", ""),
+        ]
+    rows += [
+        ("RSS before / after (broker down)", f"{start:.1f} / {end:.1f} MB", "", ""),
+        (f"RSS growth over {args.memory_calls} calls", f"{end - start:.1f} MB",
+         f"<= {TARGET_MB:.0f} MB", verdict(end - start, TARGET_MB)),
+        ("  memory phase wall time", f"{wall:.1f} s ({args.memory_calls / wall:,.0f}/s)", "", ""),
+    ]
+    print()
+    for row in [("figure", "measured", "target", ""), ("-" * 48, "-" * 22, "-" * 9, "----"), *rows]:
+        print(f"{row[0]:<48} {row[1]:>22} {row[2]:>9} {row[3]}")
+    print(f"\nagents.stats() after {args.memory_calls} calls (broker down): {live}")
+    print(f"after shutdown ({args.memory_calls + WARMUP} calls in all): {final}")
+    up_added = up["wrapped"][1] - up["bare"][1]
+    print(f"agent overhead: {up_added:.1f} us/call added (broker up)")
+
+
+if __name__ == "__main__":
+    main()
