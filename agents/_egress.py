@@ -89,10 +89,12 @@ def install() -> None:
     with _lock:
         if _installed:
             return
-        for cls in (socket.socket, ssl.SSLSocket):
-            for name in ("send", "sendall", "sendto", "sendmsg"):
-                if name in vars(cls):
-                    setattr(cls, name, _counting(getattr(cls, name), name == "sendall"))
+        for name in ("send", "sendall", "sendto", "sendmsg"):
+            setattr(socket.socket, name,
+                    _counting(getattr(socket.socket, name), name == "sendall", tls=False))
+        for name in ("send", "sendall"):  # TLS writes bypass socket.socket's methods
+            setattr(ssl.SSLSocket, name,
+                    _counting(getattr(ssl.SSLSocket, name), name == "sendall", tls=True))
         for name in ("connect", "connect_ex"):
             setattr(socket.socket, name, _guarded_connect(getattr(socket.socket, name)))
         socket.getaddrinfo = _guarded_getaddrinfo
@@ -115,11 +117,12 @@ def _is_internal(sock: socket.socket, address: Any = None) -> bool:
     return any(ip in net for net in _internal)
 
 
-def _counting(send: Callable[..., Any], returns_none: bool) -> Callable[..., Any]:
+def _counting(send: Callable[..., Any], returns_none: bool, tls: bool) -> Callable[..., Any]:
     def wrapper(self: socket.socket, data: Any, *args: Any, **kwargs: Any) -> Any:
         result = send(self, data, *args, **kwargs)
         invocation = current.get()
-        if invocation is not None and invocation.count_egress:
+        if invocation is not None and invocation.count_egress and (
+                not tls or getattr(self, "_sslobj", None) is not None):  # else counted below
             address = args[-1] if args and isinstance(args[-1], tuple) else None  # sendto
             if not _is_internal(self, address):
                 invocation.egress_bytes += _size(data) if returns_none else int(result or 0)
