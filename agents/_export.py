@@ -22,6 +22,7 @@ from schemas import Event, encode
 log = logging.getLogger("governor.agent")
 
 _TOPIC_KIND = {"span": "spans", "cost": "costs"}
+REPORT_EVERY_S = 60.0
 
 
 class ExportResult(Enum):
@@ -177,10 +178,14 @@ class BatchProcessor:
         self.exporter.shutdown(timeout_s)
 
     def _run(self) -> None:
+        next_report = time.monotonic() + REPORT_EVERY_S
         while not self._stopped:
             self._wake.wait(self._interval_s)
             self._wake.clear()
             self._drain()
+            if time.monotonic() >= next_report:
+                next_report = time.monotonic() + REPORT_EVERY_S
+                self._stats.report()
 
     def _drain(self) -> None:
         with self._export_lock:

@@ -64,3 +64,19 @@ def test_every_worker_setting_is_documented() -> None:
 
     doc = streams.settings.__doc__ or ""
     assert [name for name in env_names() if name not in doc] == []
+
+
+def test_drops_are_reported_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    from agents._stats import Stats
+
+    stats = Stats()
+    stats.add("exported", 5)
+    stats.report()
+    assert caplog.records == []
+    stats.add("dropped_queue_full", 3)
+    stats.add("dropped_delivery_failed")
+    stats.report()
+    [record] = caplog.records
+    assert "dropped 4 telemetry records (queue_full: 3, delivery_failed: 1)" in record.message
+    stats.report()
+    assert len(caplog.records) == 1
