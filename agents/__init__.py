@@ -31,7 +31,9 @@ logging.getLogger("governor").addHandler(logging.NullHandler())
 
 
 def stats() -> dict[str, int]:
-    """The agent's self-metrics: exported, dropped (by reason), verdicts accepted/rejected."""
+    """The agent's self-metrics, in events: ``produced`` (handed to Kafka), ``dropped_*``
+    by reason (queue full, buffer full, delivery failed, no broker …), verdicts accepted
+    and rejected by reason."""
     return get_runtime().stats.snapshot()
 
 

@@ -21,6 +21,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from agents import _runtime as _runtime_module
 from agents._context import Invocation, current
 from agents._errors import (
     ConfigurationError,
@@ -28,10 +29,11 @@ from agents._errors import (
     FunctionIsolated,
     FunctionThrottled,
 )
-from agents._runtime import Finished, Runtime, get_runtime
+from agents._runtime import Runtime, get_runtime
 from schemas import Outcome
 
 F = TypeVar("F", bound=Callable[..., Any])
+State = tuple[Any, Any, Any, Invocation, bool, str, str, int]
 Fallback = Callable[[FunctionBlocked, Any], Any]
 _propagator = TraceContextTextMapPropagator()
 _RAISE = object()
@@ -54,8 +56,8 @@ class _Bound:
     """One governed function, resolved against one runtime."""
 
     __slots__ = ("cold", "count_egress", "fail_closed", "fallback", "flush_s", "function",
-                 "memory_mb", "next_id", "price", "provider", "runtime", "team", "tracer",
-                 "version")
+                 "memory_mb", "next_id", "price", "provider", "resource", "runtime", "team",
+                 "tracer", "version")
 
     def __init__(self, runtime: Runtime, options: dict[str, Any], handler: Callable[..., Any],
                  context: Any) -> None:
@@ -85,13 +87,13 @@ class _Bound:
                                 else settings.fail_closed)
         self.fallback = options["fallback"]
         self.flush_s = settings.flush_timeout_ms / 1000.0 if settings.flush_on_return else 0.0
-        self.tracer = runtime.tracer(self.function, _resource(self, options, settings.tenant,
-                                                              context))
+        self.resource = _resource(self, options, settings.tenant, context)
+        self.tracer = runtime.tracer(self.function, self.resource)
         self.cold = True
         prefix = f"{self.function}-{os.getpid()}-"
         self.next_id = (prefix + str(n) for n in itertools.count()).__next__
 
-    def start(self, args: tuple[Any, ...]) -> tuple[Any, Any, Any, Invocation, bool, str, int]:
+    def start(self, args: tuple[Any, ...]) -> State:
         event = args[0] if args else None
         context = args[1] if len(args) > 1 else None
         invocation_id = getattr(context, "aws_request_id", None) or self.next_id()
@@ -103,11 +105,12 @@ class _Bound:
             headers = event.get("headers")
             if type(headers) is dict and "traceparent" in headers:
                 parent = _propagator.extract(headers)
-        span = self.tracer.start_span(self.function, parent, SpanKind.SERVER, {
-            "faas.invocation_id": invocation_id, "faas.coldstart": cold, "faas.trigger": trigger})
+        # Per-invocation attributes (faas.invocation_id, faas.coldstart, faas.trigger) are
+        # added when the span is exported, off the hot path.
+        span = self.tracer.start_span(self.function, parent, SpanKind.SERVER)
         invocation = Invocation(self.function, self.count_egress, None)
         return (span, _attach(_set_span_in_context(span)), current.set(invocation), invocation,
-                cold, invocation_id, _perf_counter_ns())
+                cold, invocation_id, trigger, _perf_counter_ns())
 
     def gate(self) -> Any:
         """Raise if a verdict (or fail-closed) refuses the call; return its egress policy."""
@@ -116,9 +119,8 @@ class _Bound:
                                    time.time_ns())
         return self.runtime.verdicts.check(self.function)
 
-    def finish(self, state: tuple[Any, Any, Any, Invocation, bool, str, int],
-               error: BaseException | None) -> None:
-        span, token, invocation_token, invocation, cold, invocation_id, started = state
+    def finish(self, state: State, error: BaseException | None) -> None:
+        span, token, invocation_token, invocation, cold, invocation_id, trigger, started = state
         duration_ms = (_perf_counter_ns() - started) / 1e6
         current.reset(invocation_token)
         outcome = Outcome.OK
@@ -135,9 +137,14 @@ class _Bound:
         span.end()
         _detach(token)
         runtime = self.runtime
-        runtime.processor.offer(Finished(
-            self.function, self.version, self.team, self.provider, self.price, self.memory_mb,
-            span, invocation_id, cold, outcome, duration_ms, invocation.custom,
+        # Keep plain values, not the SDK span: a queue of live spans (a dozen objects
+        # and four locks each) costs the hot path more than copying these out.
+        ctx = span.get_span_context()
+        parent = span.parent
+        runtime.processor.offer((
+            self, ctx.trace_id, ctx.span_id, parent.span_id if parent else 0, ctx.trace_state,
+            span.start_time, span.end_time, span.status, span.attributes, span.events,
+            invocation_id, cold, trigger, outcome, duration_ms, invocation.custom,
             invocation.egress_bytes))
         if self.flush_s:
             runtime.flush(self.flush_s)
@@ -224,9 +231,9 @@ def govern(
         bound: list[_Bound] = []
 
         def resolve(args: tuple[Any, ...]) -> _Bound | None:
+            if bound and bound[0].runtime is _runtime_module._runtime:
+                return bound[0]  # the hot path: bound to the live runtime already
             runtime = get_runtime()
-            if bound and bound[0].runtime is runtime:
-                return bound[0]
             if runtime.settings.disabled:
                 return None
             context = args[1] if len(args) > 1 else None

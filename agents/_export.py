@@ -84,8 +84,9 @@ class KafkaExporter:
             "enable.idempotence": True,
             "partitioner": "murmur2_random",
             "linger.ms": 20,
-            "queue.buffering.max.messages": 100_000,
-            "queue.buffering.max.kbytes": 32_768,
+            "queue.buffering.max.messages": 20_000,
+            "queue.buffering.max.kbytes": 16_384,
+            "delivery.report.only.error": True,
             "message.timeout.ms": 30_000,
             "reconnect.backoff.max.ms": 5_000,
             "logger": logging.getLogger("governor.agent.kafka"),
@@ -94,20 +95,20 @@ class KafkaExporter:
 
     def export(self, events: Sequence[Event]) -> ExportResult:
         produce = self._producer.produce
-        ok = True
+        produced = 0
         for event in events:
             try:
                 produce(self._topics[event.type], encode(event), event.function.encode(),
                         on_delivery=self._on_delivery)
+                produced += 1
             except BufferError:
                 self._stats.add("dropped_buffer_full")
-                ok = False
             except Exception:  # a telemetry error must never reach the handler
                 log.debug("produce failed", exc_info=True)
                 self._stats.add("dropped_produce_error")
-                ok = False
         self._producer.poll(0)
-        return ExportResult.SUCCESS if ok else ExportResult.FAILURE
+        self._stats.add("produced", produced)
+        return ExportResult.SUCCESS if produced == len(events) else ExportResult.FAILURE
 
     def flush(self, timeout_s: float) -> bool:
         return self._producer.flush(timeout_s) == 0
@@ -118,7 +119,8 @@ class KafkaExporter:
             self._stats.add("dropped_at_shutdown", left)
 
     def _on_delivery(self, err: Any, _msg: Any) -> None:
-        self._stats.add("dropped_delivery_failed" if err is not None else "exported")
+        if err is not None:  # only failures are reported (delivery.report.only.error)
+            self._stats.add("dropped_delivery_failed")
 
     def _on_error(self, err: Any) -> None:
         self._stats.add("broker_errors")
@@ -137,15 +139,17 @@ class BatchProcessor:
         exporter: Exporter,
         convert: Callable[[Any], Sequence[Event]],
         stats: Stats,
-        max_queue: int = 10_000,
+        max_queue: int = 2_000,
         max_batch: int = 512,
         interval_s: float = 0.2,
+        events_per_record: int = 2,
     ) -> None:
         self.exporter = exporter
         self._convert = convert
         self._stats = stats
         self._queue: deque[Any] = deque()
         self._max_queue = max_queue
+        self._events_per_record = events_per_record  # drops are counted in events
         self._max_batch = max_batch
         self._interval_s = interval_s
         self._wake = threading.Event()
@@ -158,7 +162,7 @@ class BatchProcessor:
         """Queue a record without blocking; drop and count it if the queue is full."""
         queue = self._queue
         if len(queue) >= self._max_queue:
-            self._stats.add("dropped_queue_full")
+            self._stats.add("dropped_queue_full", self._events_per_record)
             return
         queue.append(record)
         if len(queue) >= self._max_batch:
@@ -198,7 +202,7 @@ class BatchProcessor:
                         batch.extend(self._convert(record))
                     except Exception:
                         log.debug("could not convert %r", record, exc_info=True)
-                        self._stats.add("dropped_convert_error")
+                        self._stats.add("dropped_convert_error", self._events_per_record)
                 try:
                     self.exporter.export(batch)
                 except Exception:

@@ -11,25 +11,26 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanKind as OtelKind
 from opentelemetry.trace import StatusCode as OtelStatus
 from opentelemetry.trace import Tracer
 
 from agents import _egress
-from agents._cost import Price, load_prices
+from agents._cost import load_prices
 from agents._export import BatchProcessor, Exporter, ExportResult, KafkaExporter
 from agents._settings import AgentSettings
 from agents._stats import Stats
 from agents._verdicts import VerdictCache, VerdictFollower
-from schemas import CostEvent, Event, Outcome, Span, SpanEvent, SpanKind, StatusCode
+from schemas import CostEvent, Event, Span, SpanEvent, SpanKind, StatusCode
 
 log = logging.getLogger("governor.agent")
+__version__ = "0.1.0"
 
 _KINDS = {
     OtelKind.INTERNAL: SpanKind.INTERNAL, OtelKind.SERVER: SpanKind.SERVER,
@@ -55,25 +56,6 @@ class _DiscardExporter:
 
     def shutdown(self, timeout_s: float) -> None:
         return None
-
-
-@dataclass(frozen=True, slots=True)
-class Finished:
-    """One invocation as the hot path leaves it; events are built off the hot path."""
-
-    function: str
-    version: str
-    team: str
-    provider: str
-    price: Price
-    memory_mb: int
-    span: ReadableSpan
-    invocation_id: str
-    cold_start: bool
-    outcome: Outcome
-    duration_ms: float
-    custom_usd: dict[str, float]
-    egress_bytes: int
 
 
 class Runtime:
@@ -102,10 +84,10 @@ class Runtime:
     def tracer(self, function: str, resource: dict[str, Any]) -> Tracer:
         """A tracer for ``function``'s invocation spans (handed to the runtime by the
         decorator, so no span processor runs on the hot path)."""
-        provider = TracerProvider(resource=Resource.create(resource))
+        provider = TracerProvider(resource=Resource.create(resource), sampler=ALWAYS_ON)
         if self.follower is not None:
             self.follower.watch(function)
-        return provider.get_tracer("faas-governor", "0.1.0")
+        return provider.get_tracer("faas-governor", __version__)
 
     def in_sync(self) -> bool:
         """Whether the verdicts of this process's functions are known and fresh."""
@@ -121,53 +103,43 @@ class Runtime:
         self.processor.shutdown(timeout_s)
 
 
-def to_events(done: Finished) -> list[Event]:
-    """The span and cost events of a finished invocation, priced."""
-    bill = done.price.invocation(duration_ms=done.duration_ms, memory_mb=done.memory_mb,
-                                 egress_bytes=done.egress_bytes)
-    custom = done.custom_usd
+def to_events(record: tuple[Any, ...]) -> list[Event]:
+    """The span and cost events of a finished invocation, priced.
+
+    ``record`` is what the decorator queues: the bound function, the ended span's
+    ids, trace state, times, status, attributes and events, then the invocation id,
+    cold start, trigger, outcome, duration, custom costs and egress bytes.
+    """
+    (bound, trace_int, span_int, parent_int, trace_state, start, end, status, span_attributes,
+     span_events, invocation_id, cold, trigger, outcome, duration_ms, custom, egress) = record
+    bill = bound.price.invocation(duration_ms=duration_ms, memory_mb=bound.memory_mb,
+                                  egress_bytes=egress)
     total = bill.compute_usd + bill.request_usd + bill.egress_usd + sum(custom.values())
-    span = _span_event(done.span, {"governor.cost.usd": total,
-                                   "governor.egress.bytes": done.egress_bytes})
-    cost = CostEvent(
-        function=done.function, invocation_id=done.invocation_id,
-        time_unix_nano=span.time_unix_nano,
-        trace_id=span.trace_id, span_id=span.span_id, provider=done.provider,
-        version=done.version, team=done.team, memory_mb=done.memory_mb,
-        duration_ms=done.duration_ms, billed_duration_ms=bill.billed_duration_ms,
-        cold_start=done.cold_start, outcome=done.outcome, egress_bytes=done.egress_bytes,
-        cost_usd=total, compute_usd=bill.compute_usd, request_usd=bill.request_usd,
-        egress_usd=bill.egress_usd, custom_usd=custom)
-    return [span, cost]
-
-
-def _span_event(span: ReadableSpan, extra: dict[str, Any]) -> Span:
-    ctx = span.context
-    assert ctx is not None and span.start_time is not None and span.end_time is not None
-    trace_id, span_id = f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
-    resource = _attributes(span.resource.attributes)
-    scope = span.instrumentation_scope
-    return Span(
-        function=str(resource.get("service.name", "unknown")),
-        event_id=trace_id + span_id,
-        time_unix_nano=span.end_time,
-        trace_id=trace_id,
-        span_id=span_id,
-        parent_span_id=f"{span.parent.span_id:016x}" if span.parent else "",
-        trace_state=ctx.trace_state.to_header() if ctx.trace_state else "",
-        name=span.name,
-        kind=_KINDS.get(span.kind, SpanKind.UNSPECIFIED),
-        start_time_unix_nano=span.start_time,
-        end_time_unix_nano=span.end_time,
-        status_code=_STATUS[span.status.status_code],
-        status_message=span.status.description or "",
-        attributes={**_attributes(span.attributes), **extra},
-        resource=resource,
-        scope_name=scope.name if scope else "",
-        scope_version=(scope.version or "") if scope else "",
+    trace_id, span_id = f"{trace_int:032x}", f"{span_int:016x}"
+    attributes = _attributes(span_attributes) if span_attributes else {}
+    attributes.update({"faas.invocation_id": invocation_id, "faas.coldstart": cold,
+                       "faas.trigger": trigger, "governor.cost.usd": total,
+                       "governor.egress.bytes": egress})
+    span_event = Span(
+        function=bound.function, event_id=trace_id + span_id, time_unix_nano=end,
+        trace_id=trace_id, span_id=span_id,
+        parent_span_id=f"{parent_int:016x}" if parent_int else "",
+        trace_state=trace_state.to_header() if trace_state else "",
+        name=bound.function, kind=SpanKind.SERVER, start_time_unix_nano=start,
+        end_time_unix_nano=end, status_code=_STATUS[status.status_code],
+        status_message=status.description or "", attributes=attributes,
+        resource=bound.resource, scope_name="faas-governor", scope_version=__version__,
         events=[SpanEvent(name=e.name, time_unix_nano=e.timestamp,
-                          attributes=_attributes(e.attributes)) for e in span.events],
-    )
+                          attributes=_attributes(e.attributes)) for e in span_events])
+    cost = CostEvent(
+        function=bound.function, event_id=f"{trace_id}{span_id}c", time_unix_nano=end,
+        invocation_id=invocation_id, trace_id=trace_id, span_id=span_id,
+        provider=bound.provider, version=bound.version, team=bound.team,
+        memory_mb=bound.memory_mb, duration_ms=duration_ms,
+        billed_duration_ms=bill.billed_duration_ms, cold_start=cold, outcome=outcome,
+        egress_bytes=egress, cost_usd=total, compute_usd=bill.compute_usd,
+        request_usd=bill.request_usd, egress_usd=bill.egress_usd, custom_usd=custom)
+    return [span_event, cost]
 
 
 def _attributes(attrs: Any) -> dict[str, str | int | float | bool]:

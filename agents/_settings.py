@@ -23,7 +23,7 @@ GOVERNOR_EGRESS_INTERNAL       comma-separated CIDRs not counted as egress (loop
 GOVERNOR_FAIL_CLOSED           ``1``: refuse calls until the verdicts are known and fresh
                                (off: fail-open, run when no verdict is known)
 GOVERNOR_VERDICT_STALE_SECONDS fail-closed: verdicts older than this count as unknown (60)
-GOVERNOR_QUEUE_SIZE            telemetry records held before dropping (10000)
+GOVERNOR_QUEUE_SIZE            invocations held for export before dropping (2000)
 GOVERNOR_EXPORT_INTERVAL_MS    background export period (200)
 GOVERNOR_FLUSH_ON_RETURN       flush telemetry before returning (on inside AWS Lambda)
 GOVERNOR_FLUSH_TIMEOUT_MS      time budget of that flush (50)
@@ -61,7 +61,7 @@ class AgentSettings:
     egress_internal: tuple[str, ...] | None = None
     fail_closed: bool = False
     verdict_stale_seconds: int = 60
-    queue_size: int = 10_000
+    queue_size: int = 2_000
     export_interval_ms: int = 200
     flush_on_return: bool = False
     flush_timeout_ms: int = 50
@@ -89,7 +89,7 @@ class AgentSettings:
                                   if n.strip()) if "GOVERNOR_EGRESS_INTERNAL" in env else None,
             fail_closed=_flag(env, "GOVERNOR_FAIL_CLOSED", False),
             verdict_stale_seconds=_int(env, "GOVERNOR_VERDICT_STALE_SECONDS", 60, minimum=1),
-            queue_size=_int(env, "GOVERNOR_QUEUE_SIZE", 10_000, minimum=1),
+            queue_size=_int(env, "GOVERNOR_QUEUE_SIZE", 2_000, minimum=1),
             export_interval_ms=_int(env, "GOVERNOR_EXPORT_INTERVAL_MS", 200, minimum=1),
             flush_on_return=_flag(env, "GOVERNOR_FLUSH_ON_RETURN", in_lambda),
             flush_timeout_ms=_int(env, "GOVERNOR_FLUSH_TIMEOUT_MS", 50),

