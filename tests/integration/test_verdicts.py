@@ -133,3 +133,18 @@ def test_agent_partitioning_matches_the_producers(broker: str, prefix: str) -> N
     assert producer.flush(10) == 0
     assert placed == {name: partition_for(name, PARTITIONS) for name in names}
     assert len(set(placed.values())) == PARTITIONS
+
+
+def test_fail_closed_runs_once_the_verdicts_are_known(
+        broker: str, prefix: str, agent_for: AgentFactory) -> None:
+    agent_for(broker, prefix)
+    name = f"fn-{uuid.uuid4().hex[:6]}"
+
+    @agents.govern(function=name, fail_closed=True)
+    def handler() -> str:
+        return "ran"
+
+    Publisher(broker, prefix).send(f"{name}-other", Action.ISOLATE)  # another key
+    wait_for(lambda: not _refused(handler), timeout_s=20)  # in sync with the topic
+    Publisher(broker, prefix).send(name, Action.ISOLATE, sequence=5)
+    wait_for(lambda: _refused(handler), timeout_s=20)
