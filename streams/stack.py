@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import time
@@ -175,8 +174,3 @@ def removing(path: Path) -> Iterator[None]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-
-
-def reset_data_dir(settings: Settings) -> None:
-    """Delete the embedded ClickHouse data (used by tests and ``--fresh``)."""
-    shutil.rmtree(settings.data_dir / "chdb", ignore_errors=True)
