@@ -8,10 +8,26 @@ function that was seen but is idle gets empty windows, so a drop to zero shows.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 
 from schemas import CostEvent, Outcome
 from streams.detectors.base import Features
+
+SAMPLES = 256
+"""Invocations per window kept for quantiles (a uniform reservoir sample)."""
+
+
+def quantile(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (nearest rank; 0.0 when empty).
+
+    >>> quantile([5.0, 1.0, 3.0, 2.0, 4.0], 0.5), quantile([5.0, 1.0, 3.0, 2.0, 4.0], 0.95)
+    (3.0, 5.0)
+    """
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
 
 
 @dataclass(slots=True)
@@ -27,8 +43,11 @@ class Window:
     cold_starts: int = 0
     cost_usd: float = 0.0
     duration_ms: float = 0.0
+    egress_bytes: int = 0
     version: str = ""
     team: str = ""
+    samples: list[tuple[float, float]] = field(default_factory=list)  # (cost, duration)
+    rng: random.Random | None = None
 
     def add(self, event: CostEvent) -> None:
         self.attempts += 1
@@ -40,23 +59,40 @@ class Window:
         self.errors += event.outcome is Outcome.ERROR
         self.cold_starts += event.cold_start
         self.duration_ms += event.duration_ms
+        self.egress_bytes += event.egress_bytes
         self.version, self.team = event.version, event.team
+        sample = (event.cost_usd, event.duration_ms)
+        if len(self.samples) < SAMPLES:
+            self.samples.append(sample)
+        else:  # reservoir sampling, seeded by the window so replays give the same features
+            if self.rng is None:
+                self.rng = random.Random(self.start_ns)
+            slot = self.rng.randrange(self.invocations)
+            if slot < SAMPLES:
+                self.samples[slot] = sample
 
     @property
     def seconds(self) -> float:
         return (self.end_ns - self.start_ns) / 1e9
 
     def features(self) -> Features:
-        """Rates per second and per-invocation means, as detectors see them."""
+        """Rates per second, per-invocation means and quantiles, as detectors see them."""
         runs = max(self.invocations, 1)
+        costs = [c for c, _ in self.samples]
+        durations = [d for _, d in self.samples]
         return {
             "attempts": float(self.attempts),
             "attempts_per_s": self.attempts / self.seconds,
             "invocations_per_s": self.invocations / self.seconds,
             "cost_per_s": self.cost_usd / self.seconds,
             "cost_per_invocation": self.cost_usd / runs if self.invocations else 0.0,
-            "error_rate": self.errors / runs,
+            "cost_per_invocation_p50": quantile(costs, 0.5),
+            "cost_per_invocation_p95": quantile(costs, 0.95),
             "duration_ms_mean": self.duration_ms / runs,
+            "duration_ms_p95": quantile(durations, 0.95),
+            "error_rate": self.errors / runs,
+            "cold_start_rate": self.cold_starts / runs,
+            "egress_bytes_per_s": self.egress_bytes / self.seconds,
         }
 
 

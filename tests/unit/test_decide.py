@@ -82,3 +82,21 @@ def test_nothing_is_flagged_before_warm_up_or_for_noise() -> None:
     d = _decider()
     _warm(d)
     assert d.on_window("f", _window(130, 0.001)) == []  # 1.3×: below min_ratio
+
+
+def test_window_quantiles_come_from_a_bounded_sample() -> None:
+    w = Window(0, 10 * S)
+    for i in range(1, 2001):
+        w.add(CostEvent(function="f", invocation_id=str(i), cost_usd=i / 1000,
+                        duration_ms=float(i), cold_start=i <= 20, egress_bytes=100))
+    x = w.features()
+    assert len(w.samples) == 256
+    assert 0.8 < x["cost_per_invocation_p50"] < 1.2  # true median 1.0005
+    assert 1.7 < x["cost_per_invocation_p95"] < 2.0  # true p95 1.9
+    assert 1700 < x["duration_ms_p95"] < 2000
+    assert x["cold_start_rate"] == 0.01 and x["egress_bytes_per_s"] == 20_000
+    replay = Window(0, 10 * S)
+    for i in range(1, 2001):
+        replay.add(CostEvent(function="f", invocation_id=str(i), cost_usd=i / 1000,
+                             duration_ms=float(i), cold_start=i <= 20, egress_bytes=100))
+    assert replay.features() == x  # deterministic for the same window
