@@ -124,9 +124,12 @@ def create_app(settings: Settings, clickhouse: Any, verdict_key: str,
 
     @app.agent(costs, name="governor.cost")
     async def on_costs(stream: Any) -> None:
+        window_ns = worker.windows.window_ns
         async for events in ingest(stream, CostEvent):
             for event in events:
                 worker.windows.add(event)
+                for anomaly in worker.decider.on_event(event, window_ns):
+                    await publish(anomaly)
 
     async def publish(event: Event) -> None:
         key = event.function.encode()

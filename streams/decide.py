@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from schemas import Action, Anomaly, Event, Severity, Verdict, sign_verdict
+from schemas import Action, Anomaly, CostEvent, Event, Severity, Verdict, sign_verdict
 from streams.detectors.zscore import RobustZScore
 from streams.features import Window
 from streams.settings import Settings
@@ -38,6 +38,7 @@ class _Function:
     since_ns: int = 0
     hold_ns: int = 0
     anomaly_id: str = ""
+    fast_path_window_ns: int = -1  # window of the last single-invocation report
 
 
 @dataclass
@@ -83,6 +84,33 @@ class Decider:
                 make("cost_per_s", count_feature="attempts"), make("attempts_per_s"),
                 make("cost_per_invocation"))
         return f
+
+    def on_event(self, event: CostEvent, window_ns: int) -> list[Event]:
+        """The per-event fast path: one extreme invocation is reported at once.
+
+        At most one such report per function and window; no verdict (one expensive
+        call is worth a look, not a throttle — the window decides that).
+        """
+        f = self._functions.get(event.function)
+        if f is None or not f.per_call.warm:
+            return []
+        baseline = f.per_call.median()
+        factor = self.settings.fast_path_factor
+        window = event.time_unix_nano - event.time_unix_nano % window_ns
+        if baseline <= 0 or event.cost_usd < factor * baseline or window == f.fast_path_window_ns:
+            return []
+        f.fast_path_window_ns = window
+        ratio = event.cost_usd / baseline
+        return [Anomaly(
+            function=event.function, detector="single_invocation", score=ratio,
+            threshold=factor, severity=Severity.WARNING,
+            window_start_unix_nano=window, window_end_unix_nano=window + window_ns,
+            features={"cost_per_invocation": event.cost_usd,
+                      "duration_ms": event.duration_ms},
+            baseline={"cost_per_invocation": baseline},
+            explanation=(f"one invocation ({event.invocation_id}) cost ${event.cost_usd:.6f}, "
+                         f"{ratio:.0f}x the baseline ${baseline:.6f} per invocation"),
+            cost_impact_usd_per_hour=0.0, version=event.version)]
 
     def on_window(self, function: str, window: Window) -> list[Event]:
         f = self._get(function)

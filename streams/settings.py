@@ -22,6 +22,8 @@ GOVERNOR_WARMUP_WINDOWS             windows of history before a function can be 
 GOVERNOR_BASELINE_WINDOWS           windows of history the baseline keeps (60)
 GOVERNOR_ZSCORE_THRESHOLD           robust z-score that makes a window anomalous (6)
 GOVERNOR_MIN_RATIO                  …and cost rate at least this × baseline (2)
+GOVERNOR_FAST_PATH_FACTOR           one invocation costing this × the baseline cost per
+                                    invocation is reported at once, not at window close (20)
 GOVERNOR_VERDICT_TTL_SECONDS        lifetime of every verdict (300)
 GOVERNOR_HOLD_SECONDS               minimum time a throttle/isolate stays before release (30)
 GOVERNOR_MIN_RPS                    a throttle below this rate isolates instead (0.2)
@@ -63,6 +65,7 @@ class Settings:
     baseline_windows: int = 60
     zscore_threshold: float = 6.0
     min_ratio: float = 2.0
+    fast_path_factor: float = 20.0
     verdict_ttl_seconds: float = 300.0
     hold_seconds: float = 30.0
     min_rps: float = 0.2
@@ -90,6 +93,7 @@ class Settings:
 
     def validate(self) -> None:
         positive = ("window_seconds", "warmup_windows", "baseline_windows", "zscore_threshold",
+                    "fast_path_factor",
                     "verdict_ttl_seconds", "sink_batch", "sink_within_seconds",
                     "rebalance_timeout_seconds")
         for name in positive:

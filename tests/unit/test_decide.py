@@ -100,3 +100,16 @@ def test_window_quantiles_come_from_a_bounded_sample() -> None:
         replay.add(CostEvent(function="f", invocation_id=str(i), cost_usd=i / 1000,
                              duration_ms=float(i), cold_start=i <= 20, egress_bytes=100))
     assert replay.features() == x  # deterministic for the same window
+
+
+def test_one_extreme_invocation_is_reported_at_once_but_not_throttled() -> None:
+    d = _decider(fast_path_factor=20)
+    expensive = CostEvent(function="f", invocation_id="big", cost_usd=0.5, time_unix_nano=5 * S)
+    assert d.on_event(expensive, 10 * S) == []  # no baseline yet
+    _warm(d)
+    assert d.on_event(CostEvent(function="f", invocation_id="ok", cost_usd=0.002), 10 * S) == []
+    [anomaly] = d.on_event(expensive, 10 * S)
+    assert isinstance(anomaly, Anomaly) and anomaly.detector == "single_invocation"
+    assert "500x the baseline" in anomaly.explanation
+    assert d.on_event(expensive, 10 * S) == []  # once per window
+    assert d.state("f") is State.NORMAL
