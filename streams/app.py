@@ -35,6 +35,7 @@ from streams.errors import QueryError
 from streams.features import WindowAggregator
 from streams.ingest import Record, decode_records
 from streams.settings import Settings
+from streams.worker import Prepared
 
 log = logging.getLogger("governor.worker")
 
@@ -42,14 +43,15 @@ log = logging.getLogger("governor.worker")
 class Worker:
     """State shared by the app's agents: sink, windows, decisions, counters."""
 
-    def __init__(self, settings: Settings, clickhouse: Any, verdict_key: str) -> None:
+    def __init__(self, settings: Settings, prepared: Prepared) -> None:
         self.settings = settings
-        self.clickhouse = clickhouse
-        self.sink = ClickHouseSink(clickhouse)
+        self.clickhouse = prepared.clickhouse
+        self.sink = ClickHouseSink(prepared.clickhouse)
         self.db = ThreadPoolExecutor(1, thread_name_prefix="governor-clickhouse")
         self.windows = WindowAggregator(int(settings.window_seconds * 1e9))
         self.decider = Decider(settings, VerdictIssuer(
-            verdict_key.encode(), int(settings.verdict_ttl_seconds * 1e9), settings.app_id))
+            prepared.verdict_key.encode(), int(settings.verdict_ttl_seconds * 1e9),
+            settings.app_id), prepared.snapshots)
         self.counters: Counter[str] = Counter()
         self.ready = False
 
@@ -66,12 +68,11 @@ class Worker:
                 "elapsed_s": result.elapsed_s}
 
 
-def create_app(settings: Settings, clickhouse: Any, verdict_key: str,
-               verdict_partitions: int) -> faust.App:
-    """Build the worker's Faust app for ``settings`` writing to ``clickhouse``.
+def create_app(settings: Settings, prepared: Prepared) -> faust.App:
+    """Build the worker's Faust app for ``settings`` from what :func:`prepare` found.
 
-    ``verdict_partitions`` is the partition count of the verdicts topic: verdicts
-    go to ``partition_for(function, verdict_partitions)``, where agents look.
+    Verdicts go to ``partition_for(function, prepared.verdict_partitions)``, where
+    agents look; decision state restored from ``prepared.snapshots``.
     """
     app = faust.App(
         settings.app_id,
@@ -89,7 +90,8 @@ def create_app(settings: Settings, clickhouse: Any, verdict_key: str,
         producer_linger=0.005,
         consumer_auto_offset_reset="earliest",
     )
-    worker = Worker(settings, clickhouse, verdict_key)
+    worker = Worker(settings, prepared)
+    verdict_partitions = prepared.verdict_partitions
     app.governor = worker  # type: ignore[attr-defined]
 
     def topic(kind: str) -> Any:
@@ -98,6 +100,7 @@ def create_app(settings: Settings, clickhouse: Any, verdict_key: str,
 
     spans, costs = topic("spans"), topic("costs")
     anomalies, verdicts, dlq = topic("anomalies"), topic("verdicts"), topic("dlq")
+    state = topic("state")
     batch, within = settings.sink_batch, settings.sink_within_seconds
 
     async def ingest(stream: Any, cls: type[Event]) -> Any:
@@ -147,6 +150,9 @@ def create_app(settings: Settings, clickhouse: Any, verdict_key: str,
             worker.counters["windows_closed"] += 1
             for event in worker.decider.on_window(function, window):
                 await publish(event)
+            snapshot = worker.decider.snapshot(function)
+            if snapshot is not None:
+                await state.send(key=function.encode(), value=snapshot)
 
     async def on_ready(sender: Any, **kwargs: Any) -> None:
         worker.ready = True

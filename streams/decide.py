@@ -13,6 +13,8 @@ the baseline; a function flagged again soon after release holds twice as long.
 from __future__ import annotations
 
 import functools
+import logging
+import pickle
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -21,6 +23,9 @@ from schemas import Action, Anomaly, CostEvent, Event, Severity, Verdict, sign_v
 from streams.detectors.zscore import RobustZScore
 from streams.features import Window
 from streams.settings import Settings
+from streams.snapshots import SnapshotError, seal, unseal
+
+log = logging.getLogger("governor.worker")
 
 
 class State(StrEnum):
@@ -65,10 +70,17 @@ class VerdictIssuer:
 class Decider:
     """Turns each closed window of a function into zero or more events."""
 
-    def __init__(self, settings: Settings, issuer: VerdictIssuer) -> None:
+    def __init__(self, settings: Settings, issuer: VerdictIssuer,
+                 snapshots: dict[str, bytes] | None = None) -> None:
         self.settings = settings
         self.issuer = issuer
         self._functions: dict[str, _Function] = {}
+        self._snapshots = dict(snapshots or {})  # restored lazily, on a function's first use
+
+    def snapshot(self, function: str) -> bytes | None:
+        """The function's sealed state, for :mod:`streams.snapshots`."""
+        f = self._functions.get(function)
+        return seal(f, self.issuer.key) if f is not None else None
 
     def state(self, function: str) -> State:
         f = self._functions.get(function)
@@ -76,6 +88,12 @@ class Decider:
 
     def _get(self, function: str) -> _Function:
         f = self._functions.get(function)
+        if f is None and function in self._snapshots:
+            try:
+                f = self._functions[function] = unseal(self._snapshots.pop(function),
+                                                       self.issuer.key)
+            except (SnapshotError, pickle.UnpicklingError, AttributeError, ImportError) as exc:
+                log.warning("state of %s not restored (%s); it warms up again", function, exc)
         if f is None:
             s = self.settings
             make = functools.partial(RobustZScore, window=s.baseline_windows,
@@ -92,6 +110,8 @@ class Decider:
         call is worth a look, not a throttle — the window decides that).
         """
         f = self._functions.get(event.function)
+        if f is None and event.function in self._snapshots:
+            f = self._get(event.function)
         if f is None or not f.per_call.warm:
             return []
         baseline = f.per_call.median()

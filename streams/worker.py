@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from streams.clickhouse import connect, migrate
 from streams.errors import StackError
 from streams.settings import Settings
+from streams.snapshots import load_snapshots
 from streams.stack import ensure_topics, removing, verdict_key, wait_for_kafka, write_stack_file
 
 log = logging.getLogger("governor.worker")
@@ -25,8 +27,19 @@ def verdict_partitions(bootstrap: str, topic: str) -> int:
     return len(found.partitions)
 
 
-def prepare(settings: Settings) -> tuple[Any, str, int]:
-    """Topics, migrations, signing key and verdict partitions, before the app starts."""
+@dataclass(frozen=True)
+class Prepared:
+    """What a worker needs before its app starts."""
+
+    clickhouse: Any
+    verdict_key: str
+    verdict_partitions: int
+    snapshots: dict[str, bytes]
+
+
+def prepare(settings: Settings) -> Prepared:
+    """Topics, migrations, signing key, verdict partitions and the functions' saved
+    decision state, before the app starts."""
     wait_for_kafka(settings.kafka_bootstrap, timeout_s=30)
     created = ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
     if created:
@@ -35,8 +48,11 @@ def prepare(settings: Settings) -> tuple[Any, str, int]:
     applied = migrate(client)
     if applied:
         log.info("applied migrations: %s", ", ".join(applied))
-    return (client, verdict_key(settings),
-            verdict_partitions(settings.kafka_bootstrap, settings.topic("verdicts")))
+    snapshots = load_snapshots(settings.kafka_bootstrap, settings.topic("state"))
+    log.info("restoring the state of %d functions", len(snapshots))
+    return Prepared(client, verdict_key(settings),
+                    verdict_partitions(settings.kafka_bootstrap, settings.topic("verdicts")),
+                    snapshots)
 
 
 def run_worker(settings: Settings, extra_info: dict[str, Any] | None = None) -> int:
@@ -48,8 +64,7 @@ def run_worker(settings: Settings, extra_info: dict[str, Any] | None = None) -> 
 
     from streams.app import create_app
 
-    client, key, partitions = prepare(settings)
-    app = create_app(settings, client, key, partitions)
+    app = create_app(settings, prepare(settings))
     info = {"bootstrap": settings.kafka_bootstrap, "clickhouse": settings.clickhouse_dsn,
             "query_url": f"http://{settings.query_host}:{settings.query_port}",
             "topic_prefix": settings.topic_prefix, **(extra_info or {})}

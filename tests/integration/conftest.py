@@ -58,41 +58,46 @@ class WorkerStack:
             return body
 
 
-@pytest.fixture(scope="session")
-def worker(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerStack]:
-    """A real worker process (Faust + chDB) on a session topic prefix.
-
-    Short windows so the closed loop can be exercised in seconds.
-    """
-    data_dir = tmp_path_factory.mktemp("governor")
+def start_worker(broker: str, prefix: str, data_dir: Path) -> WorkerStack:
+    """A real worker process (Faust + chDB), with short windows so the closed loop can
+    be exercised in seconds; returns once it is ready."""
     port = free_port()
-    prefix = f"w{uuid.uuid4().hex[:10]}"
     env = {**os.environ, "GOVERNOR_KAFKA_BOOTSTRAP": broker, "GOVERNOR_TOPIC_PREFIX": prefix,
            "GOVERNOR_DATA_DIR": str(data_dir), "GOVERNOR_VERDICT_KEY": VERDICT_KEY,
            "GOVERNOR_QUERY_PORT": str(port), "GOVERNOR_WINDOW_SECONDS": "1",
            "GOVERNOR_WARMUP_WINDOWS": "3", "GOVERNOR_HOLD_SECONDS": "2",
            "GOVERNOR_SINK_WITHIN_SECONDS": "0.2", "GOVERNOR_LOG_LEVEL": "info"}
-    log = open(data_dir / "worker.log", "wb")  # noqa: SIM115
+    log = open(data_dir / "worker.log", "ab")  # noqa: SIM115
     process = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env,
                                stdout=log, stderr=subprocess.STDOUT)
+    log.close()
     stack = WorkerStack(broker, prefix, data_dir, f"http://127.0.0.1:{port}", process)
     deadline = time.monotonic() + 90
     while True:
         assert process.poll() is None, (data_dir / "worker.log").read_text()[-3000:]
         try:
             if stack.health().get("ready"):
-                break
+                return stack
         except OSError:
             pass
         assert time.monotonic() < deadline, "worker not ready in 90 s"
         time.sleep(0.3)
-    yield stack
-    process.terminate()
+
+
+def stop_worker(stack: WorkerStack) -> None:
+    stack.process.terminate()
     try:
-        process.wait(30)
+        stack.process.wait(30)
     except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+        stack.process.kill()
+
+
+@pytest.fixture(scope="session")
+def worker(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerStack]:
+    """The session's worker, on its own topic prefix and chDB data dir."""
+    stack = start_worker(broker, f"w{uuid.uuid4().hex[:10]}", tmp_path_factory.mktemp("governor"))
+    yield stack
+    stop_worker(stack)
 
 
 AgentFactory = Callable[..., agents.Runtime]

@@ -113,3 +113,23 @@ def test_one_extreme_invocation_is_reported_at_once_but_not_throttled() -> None:
     assert "500x the baseline" in anomaly.explanation
     assert d.on_event(expensive, 10 * S) == []  # once per window
     assert d.state("f") is State.NORMAL
+
+
+def test_state_snapshots_resume_without_warm_up_and_refuse_other_keys() -> None:
+    from streams.snapshots import SnapshotError, unseal
+
+    d = _decider()
+    _warm(d)
+    blob = d.snapshot("f")
+    assert blob is not None and len(blob) < 64 * 1024
+    restored = Decider(d.settings, VerdictIssuer(KEY, 60 * S, "test"), {"f": blob})
+    _, verdict = restored.on_window("f", _window(2500, 0.001))  # no new warm-up
+    assert isinstance(verdict, Verdict) and verdict.action is Action.THROTTLE
+    forged = Decider(d.settings, VerdictIssuer(b"other", 60 * S, "test"), {"f": blob})
+    assert forged.on_window("f", _window(2500, 0.001)) == []  # refused: warms up again
+    try:
+        unseal(blob[:-1] + b"x", KEY)
+    except SnapshotError as exc:
+        assert "MAC does not match" in str(exc)
+    else:
+        raise AssertionError("an altered snapshot was accepted")

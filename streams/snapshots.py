@@ -1,0 +1,81 @@
+"""Detector state that survives restarts: signed snapshots on a compacted topic.
+
+After each closed window the worker publishes the function's decision state (its
+detectors and verdict state) to ``<prefix>.state``, keyed by function; the topic is
+compacted, so it holds the latest snapshot per function. A starting worker reads it
+to the end before consuming and resumes every function without a new warm-up, on
+whichever worker its partition lands. Snapshots are pickles (River models pickle;
+see the detector contract test), so each carries an HMAC-SHA256 with the verdict
+key and is refused when the MAC does not match: only a holder of the key can make
+a worker unpickle anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import pickle
+import time
+from typing import Any
+
+from streams.errors import StreamsError
+
+log = logging.getLogger("governor.worker")
+_MAC = 32
+
+
+class SnapshotError(StreamsError):
+    """A snapshot is truncated or its MAC does not match the key."""
+
+
+def seal(state: object, key: bytes) -> bytes:
+    """``state`` pickled, behind its HMAC."""
+    body = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+    return hmac.new(key, body, hashlib.sha256).digest() + body
+
+
+def unseal(blob: bytes, key: bytes) -> Any:
+    """The state inside ``blob``; :class:`SnapshotError` if it was not sealed with ``key``."""
+    mac, body = blob[:_MAC], blob[_MAC:]
+    if len(blob) <= _MAC or not hmac.compare_digest(
+            mac, hmac.new(key, body, hashlib.sha256).digest()):
+        raise SnapshotError("snapshot MAC does not match: written with another verdict key, "
+                            "or altered")
+    return pickle.loads(body)
+
+
+def load_snapshots(bootstrap: str, topic: str, timeout_s: float = 30.0) -> dict[str, bytes]:
+    """The latest snapshot per function, read from every partition up to its end."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "governor-snapshots",
+                         "enable.auto.commit": False, "enable.partition.eof": True,
+                         "logger": log})
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or not meta.partitions:
+            return {}
+        ends = {}
+        for p in meta.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low:
+                ends[p] = high
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        latest: dict[str, bytes] = {}
+        deadline = time.monotonic() + timeout_s
+        while ends and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            key, value, offset = msg.key(), msg.value(), msg.offset() or 0
+            if key and value:
+                latest[key.decode()] = value
+            if offset + 1 >= ends.get(msg.partition() or 0, 0):
+                ends.pop(msg.partition() or 0, None)
+        if ends:
+            log.warning("snapshots of partitions %s not fully read in %.0fs; those functions "
+                        "warm up again", sorted(ends), timeout_s)
+        return latest
+    finally:
+        consumer.close()
