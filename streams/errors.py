@@ -5,7 +5,9 @@
         ├── SettingsError        a GOVERNOR_* variable has a bad value
         ├── StackError           the embedded broker or engine could not start
         ├── MigrationError       a ClickHouse migration failed or was edited after applying
-        └── QueryError           a query was refused or failed
+        ├── QueryError           a query was refused or failed
+        ├── SnapshotError        a saved decision state failed its MAC check
+        └── BenchmarkError       a benchmark's data, labels or detector name is unusable
 """
 
 from __future__ import annotations
@@ -31,3 +33,12 @@ class MigrationError(StreamsError):
 
 class QueryError(StreamsError):
     """An analyst query was refused (not read-only) or failed in ClickHouse."""
+
+
+class BenchmarkError(StreamsError):
+    """A benchmark cannot run: its data or labels are missing or malformed, or its
+    detector is unknown; the message names the file and row, or the known names."""
+
+
+class SnapshotError(StreamsError):
+    """A snapshot of decision state is truncated or its MAC does not match the key."""

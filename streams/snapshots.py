@@ -19,14 +19,10 @@ import pickle
 import time
 from typing import Any
 
-from streams.errors import StreamsError
+from streams.errors import SnapshotError
 
 log = logging.getLogger("governor.worker")
 _MAC = 32
-
-
-class SnapshotError(StreamsError):
-    """A snapshot is truncated or its MAC does not match the key."""
 
 
 def seal(state: object, key: bytes) -> bytes:
