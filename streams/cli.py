@@ -81,6 +81,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(_settings(args), DemoOptions(warmup_s=args.warmup, incident_s=args.incident))
 
 
+def cmd_bench_nab(args: argparse.Namespace) -> int:
+    """Run a detector over a NAB folder, score it, print the report."""
+    from streams.nab import bench, format_report
+
+    report = bench(args.data, args.out, args.detector, workers=args.workers)
+    print("\n".join(format_report(report)), flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="governor", description="Closed-loop FinOps and runtime governance for serverless "
@@ -104,6 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--warmup", type=float, default=24.0, help="seconds of normal traffic")
     demo.add_argument("--incident", type=float, default=25.0, help="seconds each incident lasts")
     demo.set_defaults(run=cmd_demo)
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(
+        dest="benchmark", required=True, metavar="BENCHMARK")
+    nab = bench.add_parser("nab", help="score a detector on the Numenta Anomaly Benchmark")
+    nab.add_argument("--data", type=Path, required=True,
+                     help="NAB folder holding data/ and labels/ (or its data/ folder)")
+    nab.add_argument("--out", type=Path, required=True, help="results folder (NAB's layout)")
+    nab.add_argument("--detector", default=None,
+                     help="detector name from streams.detectors (default: its DEFAULT)")
+    nab.add_argument("--workers", type=int, default=None,
+                     help="processes running series (default: one per CPU)")
+    nab.set_defaults(run=cmd_bench_nab)
     return parser
 
 

@@ -1,6 +1,77 @@
-"""Per-function online anomaly detectors: one base class, one module each."""
+"""Per-function online anomaly detectors: one base class, one module each.
 
-from streams.detectors.base import Detector
+``DETECTORS`` maps a name to a zero-argument factory for one numeric feature named
+``"value"`` with time in ``"t"`` (unix seconds), scoring rises and drops, with
+patience 10 in 10,000: what ``governor bench nab`` runs. ``DEFAULT`` is the best of
+them on NAB: fences with a long memory plus a daily profile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from streams.detectors.base import Detector, Direction, Features, value_of
+from streams.detectors.combine import Combiner
+from streams.detectors.ewma import EWMAZScore
+from streams.detectors.hst import HalfSpaceScore
+from streams.detectors.quantile import RollingQuantileScore
+from streams.detectors.seasonal import SeasonalProfile
 from streams.detectors.zscore import RobustZScore
 
-__all__ = ["Detector", "RobustZScore"]
+__all__ = [
+    "DEFAULT",
+    "DETECTORS",
+    "Combiner",
+    "Detector",
+    "Direction",
+    "EWMAZScore",
+    "Features",
+    "HalfSpaceScore",
+    "RobustZScore",
+    "RollingQuantileScore",
+    "SeasonalProfile",
+    "value_of",
+]
+
+_PATIENCE, _MEMORY = 10, 10_000
+
+
+def _robust_zscore() -> Detector:
+    return RobustZScore("value", window=300, warmup=50, rel_floor=0.01, range_floor=0.25,
+                        direction="both", patience=_PATIENCE, memory=_MEMORY)
+
+
+def _ewma_zscore() -> Detector:
+    return EWMAZScore("value", alpha=0.01, warmup=50, direction="both", patience=_PATIENCE,
+                      memory=_MEMORY)
+
+
+def _rolling_quantile() -> Detector:
+    # the window's extremes (q=1), remembered over 31 windows of 500: ~15,000 points
+    return RollingQuantileScore("value", window=500, q=1.0, blocks=30, warmup=50,
+                                threshold=3.0, direction="both", patience=_PATIENCE,
+                                memory=_MEMORY)
+
+
+def _seasonal() -> Detector:
+    return SeasonalProfile("value", slot=3600, warmup=100, direction="both",
+                           patience=_PATIENCE, memory=_MEMORY)
+
+
+def _half_space_trees() -> Detector:
+    return HalfSpaceScore(patience=_PATIENCE, memory=_MEMORY)
+
+
+def _combined() -> Detector:
+    return Combiner([_rolling_quantile(), _seasonal()], patience=_PATIENCE, memory=_MEMORY)
+
+
+DETECTORS: dict[str, Callable[[], Detector]] = {
+    RobustZScore.name: _robust_zscore,
+    EWMAZScore.name: _ewma_zscore,
+    RollingQuantileScore.name: _rolling_quantile,
+    SeasonalProfile.name: _seasonal,
+    HalfSpaceScore.name: _half_space_trees,
+    Combiner.name: _combined,
+}
+DEFAULT = Combiner.name

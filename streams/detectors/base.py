@@ -1,36 +1,137 @@
-"""The detector interface every implementation follows."""
+"""The detector interface every implementation follows.
+
+One mechanism keeps every detector from learning what it flags, and it lives here,
+in :meth:`Detector.learn_one`: a point whose score reaches the threshold
+(calibrated score ≥ 0.5) is not learned. A detector that only ever refused would
+lock onto its old baseline after a real, lasting change (or never learn that a
+function has regular bursts), so once about ``patience`` of the last ``memory``
+points were flagged (a leaky count: each flag fades by 1/``memory`` a point) it
+learns flagged points again and absorbs the new normal at its own pace
+(``patience=None``: never). A sustained new level is therefore flagged, and not
+learned, for its first ``patience`` points (exactly that many when ``memory`` ≥
+patience × (patience + 1) / 2, as with the defaults, 30 in 500; a few more otherwise).
+
+Implementations supply ``_score``, ``_learn`` and ``_forget``; warm-up, the gate and
+calibration are handled once, here, and :func:`value_of` reads a feature so that a
+missing or non-finite one is simply skipped.
+"""
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 Features = dict[str, float]
+Direction = Literal["up", "both"]
 
 
 class Detector(ABC):
     """An online anomaly detector over one function's feature windows.
 
-    ``score_one`` must not learn; ``learn_one`` is called only with windows the
-    caller accepts as normal, so a detector never learns from what it flags.
+    ``score_one(x)`` never learns; it is 0 until ``warmup`` points have been learned
+    (since construction or the last :meth:`rebaseline`). ``learn_one(x)`` learns
+    ``x`` unless it is flagged (see the module docstring). ``direction="up"`` scores
+    only increases (a cost detector), ``"both"`` increases and decreases.
+
+    >>> from streams.detectors import EWMAZScore
+    >>> d = EWMAZScore("cost", warmup=3, patience=2, memory=10)
+    >>> for v in (1.0, 1.1, 0.9, 1.0):
+    ...     d.learn_one({"cost": v})
+    >>> d.score_one({"cost": 1.05}) < d.threshold <= d.score_one({"cost": 9.0})
+    True
+    >>> for _ in range(3):  # flagged twice: not learned; a 3rd time: the new normal
+    ...     d.learn_one({"cost": 9.0}); d.n_learned
+    4
+    4
+    5
+    >>> d.calibrated(d.threshold)
+    0.5
     """
 
     name: ClassVar[str]
 
-    @abstractmethod
-    def learn_one(self, x: Features) -> None:
-        """Update the baseline with a normal window."""
-
-    @abstractmethod
-    def score_one(self, x: Features) -> float:
-        """Anomaly score of ``x``: higher is more anomalous; 0 during warm-up."""
+    def __init__(self, *, threshold: float, warmup: int, patience: int | None,
+                 memory: int = 500, direction: Direction = "up") -> None:
+        if direction not in ("up", "both"):
+            raise ValueError(f"direction must be 'up' or 'both', not {direction!r}")
+        if memory < 1 or threshold <= 0:
+            raise ValueError("memory must be at least 1 and the threshold positive")
+        self._threshold = threshold
+        self.warmup = warmup
+        self.patience = patience
+        self.memory = memory
+        self.direction = direction
+        self.n_learned = 0
+        self._flags = 0.0  # flagged points, each fading by 1/memory a point
+        self._memo: tuple[Features, float] | None = None
 
     @property
-    @abstractmethod
     def threshold(self) -> float:
-        """Score at and above which a window is anomalous."""
+        """Score at and above which a point is anomalous (calibrated 0.5)."""
+        return self._threshold
+
+    @property
+    def warm(self) -> bool:
+        return self.n_learned >= self.warmup
+
+    def score_one(self, x: Features) -> float:
+        """Anomaly score of ``x``: higher is more anomalous; 0 during warm-up."""
+        score = self._score(x) if self.warm else 0.0
+        score = score if score > 0.0 else 0.0  # also NaN
+        self._memo = (dict(x), score)  # learn_one(x) right after reuses it
+        return score
+
+    def learn_one(self, x: Features) -> None:
+        """Learn ``x`` as normal, unless it is flagged (see the module docstring)."""
+        memo = self._memo
+        score = memo[1] if memo is not None and memo[0] == x else self.score_one(x)
+        self._flags *= 1.0 - 1.0 / self.memory
+        if score >= self._threshold:
+            self._flags += 1.0
+            if self.patience is None or self._flags < self.patience:
+                return
+        if self._learn(x):
+            self.n_learned += 1
+            self._memo = None
+
+    def rebaseline(self) -> None:
+        """Forget the old baseline (a new version is deployed) and warm up again."""
+        self.n_learned = 0
+        self._flags = 0.0
+        self._memo = None
+        self._forget()
 
     def calibrated(self, score: float) -> float:
-        """``score`` mapped into [0, 1]; 0.5 at the threshold."""
-        return 1.0 - math.exp(-math.log(2.0) * max(score, 0.0) / self.threshold)
+        """``score`` mapped into [0, 1): ``score / (score + threshold)``, 0.5 at the threshold.
+
+        Unlike an exponential it does not round to 1.0 for large scores, so scores
+        far above the threshold still rank.
+        """
+        score = max(score, 0.0)
+        return score / (score + self._threshold) if math.isfinite(score) else 1.0
+
+    def _directed(self, up: float, down: float) -> float:
+        """The score of a deviation ``up`` above / ``down`` below normal (≤ 0: none)."""
+        return up if self.direction == "up" else max(up, down)
+
+    @abstractmethod
+    def _score(self, x: Features) -> float:
+        """Raw score of ``x`` once warm; 0 when ``x`` lacks what the detector reads."""
+
+    @abstractmethod
+    def _learn(self, x: Features) -> bool:
+        """Update the baseline with ``x``; False if ``x`` had nothing to learn."""
+
+    @abstractmethod
+    def _forget(self) -> None:
+        """Drop (part of) the learned baseline; each implementation says what it keeps."""
+
+
+def value_of(x: Features, feature: str) -> float | None:
+    """``x[feature]`` as a finite float, or None when missing or not a number."""
+    value = x.get(feature)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None

@@ -6,65 +6,74 @@ import math
 import statistics
 from collections import deque
 
-from streams.detectors.base import Detector, Features
+from streams.detectors.base import Detector, Direction, Features, value_of
 
 
 class RobustZScore(Detector):
-    """Median/MAD z-score of one feature over the last ``window`` normal windows.
+    """Median/MAD z-score of one feature over the last ``window`` learned values.
 
-    The scale has a floor (``rel_floor`` × median) so a perfectly steady baseline
+    The scale is the MAD (the mean absolute deviation when over half the values are
+    equal) with a floor (``rel_floor`` × median) so a perfectly steady baseline
     does not turn tiny wiggles into huge scores. With ``count_feature`` (the number
     of events behind the window) the relative floor is at least the Poisson noise of
-    that count, 1/√count, so sparse traffic is not paged for. Scores are 0 until ``warmup``
-    windows have been learned, and 0 for values at or below the median (only
-    increases are anomalous: a cost detector).
+    that count, 1/√count, so sparse traffic is not paged for. ``range_floor`` ×
+    (max − min of the window) is a further floor, for metrics that sit on one value
+    between bursts or switch between two levels, where the MAD says nothing. Scores are 0 until
+    ``warmup`` values have been learned. :meth:`rebaseline` keeps nothing: the new
+    version is scored again after ``warmup`` values.
 
     >>> d = RobustZScore("cost", window=10, warmup=3)
     >>> for v in (1.0, 1.1, 0.9, 1.0):
     ...     d.learn_one({"cost": v})
     >>> d.score_one({"cost": 1.05}) < 1 < d.score_one({"cost": 5.0})
     True
+    >>> d.score_one({"cost": 0.0})  # direction="up": a drop is not anomalous
+    0.0
     """
 
     name = "robust_zscore"
 
     def __init__(self, feature: str, window: int = 60, warmup: int = 6,
                  threshold: float = 6.0, rel_floor: float = 0.1,
-                 count_feature: str | None = None) -> None:
+                 count_feature: str | None = None, *, range_floor: float = 0.0,
+                 direction: Direction = "up", patience: int | None = 30,
+                 memory: int = 500) -> None:
+        super().__init__(threshold=threshold, warmup=warmup, patience=patience, memory=memory,
+                         direction=direction)
         self.feature = feature
         self.count_feature = count_feature
-        self.warmup = warmup
         self.rel_floor = rel_floor
-        self._threshold = threshold
+        self.range_floor = range_floor
         self._history: deque[float] = deque(maxlen=window)
         self._counts: deque[float] = deque(maxlen=window)
-
-    @property
-    def threshold(self) -> float:
-        return self._threshold
-
-    @property
-    def warm(self) -> bool:
-        return len(self._history) >= self.warmup
-
-    def learn_one(self, x: Features) -> None:
-        value = x.get(self.feature)
-        if value is not None:
-            self._history.append(float(value))
-            if self.count_feature is not None:
-                self._counts.append(float(x.get(self.count_feature, 0.0)))
 
     def median(self) -> float:
         return statistics.median(self._history) if self._history else 0.0
 
-    def score_one(self, x: Features) -> float:
-        value = x.get(self.feature)
-        if value is None or not self.warm:
+    def _score(self, x: Features) -> float:
+        value = value_of(x, self.feature)
+        if value is None or not self._history:
             return 0.0
         median = statistics.median(self._history)
-        mad = statistics.median(abs(v - median) for v in self._history)
+        deviations = [abs(v - median) for v in self._history]
+        # over half the values equal: fall back to the mean absolute deviation
+        spread = 1.4826 * statistics.median(deviations) or 1.2533 * statistics.fmean(deviations)
         rel_floor = self.rel_floor
         if self._counts:
             rel_floor = max(rel_floor, 1 / math.sqrt(max(statistics.median(self._counts), 1.0)))
-        scale = max(1.4826 * mad, rel_floor * abs(median), 1e-12)
-        return max(0.0, (float(value) - median) / scale)
+        spread = max(spread, self.range_floor * (max(self._history) - min(self._history)))
+        scale = max(spread, rel_floor * abs(median), 1e-12)
+        return self._directed((value - median) / scale, (median - value) / scale)
+
+    def _learn(self, x: Features) -> bool:
+        value = value_of(x, self.feature)
+        if value is None:
+            return False
+        self._history.append(value)
+        if self.count_feature is not None:
+            self._counts.append(value_of(x, self.count_feature) or 0.0)
+        return True
+
+    def _forget(self) -> None:
+        self._history.clear()
+        self._counts.clear()

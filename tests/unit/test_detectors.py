@@ -1,43 +1,164 @@
-"""Contract test for every detector, plus the robust z-score's behaviour."""
+"""Contract test for every detector, plus each detector's own behaviour."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import math
 import pickle
+import pkgutil
 import random
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from streams import detectors
-from streams.detectors import Detector, RobustZScore
+from streams.detectors import (
+    DEFAULT,
+    DETECTORS,
+    Combiner,
+    Detector,
+    EWMAZScore,
+    HalfSpaceScore,
+    RobustZScore,
+    RollingQuantileScore,
+    SeasonalProfile,
+)
+
+STEP = 300.0  # seconds between points: 288 a day, like most NAB series
+T0 = 1_400_000_000.0
+
+# Per registry entry: how many points a sustained extreme level is flagged (and not
+# learned) before the detector takes it as the new normal (patience 10 in 10,000: N =
+# patience, see streams.detectors.base; the combiner's gate and its children's nest),
+# and how many points after rebaseline() a new level is scored as normal again
+# (warm-up; the daily profile needs two days in a slot).
+FLAGGED_FOR = {**dict.fromkeys(DETECTORS, 10), "combined": 20}
+RELEARNED_IN = {"robust_zscore": 50, "ewma_zscore": 50, "rolling_quantile": 50,
+                "seasonal": 2 * 288, "half_space_trees": 150, "combined": 2 * 288}
+STATE_BUDGET = 64 * 1024  # bytes of pickled state per detector (per function)
 
 
-def _all_detectors() -> list[Detector]:
-    found = [getattr(detectors, name) for name in detectors.__all__]
-    classes = [c for c in found if isinstance(c, type) and issubclass(c, Detector)
-               and c is not Detector]
-    assert classes, "no detector found"
-    return [c("x") for c in classes]
+def _classes() -> set[type[Detector]]:
+    """Every concrete detector defined anywhere in the package."""
+    found = set()
+    for module in pkgutil.iter_modules(detectors.__path__, f"{detectors.__name__}."):
+        for obj in vars(importlib.import_module(module.name)).values():
+            if (isinstance(obj, type) and issubclass(obj, Detector)
+                    and not inspect.isabstract(obj)):
+                found.add(obj)
+    return found
 
 
-def _series(seed: int, n: int = 50) -> list[dict[str, float]]:
+def _stream(seed: int, n: int, level: float = 10.0, start: int = 0, daily: float = 3.0,
+            ) -> Iterator[dict[str, float]]:
+    """Noisy points every STEP seconds, on a daily cycle of amplitude ``daily``."""
     rnd = random.Random(seed)
-    return [{"x": rnd.gauss(10, 1), "y": rnd.random()} for _ in range(n)]
+    for i in range(start, start + n):
+        cycle = daily * math.sin(2 * math.pi * i / 288)
+        yield {"value": level + cycle + rnd.gauss(0, 0.5), "t": T0 + STEP * i}
 
 
-@pytest.mark.parametrize("detector", _all_detectors(), ids=lambda d: d.name)
-def test_detector_contract(detector: Detector) -> None:
-    for x in _series(1):
+def _feed(detector: Detector, points: Iterator[dict[str, float]]) -> list[float]:
+    scores = []
+    for x in points:
+        scores.append(detector.score_one(x))
         detector.learn_one(x)
+    return scores
+
+
+def _flagged(detector: Detector, x: dict[str, float]) -> bool:
+    return detector.calibrated(detector.score_one(x)) >= 0.5
+
+
+def test_registry_covers_every_detector_and_all_is_complete() -> None:
+    made = {name: factory() for name, factory in DETECTORS.items()}
+    assert {type(d) for d in made.values()} == _classes()
+    assert all(d.name == name for name, d in made.items())
+    assert DEFAULT in DETECTORS
+    assert {c.__name__ for c in _classes()} <= set(detectors.__all__)
+    assert all(hasattr(detectors, name) for name in detectors.__all__)
+
+
+@pytest.fixture(params=sorted(DETECTORS), ids=str)
+def name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_pickle_round_trip_gives_the_same_scores(name: str) -> None:
+    detector = DETECTORS[name]()
+    _feed(detector, _stream(1, 1000))
     restored = pickle.loads(pickle.dumps(detector))
-    probe = {"x": 30.0}
-    assert restored.score_one(probe) == detector.score_one(probe)
-    assert detector.score_one({}) >= 0  # missing features
-    assert detector.score_one({"x": 10.0, "new": 1.0}) >= 0  # new features
-    assert 0 <= detector.calibrated(detector.score_one(probe)) <= 1
-    twin = type(detector)("x")
-    for x in _series(1):
-        twin.learn_one(x)
-    assert twin.score_one(probe) == detector.score_one(probe)  # deterministic
+    assert _feed(restored, _stream(2, 300, start=1000)) == _feed(detector, _stream(2, 300,
+                                                                                   start=1000))
+
+
+def test_deterministic(name: str) -> None:
+    one, two = DETECTORS[name](), DETECTORS[name]()
+    assert _feed(one, _stream(3, 1500)) == _feed(two, _stream(3, 1500))
+
+
+def test_missing_and_new_features(name: str) -> None:
+    detector = DETECTORS[name]()
+    _feed(detector, _stream(4, 1000))
+    learned = detector.n_learned
+    for x in ({}, {"t": T0}, {"value": math.nan, "t": T0}, {"other": 1.0, "t": T0}):
+        assert detector.score_one(x) == 0.0
+        detector.learn_one(x)
+    assert detector.n_learned == learned  # nothing to learn
+    x = next(_stream(5, 1, start=1000))
+    assert detector.score_one({**x, "new": 1e9}) == detector.score_one(x)  # ignored
+    detector.learn_one({**x, "new": 1e9})
+    assert detector.n_learned == learned + 1
+
+
+def test_no_score_before_warm_up(name: str) -> None:
+    detector = DETECTORS[name]()
+    extreme = {"value": 1e6, "t": T0}
+    for x in _stream(6, detector.warmup):
+        assert detector.score_one(x) == 0.0
+        assert detector.score_one({**extreme, "t": x["t"]}) == 0.0
+        detector.learn_one(x)
+
+
+def test_does_not_learn_what_it_flags(name: str) -> None:
+    detector = DETECTORS[name]()
+    carried = sum(detector.calibrated(s) >= 0.5 for s in _feed(detector, _stream(7, 1000)))
+    learned = detector.n_learned
+    extreme = list(_stream(8, FLAGGED_FOR[name] + 1, level=1000.0, start=1000))
+    for x in extreme[:FLAGGED_FOR[name] - carried]:  # flags on the baseline count a while
+        assert _flagged(detector, x)
+        detector.learn_one(x)
+        assert detector.n_learned == learned  # flagged: not learned
+    for x in extreme[FLAGGED_FOR[name] - carried:]:  # ... until it is the new normal
+        detector.learn_one(x)
+    assert detector.n_learned > learned
+
+
+def test_rebaseline_learns_a_new_level(name: str) -> None:
+    detector = DETECTORS[name]()
+    _feed(detector, _stream(9, 1000))
+    detector.rebaseline()
+    assert detector.n_learned == 0
+    new = list(_stream(10, RELEARNED_IN[name] + 50, level=40.0, start=1000, daily=0.0))
+    _feed(detector, iter(new[:RELEARNED_IN[name]]))
+    flags = [_flagged(detector, x) for x in new[RELEARNED_IN[name]:]]
+    assert sum(flags) <= 2
+
+
+def test_calibrated_is_in_unit_interval_and_half_at_threshold(name: str) -> None:
+    detector = DETECTORS[name]()
+    scores = _feed(detector, _stream(11, 1000))
+    for score in [*scores, 0.0, 1e-300, 1e300, math.inf, detector.threshold]:
+        assert 0.0 <= detector.calibrated(score) <= 1.0
+    assert detector.calibrated(detector.threshold) == pytest.approx(0.5)
+
+
+def test_state_fits_the_per_function_budget(name: str) -> None:
+    detector = DETECTORS[name]()
+    scores = _feed(detector, _stream(12, 10_000))
+    assert len(pickle.dumps(detector)) <= STATE_BUDGET
+    assert sum(detector.calibrated(s) >= 0.5 for s in scores) < 50  # quiet on normal data
 
 
 def test_robust_zscore_warms_up_then_flags_increases_only() -> None:
@@ -67,3 +188,63 @@ def test_count_feature_sets_a_poisson_noise_floor() -> None:
     assert sparse.score_one({"cost": 9.0, "n": 9.0}) < sparse.threshold
     # ... while 25x the calls is
     assert sparse.score_one({"cost": 75.0, "n": 75.0}) > sparse.threshold
+
+
+@pytest.mark.parametrize("make", [
+    lambda d: RobustZScore("value", warmup=5, direction=d),
+    lambda d: EWMAZScore("value", warmup=5, direction=d),
+    lambda d: RollingQuantileScore("value", warmup=5, direction=d),
+], ids=["robust_zscore", "ewma_zscore", "rolling_quantile"])
+def test_direction(make: Callable[[str], Detector]) -> None:
+    up, both = make("up"), make("both")
+    for x in _stream(13, 200):
+        up.learn_one(x)
+        both.learn_one(x)
+    drop = {"value": -50.0, "t": T0}
+    assert up.score_one(drop) == 0.0 < both.threshold < both.score_one(drop)
+    with pytest.raises(ValueError, match="direction"):
+        make("down")
+
+
+def test_rolling_quantile_remembers_bursts_beyond_its_window() -> None:
+    d = RollingQuantileScore("value", window=50, q=1.0, blocks=4, warmup=10)
+    for i in range(200):  # a burst while warming up, 4 windows ago
+        d.learn_one({"value": 100.0 if i == 5 else 1.0 + i % 3})
+    assert d.score_one({"value": 90.0}) == 0.0  # remembered by the blocks
+    for i in range(50):
+        d.learn_one({"value": 1.0 + i % 3})
+    assert d.score_one({"value": 90.0}) > d.threshold  # forgotten after (blocks + 1) windows
+
+
+def test_seasonal_stays_quiet_without_a_daily_pattern() -> None:
+    d = SeasonalProfile("value", slot=3600, direction="both")
+    rnd = random.Random(14)
+    for i in range(288 * 4):  # noise: every slot looks alike
+        d.learn_one({"value": rnd.gauss(10, 1), "t": T0 + STEP * i})
+    assert d.strength() < 0.2
+    assert d.score_one({"value": 14.0, "t": T0}) < d.threshold
+
+
+def test_half_space_trees_uses_every_numeric_feature_but_time() -> None:
+    d = HalfSpaceScore(window=50)
+    rnd = random.Random(15)
+    for i in range(300):
+        rps = rnd.uniform(10, 20)
+        d.learn_one({"rps": rps, "cost": rps / 10, "t": float(i)})
+    assert d.score_one({"rps": 15.0, "cost": 1.5, "t": 1e12}) < d.threshold
+    assert d.score_one({"rps": 15.0, "cost": 6.0, "t": 0.0}) > d.threshold  # cost alone
+    assert d.score_one({"rps": 15.0}) == 0.0  # a feature missing
+
+
+def test_combiner_reports_its_highest_child() -> None:
+    children = [RobustZScore("value", warmup=5), EWMAZScore("value", warmup=5)]
+    d = Combiner(children)
+    for x in _stream(16, 100):
+        d.learn_one(x)
+    x = {"value": 16.0, "t": T0}
+    expected = max(c.calibrated(c.score_one(x)) for c in children)
+    assert d.calibrated(d.score_one(x)) == pytest.approx(expected)
+    mean_of_two = Combiner(children, top_k=2)
+    assert mean_of_two.calibrated(mean_of_two.score_one(x)) <= expected
+    with pytest.raises(ValueError, match="top_k"):
+        Combiner(children, top_k=3)
