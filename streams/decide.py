@@ -2,7 +2,9 @@
 
 Each function has a cost-rate detector, a demand (attempts) baseline and a state:
 ``normal`` → ``throttled``/``isolated`` → ``normal`` (released). Windows are
-learned only while the function is normal and not flagged. On a flag the verdict
+learned only while the function is normal and not flagged. A new function
+version (a deploy) re-baselines its detectors, so a legitimate step change is
+learned instead of paged for (during a verdict, at release). On a flag the verdict
 caps spend at the baseline: throttle to ``baseline cost rate / current cost per
 call`` calls per second (never above the baseline call rate); below
 ``min_rps`` that means isolate. A verdict is released once it has held for
@@ -44,6 +46,13 @@ class _Function:
     hold_ns: int = 0
     anomaly_id: str = ""
     fast_path_window_ns: int = -1  # window of the last single-invocation report
+    version: str = ""  # the function version the baseline was learned on
+    rebaseline_pending: bool = False  # a deploy happened while a verdict was in force
+
+    def rebaseline(self) -> None:
+        for detector in (self.cost, self.demand, self.per_call):
+            detector.rebaseline()
+        self.rebaseline_pending = False
 
 
 @dataclass
@@ -135,7 +144,14 @@ class Decider:
     def on_window(self, function: str, window: Window) -> list[Event]:
         f = self._get(function)
         x = window.features()
+        if window.version and window.version != f.version:
+            if f.version:  # a deploy: the new version learns its own baseline
+                log.info("%s deployed %s: re-baselining", function, window.version)
+                f.rebaseline_pending = True
+            f.version = window.version
         if f.state is State.NORMAL:
+            if f.rebaseline_pending:
+                f.rebaseline()
             return self._check_normal(function, f, window, x)
         return self._check_enforced(function, f, window, x)
 

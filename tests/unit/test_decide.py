@@ -11,10 +11,12 @@ KEY = b"k"
 S = 1_000_000_000
 
 
-def _window(calls: int, cost_per_call: float, blocked: int = 0, start: int = 0) -> Window:
+def _window(calls: int, cost_per_call: float, blocked: int = 0, start: int = 0,
+            version: str = "") -> Window:
     w = Window(start, start + 10 * S)
     for i in range(calls):
-        w.add(CostEvent(function="f", invocation_id=str(i), cost_usd=cost_per_call))
+        w.add(CostEvent(function="f", invocation_id=str(i), cost_usd=cost_per_call,
+                        version=version))
     for i in range(blocked):
         w.add(CostEvent(function="f", invocation_id=f"b{i}", outcome=Outcome.THROTTLED))
     return w
@@ -133,3 +135,23 @@ def test_state_snapshots_resume_without_warm_up_and_refuse_other_keys() -> None:
         assert "MAC does not match" in str(exc)
     else:
         raise AssertionError("an altered snapshot was accepted")
+
+
+def test_a_deploy_re_baselines_instead_of_paging_for_a_legitimate_step() -> None:
+    d = _decider()
+    for i in range(8):
+        assert d.on_window("f", _window(100 + i % 3, 0.001, version="v1")) == []
+    # v2 costs 3x per call: a step that would page on the v1 baseline ...
+    assert _decider_flags_on_old_baseline(d.settings)
+    for i in range(8):
+        assert d.on_window("f", _window(100 + i % 3, 0.003, version="v2")) == []
+    # ... and the new baseline still catches a runaway loop
+    _, verdict = d.on_window("f", _window(2500, 0.003, version="v2"))
+    assert isinstance(verdict, Verdict) and verdict.action is Action.THROTTLE
+
+
+def _decider_flags_on_old_baseline(settings: Settings) -> bool:
+    d = Decider(settings, VerdictIssuer(KEY, 60 * S, "test"))
+    for i in range(8):
+        d.on_window("f", _window(100 + i % 3, 0.001))
+    return bool(d.on_window("f", _window(100, 0.003)))
