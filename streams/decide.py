@@ -29,6 +29,14 @@ from streams.snapshots import SnapshotError, seal, unseal
 
 log = logging.getLogger("governor.worker")
 
+BEHAVIOUR: dict[str, tuple[float, str]] = {
+    # feature: (absolute floor of its scale, how to print a value)
+    "error_rate": (0.05, "{:.0%}"),
+    "duration_ms_p95": (5.0, "{:.0f} ms"),
+    "egress_bytes_per_s": (10_000.0, "{:,.0f} B/s"),
+}
+"""Behaviour features watched besides cost (reported, not enforced)."""
+
 
 class State(StrEnum):
     NORMAL = "normal"
@@ -46,11 +54,13 @@ class _Function:
     hold_ns: int = 0
     anomaly_id: str = ""
     fast_path_window_ns: int = -1  # window of the last single-invocation report
+    behaviour: dict[str, RobustZScore] = field(default_factory=dict)
+    behaviour_flagged: set[str] = field(default_factory=set)  # reported, still anomalous
     version: str = ""  # the function version the baseline was learned on
     rebaseline_pending: bool = False  # a deploy happened while a verdict was in force
 
     def rebaseline(self) -> None:
-        for detector in (self.cost, self.demand, self.per_call):
+        for detector in (self.cost, self.demand, self.per_call, *self.behaviour.values()):
             detector.rebaseline()
         self.rebaseline_pending = False
 
@@ -109,7 +119,9 @@ class Decider:
                                        warmup=s.warmup_windows, threshold=s.zscore_threshold)
             f = self._functions[function] = _Function(
                 make("cost_per_s", count_feature="attempts"), make("attempts_per_s"),
-                make("cost_per_invocation"))
+                make("cost_per_invocation"),
+                behaviour={feature: make(feature, abs_floor=floor)
+                           for feature, (floor, _) in BEHAVIOUR.items()})
         return f
 
     def on_event(self, event: CostEvent, window_ns: int) -> list[Event]:
@@ -149,11 +161,41 @@ class Decider:
                 log.info("%s deployed %s: re-baselining", function, window.version)
                 f.rebaseline_pending = True
             f.version = window.version
+        behaviour = self._check_behaviour(function, f, window, x)
         if f.state is State.NORMAL:
             if f.rebaseline_pending:
                 f.rebaseline()
-            return self._check_normal(function, f, window, x)
-        return self._check_enforced(function, f, window, x)
+            return behaviour + self._check_normal(function, f, window, x)
+        return behaviour + self._check_enforced(function, f, window, x)
+
+    def _check_behaviour(self, function: str, f: _Function, window: Window,
+                         x: dict[str, float]) -> list[Event]:
+        """Error rate, latency and egress against their own baselines: an anomaly when
+        one departs (once per episode), no verdict — cost decides verdicts."""
+        if not window.invocations:
+            return []
+        found: list[Event] = []
+        for feature, detector in f.behaviour.items():
+            score = detector.score_one(x)
+            base = detector.median()
+            value = x[feature]
+            if score < detector.threshold or value < self.settings.min_ratio * base:
+                detector.learn_one(x)
+                f.behaviour_flagged.discard(feature)
+                continue
+            if feature in f.behaviour_flagged:
+                continue
+            f.behaviour_flagged.add(feature)
+            unit = BEHAVIOUR[feature][1]
+            found.append(Anomaly(
+                function=function, detector=f"behaviour.{feature}", score=score,
+                threshold=detector.threshold, severity=Severity.WARNING,
+                window_start_unix_nano=window.start_ns, window_end_unix_nano=window.end_ns,
+                features=x, baseline={feature: base},
+                explanation=f"{feature.replace('_', ' ')} {unit.format(value)} vs baseline "
+                            f"{unit.format(base)}",
+                cost_impact_usd_per_hour=0.0, version=window.version))
+        return found
 
     def _check_normal(self, function: str, f: _Function, window: Window,
                       x: dict[str, float]) -> list[Event]:

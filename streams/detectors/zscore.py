@@ -18,7 +18,9 @@ class RobustZScore(Detector):
     of events behind the window) the relative floor is at least the Poisson noise of
     that count, 1/√count, so sparse traffic is not paged for. ``range_floor`` ×
     (max − min of the window) is a further floor, for metrics that sit on one value
-    between bursts or switch between two levels, where the MAD says nothing. Scores are 0 until
+    between bursts or switch between two levels, where the MAD says nothing, and
+``abs_floor`` a floor in the feature's own unit (an error rate that is always 0
+should not page for one error). Scores are 0 until
     ``warmup`` values have been learned. :meth:`rebaseline` keeps nothing: the new
     version is scored again after ``warmup`` values.
 
@@ -37,13 +39,14 @@ class RobustZScore(Detector):
                  threshold: float = 6.0, rel_floor: float = 0.1,
                  count_feature: str | None = None, *, range_floor: float = 0.0,
                  direction: Direction = "up", patience: int | None = 30,
-                 memory: int = 500) -> None:
+                 memory: int = 500, abs_floor: float = 0.0) -> None:
         super().__init__(threshold=threshold, warmup=warmup, patience=patience, memory=memory,
                          direction=direction)
         self.feature = feature
         self.count_feature = count_feature
         self.rel_floor = rel_floor
         self.range_floor = range_floor
+        self.abs_floor = abs_floor
         self._history: deque[float] = deque(maxlen=window)
         self._counts: deque[float] = deque(maxlen=window)
 
@@ -62,7 +65,7 @@ class RobustZScore(Detector):
         if self._counts:
             rel_floor = max(rel_floor, 1 / math.sqrt(max(statistics.median(self._counts), 1.0)))
         spread = max(spread, self.range_floor * (max(self._history) - min(self._history)))
-        scale = max(spread, rel_floor * abs(median), 1e-12)
+        scale = max(spread, rel_floor * abs(median), self.abs_floor, 1e-12)
         return self._directed((value - median) / scale, (median - value) / scale)
 
     def _learn(self, x: Features) -> bool:

@@ -155,3 +155,22 @@ def _decider_flags_on_old_baseline(settings: Settings) -> bool:
     for i in range(8):
         d.on_window("f", _window(100 + i % 3, 0.001))
     return bool(d.on_window("f", _window(100, 0.003)))
+
+
+def test_an_error_storm_is_reported_once_without_a_verdict() -> None:
+    d = _decider()
+
+    def window(errors: int) -> Window:
+        w = Window(0, 10 * S)
+        for i in range(100):
+            w.add(CostEvent(function="f", invocation_id=str(i), cost_usd=0.001,
+                            outcome=Outcome.ERROR if i < errors else Outcome.OK))
+        return w
+
+    for i in range(8):
+        assert d.on_window("f", window(i % 2)) == []  # 0–1 % errors: no page for one error
+    [storm] = d.on_window("f", window(60))
+    assert isinstance(storm, Anomaly) and storm.detector == "behaviour.error_rate"
+    assert "error rate 60% vs baseline" in storm.explanation
+    assert d.on_window("f", window(70)) == []  # same episode: not repeated
+    assert d.state("f") is State.NORMAL
