@@ -90,6 +90,27 @@ def cmd_bench_nab(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_throughput(args: argparse.Namespace) -> int:
+    """Cost events through a real worker process; print events/s, detector cost, RSS."""
+    from streams.throughput import format_report, run_throughput
+
+    settings = _settings(args)
+    result = run_throughput(args.events, args.functions,
+                            bootstrap=None if settings.embedded_broker
+                            else settings.kafka_bootstrap, settings=settings)
+    print("\n".join(format_report(result)), flush=True)
+    return 0
+
+
+def cmd_bench_incidents(args: argparse.Namespace) -> int:
+    """Labelled synthetic incidents through the real Decider; print the per-kind table."""
+    from streams.incident_report import bench, format_report
+
+    report = bench(args.functions, args.days, args.seed, _settings(args), workers=args.workers)
+    print("\n".join(format_report(report)), flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="governor", description="Closed-loop FinOps and runtime governance for serverless "
@@ -125,6 +146,22 @@ def build_parser() -> argparse.ArgumentParser:
     nab.add_argument("--workers", type=int, default=None,
                      help="processes running series (default: one per CPU)")
     nab.set_defaults(run=cmd_bench_nab)
+    throughput = bench.add_parser(
+        "throughput", help="cost events/s through one real worker process (all detectors on)")
+    throughput.add_argument("--events", type=int, default=200_000, help="cost events to send")
+    throughput.add_argument("--functions", type=int, default=1_000, help="distinct functions")
+    throughput.set_defaults(run=cmd_bench_throughput)
+    incidents = bench.add_parser(
+        "incidents", help="detection rate, time to detect and false alarms on synthetic "
+        "traffic with labelled incidents")
+    incidents.add_argument("--functions", type=int, default=210,
+                           help="simulated functions, the 7 label kinds in turn (210)")
+    incidents.add_argument("--days", type=float, default=1.0,
+                           help="days per function of the long false-alarm pass (1)")
+    incidents.add_argument("--seed", type=int, default=1, help="seed of fleet and traffic (1)")
+    incidents.add_argument("--workers", type=int, default=None,
+                           help="processes (default: one per CPU)")
+    incidents.set_defaults(run=cmd_bench_incidents)
     return parser
 
 

@@ -29,13 +29,17 @@ from streams.snapshots import SnapshotError, seal, unseal
 
 log = logging.getLogger("governor.worker")
 
-BEHAVIOUR: dict[str, tuple[float, str]] = {
-    # feature: (absolute floor of its scale, how to print a value)
-    "error_rate": (0.05, "{:.0%}"),
-    "duration_ms_p95": (5.0, "{:.0f} ms"),
-    "egress_bytes_per_s": (10_000.0, "{:,.0f} B/s"),
+BEHAVIOUR: dict[str, tuple[float, str, int]] = {
+    # feature: (absolute floor of its scale, how to print a value, calls a window needs)
+    "error_rate": (0.05, "{:.0%}", 10),
+    "duration_ms_p95": (5.0, "{:.0f} ms", 40),  # below that, "p95" is the slowest call
+    "egress_bytes_per_s": (10_000.0, "{:,.0f} B/s", 10),
 }
 """Behaviour features watched besides cost (reported, not enforced)."""
+STORM_ERROR_RATE = 0.5
+"""Windows with at least this error rate never teach the cost baselines."""
+MIN_ERRORS = 5
+"""Failed calls a window needs before its error rate can be anomalous."""
 
 
 class State(StrEnum):
@@ -119,9 +123,9 @@ class Decider:
                                        warmup=s.warmup_windows, threshold=s.zscore_threshold)
             f = self._functions[function] = _Function(
                 make("cost_per_s", count_feature="attempts"), make("attempts_per_s"),
-                make("cost_per_invocation"),
+                make("cost_per_ok_invocation"),
                 behaviour={feature: make(feature, abs_floor=floor)
-                           for feature, (floor, _) in BEHAVIOUR.items()})
+                           for feature, (floor, _, _) in BEHAVIOUR.items()})
         return f
 
     def on_event(self, event: CostEvent, window_ns: int) -> list[Event]:
@@ -130,6 +134,8 @@ class Decider:
         At most one such report per function and window; no verdict (one expensive
         call is worth a look, not a throttle — the window decides that).
         """
+        if event.cold_start:
+            return []  # a cold start's init is expected to cost many warm calls
         f = self._functions.get(event.function)
         if f is None and event.function in self._snapshots:
             f = self._get(event.function)
@@ -172,10 +178,14 @@ class Decider:
                          x: dict[str, float]) -> list[Event]:
         """Error rate, latency and egress against their own baselines: an anomaly when
         one departs (once per episode), no verdict — cost decides verdicts."""
-        if not window.invocations:
-            return []
         found: list[Event] = []
         for feature, detector in f.behaviour.items():
+            if window.invocations < BEHAVIOUR[feature][2]:
+                continue  # a rate or a p95 over a handful of calls is noise
+            if feature == "error_rate" and window.errors < MIN_ERRORS:
+                detector.learn_one(x)
+                f.behaviour_flagged.discard(feature)
+                continue
             score = detector.score_one(x)
             base = detector.median()
             value = x[feature]
@@ -203,9 +213,11 @@ class Decider:
         base_cost = f.cost.median()
         ratio = x["cost_per_s"] / base_cost if base_cost > 0 else 0.0
         if score < f.cost.threshold or ratio < self.settings.min_ratio:
+            if "error_rate" in f.behaviour_flagged or x["error_rate"] >= STORM_ERROR_RATE:
+                return []  # failing calls are cheap: do not learn their cost as normal
             f.cost.learn_one(x)
             f.demand.learn_one(x)
-            if window.invocations:
+            if window.invocations > window.errors:
                 f.per_call.learn_one(x)
             return []
         base_rps = f.demand.median()

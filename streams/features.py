@@ -42,11 +42,12 @@ class Window:
     errors: int = 0
     cold_starts: int = 0
     cost_usd: float = 0.0
+    error_cost_usd: float = 0.0
     duration_ms: float = 0.0
     egress_bytes: int = 0
     version: str = ""
     team: str = ""
-    samples: list[tuple[float, float]] = field(default_factory=list)  # (cost, duration)
+    samples: list[tuple[float, float, bool]] = field(default_factory=list)  # cost, ms, cold
     rng: random.Random | None = None
 
     def add(self, event: CostEvent) -> None:
@@ -56,12 +57,14 @@ class Window:
             self.blocked += 1
             return
         self.invocations += 1
-        self.errors += event.outcome is Outcome.ERROR
+        if event.outcome is Outcome.ERROR:
+            self.errors += 1
+            self.error_cost_usd += event.cost_usd
         self.cold_starts += event.cold_start
         self.duration_ms += event.duration_ms
         self.egress_bytes += event.egress_bytes
         self.version, self.team = event.version, event.team
-        sample = (event.cost_usd, event.duration_ms)
+        sample = (event.cost_usd, event.duration_ms, event.cold_start)
         if len(self.samples) < SAMPLES:
             self.samples.append(sample)
         else:  # reservoir sampling, seeded by the window so replays give the same features
@@ -78,14 +81,19 @@ class Window:
     def features(self) -> Features:
         """Rates per second, per-invocation means and quantiles, as detectors see them."""
         runs = max(self.invocations, 1)
-        costs = [c for c, _ in self.samples]
-        durations = [d for _, d in self.samples]
+        costs = [c for c, _, _ in self.samples]
+        # latency of warm calls: one cold start must not set a small window's p95
+        durations = [d for _, d, cold in self.samples if not cold] or [
+            d for _, d, _ in self.samples]
         return {
             "attempts": float(self.attempts),
             "attempts_per_s": self.attempts / self.seconds,
             "invocations_per_s": self.invocations / self.seconds,
             "cost_per_s": self.cost_usd / self.seconds,
             "cost_per_invocation": self.cost_usd / runs if self.invocations else 0.0,
+            # failing calls are often cheap: successful calls carry the per-call baseline
+            "cost_per_ok_invocation": ((self.cost_usd - self.error_cost_usd) / ok
+                                       if (ok := self.invocations - self.errors) else 0.0),
             "cost_per_invocation_p50": quantile(costs, 0.5),
             "cost_per_invocation_p95": quantile(costs, 0.95),
             "duration_ms_mean": self.duration_ms / runs,
