@@ -1,0 +1,47 @@
+"""``governor bench throughput`` end to end on tiny sizes: embedded broker, real worker."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from streams.cli import main
+from streams.settings import Settings
+from streams.throughput import make_events, time_detectors
+
+
+@pytest.mark.timeout(60)
+def test_bench_throughput_runs_a_real_worker_and_prints_the_report(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GOVERNOR_KAFKA_BOOTSTRAP", raising=False)  # the embedded broker
+
+    assert main(["bench", "throughput", "--events", "2000", "--functions", "50"]) == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(r"throughput: [1-9]\d* events/s per worker", lines[-1]), lines[-1]
+    report = "\n".join(lines)
+    assert "(embedded Tansu)" in lines[0]
+    assert "2,000 cost events, 50 functions" in report
+    assert re.search(r"^rows written / dead letters +2,000 / 0$", report, re.M), report
+    for figure in ("events/s per worker process", "detector per event", "worker RSS"):
+        assert re.search(rf"^{figure} +\d", report, re.M), figure
+    rss = re.search(r"^worker RSS +([\d,]+) MB", report, re.M)
+    assert rss and int(rss[1].replace(",", "")) > 50  # a Python + Faust + chDB process
+
+
+def test_detector_timing_covers_the_asked_windows_on_warm_detectors() -> None:
+    cost = time_detectors(Settings(), functions=20, windows=50, events=1_000)
+
+    assert cost.windows_timed >= 50 and cost.windows_timed % 20 == 0  # rounds of 1 per function
+    assert cost.events_timed == 1_000
+    assert cost.us_per_window > 0 and cost.fast_path_us_per_event > 0
+
+
+def test_bench_events_are_valid_and_spread_round_robin() -> None:
+    events = list(make_events(10, 3))
+
+    assert [e.function for e in events[:4]] == ["bench-fn-00000", "bench-fn-00001",
+                                                "bench-fn-00002", "bench-fn-00000"]
+    assert len({e.invocation_id for e in events}) == 10
+    assert all(e.cost_usd > 0 and e.duration_ms > 0 for e in events)
