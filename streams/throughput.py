@@ -234,10 +234,16 @@ def _produce_and_watch(bootstrap: str, topic: str, payloads: list[tuple[bytes, b
     samples.append(Sample(started, {}, _cpu_s(worker.pid)))
     watcher.start()
     for key, value in payloads:
-        producer.produce(topic, value, key)
+        while True:
+            try:
+                producer.produce(topic, value, key)
+                break
+            except BufferError:  # librdkafka's queue is full: let it drain
+                producer.poll(0.05)
         producer.poll(0)
-    if producer.flush(30) > 0:
-        raise BenchmarkError("the producer could not deliver every event within 30 s")
+    flush_s = 30 + total / 10_000
+    if producer.flush(flush_s) > 0:
+        raise BenchmarkError(f"the producer could not deliver every event within {flush_s:.0f} s")
     produce_s = time.monotonic() - started
     watcher.join()
     consumed = samples[-1].counters.get("in_cost", 0)
