@@ -10,6 +10,7 @@ ClickHouse. Exit status 0 only if every incident was enforced.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -144,7 +145,7 @@ async def _drive(console: Console, fleet: Fleet, applied: list[tuple[float, Verd
     run = asyncio.create_task(fleet.run(end_s))
     shown = 0
     live = Live(_table(fleet), console=console, refresh_per_second=4, transient=True)
-    with live if console.is_terminal else _Quiet():
+    with live if console.is_terminal else contextlib.nullcontext():
         last_progress = 0.0
         while not run.done():
             await asyncio.sleep(0.25)
@@ -164,14 +165,6 @@ async def _drive(console: Console, fleet: Fleet, applied: list[tuple[float, Verd
         await run
     for at, verdict in applied[shown:]:
         _show_verdict(console, fleet, at, verdict)
-
-
-class _Quiet:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _all_released(fleet: Fleet) -> bool:
