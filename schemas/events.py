@@ -99,6 +99,23 @@ class ControlKind(StrEnum):
     POLICY_BUNDLE = "policy_bundle"
 
 
+class Decision(StrEnum):
+    """What a policy concludes about a function, mildest first."""
+
+    ALLOW = "allow"
+    WARN = "warn"
+    THROTTLE = "throttle"
+    ISOLATE = "isolate"
+
+
+class IncidentStatus(StrEnum):
+    """Where an incident is in its episode."""
+
+    OPEN = "open"
+    UPDATED = "updated"
+    RESOLVED = "resolved"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
     """Fields every event carries. Subclasses set ``TYPE``."""
@@ -256,6 +273,74 @@ class ControlUpdate(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyDecision(Event):
+    """One policy's conclusion about one function, with the figures it used."""
+
+    TYPE: ClassVar[str] = "decision"
+
+    policy: str = field(metadata=_meta("Policy id, e.g. 'budget.function_hour'.", min_len=1,
+                                       max_len=256))
+    decision: Decision = field(metadata=_meta("allow, warn, throttle or isolate."))
+    rate_rps: float | None = field(
+        default=None, metadata=_meta("Allowed calls per second (throttle).", ge=0)
+    )
+    reason: str = field(default="", metadata=_meta("Why, for humans.", max_len=4096))
+    severity: Severity = field(default=Severity.WARNING, metadata=_meta("Severity."))
+    team: str = field(default="", metadata=_meta("Owning team.", max_len=128))
+    version: str = field(default="", metadata=_meta("Function version seen.", max_len=128))
+    window_start_unix_nano: int = field(default=0, metadata=_meta("Window start, Unix ns.", ge=0))
+    anomaly_id: str = field(default="", metadata=_meta("Anomaly in the input, if any."))
+    bundle: str = field(default="", metadata=_meta("Digest of the policy bundle.", max_len=128))
+    inputs: dict[str, AttributeValue] = field(
+        default_factory=dict, metadata=_meta("The input figures the policy compared.")
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Incident(Event):
+    """A page: one per function and episode, opened, updated, then resolved."""
+
+    TYPE: ClassVar[str] = "incident"
+
+    incident_id: str = field(metadata=_meta("Stable per episode; the pager dedup key.",
+                                            min_len=1, max_len=128))
+    status: IncidentStatus = field(metadata=_meta("open, updated or resolved."))
+    severity: Severity = field(default=Severity.WARNING, metadata=_meta("Severity."))
+    team: str = field(default="", metadata=_meta("Owning team.", max_len=128))
+    title: str = field(metadata=_meta("One line for the pager.", min_len=1, max_len=1024))
+    summary: str = field(default="", metadata=_meta("What is anomalous and by how much.",
+                                                    max_len=8192))
+    driver: str = field(default="", metadata=_meta("The likely driver.", max_len=1024))
+    cost_impact_usd_per_hour: float = field(
+        default=0.0, metadata=_meta("Estimated extra spend per hour if it goes on.")
+    )
+    actions: list[str] = field(
+        default_factory=list, metadata=_meta("What Governor already did, oldest first.")
+    )
+    runbook_url: str = field(default="", metadata=_meta("Runbook link.", max_len=2048))
+    opened_at_unix_nano: int = field(default=0, metadata=_meta("Episode start, Unix ns.", ge=0))
+    resolved_at_unix_nano: int = field(default=0, metadata=_meta("Resolution, Unix ns; 0 while "
+                                                                 "open.", ge=0))
+    updates: int = field(default=0, metadata=_meta("Updates so far in the episode.", ge=0))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ThresholdChange(Event):
+    """An audit row: one key of one scope changed; ``function`` is the scope."""
+
+    TYPE: ClassVar[str] = "threshold_change"
+
+    key: str = field(metadata=_meta("Threshold key.", min_len=1, max_len=128))
+    old: str = field(default="", metadata=_meta("Previous value as JSON; '' when unset."))
+    new: str = field(default="", metadata=_meta("New value as JSON; '' when removed."))
+    actor: str = field(default="", metadata=_meta("Who made the change.", max_len=256))
+    reason: str = field(default="", metadata=_meta("Why.", max_len=4096))
+    change_id: str = field(metadata=_meta("Groups the keys of one command; undo target.",
+                                          min_len=1, max_len=64))
+    undo_of: str = field(default="", metadata=_meta("change_id this change reverts, if any."))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DeadLetter(Event):
     """Input the pipeline could not accept, with the reason."""
 
@@ -271,7 +356,8 @@ class DeadLetter(Event):
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.TYPE: cls for cls in (Span, CostEvent, Anomaly, Verdict, ControlUpdate, DeadLetter)
+    cls.TYPE: cls for cls in (Span, CostEvent, Anomaly, Verdict, ControlUpdate, PolicyDecision,
+                              Incident, ThresholdChange, DeadLetter)
 }
 """Event classes by their ``type`` discriminator."""
 
