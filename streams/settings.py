@@ -27,6 +27,20 @@ GOVERNOR_FAST_PATH_FACTOR           one invocation costing this × the baseline 
 GOVERNOR_VERDICT_TTL_SECONDS        lifetime of every verdict (300)
 GOVERNOR_HOLD_SECONDS               minimum time a throttle/isolate stays before release (30)
 GOVERNOR_MIN_RPS                    a throttle below this rate isolates instead (0.2)
+GOVERNOR_RELEASE_AFTER_SECONDS      a verdict is released once the function has looked
+                                    normal this long (30)
+GOVERNOR_COOLDOWN_SECONDS           after a release, a new verdict for the function
+                                    needs a stronger signal for this long (120)
+GOVERNOR_POLICY_DIR                 Rego policy bundle, reloaded when it changes
+                                    (policies/ of this checkout)
+GOVERNOR_ALERTMANAGER_URL           Alertmanager v2 alerts endpoint for pages (none)
+GOVERNOR_PAGERDUTY_URL              PagerDuty Events v2 endpoint (none; the public one is
+                                    https://events.pagerduty.com/v2/enqueue)
+GOVERNOR_PAGERDUTY_ROUTING_KEY      PagerDuty integration key (none)
+GOVERNOR_PAGER_FILE                 append pages as JSON lines here; "-": the console
+                                    (none)
+GOVERNOR_RUNBOOK_URL                runbook link put on every page
+                                    (docs/runbook.md; set your wiki page)
 GOVERNOR_QUERY_HOST                 read-only query endpoint host (127.0.0.1)
 GOVERNOR_QUERY_PORT                 read-only query endpoint port (6066)
 GOVERNOR_SINK_BATCH                 max events per ClickHouse insert (2000)
@@ -69,6 +83,14 @@ class Settings:
     verdict_ttl_seconds: float = 300.0
     hold_seconds: float = 30.0
     min_rps: float = 0.2
+    release_after_seconds: float = 30.0
+    cooldown_seconds: float = 120.0
+    policy_dir: Path = Path(__file__).resolve().parent.parent / "policies"
+    alertmanager_url: str = ""
+    pagerduty_url: str = ""
+    pagerduty_routing_key: str = ""
+    pager_file: str = ""
+    runbook_url: str = "docs/runbook.md"
     query_host: str = "127.0.0.1"
     query_port: int = 6066
     sink_batch: int = 2000
