@@ -18,7 +18,16 @@ from typing import Any
 import orjson
 
 from infra import MIGRATIONS_DIR
-from schemas import Anomaly, CostEvent, Event, Span, Verdict
+from schemas import (
+    Anomaly,
+    CostEvent,
+    Event,
+    Incident,
+    PolicyDecision,
+    Span,
+    ThresholdChange,
+    Verdict,
+)
 from streams.errors import MigrationError, QueryError, StackError
 
 MIGRATIONS_TABLE = "governor_migrations"
@@ -143,6 +152,27 @@ def _verdict_row(e: Verdict) -> list[Any]:
     ]
 
 
+def _decision_row(e: PolicyDecision) -> list[Any]:
+    return [
+        e.event_id, e.time_unix_nano, e.function, e.team, e.version, e.policy, e.decision.value,
+        e.rate_rps, e.severity.value, e.reason, e.window_start_unix_nano, e.anomaly_id, e.bundle,
+        _str_map(e.inputs),
+    ]
+
+
+def _incident_row(e: Incident) -> list[Any]:
+    return [
+        e.event_id, e.time_unix_nano, e.incident_id, e.function, e.team, e.status.value,
+        e.severity.value, e.title, e.summary, e.driver, e.cost_impact_usd_per_hour, e.actions,
+        e.runbook_url, e.opened_at_unix_nano, e.resolved_at_unix_nano, e.updates,
+    ]
+
+
+def _change_row(e: ThresholdChange) -> list[Any]:
+    return [e.event_id, e.time_unix_nano, e.function, e.key, e.old, e.new, e.actor, e.reason,
+            e.change_id, e.undo_of]
+
+
 @dataclass(frozen=True)
 class _Table:
     name: str
@@ -168,6 +198,16 @@ _TABLES: dict[type[Event], _Table] = {
     Verdict: _Table("verdicts", (
         "event_id", "time", "function", "action", "rate_rps", "issued_at", "expires_at",
         "sequence", "reason", "anomaly_id", "issuer", "signature"), _verdict_row),
+    PolicyDecision: _Table("policy_decisions", (
+        "event_id", "time", "function", "team", "version", "policy", "decision", "rate_rps",
+        "severity", "reason", "window_start", "anomaly_id", "bundle", "inputs"), _decision_row),
+    Incident: _Table("incidents", (
+        "event_id", "time", "incident_id", "function", "team", "status", "severity", "title",
+        "summary", "driver", "cost_impact_usd_per_hour", "actions", "runbook_url", "opened_at",
+        "resolved_at", "updates"), _incident_row),
+    ThresholdChange: _Table("threshold_changes", (
+        "event_id", "time", "scope", "key", "old", "new", "actor", "reason", "change_id",
+        "undo_of"), _change_row),
 }
 
 

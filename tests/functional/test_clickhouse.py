@@ -9,7 +9,20 @@ from typing import Any
 import pytest
 
 from infra import MIGRATIONS_DIR
-from schemas import Action, Anomaly, CostEvent, Span, Verdict, now_ns, sign_verdict
+from schemas import (
+    Action,
+    Anomaly,
+    CostEvent,
+    Decision,
+    Incident,
+    IncidentStatus,
+    PolicyDecision,
+    Span,
+    ThresholdChange,
+    Verdict,
+    now_ns,
+    sign_verdict,
+)
 from streams.clickhouse import ClickHouseSink, load_migrations, migrate, read_only_query
 from streams.errors import MigrationError, QueryError
 
@@ -24,6 +37,13 @@ def _events() -> list[Any]:
         Anomaly(function="f", detector="robust_zscore", score=9.0, features={"cost_per_s": 3.0}),
         sign_verdict(Verdict(function="f", action=Action.THROTTLE, rate_rps=2.0, sequence=1,
                              expires_at_unix_nano=t + 10**10), b"k"),
+        PolicyDecision(function="f", policy="budget.function_hour", decision=Decision.THROTTLE,
+                       rate_rps=2.0, reason="spend $3.10/h over the $2/h budget", team="pay",
+                       inputs={"spend_hour_usd": 3.1, "budget_usd_per_hour": 2.0}),
+        Incident(function="f", incident_id="f-1", status=IncidentStatus.OPEN, team="pay",
+                 title="f: cost 9x baseline, throttled to 2 rps", actions=["throttled to 2 rps"]),
+        ThresholdChange(function="team:pay", key="budget_usd_per_hour", old="", new="2.0",
+                        actor="ana", change_id="c1"),
     ]
 
 
@@ -35,7 +55,7 @@ def test_migrations_apply_once_and_are_recorded(clickhouse: Any) -> None:
     assert [r[0] for r in recorded.rows] == names
     tables = {r[0] for r in read_only_query(clickhouse, "SHOW TABLES").rows}
     assert {"otel_traces", "otel_traces_trace_id_ts", "cost_events", "anomalies",
-            "verdicts"} <= tables
+            "verdicts", "policy_decisions", "incidents", "threshold_changes"} <= tables
 
 
 def test_an_edited_migration_is_refused(clickhouse: Any, tmp_path: Path) -> None:
@@ -59,12 +79,20 @@ def test_sink_writes_every_event_type_idempotently(clickhouse: Any) -> None:
     sink = ClickHouseSink(clickhouse)
     events = _events()
     assert sink.write(events) == {"otel_traces": 1, "cost_events": 1, "anomalies": 1,
-                                  "verdicts": 1}
+                                  "verdicts": 1, "policy_decisions": 1, "incidents": 1,
+                                  "threshold_changes": 1}
     sink.write(events)  # a redelivered batch after a crash
     counts = read_only_query(clickhouse, """
         SELECT (SELECT count() FROM otel_traces FINAL), (SELECT count() FROM cost_events FINAL),
-               (SELECT count() FROM anomalies FINAL), (SELECT count() FROM verdicts FINAL)""")
-    assert list(counts.rows[0]) == [1, 1, 1, 1]
+               (SELECT count() FROM anomalies FINAL), (SELECT count() FROM verdicts FINAL),
+               (SELECT count() FROM policy_decisions FINAL), (SELECT count() FROM incidents FINAL),
+               (SELECT count() FROM threshold_changes FINAL)""")
+    assert list(counts.rows[0]) == [1, 1, 1, 1, 1, 1, 1]
+    decision = read_only_query(clickhouse, "SELECT decision, rate_rps, inputs['spend_hour_usd'] "
+                               "FROM policy_decisions").rows[0]
+    assert list(decision) == ["throttle", 2.0, "3.1"]
+    change = read_only_query(clickhouse, "SELECT scope, old, new FROM threshold_changes").rows[0]
+    assert list(change) == ["team:pay", "", "2.0"]
     span = read_only_query(clickhouse, "SELECT ServiceName, Duration, "
                            "SpanAttributes['faas.coldstart'] FROM otel_traces").rows[0]
     assert list(span) == ["f", 5_000_000, "true"]
