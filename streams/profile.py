@@ -1,0 +1,194 @@
+"""What the policies know about a function besides its window: metadata and spend.
+
+:class:`Profiles` reads span resource and attributes (owning team, memory, declared
+timeout and concurrency, labels, datasets touched, egress destinations,
+responsible-AI attributes); :class:`Spend` keeps rolling spend per function and team
+from closed windows. Both are small, picklable, and cheap per span.
+
+Span attributes read (set them with the OpenTelemetry API inside a governed
+handler, or as resource attributes through ``OTEL_RESOURCE_ATTRIBUTES``):
+
+=================================  ===================================================
+``governor.team``                  owning team (resource; the agent sets it)
+``faas.max_memory``                configured memory in bytes (resource)
+``governor.timeout_s``             configured timeout, seconds
+``governor.concurrency``           configured (reserved) concurrency
+``governor.label.<name>``          free-form labels
+``governor.model_serving``         true for functions that serve a model
+``governor.datasets``,             datasets touched (comma-separated)
+``db.namespace``, ``db.name``
+``governor.egress.hosts``          destinations contacted (the agent, with egress on)
+``governor.ai.model_card`` …       ``model_card``, ``fairness_report``,
+                                   ``explanation``, ``data_provenance`` (links or ids),
+                                   ``fairness_disparity`` (a number)
+=================================  ===================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas import Span
+
+AI_KEYS = ("model_card", "fairness_report", "explanation", "data_provenance")
+DATASET_KEYS = ("governor.datasets", "db.namespace", "db.name")
+MAX_NAMES = 64
+"""Datasets or hosts kept per function and window (the rest are counted, not named)."""
+
+
+def _names(value: Any) -> list[str]:
+    return [n.strip() for n in str(value).split(",") if n.strip()]
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass
+class Profile:
+    """One function's metadata (latest seen) and this window's destinations."""
+
+    team: str = ""
+    version: str = ""
+    memory_mb: int = 0
+    timeout_s: float | None = None
+    concurrency: int | None = None
+    model_serving: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    ai: dict[str, Any] = field(default_factory=dict)
+    datasets: set[str] = field(default_factory=set)
+    hosts: set[str] = field(default_factory=set)
+
+    def policy_input(self, name: str) -> dict[str, Any]:
+        """The ``function``, ``egress``, ``data`` and ``ai`` parts of the policy input."""
+        return {
+            "function": {"name": name, "team": self.team, "version": self.version,
+                         "memory_mb": self.memory_mb, "timeout_s": self.timeout_s,
+                         "concurrency": self.concurrency, "labels": dict(self.labels),
+                         "model_serving": self.model_serving, "attributes": {}},
+            "egress": {"hosts": sorted(self.hosts)},
+            "data": {"datasets": sorted(self.datasets)},
+            "ai": {**{k: self.ai.get(k) for k in AI_KEYS},
+                   "fairness_disparity": self.ai.get("fairness_disparity")},
+        }
+
+
+class Profiles:
+    """Profiles of every function this worker has seen."""
+
+    def __init__(self) -> None:
+        self._profiles: dict[str, Profile] = {}
+
+    def get(self, function: str) -> Profile:
+        profile = self._profiles.get(function)
+        if profile is None:
+            profile = self._profiles[function] = Profile()
+        return profile
+
+    def on_span(self, span: Span) -> None:
+        p = self.get(span.function)
+        r, a = span.resource, span.attributes
+        if (team := r.get("governor.team")) is not None:
+            p.team = str(team)
+        if (version := r.get("faas.version")) is not None:
+            p.version = str(version)
+        if isinstance(memory := r.get("faas.max_memory"), int) and memory > 0:
+            p.memory_mb = memory // (1024 * 1024)
+        for attrs in (r, a):
+            self._declared(p, attrs)
+        for key in DATASET_KEYS:
+            if key in a and len(p.datasets) < MAX_NAMES:
+                p.datasets.update(_names(a[key]))
+        if "governor.egress.hosts" in a and len(p.hosts) < MAX_NAMES:
+            p.hosts.update(_names(a["governor.egress.hosts"]))
+
+    @staticmethod
+    def _declared(p: Profile, attrs: dict[str, Any]) -> None:
+        if "governor.timeout_s" in attrs:
+            p.timeout_s = _number(attrs["governor.timeout_s"])
+        if "governor.concurrency" in attrs:
+            number = _number(attrs["governor.concurrency"])
+            p.concurrency = int(number) if number is not None else None
+        if "governor.model_serving" in attrs:
+            p.model_serving = attrs["governor.model_serving"] in (True, "true", "1", 1)
+        for key, value in attrs.items():
+            if key.startswith("governor.label."):
+                p.labels[key[len("governor.label."):]] = str(value)
+            elif key.startswith("governor.ai."):
+                name = key[len("governor.ai."):]
+                p.ai[name] = _number(value) if name == "fairness_disparity" else str(value)
+
+    def end_window(self, function: str) -> None:
+        """Forget the destinations of the window just decided on."""
+        p = self._profiles.get(function)
+        if p is not None:
+            p.datasets.clear()
+            p.hosts.clear()
+
+
+MINUTE_NS = 60 * 1_000_000_000
+HOUR_NS = 60 * MINUTE_NS
+MONTH_HOURS = 730.0
+
+
+@dataclass
+class _Buckets:
+    """Spend in time buckets of ``size_ns``, the last ``keep`` of them."""
+
+    size_ns: int
+    keep: int
+    spend: dict[int, float] = field(default_factory=dict)
+
+    def add(self, time_ns: int, usd: float) -> None:
+        bucket = time_ns // self.size_ns
+        self.spend[bucket] = self.spend.get(bucket, 0.0) + usd
+        if len(self.spend) > self.keep:
+            for old in sorted(self.spend)[:-self.keep]:
+                del self.spend[old]
+
+    def total(self, now_ns: int) -> float:
+        first = now_ns // self.size_ns - self.keep + 1
+        return sum(v for b, v in self.spend.items() if b >= first)
+
+
+@dataclass
+class _Ledger:
+    minutes: _Buckets = field(default_factory=lambda: _Buckets(MINUTE_NS, 60))
+    hours: _Buckets = field(default_factory=lambda: _Buckets(HOUR_NS, 24))
+    first_ns: int = 0
+
+    def add(self, time_ns: int, usd: float) -> None:
+        self.first_ns = min(self.first_ns or time_ns, time_ns)
+        self.minutes.add(time_ns, usd)
+        self.hours.add(time_ns, usd)
+
+
+class Spend:
+    """Rolling spend per function and per team: last hour, last 24 h, month forecast."""
+
+    def __init__(self) -> None:
+        self._functions: dict[str, _Ledger] = {}
+        self._teams: dict[str, _Ledger] = {}
+
+    def add(self, function: str, team: str, time_ns: int, usd: float) -> None:
+        self._functions.setdefault(function, _Ledger()).add(time_ns, usd)
+        if team:
+            self._teams.setdefault(team, _Ledger()).add(time_ns, usd)
+
+    def policy_input(self, function: str, team: str, now_ns: int) -> dict[str, float]:
+        """The ``spend`` part of the policy input.
+
+        The month forecast extrapolates the last hour's rate (over the time actually
+        observed, for functions younger than an hour).
+        """
+        f = self._functions.get(function) or _Ledger()
+        t = self._teams.get(team) or _Ledger()
+        hour = f.minutes.total(now_ns)
+        observed_h = min(1.0, max(1 / 60, (now_ns - (f.first_ns or now_ns)) / HOUR_NS))
+        return {"function_hour_usd": hour, "function_day_usd": f.hours.total(now_ns),
+                "team_hour_usd": t.minutes.total(now_ns), "team_day_usd": t.hours.total(now_ns),
+                "predicted_month_usd": hour / observed_h * MONTH_HOURS}

@@ -1,0 +1,60 @@
+"""Function profiles from spans, and rolling spend."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from schemas import Span
+from streams.profile import HOUR_NS, MINUTE_NS, Profiles, Spend
+
+
+def span(attributes: dict[str, object], resource: dict[str, object] | None = None) -> Span:
+    return Span(function="scorer", trace_id="a" * 32, span_id="b" * 16, name="scorer",
+                start_time_unix_nano=1, end_time_unix_nano=2, attributes=attributes,  # type: ignore[arg-type]
+                resource=resource or {"governor.team": "ml", "faas.version": "7",  # type: ignore[arg-type]
+                                      "faas.max_memory": 512 * 1024 * 1024})
+
+
+def test_profile_collects_metadata_and_this_windows_destinations() -> None:
+    profiles = Profiles()
+    profiles.on_span(span({"governor.datasets": "customers, orders", "db.name": "billing",
+                           "governor.egress.hosts": "api.example.com",
+                           "governor.model_serving": True, "governor.ai.model_card": "mc-1",
+                           "governor.ai.fairness_disparity": "0.31",
+                           "governor.label.tier": "gold", "governor.timeout_s": 30,
+                           "governor.concurrency": 50}))
+    got = profiles.get("scorer").policy_input("scorer")
+    assert got["function"] == {"name": "scorer", "team": "ml", "version": "7", "memory_mb": 512,
+                               "timeout_s": 30.0, "concurrency": 50, "labels": {"tier": "gold"},
+                               "model_serving": True, "attributes": {}}
+    assert got["data"] == {"datasets": ["billing", "customers", "orders"]}
+    assert got["egress"] == {"hosts": ["api.example.com"]}
+    assert got["ai"] == {"model_card": "mc-1", "fairness_report": None, "explanation": None,
+                         "data_provenance": None, "fairness_disparity": 0.31}
+    profiles.end_window("scorer")
+    after = profiles.get("scorer").policy_input("scorer")
+    assert after["data"]["datasets"] == [] and after["egress"]["hosts"] == []
+    assert after["function"]["team"] == "ml"  # metadata stays
+    assert pickle.loads(pickle.dumps(profiles.get("scorer"))) == profiles.get("scorer")
+
+
+def test_spend_rolls_over_the_hour_and_day_and_forecasts_the_month() -> None:
+    spend = Spend()
+    t0 = 10 * 24 * HOUR_NS
+    for minute in range(120):  # two hours at $0.01 a minute
+        spend.add("a", "pay", t0 + minute * MINUTE_NS, 0.01)
+    spend.add("b", "pay", t0, 1.0)
+    now = t0 + 119 * MINUTE_NS
+    got = spend.policy_input("a", "pay", now)
+    assert got["function_hour_usd"] == pytest.approx(0.60)
+    assert got["function_day_usd"] == pytest.approx(1.20)
+    assert got["team_hour_usd"] == pytest.approx(0.60)
+    assert got["team_day_usd"] == pytest.approx(2.20)
+    assert got["predicted_month_usd"] == pytest.approx(0.60 * 730)
+    young = Spend()
+    young.add("c", "", t0, 0.05)
+    assert young.policy_input("c", "", t0 + 6 * MINUTE_NS)["predicted_month_usd"] == (
+        pytest.approx(0.05 * 10 * 730))  # $0.05 in 6 minutes: $0.50 an hour
+    assert spend.policy_input("unknown", "", now)["function_hour_usd"] == 0.0
