@@ -8,7 +8,7 @@ from contextvars import ContextVar
 class Invocation:
     """What the agent accumulates while one invocation runs."""
 
-    __slots__ = ("allow", "count_egress", "custom", "egress_bytes", "function")
+    __slots__ = ("allow", "count_egress", "custom", "egress_bytes", "function", "hosts")
 
     def __init__(self, function: str, count_egress: bool, allow: object | None) -> None:
         self.function = function
@@ -16,6 +16,7 @@ class Invocation:
         self.allow = allow  # an EgressPolicy while a verdict restricts egress
         self.custom: dict[str, float] = {}
         self.egress_bytes = 0
+        self.hosts: set[str] | None = None  # external destinations, with egress counted
 
 
 current: ContextVar[Invocation | None] = ContextVar("governor_invocation", default=None)

@@ -134,6 +134,8 @@ class _Bound:
                 outcome = Outcome.ERROR
                 span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        if invocation.hosts:
+            span.set_attribute("governor.egress.hosts", ",".join(sorted(invocation.hosts)))
         span.end()
         _detach(token)
         runtime = self.runtime

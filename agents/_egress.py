@@ -154,13 +154,26 @@ def _guarded_connect(connect: Callable[..., Any]) -> Callable[..., Any]:
 
 def _guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
     invocation = current.get()
-    policy = invocation.allow if invocation is not None else None
-    if isinstance(policy, EgressPolicy) and isinstance(host, str | bytes):
-        name = host.decode() if isinstance(host, bytes) else host
-        if not policy.allows_host(name):
-            assert invocation is not None
-            raise EgressBlocked(invocation.function, name, policy.entries)
-        result = _original_getaddrinfo(host, *args, **kwargs)
-        policy.remember(str(info[4][0]) for info in result)
-        return result
-    return _original_getaddrinfo(host, *args, **kwargs)
+    if invocation is None or not isinstance(host, str | bytes):
+        return _original_getaddrinfo(host, *args, **kwargs)
+    name = host.decode() if isinstance(host, bytes) else host
+    policy = invocation.allow
+    if isinstance(policy, EgressPolicy) and not policy.allows_host(name):
+        raise EgressBlocked(invocation.function, name, policy.entries)
+    result = _original_getaddrinfo(host, *args, **kwargs)
+    addresses = [str(info[4][0]) for info in result]
+    if isinstance(policy, EgressPolicy):
+        policy.remember(addresses)
+    if invocation.count_egress and not all(_internal_address(a) for a in addresses):
+        if invocation.hosts is None:
+            invocation.hosts = set()
+        invocation.hosts.add(name.lower().rstrip("."))
+    return result
+
+
+def _internal_address(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return False
+    return any(ip in net for net in _internal)

@@ -67,6 +67,30 @@ def test_outbound_bytes_are_counted_and_priced(server: str) -> None:
         agents.shutdown(1.0)
 
 
+def test_destinations_are_named_on_the_span(server: str) -> None:
+    memory = _configure(internal=())
+
+    @agents.govern(function="uploader")
+    def handler(url: str) -> int:
+        return _post(url, 10)
+
+    try:
+        handler(server.replace("127.0.0.1", "localhost"))
+        agents.flush()
+        [span] = memory.of_type(Span)
+        assert span.attributes["governor.egress.hosts"] == "localhost"
+    finally:
+        agents.shutdown(1.0)
+    memory = _configure(internal=None)  # loopback internal: not a destination
+    try:
+        handler(server.replace("127.0.0.1", "localhost"))
+        agents.flush()
+        [span] = memory.of_type(Span)
+        assert "governor.egress.hosts" not in span.attributes
+    finally:
+        agents.shutdown(1.0)
+
+
 def test_internal_destinations_are_not_egress(server: str) -> None:
     memory = _configure(internal=None)  # defaults: loopback is internal
 
