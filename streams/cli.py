@@ -7,6 +7,7 @@ import csv
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -111,6 +112,150 @@ def cmd_bench_incidents(args: argparse.Namespace) -> int:
     return 0
 
 
+def _table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=True)]
+    for row in (headers, *rows):
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _shown(value: object, unset: str = "unset") -> str:
+    return unset if value is None or value == "" else str(value)
+
+
+def _when(time_unix_nano: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(time_unix_nano / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _audit(key: str, text: str) -> str:
+    from streams.control import audit_value
+
+    try:
+        return _shown(audit_value(key, text))
+    except StreamsError:  # a key or value this version does not know: show it raw
+        return text
+
+
+def _print_change(rows: list[Any]) -> None:
+    first = rows[0]
+    undoing = f", undoing {first.undo_of}" if first.undo_of else ""
+    reason = "" if first.reason in ("", f"undo of {first.undo_of}") else f": {first.reason}"
+    print(f"change {first.change_id} on {first.function} by {first.actor}{undoing}{reason}")
+    _table(["  key", "old", "", "new"],
+           [[f"  {r.key}", _audit(r.key, r.old), "→", _audit(r.key, r.new)] for r in rows])
+
+
+def cmd_thresholds_show(args: argparse.Namespace) -> int:
+    """Scopes and their values; with a function, what is in force for it and from where."""
+    from streams.control import read_control
+    from streams.thresholds import ALL, TEAM_PREFIX, validate_scope
+
+    thresholds = read_control(_settings(args))
+    scope = validate_scope(args.scope) if args.scope is not None else None
+    is_function = scope is not None and scope != ALL and not scope.startswith(TEAM_PREFIX)
+    scopes = thresholds.scopes()
+    if scope is not None and not is_function:
+        scopes = {scope: scopes[scope]} if scope in scopes else {}
+    rows = []
+    for name, values in scopes.items():
+        update = thresholds.last_update(name)
+        by = f"{update.actor} {_when(update.time_unix_nano)}" if update else ""
+        rows += [[name, key, _shown(value), by] for key, value in values.items()]
+    if rows:
+        _table(["scope", "key", "value", "set by"], rows)
+    else:
+        print(f"no thresholds set on {scope}" if scope is not None and not is_function
+              else "no thresholds set: every function uses the defaults")
+    if is_function and scope is not None:
+        team = f" (team {args.team})" if args.team else " (give --team to include its scope)"
+        print(f"\nin force for {scope}{team}:")
+        _table(["key", "value", "from"],
+               [[key, _shown(r.value, "unset (no limit)"), r.source]
+                for key, r in thresholds.resolve(scope, args.team or "").items()])
+    return 0
+
+
+def cmd_thresholds_set(args: argparse.Namespace) -> int:
+    """Set or unset keys on one scope; print old → new."""
+    from streams.control import set_thresholds
+    from streams.thresholds import parse_assignments, validate_scope
+
+    scope = validate_scope(args.scope)
+    values = parse_assignments(args.assignments)  # bad input fails before the broker
+    rows = set_thresholds(_settings(args), scope, values, args.actor, args.reason)
+    if rows:
+        _print_change(rows)
+    else:
+        print(f"no change: {scope} already has those values")
+    return 0
+
+
+def cmd_thresholds_undo(args: argparse.Namespace) -> int:
+    """Revert the latest change in effect, or the one given."""
+    from streams.control import undo
+
+    _print_change(undo(_settings(args), args.actor, args.change_id, args.reason))
+    return 0
+
+
+def cmd_thresholds_history(args: argparse.Namespace) -> int:
+    """The audit trail of threshold changes, oldest first."""
+    from streams.control import history, undone_changes
+
+    settings = _settings(args)
+    rows = history(settings, None, limit=0)
+    undone = undone_changes(rows)
+    rows = [r for r in rows if args.scope is None or r.function == args.scope][-args.limit:]
+    if not rows:
+        print("no threshold changes" + (f" on {args.scope}" if args.scope else ""))
+        return 0
+    _table(["time", "change", "scope", "key", "old", "", "new", "actor", "reason"],
+           [[_when(r.time_unix_nano),
+             r.change_id[:12] + (" (undone)" if r.change_id in undone else ""),
+             r.function, r.key, _audit(r.key, r.old), "→", _audit(r.key, r.new), r.actor,
+             r.reason] for r in rows])
+    return 0
+
+
+def _duration(text: str) -> float:
+    from streams.control import ControlError, parse_duration
+
+    try:
+        return parse_duration(text)
+    except ControlError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _human(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def cmd_verdict(args: argparse.Namespace) -> int:
+    """A manual verdict for one function, signed with the workers' key."""
+    from schemas import Action
+    from streams.control import ControlError, publish_verdict
+
+    action = Action(args.action)
+    if action is Action.THROTTLE and args.rps is None:
+        raise ControlError("throttle needs --rps N (calls per second per instance)")
+    if action is not Action.THROTTLE and args.rps is not None:
+        raise ControlError(f"{action.value} takes no --rps; only throttle does")
+    settings = _settings(args)
+    ttl = args.ttl if args.ttl is not None else settings.verdict_ttl_seconds
+    sent = publish_verdict(settings, args.function, action, args.rps, ttl, args.reason,
+                           args.actor)
+    v = sent.verdict
+    rate = f" to {v.rate_rps:g} rps" if v.rate_rps is not None else ""
+    print(f"verdict {action.value.upper()} {v.function}{rate} for {_human(ttl)} "
+          f"(until {_when(v.expires_at_unix_nano)}), issuer {v.issuer}")
+    print(f"sequence {v.sequence}, {sent.topic} partition {sent.partition} offset {sent.offset}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="governor", description="Closed-loop FinOps and runtime governance for serverless "
@@ -162,6 +307,41 @@ def build_parser() -> argparse.ArgumentParser:
     incidents.add_argument("--workers", type=int, default=None,
                            help="processes (default: one per CPU)")
     incidents.set_defaults(run=cmd_bench_incidents)
+
+    thresholds = sub.add_parser(
+        "thresholds", help="live thresholds: show, set, undo, history").add_subparsers(
+        dest="thresholds_command", required=True, metavar="ACTION")
+    show = thresholds.add_parser("show", help="scopes and values; with a FUNCTION, what is in "
+                                 "force for it and where each value comes from")
+    show.add_argument("scope", nargs="?", metavar="SCOPE", help="FUNCTION, team:NAME or '*'")
+    show.add_argument("--team", default="", help="the function's team, to include its scope")
+    show.set_defaults(run=cmd_thresholds_show)
+    tset = thresholds.add_parser("set", help="set keys on a scope (key= unsets a key)")
+    tset.add_argument("scope", metavar="SCOPE", help="FUNCTION, team:NAME or '*'")
+    tset.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
+    tset.add_argument("--reason", default="", help="why, for the audit trail")
+    tset.add_argument("--actor", default=None, help="who (GOVERNOR_ACTOR, default the OS user)")
+    tset.set_defaults(run=cmd_thresholds_set)
+    tundo = thresholds.add_parser("undo", help="revert the latest change in effect, or CHANGE_ID")
+    tundo.add_argument("change_id", nargs="?", default=None, metavar="CHANGE_ID")
+    tundo.add_argument("--reason", default="", help="why (default: 'undo of CHANGE_ID')")
+    tundo.add_argument("--actor", default=None, help="who (GOVERNOR_ACTOR, default the OS user)")
+    tundo.set_defaults(run=cmd_thresholds_undo)
+    thist = thresholds.add_parser("history", help="the audit trail of threshold changes")
+    thist.add_argument("scope", nargs="?", default=None, metavar="SCOPE")
+    thist.add_argument("--limit", type=int, default=50, help="rows, newest kept (50)")
+    thist.set_defaults(run=cmd_thresholds_history)
+
+    verdict = sub.add_parser("verdict", help="publish a manual verdict for one function")
+    verdict.add_argument("action", choices=("release", "throttle", "isolate"))
+    verdict.add_argument("function", metavar="FUNCTION")
+    verdict.add_argument("--rps", type=float, default=None,
+                         help="allowed calls per second per instance (throttle only)")
+    verdict.add_argument("--for", dest="ttl", type=_duration, default=None, metavar="DURATION",
+                         help="lifetime: 30s, 10m, 2h (GOVERNOR_VERDICT_TTL_SECONDS)")
+    verdict.add_argument("--reason", required=True, help="why, for the agents and the audit")
+    verdict.add_argument("--actor", default=None, help="who (GOVERNOR_ACTOR, default the OS user)")
+    verdict.set_defaults(run=cmd_verdict)
     return parser
 
 

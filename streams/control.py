@@ -199,7 +199,7 @@ def undo(settings: Settings, actor: str | None = None, change_id: str | None = N
         now = _json(current.get(row.key))
         if now != row.new:
             conflicts.append(f"{row.key} is {now or 'unset'}, not {row.new or 'unset'}")
-        old = _unjson(row.key, row.old)
+        old = audit_value(row.key, row.old)
         if old is None:
             new.pop(row.key, None)
         else:
@@ -219,6 +219,16 @@ def history(settings: Settings, scope: str | None = None,
     if scope is not None:
         rows = [row for row in rows if row.function == scope]
     return rows[-limit:] if limit > 0 else rows
+
+
+def audit_value(key: str, text: str) -> Value | None:
+    """An audit row's ``old``/``new`` (JSON, ``''`` when unset) as a value."""
+    if not text:
+        return None
+    try:
+        return spec_for(key).validate(orjson.loads(text))
+    except orjson.JSONDecodeError:
+        raise ControlError(f"audit value of {key} is not JSON: {text!r}") from None
 
 
 def undone_changes(rows: Iterable[ThresholdChange]) -> dict[str, str]:
@@ -360,15 +370,6 @@ def _undone_by(changes: Mapping[str, list[ThresholdChange]]) -> dict[str, str]:
 
 def _json(value: Value | None) -> str:
     return "" if value is None else orjson.dumps(value).decode()
-
-
-def _unjson(key: str, text: str) -> Value | None:
-    if not text:
-        return None
-    try:
-        return spec_for(key).validate(orjson.loads(text))
-    except orjson.JSONDecodeError:
-        raise ControlError(f"audit value of {key} is not JSON: {text!r}") from None
 
 
 def _publish_change(bootstrap: str, settings: Settings, scope: str, current: dict[str, Value],
