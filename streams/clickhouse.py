@@ -31,7 +31,8 @@ from schemas import (
 from streams.errors import MigrationError, QueryError, StackError
 
 MIGRATIONS_TABLE = "governor_migrations"
-_READ_ONLY = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b", re.I)
+_READ_ONLY = re.compile(r"^(\s*--[^\n]*\n)*\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b",
+                        re.I)  # after any leading comment lines
 
 
 def connect(dsn: str) -> Any:
@@ -245,6 +246,7 @@ class QueryResult:
 
 def read_only_query(client: Any, sql: str) -> QueryResult:
     """Run an analyst's query with ``readonly=1``; refuse anything but reads."""
+    sql = sql.strip().removesuffix(";")
     if not _READ_ONLY.match(sql):
         raise QueryError("only read queries (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN) are allowed")
     started = time.perf_counter()

@@ -12,27 +12,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import subprocess
-import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 import agents
 from schemas import Action, Verdict
-from streams.errors import StackError
 from streams.fleet import FLEET, Fleet, Incident
+from streams.localstack import local_stack
 from streams.query import run_query
 from streams.settings import Settings
-from streams.stack import Broker, free_port, read_stack_file, start_broker, verdict_key
+from streams.stack import verdict_key
 
 
 @dataclass(frozen=True)
@@ -53,58 +49,14 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
         console.width = 130
     env = {**DEMO_DEFAULTS, **{k: v for k, v in os.environ.items() if k.startswith("GOVERNOR_")}}
     settings = Settings.from_env(env, data_dir=settings.data_dir)
-    broker: Broker | None = None
-    worker: subprocess.Popen[bytes] | None = None
-    try:
-        if settings.embedded_broker:
-            if read_stack_file(settings):
-                raise StackError(f"a Governor stack already runs on {settings.data_dir}; stop "
-                                 "it or pass --data-dir to use another directory")
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
-            with console.status("starting the embedded broker and worker"):
-                broker = start_broker(settings.data_dir / "broker.log")
-                settings = settings.replace(kafka_bootstrap=broker.bootstrap,
-                                            query_port=free_port(), app_id="governor-demo")
-                worker = _start_worker(settings, env)
-            console.print(f"[bold]stack[/] broker kafka://{settings.kafka_bootstrap}, "
-                          f"worker pid {worker.pid}, ClickHouse {settings.clickhouse_dsn}")
+    with contextlib.ExitStack() as stack:
+        with console.status("starting the embedded broker and worker"):
+            settings = stack.enter_context(local_stack(settings, env, app_id="governor-demo"))
+        stack.callback(agents.shutdown, 2.0)  # before the worker and broker stop
+        console.print(f"[bold]stack[/] broker kafka://{settings.kafka_bootstrap}, "
+                      f"ClickHouse {settings.clickhouse_dsn}")
         return _run(console, settings, options)
-    finally:
-        agents.shutdown(2.0)
-        if worker is not None and worker.poll() is None:
-            worker.terminate()
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-        if broker is not None:
-            broker.stop()
-
-
-def _start_worker(settings: Settings, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    child_env = {**os.environ, **env,
-                 "GOVERNOR_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-                 "GOVERNOR_DATA_DIR": str(settings.data_dir),
-                 "GOVERNOR_QUERY_PORT": str(settings.query_port),
-                 "GOVERNOR_APP_ID": settings.app_id}
-    log = open(settings.data_dir / "worker.log", "ab")  # noqa: SIM115
-    worker = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=child_env,
-                              stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 90
-    url = f"http://{settings.query_host}:{settings.query_port}/health"
-    while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            raise StackError(f"the worker exited with status {worker.returncode}; see "
-                             f"{settings.data_dir / 'worker.log'}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if orjson.loads(response.read()).get("ready"):
-                    return worker
-        except OSError:
-            pass
-        time.sleep(0.3)
-    worker.kill()
-    raise StackError(f"the worker was not ready within 90s; see {settings.data_dir}/worker.log")
+    return 1  # not reached: the with block returns
 
 
 def _run(console: Console, settings: Settings, options: DemoOptions) -> int:

@@ -109,3 +109,15 @@ def test_analyst_queries_are_read_only(clickhouse: Any, sql: str) -> None:
     with pytest.raises(QueryError):
         read_only_query(clickhouse, sql)
     assert read_only_query(clickhouse, "EXISTS TABLE otel_traces").rows[0][0] == 1
+
+
+@pytest.mark.parametrize("path", sorted((MIGRATIONS_DIR.parent / "queries").glob("*.sql")),
+                         ids=lambda p: p.stem)
+def test_shipped_analyst_queries_run(clickhouse: Any, path: Path) -> None:
+    migrate(clickhouse)
+    ClickHouseSink(clickhouse).write(_events())
+    sql = path.read_text().replace("{function}", "f")
+    result = read_only_query(clickhouse, sql)
+    if path.stem == "what_happened_to_function":
+        kinds = [row[1] for row in result.rows]
+        assert sorted(kinds) == ["anomaly", "decision", "page", "verdict"]
