@@ -360,9 +360,10 @@ class IncidentTracker:
         if verdict.action is Action.RELEASE:
             if ep is None:
                 return []
-            reason = verdict.reason or f"by {verdict.issuer or 'Governor'}"
-            return self._resolve(function, now_ns, f"released ({_clock(now_ns)}): "
-                                                   f"{_clause(reason, 200)}")
+            reason = _clause(verdict.reason, 200) or f"by {verdict.issuer or 'Governor'}"
+            if not reason.startswith("released"):
+                reason = f"released: {reason}"
+            return self._resolve(function, now_ns, f"{reason} ({_clock(now_ns)})")
         action = _action_text(verdict)
         kind = _kind(f"{anomaly.detector if anomaly else ''} {verdict.reason}",
                      verdict.action, verdict.egress_allow)
@@ -410,8 +411,9 @@ class IncidentTracker:
         quiet_ns = int(self.rules.quiet_seconds * _NS)
         if ep is None or ep.verdict or now_ns - ep.last_signal_ns < quiet_ns:
             return []
-        return self._resolve(function, now_ns, f"auto-resolved ({_clock(now_ns)}): no "
-                                               f"anomaly for {self.rules.quiet_seconds:g} s")
+        return self._resolve(function, now_ns, f"auto-resolved: no anomaly for "
+                                               f"{self.rules.quiet_seconds:g} s "
+                                               f"({_clock(now_ns)})")
 
     def sweep(self, now_ns: int) -> list[Incident]:
         """:meth:`on_quiet` for every function with an open episode."""
@@ -456,8 +458,8 @@ class IncidentTracker:
             ep.observed = _observed(anomaly)
             ep.driver = _driver(anomaly)
             ep.detail = (f"{anomaly.detector} score {anomaly.score:.3g}"
-                         + (f" (threshold {anomaly.threshold:.3g}, "
-                            f"{_times(anomaly.score / anomaly.threshold)} it)"
+                         + (f" vs threshold {anomaly.threshold:.3g} (calibrated "
+                            f"{anomaly.score / anomaly.threshold:.2g})"
                             if anomaly.threshold > 0 else ""))
         elif headline != ep.headline:
             self._also(ep, headline)
