@@ -27,7 +27,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -58,6 +58,9 @@ from streams.thresholds import (
     spec_for,
     validate_scope,
 )
+
+if TYPE_CHECKING:
+    from confluent_kafka import Message
 
 log = logging.getLogger("governor.control")
 
@@ -291,9 +294,10 @@ def publish_verdict(settings: Settings, function: str, action: Action,
     partition = partition_for(function, partitions)
     last = 0
     for msg in _read(bootstrap, topic, [partition], timeout_s):
-        if msg.key() == function.encode() and msg.value() is not None:
+        value = msg.value()
+        if msg.key() == function.encode() and value is not None:
             try:
-                last = max(last, decode(msg.value(), Verdict).sequence)
+                last = max(last, decode(value, Verdict).sequence)
             except SchemaError:
                 continue
     now = now_ns()
@@ -333,10 +337,11 @@ def _read_control(bootstrap: str, settings: Settings, timeout_s: float = 10.0) -
 def _read_audit(bootstrap: str, settings: Settings) -> list[ThresholdChange]:
     rows = []
     for msg in _read(bootstrap, settings.topic("audit"), None, 10.0):
-        if msg.value() is None:
+        value = msg.value()
+        if value is None:
             continue
         try:
-            rows.append(decode(msg.value(), ThresholdChange))
+            rows.append(decode(value, ThresholdChange))
         except SchemaError as exc:
             log.warning("audit record at offset %d skipped: %s", msg.offset(), exc)
     rows.sort(key=lambda row: row.time_unix_nano)  # stable: one partition keeps its order
@@ -413,7 +418,7 @@ def _partitions(bootstrap: str, topic: str) -> int:
 
 
 def _read(bootstrap: str, topic: str, partitions: list[int] | None,
-          timeout_s: float) -> list[Any]:
+          timeout_s: float) -> list[Message]:
     """Every record of ``topic`` (or of its ``partitions``) from the beginning up to
     the high watermarks at the time of the call, in offset order per partition."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
