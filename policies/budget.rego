@@ -15,70 +15,63 @@ package governor.policies.budget
 import data.governor.lib
 import rego.v1
 
+# The calls per second the function attempted in the window (refused ones included).
+attempts_per_s := object.get(input, ["window", "attempts_per_s"], 0)
+
 # The fraction of a budget at which a warning is raised.
 warn_fraction := 0.8
 
 spend := object.get(input, "spend", {})
 
-team := object.get(input, ["function", "team"], "")
-
-name := object.get(input, ["function", "name"], "")
-
+# Each budget: its threshold, the rolling spend it limits, and words for the reason.
 budgets := [
-	{
-		"policy": "budget.function_hour", "key": "budget_usd_per_hour",
-		"spent": object.get(spend, "function_hour_usd", 0),
-		"who": sprintf("function %s", [name]), "per": "hourly", "when": "in the last hour",
-	},
-	{
-		"policy": "budget.function_day", "key": "budget_usd_per_day",
-		"spent": object.get(spend, "function_day_usd", 0),
-		"who": sprintf("function %s", [name]), "per": "daily", "when": "in the last 24 hours",
-	},
-	{
-		"policy": "budget.team_hour", "key": "team_budget_usd_per_hour",
-		"spent": object.get(spend, "team_hour_usd", 0),
-		"who": sprintf("team %s", [team]), "per": "hourly", "when": "in the last hour",
-	},
-	{
-		"policy": "budget.team_day", "key": "team_budget_usd_per_day",
-		"spent": object.get(spend, "team_day_usd", 0),
-		"who": sprintf("team %s", [team]), "per": "daily", "when": "in the last 24 hours",
-	},
+	["budget.function_hour", "budget_usd_per_hour", "function_hour_usd", "function", "hourly", "in the last hour"],
+	["budget.function_day", "budget_usd_per_day", "function_day_usd", "function", "daily", "in the last 24 hours"],
+	["budget.team_hour", "team_budget_usd_per_hour", "team_hour_usd", "team", "hourly", "in the last hour"],
+	["budget.team_day", "team_budget_usd_per_day", "team_day_usd", "team", "daily", "in the last 24 hours"],
 ]
+
+# The budgets that are set, with the spend against them: [policy, budget, spent, words].
+limited contains [policy, budget, spent, [scope, per, when]] if {
+	some [policy, key, figure, scope, per, when] in budgets
+	budget := lib.number(key)
+	spent := object.get(spend, figure, 0)
+	spent >= warn_fraction * budget
+}
+
+who("function") := sprintf("function %s", [object.get(input, ["function", "name"], "")])
+
+who("team") := sprintf("team %s", [object.get(input, ["function", "team"], "")])
 
 # Near a budget: warn.
 decisions contains decision if {
-	some b in budgets
-	budget := lib.number(b.key)
+	some [policy, budget, spent, [scope, per, when]] in limited
 	budget > 0
-	b.spent >= warn_fraction * budget
-	b.spent <= budget
+	spent <= budget
 	decision := {
-		"policy": b.policy,
+		"policy": policy,
 		"decision": "warn",
 		"rate_rps": null,
 		"severity": "info",
 		"reason": sprintf("%s spent %s %s, %s of its %s %s budget", [
-			b.who, lib.usd(b.spent), b.when,
-			lib.percent(b.spent / budget), lib.usd(budget), b.per,
+			who(scope), lib.usd(spent), when,
+			lib.percent(spent / budget), lib.usd(budget), per,
 		]),
-		"inputs": {"spend_usd": b.spent, "budget_usd": budget},
+		"inputs": {"spend_usd": spent, "budget_usd": budget},
 	}
 }
 
 # Over a budget: throttle in proportion (or isolate when the rate would be too low).
 decisions contains decision if {
-	some b in budgets
-	budget := lib.number(b.key)
-	b.spent > budget
-	rate := (lib.attempts_per_s * budget) / b.spent
+	some [policy, budget, spent, [scope, per, when]] in limited
+	spent > budget
+	rate := (attempts_per_s * budget) / spent
 	why := sprintf("%s spent %s %s, over its %s %s budget (%s); its %s scaled by budget/spend", [
-		b.who, lib.usd(b.spent), b.when, lib.usd(budget), b.per,
-		lib.percent(b.spent / budget), lib.rps(lib.attempts_per_s),
+		who(scope), lib.usd(spent), when, lib.usd(budget), per,
+		lib.percent(spent / budget), lib.rps(attempts_per_s),
 	])
-	decision := lib.limit(b.policy, rate, why, {
-		"spend_usd": b.spent, "budget_usd": budget, "attempts_per_s": lib.attempts_per_s,
+	decision := lib.limit(policy, rate, why, {
+		"spend_usd": spent, "budget_usd": budget, "attempts_per_s": attempts_per_s,
 	})
 }
 
@@ -94,7 +87,7 @@ decisions contains decision if {
 		"severity": "critical",
 		"reason": sprintf(
 			"function %s spent %s in the last 24 hours, over its hard cap of %s a day; isolated until the spend falls under the cap or the cap is raised",
-			[name, lib.usd(spent), lib.usd(cap)],
+			[object.get(input, ["function", "name"], ""), lib.usd(spent), lib.usd(cap)],
 		),
 		"inputs": {"spend_usd": spent, "hard_cap_usd": cap},
 	}

@@ -16,6 +16,9 @@ package governor.policies.cost_guard
 import data.governor.lib
 import rego.v1
 
+# The calls per second the function attempted in the window (refused ones included).
+attempts_per_s := object.get(input, ["window", "attempts_per_s"], 0)
+
 anomaly := input.anomaly if is_object(input.anomaly)
 
 score_cap := lib.number_or("anomaly_score_cap", 0.5)
@@ -46,7 +49,7 @@ figures := {
 # The rate the detector proposes, or the one that brings cost/s back to the baseline.
 proposed_rate := anomaly.proposed.rate_rps if {
 	is_number(anomaly.proposed.rate_rps)
-} else := (lib.attempts_per_s * baseline.cost_per_s) / window.cost_per_s if {
+} else := (attempts_per_s * baseline.cost_per_s) / window.cost_per_s if {
 	window.cost_per_s > 0
 	is_number(baseline.cost_per_s)
 } else := object.get(baseline, "attempts_per_s", 0)
@@ -104,11 +107,11 @@ decisions contains decision if {
 	over_forecast
 	anomaly
 	cap := lib.number("monthly_cap_usd")
-	rate := (lib.attempts_per_s * cap) / predicted
+	rate := (attempts_per_s * cap) / predicted
 	decision := lib.limit(
 		"cost_guard.monthly_forecast", rate,
 		sprintf("%s while an anomaly is open; its %s scaled by cap/forecast", [
-			forecast_why, lib.rps(lib.attempts_per_s),
+			forecast_why, lib.rps(attempts_per_s),
 		]),
 		forecast_figures,
 	)

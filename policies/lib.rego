@@ -31,11 +31,12 @@ text(key) := trim_space(input.thresholds[key]) if is_string(input.thresholds[key
 # The items of a comma-separated threshold, trimmed, empty items dropped.
 items(key) := {trim_space(item) | some item in split(text(key), ","); trim_space(item) != ""}
 
-# The lowest rate a throttle may set; below it a function is isolated instead.
-min_rps := number_or("min_rps", 0.2)
+# Only functions live here: regorus resolves `lib.<rule>` through an import by
+# evaluating the whole package, which costs tens of microseconds per reference,
+# while `lib.<function>(...)` is a plain call. Each policy reads the input itself.
 
-# The calls per second the function attempted in the window (refused ones included).
-attempts_per_s := object.get(input, ["window", "attempts_per_s"], 0)
+# The lowest rate a throttle may set; below it a function is isolated instead.
+min_rps(_) := number_or("min_rps", 0.2)
 
 # A number that formats as a float: whole numbers computed in Rego are integers,
 # which %f would print without decimals (regorus) or refuse (OPA).
@@ -67,7 +68,7 @@ limit(policy, rate, why, figures) := {
 	"reason": sprintf("%s; throttled to %s", [why, rps(rate)]),
 	"inputs": object.union(figures, {"rate_rps": rate}),
 } if {
-	rate >= min_rps
+	rate >= min_rps(0)
 } else := {
 	"policy": policy,
 	"decision": "isolate",
@@ -75,7 +76,7 @@ limit(policy, rate, why, figures) := {
 	"severity": "critical",
 	"reason": sprintf(
 		"%s; the throttle it needs (%s) is below the %s minimum, so the function is isolated",
-		[why, rps(rate), rps(min_rps)],
+		[why, rps(rate), rps(min_rps(0))],
 	),
 	"inputs": object.union(figures, {"rate_rps": rate}),
 }

@@ -2,12 +2,17 @@
 #
 # Each policy is a package under governor.policies with a `decisions` set of
 # {"policy", "decision", "rate_rps", "reason", "severity"} objects (and optionally
-# "inputs", the figures it compared). Adding a policy is adding a file: nothing
-# here needs to change.
+# "inputs", the figures it compared). A new policy package is added to the list
+# below; the unit tests fail when one is left out. (The list is explicit because
+# iterating data.governor.policies[_] makes regorus build every rule of every
+# package, about a third slower.)
 package governor
 
 import rego.v1
 
-decisions contains decision if {
-	some decision in data.governor.policies[_].decisions
-}
+decisions := (((((data.governor.policies.budget.decisions
+	| data.governor.policies.cost_guard.decisions)
+	| data.governor.policies.egress.decisions)
+	| data.governor.policies.data_access.decisions)
+	| data.governor.policies.responsible_ai.decisions)
+	| data.governor.policies.resources.decisions)

@@ -14,6 +14,9 @@ package governor.policies.resources
 import data.governor.lib
 import rego.v1
 
+# The calls per second the function attempted in the window (refused ones included).
+attempts_per_s := object.get(input, ["window", "attempts_per_s"], 0)
+
 fn := object.get(input, "function", {})
 
 name := object.get(fn, "name", "")
@@ -56,20 +59,20 @@ decisions contains decision if {
 
 p95_s := object.get(input, ["window", "duration_ms_p95"], 0) / 1000
 
-in_flight := lib.attempts_per_s * p95_s
+in_flight := attempts_per_s * p95_s
 
 decisions contains decision if {
 	limit := lib.number("max_concurrency")
 	p95_s > 0
 	in_flight > limit
-	rate := max([limit / p95_s, lib.min_rps])
+	rate := max([limit / p95_s, lib.min_rps(0)])
 	decision := {
 		"policy": "resources.in_flight",
 		"decision": "throttle",
 		"rate_rps": rate,
 		"severity": "warning",
 		"reason": sprintf("function %s has about %s calls in flight (%s x %s s p95), over the %v maximum; throttled to %s", [
-			name, lib.fixed(in_flight), lib.rps(lib.attempts_per_s), lib.fixed(p95_s), limit, lib.rps(rate),
+			name, lib.fixed(in_flight), lib.rps(attempts_per_s), lib.fixed(p95_s), limit, lib.rps(rate),
 		]),
 		"inputs": {"in_flight": in_flight, "max_concurrency": limit, "duration_ms_p95": p95_s * 1000},
 	}

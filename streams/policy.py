@@ -247,9 +247,10 @@ class PolicyBundle:
         failing one is logged and skipped.
         """
         engine = self._engine
-        try:
-            engine.set_input(document)
-        except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        try:  # orjson + set_input_json is about twice as fast as set_input(dict)
+            engine.set_input_json(orjson.dumps(
+                document if isinstance(document, dict) else dict(document)).decode())
+        except (TypeError, ValueError, RuntimeError) as exc:
             raise PolicyError(f"policy input is not a JSON document: {exc}") from None
         try:
             return _as_list(engine.eval_rule_as_json(ENTRY_RULE))
