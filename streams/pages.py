@@ -56,7 +56,7 @@ Page rate limit
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -295,6 +295,8 @@ class _Episode:
     emitted_severity: Severity = Severity.INFO
     emitted_impact: float = 0.0
     folded_into: str = ""
+    runbook: str = ""  # runbook base URL in force for the function
+    page_rate: float = 0.0  # the team's pages per hour in force when it opened
 
 
 @dataclass
@@ -309,6 +311,8 @@ class _Summary:
     emitted_severity: Severity = Severity.INFO
     updates: int = 0
     actions: list[str] = field(default_factory=list)
+    runbook: str = ""
+    page_rate: float = 0.0
 
 
 @dataclass
@@ -336,7 +340,8 @@ class IncidentTracker:
 
     # the worker's entry points -------------------------------------------------------
 
-    def on_events(self, events: Iterable[Event], team: str, now_ns: int) -> list[Incident]:
+    def on_events(self, events: Iterable[Event], team: str, now_ns: int,
+                  limits: Mapping[str, object] | None = None) -> list[Incident]:
         """Feed one batch of decision output (e.g. ``Decider.on_window``): each
         verdict goes with the anomaly that caused it, other anomalies alone."""
         events = list(events)
@@ -345,14 +350,19 @@ class IncidentTracker:
         out: list[Incident] = []
         for e in events:
             if isinstance(e, Verdict):
-                out += self.on_verdict(e, anomalies.get(e.anomaly_id), team, now_ns)
+                out += self.on_verdict(e, anomalies.get(e.anomaly_id), team, now_ns, limits)
             elif isinstance(e, Anomaly) and e.event_id not in caused:
-                out += self.on_anomaly(e, team, now_ns)
+                out += self.on_anomaly(e, team, now_ns, limits)
         return out
 
     def on_verdict(self, verdict: Verdict, anomaly: Anomaly | None, team: str,
-                   now_ns: int) -> list[Incident]:
-        """A throttle/isolate opens or updates the episode; a release resolves it."""
+                   now_ns: int, limits: Mapping[str, object] | None = None) -> list[Incident]:
+        """A throttle/isolate opens or updates the episode; a release resolves it.
+
+        ``limits``: the live thresholds in force for the function (optional); its
+        ``page_rate_per_hour`` and ``runbook_url`` override the rules' when an
+        episode opens.
+        """
         function = verdict.function
         ep = self._open.get(function)
         if ep is not None and verdict.sequence <= ep.last_sequence:
@@ -369,7 +379,7 @@ class IncidentTracker:
                      verdict.action, verdict.egress_allow)
         severity = severity_of(anomaly, verdict.action, self.rules)
         if ep is None:
-            ep = self._new(function, team, now_ns, kind, severity)
+            ep = self._new(function, team, now_ns, kind, severity, limits)
             ep.reason = verdict.reason
             self._absorb_verdict(ep, verdict, action, now_ns)
             if anomaly is not None:
@@ -383,9 +393,10 @@ class IncidentTracker:
         ep.severity = _higher(ep.severity, severity)
         return self._updated(ep, now_ns, new_action)
 
-    def on_anomaly(self, anomaly: Anomaly, team: str, now_ns: int) -> list[Incident]:
+    def on_anomaly(self, anomaly: Anomaly, team: str, now_ns: int,
+                   limits: Mapping[str, object] | None = None) -> list[Incident]:
         """A high anomaly opens an episode if none is open; any updates an open one
-        (emitted only when material)."""
+        (emitted only when material). ``limits``: as for :meth:`on_verdict`."""
         ep = self._open.get(anomaly.function)
         severity = severity_of(anomaly, None, self.rules)
         if ep is not None:
@@ -400,7 +411,8 @@ class IncidentTracker:
         elif (anomaly.severity is not Severity.CRITICAL
               and anomaly.cost_impact_usd_per_hour < self.rules.page_usd_per_hour):
             return []
-        ep = self._new(anomaly.function, team, now_ns, _kind(anomaly.detector), severity)
+        ep = self._new(anomaly.function, team, now_ns, _kind(anomaly.detector), severity,
+                       limits)
         self._absorb(ep, anomaly, now_ns)
         return self._opened(ep, now_ns)
 
@@ -433,11 +445,18 @@ class IncidentTracker:
 
     # episode life --------------------------------------------------------------------
 
-    def _new(self, function: str, team: str, now_ns: int, kind: Kind,
-             severity: Severity) -> _Episode:
+    def _new(self, function: str, team: str, now_ns: int, kind: Kind, severity: Severity,
+             limits: Mapping[str, object] | None) -> _Episode:
         digest = hashlib.sha256(f"{function}\x00{now_ns}".encode()).hexdigest()[:16]
+        limits = limits or {}
+        runbook = limits.get("runbook_url")
+        rate = limits.get("page_rate_per_hour")
         return _Episode(function=function, team=team, incident_id=digest, opened_ns=now_ns,
-                        kind=kind, severity=severity, last_signal_ns=now_ns)
+                        kind=kind, severity=severity, last_signal_ns=now_ns,
+                        runbook=runbook if isinstance(runbook, str) and runbook
+                        else self.rules.runbook_url,
+                        page_rate=float(rate) if isinstance(rate, int | float)
+                        else self.rules.pages_per_hour)
 
     def _absorb_verdict(self, ep: _Episode, verdict: Verdict, action: str, now_ns: int) -> None:
         ep.last_sequence = verdict.sequence
@@ -473,7 +492,7 @@ class IncidentTracker:
 
     def _opened(self, ep: _Episode, now_ns: int) -> list[Incident]:
         self._open[ep.function] = ep
-        if self._take(ep.team, now_ns):
+        if self._take(ep.team, ep.page_rate, now_ns):
             return [self._event(ep, IncidentStatus.OPEN, now_ns)]
         team = ep.team
         self.folded[team] = self.folded.get(team, 0) + 1
@@ -482,10 +501,12 @@ class IncidentTracker:
         new = summary is None
         if summary is None:
             digest = hashlib.sha256(f"{SUMMARY_FUNCTION}\x00{team}\x00{now_ns}".encode())
-            summary = self._summaries[team] = _Summary(team, digest.hexdigest()[:16], now_ns)
+            summary = self._summaries[team] = _Summary(team, digest.hexdigest()[:16], now_ns,
+                                                       runbook=ep.runbook,
+                                                       page_rate=ep.page_rate)
         ep.folded_into = summary.incident_id
         ep.actions.append(f"{FOLDED} {summary.incident_id} ({team or 'unowned'} over "
-                          f"{self.rules.pages_per_hour:g} pages/h)")
+                          f"{ep.page_rate:g} pages/h)")
         out = [self._event(ep, IncidentStatus.OPEN, now_ns)]
         summary.members[ep.incident_id] = out[0].title
         summary.total += 1
@@ -533,9 +554,8 @@ class IncidentTracker:
                 out.append(self._summary_event(summary, IncidentStatus.RESOLVED, now_ns))
         return out
 
-    def _take(self, team: str, now_ns: int) -> bool:
+    def _take(self, team: str, capacity: float, now_ns: int) -> bool:
         """Spend one of the team's page tokens, if it has one."""
-        capacity = self.rules.pages_per_hour
         if capacity <= 0:
             return True
         bucket = self._buckets.get(team)
@@ -551,9 +571,9 @@ class IncidentTracker:
 
     # rendering -----------------------------------------------------------------------
 
-    def _runbook(self, kind: Kind) -> str:
-        base = self.rules.runbook_url.partition("#")[0]
-        return f"{base}#{kind.value}"
+    @staticmethod
+    def _runbook(base: str, kind: Kind) -> str:
+        return f"{base.partition('#')[0]}#{kind.value}"
 
     def _event(self, ep: _Episode, status: IncidentStatus, now_ns: int) -> Incident:
         """Render the episode and record what was emitted (for the materiality test)."""
@@ -569,7 +589,7 @@ class IncidentTracker:
         what = ep.headline or _clause(reason, 80)
         doing = ep.action or "reported, not enforced"
         title = f"{ep.function}: {what}, {doing}" if what else f"{ep.function}: {doing}"
-        runbook = self._runbook(ep.kind)
+        runbook = self._runbook(ep.runbook, ep.kind)
         lines = []
         if ep.explanation:
             lines.append(f"What: {_cut(ep.explanation, 600)}")
@@ -606,7 +626,7 @@ class IncidentTracker:
 
     def _render_summary(self, s: _Summary, status: IncidentStatus, now_ns: int) -> Incident:
         team = s.team or "unowned"
-        limit = self.rules.pages_per_hour
+        limit = s.page_rate
         title = (f"{team}: {s.total} incident{'s' * (s.total != 1)} not paged separately, "
                  f"paging rate-limited to {limit:g}/h")
         lines = [f"Team {team} went over {limit:g} pages per hour; further incidents are "
@@ -615,7 +635,7 @@ class IncidentTracker:
         lines += [f"- {title_}" for title_ in list(s.members.values())[:_MAX_LISTED]]
         if len(s.members) > _MAX_LISTED:
             lines.append(f"- … and {len(s.members) - _MAX_LISTED} more")
-        runbook = self._runbook(Kind.RATE_LIMITED)
+        runbook = self._runbook(s.runbook, Kind.RATE_LIMITED)
         lines.append(f"Runbook: {runbook}")
         return Incident(
             function=SUMMARY_FUNCTION, event_id=_event_id(s.incident_id, status, s.updates),

@@ -296,3 +296,18 @@ def test_decider_output_makes_one_page_per_episode() -> None:
 def test_rules_from_settings() -> None:
     rules = PageRules.from_settings(Settings(runbook_url="https://wiki/x"))
     assert rules.runbook_url == "https://wiki/x" and rules.pages_per_hour == 6.0
+
+
+def test_live_thresholds_override_runbook_and_page_rate() -> None:
+    t = _tracker(pages_per_hour=100)
+    limits = {"page_rate_per_hour": 1, "runbook_url": "https://wiki/payments"}
+    [first] = t.on_verdict(_verdict(Action.THROTTLE, 1, function="a", rate=1), None,
+                           "payments", T0, limits)
+    assert first.runbook_url == "https://wiki/payments#cost-anomaly"
+    folded, summary = t.on_verdict(_verdict(Action.THROTTLE, 1, function="b", rate=1), None,
+                                   "payments", T0, limits)
+    assert not is_paged(folded) and "over 1 pages/h" in folded.actions[-1]
+    assert summary.runbook_url == "https://wiki/payments#rate-limited"
+    [other] = t.on_verdict(_verdict(Action.THROTTLE, 1, function="c", rate=1), None,
+                           "search", T0)  # no limits: the rules' defaults
+    assert is_paged(other) and other.runbook_url.startswith(RULES.runbook_url)
