@@ -230,6 +230,7 @@ class PolicyBundle:
         try:
             engine.set_input(_SMOKE_INPUT)
             result = engine.eval_rule_as_json(ENTRY_RULE)
+            engine.eval_query_as_json("data")  # every rule, the unreferenced ones too
         except RuntimeError as exc:
             raise _policy_error(self.directory, exc) from None
         if result == _UNDEFINED:
