@@ -297,7 +297,7 @@ def test_malformed_data_names_file_and_line(bundle_dir: Path) -> None:
 
 def test_bundle_without_entry_rule_is_refused(bundle_dir: Path) -> None:
     (bundle_dir / "main.rego").unlink()
-    with pytest.raises(PolicyError, match="main.rego"):
+    with pytest.raises(PolicyError, match=r"main\.rego"):
         PolicyBundle(bundle_dir)
 
 
@@ -367,7 +367,8 @@ import rego.v1
 
 decisions contains {"policy": "rogue.unknown", "decision": "obliterate", "rate_rps": null,
 	"reason": "x", "severity": "critical"} if input.rogue
-decisions contains {"policy": "rogue.no_reason", "decision": "warn", "severity": "info"} if input.rogue
+decisions contains {"policy": "rogue.no_reason", "decision": "warn",
+	"severity": "info"} if input.rogue
 decisions contains {"policy": "rogue.no_rate", "decision": "throttle", "reason": "r",
 	"severity": "warning"} if input.rogue
 decisions contains {"policy": "rogue.negative", "decision": "throttle", "rate_rps": -1,
