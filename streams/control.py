@@ -24,8 +24,9 @@ import getpass
 import logging
 import os
 import re
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -143,7 +144,28 @@ def bootstrap_for(settings: Settings, timeout_s: float = 5.0) -> str:
 def read_control(settings: Settings, timeout_s: float = 10.0) -> Thresholds:
     """The thresholds in force: the control topic read from the beginning up to its
     high watermarks, each update applied in order (latest per scope wins)."""
-    return _read_control(bootstrap_for(settings), settings, timeout_s)
+    return load_control(bootstrap_for(settings), settings, timeout_s)
+
+
+def load_control(bootstrap: str, settings: Settings, timeout_s: float = 10.0) -> Thresholds:
+    """:func:`read_control` on a known broker (``bootstrap``), for a starting worker."""
+    thresholds = Thresholds(settings)
+    prefix = control_key("").decode()
+    for msg in _read(bootstrap, settings.topic("control"), None, timeout_s):
+        value = msg.value()
+        if value is None:  # a tombstone: the scope is gone
+            key = (msg.key() or b"").decode(errors="replace")
+            if key.startswith(prefix):
+                thresholds.clear(key[len(prefix):])
+            continue
+        try:
+            update = decode(value, ControlUpdate)
+        except SchemaError as exc:
+            log.warning("control record at offset %d skipped: %s", msg.offset(), exc)
+            continue
+        for problem in thresholds.apply(update):
+            log.warning("%s", problem)
+    return thresholds
 
 
 def set_thresholds(settings: Settings, scope: str, values: Mapping[str, Value | None],
@@ -160,7 +182,7 @@ def set_thresholds(settings: Settings, scope: str, values: Mapping[str, Value | 
     checked = {key: None if value is None or value == "" else spec_for(key).validate(value)
                for key, value in values.items()}
     bootstrap = bootstrap_for(settings)
-    current = _read_control(bootstrap, settings).values(scope)
+    current = load_control(bootstrap, settings).values(scope)
     new = dict(current)
     for key, value in checked.items():
         if value is None:
@@ -195,7 +217,7 @@ def undo(settings: Settings, actor: str | None = None, change_id: str | None = N
     if change_id in undone_by:
         raise ControlError(f"change {change_id} is already undone (by {undone_by[change_id]})")
     scope = rows[0].function
-    current = _read_control(bootstrap, settings).values(scope)
+    current = load_control(bootstrap, settings).values(scope)
     new = dict(current)
     conflicts = []
     for row in rows:
@@ -237,6 +259,113 @@ def audit_value(key: str, text: str) -> Value | None:
 def undone_changes(rows: Iterable[ThresholdChange]) -> dict[str, str]:
     """``{change_id: undoing change_id}`` for the changes no longer in effect."""
     return _undone_by(_changes(rows))
+
+
+class ControlFollower:
+    """Follows the control topic in a thread and applies every threshold update.
+
+    No consumer group: each follower assigns every partition from the beginning, so
+    every worker sees every update (a group would hand the one partition to one
+    worker) and a restarted worker rebuilds the thresholds in force (committed
+    offsets would skip them). ``on_update(update, problems)`` is called after each
+    applied update, in the follower's thread; a worker starts it, waits for
+    :meth:`wait_synced`, and reads ``follower.thresholds.effective(function, team)``.
+    """
+
+    def __init__(self, bootstrap: str, settings: Settings, thresholds: Thresholds | None = None,
+                 on_update: Callable[[ControlUpdate, list[str]], None] | None = None) -> None:
+        self.thresholds = thresholds if thresholds is not None else Thresholds(settings)
+        self._bootstrap = bootstrap
+        self._topic = settings.topic("control")
+        self._on_update = on_update
+        self._synced = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="governor-control", daemon=True)
+
+    def start(self) -> ControlFollower:
+        self._thread.start()
+        return self
+
+    def wait_synced(self, timeout_s: float) -> bool:
+        """Wait until every update published before the start has been applied."""
+        return self._synced.wait(timeout_s)
+
+    @property
+    def synced(self) -> bool:
+        return self._synced.is_set()
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        self._stopped.set()
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+        consumer = Consumer({
+            "bootstrap.servers": self._bootstrap,
+            "group.id": "governor-control-unused",  # required by librdkafka; never joined
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+            "fetch.wait.max.ms": 200,
+            "log_level": 0,
+        })
+        ends: dict[int, int] | None = None
+        try:
+            while not self._stopped.is_set():
+                if ends is None:
+                    try:
+                        meta = consumer.list_topics(self._topic, timeout=2.0).topics.get(
+                            self._topic)
+                        if meta is None or meta.error is not None or not meta.partitions:
+                            raise KafkaException(f"no topic {self._topic} yet")
+                        ends = {}
+                        for p in meta.partitions:
+                            _, high = consumer.get_watermark_offsets(
+                                TopicPartition(self._topic, p), timeout=2.0, cached=False)
+                            ends[p] = high
+                    except KafkaException as exc:
+                        log.debug("control topic not readable yet: %s", exc)
+                        ends = None
+                        self._stopped.wait(1.0)
+                        continue
+                    consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING)
+                                     for p in ends])
+                msg = consumer.poll(0.2)
+                if msg is not None and not msg.error():
+                    self._handle(msg)
+                if not self._synced.is_set():
+                    for p in list(ends):
+                        [position] = consumer.position([TopicPartition(self._topic, p)])
+                        if ends[p] <= 0 or position.offset >= ends[p]:
+                            del ends[p]
+                    if not ends:
+                        self._synced.set()
+        except Exception:  # never let the follower take the worker down
+            log.exception("control follower stopped; thresholds no longer follow the topic")
+        finally:
+            consumer.close()
+
+    def _handle(self, msg: Message) -> None:
+        value = msg.value()
+        if value is None:  # a tombstone: the scope is gone
+            key = (msg.key() or b"").decode(errors="replace")
+            prefix = control_key("").decode()
+            if key.startswith(prefix):
+                self.thresholds.clear(key[len(prefix):])
+            return
+        try:
+            update = decode(value, ControlUpdate)
+        except SchemaError as exc:
+            log.warning("control record at offset %d skipped: %s", msg.offset(), exc)
+            return
+        problems = self.thresholds.apply(update)
+        for problem in problems:
+            log.warning("%s", problem)
+        if self._on_update is not None:
+            try:
+                self._on_update(update, problems)
+            except Exception:
+                log.exception("control update listener failed")
 
 
 # ---------------------------------------------------------------- verdicts
@@ -312,26 +441,6 @@ def publish_verdict(settings: Settings, function: str, action: Action,
 
 
 # ---------------------------------------------------------------- internals
-
-
-def _read_control(bootstrap: str, settings: Settings, timeout_s: float = 10.0) -> Thresholds:
-    thresholds = Thresholds(settings)
-    prefix = control_key("").decode()
-    for msg in _read(bootstrap, settings.topic("control"), None, timeout_s):
-        value = msg.value()
-        if value is None:  # a tombstone: the scope is gone
-            key = (msg.key() or b"").decode(errors="replace")
-            if key.startswith(prefix):
-                thresholds.clear(key[len(prefix):])
-            continue
-        try:
-            update = decode(value, ControlUpdate)
-        except SchemaError as exc:
-            log.warning("control record at offset %d skipped: %s", msg.offset(), exc)
-            continue
-        for problem in thresholds.apply(update):
-            log.warning("%s", problem)
-    return thresholds
 
 
 def _read_audit(bootstrap: str, settings: Settings) -> list[ThresholdChange]:

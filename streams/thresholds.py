@@ -353,7 +353,8 @@ class Thresholds:
         """Every key's value in force for ``function`` of ``team`` and its source:
         function scope > ``team:NAME`` > ``*`` > default."""
         chain = [function] + ([team_scope(team)] if team else []) + [ALL]
-        layers = [(scope, self._scopes[scope]) for scope in chain if scope in self._scopes]
+        found = [(scope, self._scopes.get(scope)) for scope in chain]  # safe against a
+        layers = [(scope, values) for scope, values in found if values]  # concurrent apply
         resolved = {}
         for key, spec in REGISTRY.items():
             for scope, values in layers:

@@ -26,6 +26,7 @@ from schemas import (
 from streams.control import (
     OPERATOR_ISSUER,
     ControlError,
+    ControlFollower,
     control_key,
     history,
     publish_verdict,
@@ -36,7 +37,7 @@ from streams.control import (
 from streams.settings import Settings
 from streams.stack import topic_spec, write_stack_file
 from streams.thresholds import REGISTRY, ThresholdError
-from tests.integration.conftest import VERDICT_KEY
+from tests.integration.conftest import VERDICT_KEY, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -285,3 +286,30 @@ def test_cli_set_show_undo_and_verdict(settings: Settings) -> None:
     assert result.returncode == 0, result.stderr
     assert "ISOLATE checkout for 10m" in result.stdout and "operator:carol" in result.stdout
     assert "sequence " in result.stdout
+
+
+def test_follower_applies_history_then_live_updates(settings: Settings) -> None:
+    set_thresholds(settings, "*", {"min_ratio": 3}, "a", "")
+    seen: list[ControlUpdate] = []
+    follower = ControlFollower(settings.kafka_bootstrap, settings,
+                               on_update=lambda update, problems: seen.append(update)).start()
+    try:
+        assert follower.wait_synced(20)
+        assert follower.thresholds.values("*") == {"min_ratio": 3.0}
+        set_thresholds(settings, "team:payments", {"zscore_threshold": 4}, "a", "")
+        wait_for(lambda: follower.thresholds.effective("checkout", "payments")
+                 ["zscore_threshold"] == 4.0, timeout_s=15)
+        set_thresholds(settings, "*", {"min_ratio": None}, "a", "")
+        wait_for(lambda: follower.thresholds.values("*") == {}, timeout_s=15)
+        assert [u.function for u in seen] == ["*", "team:payments", "*"]
+    finally:
+        follower.stop()
+
+
+def test_follower_on_an_empty_topic_is_synced(settings: Settings) -> None:
+    follower = ControlFollower(settings.kafka_bootstrap, settings).start()
+    try:
+        assert follower.wait_synced(20)
+        assert follower.thresholds.scopes() == {}
+    finally:
+        follower.stop()
