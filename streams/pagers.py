@@ -24,6 +24,7 @@ import contextlib
 import email.utils
 import http.client
 import logging
+import math
 import queue
 import random
 import sys
@@ -326,6 +327,7 @@ class PageDispatcher:
                  max_attempts: int = 5, backoff_seconds: float = 0.5,
                  max_backoff_seconds: float = 30.0, max_retry_after_seconds: float = 300.0,
                  refresh_seconds: float = 60.0, seed: int | None = None) -> None:
+        """``refresh_seconds``: how often pagers re-assert open incidents (0: never)."""
         self.pagers = list(pagers)
         self.max_attempts = max(1, max_attempts)
         self.backoff_seconds = backoff_seconds
@@ -463,12 +465,14 @@ class _Lane:
 
     def _run(self) -> None:
         d = self.dispatcher
-        next_refresh = time.monotonic() + d.refresh_seconds
+        every = d.refresh_seconds if d.refresh_seconds > 0 else math.inf
+        next_refresh = time.monotonic() + every
         while True:
             wait = max(0.0, next_refresh - time.monotonic())
+            if self._stopping.is_set():
+                wait = min(wait, 0.5)
             try:
-                item = self.queue.get(timeout=min(wait, 0.5) if self._stopping.is_set()
-                                      else wait)
+                item = self.queue.get(timeout=None if math.isinf(wait) else wait)
             except queue.Empty:
                 if self._stopping.is_set():
                     return
@@ -485,7 +489,7 @@ class _Lane:
                 if self._stopping.is_set() and self.queue.empty():
                     return
             if time.monotonic() >= next_refresh and not self._stopping.is_set():
-                next_refresh = time.monotonic() + d.refresh_seconds
+                next_refresh = time.monotonic() + every
                 self._refresh()
 
     def _refresh(self) -> None:

@@ -311,3 +311,13 @@ def test_live_thresholds_override_runbook_and_page_rate() -> None:
     [other] = t.on_verdict(_verdict(Action.THROTTLE, 1, function="c", rate=1), None,
                            "search", T0)  # no limits: the rules' defaults
     assert is_paged(other) and other.runbook_url.startswith(RULES.runbook_url)
+
+
+def test_every_kind_has_a_runbook_section() -> None:
+    from pathlib import Path
+
+    from streams.pages import Kind
+
+    runbook = (Path(__file__).parents[2] / "docs" / "runbook.md").read_text()
+    for kind in Kind:
+        assert f'<a id="{kind.value}"></a>' in runbook, kind
