@@ -176,6 +176,18 @@ def cmd_thresholds_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_thresholds_keys(args: argparse.Namespace) -> int:
+    """Every threshold key: group, what it accepts, default, meaning."""
+    from streams.thresholds import REGISTRY
+
+    settings = _settings(args)
+    _table(["key", "group", "accepts", "default", "meaning"],
+           [[spec.key, spec.group, spec.expects(),
+             _shown(spec.default_for(settings), "unset (no limit)"), spec.doc]
+            for spec in REGISTRY.values()])
+    return 0
+
+
 def cmd_thresholds_set(args: argparse.Namespace) -> int:
     """Set or unset keys on one scope; print old → new."""
     from streams.control import set_thresholds
@@ -309,13 +321,15 @@ def build_parser() -> argparse.ArgumentParser:
     incidents.set_defaults(run=cmd_bench_incidents)
 
     thresholds = sub.add_parser(
-        "thresholds", help="live thresholds: show, set, undo, history").add_subparsers(
+        "thresholds", help="live thresholds: show, keys, set, undo, history").add_subparsers(
         dest="thresholds_command", required=True, metavar="ACTION")
     show = thresholds.add_parser("show", help="scopes and values; with a FUNCTION, what is in "
                                  "force for it and where each value comes from")
     show.add_argument("scope", nargs="?", metavar="SCOPE", help="FUNCTION, team:NAME or '*'")
     show.add_argument("--team", default="", help="the function's team, to include its scope")
     show.set_defaults(run=cmd_thresholds_show)
+    thresholds.add_parser("keys", help="every threshold key, what it accepts and its default"
+                          ).set_defaults(run=cmd_thresholds_keys)
     tset = thresholds.add_parser("set", help="set keys on a scope (key= unsets a key)")
     tset.add_argument("scope", metavar="SCOPE", help="FUNCTION, team:NAME or '*'")
     tset.add_argument("assignments", nargs="+", metavar="KEY=VALUE")

@@ -216,3 +216,37 @@ def test_clear_forgets_a_scope() -> None:
     t.apply(update("checkout", min_ratio=3.0))
     t.clear("checkout")
     assert t.scopes() == {}
+
+
+def test_cli_lists_every_key(capsys: pytest.CaptureFixture[str]) -> None:
+    from streams.cli import main
+
+    assert main(["thresholds", "keys"]) == 0
+    out = capsys.readouterr().out
+    assert all(key in out for key in REGISTRY)
+    assert "a number >= 1" in out
+
+
+def test_cli_refuses_bad_assignments_before_any_broker(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from streams.cli import main
+
+    assert main(["thresholds", "set", "checkout", "min_ratio=0.5"]) == 2
+    assert "min_ratio='0.5': expected a number >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("30s", 30.0), ("10m", 600.0), ("2h", 7200.0), ("1d", 86400.0), ("90", 90.0),
+    ("1.5m", 90.0), ("500ms", 0.5)])
+def test_durations(text: str, seconds: float) -> None:
+    from streams.control import parse_duration
+
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0s", "10x", "-5m", "m"])
+def test_bad_durations(text: str) -> None:
+    from streams.control import ControlError, parse_duration
+
+    with pytest.raises(ControlError, match="30s, 10m, 2h"):
+        parse_duration(text)
