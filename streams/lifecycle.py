@@ -82,6 +82,11 @@ class VerdictIssuer:
     issuer: str
     _sequence: dict[str, int] = field(default_factory=dict)
 
+    def follow(self, verdict: Verdict) -> None:
+        """Number the function's next verdict after ``verdict`` (e.g. an operator's)."""
+        function = verdict.function
+        self._sequence[function] = max(self._sequence.get(function, 0), verdict.sequence)
+
     def issue(self, function: str, action: Action, reason: str, rate_rps: float | None = None,
               anomaly_id: str = "", ttl_ns: int | None = None,
               egress_allow: list[str] | None = None) -> Verdict:

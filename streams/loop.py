@@ -36,7 +36,7 @@ from streams.settings import Settings
 from streams.stack import verdict_key
 
 LOOP_DEFAULTS = {**DEMO_DEFAULTS, "GOVERNOR_RELEASE_AFTER_SECONDS": "6",
-                 "GOVERNOR_PAGE_RATE_PER_HOUR": "1000"}
+                 "GOVERNOR_PAGES_PER_HOUR": "100000"}
 
 
 @dataclass

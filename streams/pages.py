@@ -443,6 +443,13 @@ class IncidentTracker:
                 for s in self._summaries.values()]
         return out
 
+    def export(self, function: str) -> _Episode | None:
+        """The function's open episode, for the worker's snapshots."""
+        return self._open.get(function)
+
+    def restore(self, function: str, episode: _Episode) -> None:
+        self._open[function] = episode
+
     # episode life --------------------------------------------------------------------
 
     def _new(self, function: str, team: str, now_ns: int, kind: Kind, severity: Severity,

@@ -39,6 +39,8 @@ GOVERNOR_PAGERDUTY_URL              PagerDuty Events v2 endpoint (none; the publ
 GOVERNOR_PAGERDUTY_ROUTING_KEY      PagerDuty integration key (none)
 GOVERNOR_PAGER_FILE                 append pages as JSON lines here; "-": the console
                                     (none)
+GOVERNOR_PAGES_PER_HOUR             pages a team gets per hour before further incidents
+                                    are folded into one summary page (6)
 GOVERNOR_RUNBOOK_URL                runbook link put on every page
                                     (docs/runbook.md; set your wiki page)
 GOVERNOR_QUERY_HOST                 read-only query endpoint host (127.0.0.1)
@@ -90,6 +92,7 @@ class Settings:
     pagerduty_url: str = ""
     pagerduty_routing_key: str = ""
     pager_file: str = ""
+    pages_per_hour: int = 6
     runbook_url: str = "docs/runbook.md"
     query_host: str = "127.0.0.1"
     query_port: int = 6066

@@ -222,8 +222,9 @@ _SPECS = (
     _spec("fairness_disparity_max", float, "guardrails",
           "largest outcome disparity between groups (0..1)", default=0.2, ge=0, le=1),
     # pages
-    _spec("page_rate_per_hour", int, "pages", "most pages per function and hour", default=6,
-          ge=1),
+    _spec("page_rate_per_hour", int, "pages",
+          "pages a team gets per hour before the rest fold into one summary page",
+          setting="pages_per_hour", default=6, ge=1),
     _spec("runbook_url", str, "pages", "runbook link put on pages", setting="runbook_url"),
 )
 

@@ -122,3 +122,11 @@ def test_state_survives_pickling(life: Lifecycle) -> None:
     fresh.restore("f", pickle.loads(pickle.dumps(track)))
     assert fresh.phase("f") is Phase.THROTTLED
     assert [v.action for v in fresh.step("f", None, TIMING, 40 * S)] == [Action.RELEASE]
+
+
+def test_the_issuer_numbers_after_an_operators_verdict(life: Lifecycle) -> None:
+    ahead = sign_verdict(Verdict(function="f", action=Action.RELEASE, sequence=10**18,
+                                 expires_at_unix_nano=1, issuer="operator:ana"), KEY)
+    life.issuer.follow(ahead)
+    [(_, verdict)] = run(life, [THROTTLE])
+    assert verdict.sequence == 10**18 + 1

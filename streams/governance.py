@@ -1,0 +1,250 @@
+"""The decision step of a worker: detectors → policies → verdict lifecycle → pages.
+
+Per closed window of a function:
+
+1. the :class:`~streams.decide.Decider` scores it; an anomaly that warrants action
+   comes with a *proposal* (throttle to the baseline spend, or isolate), which stays
+   active until the detectors see the function back to normal;
+2. the policy bundle (:mod:`streams.policy`) evaluates the window, the proposal, the
+   function's profile and spend, and the live thresholds; every decision other
+   than allow is recorded (:class:`~schemas.PolicyDecision`) when it changes;
+3. the strongest throttle/isolate decision is the window's :class:`Order` for the
+   :class:`~streams.lifecycle.Lifecycle`, which issues the signed verdicts;
+4. the :class:`~streams.pages.IncidentTracker` turns verdicts and severe anomalies
+   into one incident per function and episode.
+
+Pure: the app publishes what :meth:`Governance.on_window` returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas import (
+    Action,
+    Anomaly,
+    ControlUpdate,
+    CostEvent,
+    Decision,
+    Event,
+    Incident,
+    PolicyDecision,
+    Span,
+    Verdict,
+)
+from streams.decide import Decider
+from streams.features import Window
+from streams.lifecycle import Lifecycle, Order, Timing, VerdictIssuer
+from streams.pages import IncidentTracker, PageRules
+from streams.policy import Finding, PolicyEngine
+from streams.profile import Profile, Profiles, Spend
+from streams.settings import Settings
+from streams.snapshots import SnapshotError, seal, unseal
+from streams.thresholds import Thresholds, split_list
+
+log = logging.getLogger("governor.worker")
+
+_ACTIONS = {Decision.THROTTLE: Action.THROTTLE, Decision.ISOLATE: Action.ISOLATE}
+
+
+@dataclass
+class _Proposal:
+    """The detectors' standing proposal for a function, and the anomaly behind it."""
+
+    verdict: Verdict
+    anomaly: Anomaly | None
+
+
+@dataclass
+class _Memory:
+    """What the step remembers per function between windows."""
+
+    proposal: _Proposal | None = None
+    decisions: dict[str, tuple[Decision, float | None]] = field(default_factory=dict)
+
+
+class Governance:
+    """Everything one worker decides, per function."""
+
+    def __init__(self, settings: Settings, issuer: VerdictIssuer, policies: PolicyEngine,
+                 thresholds: Thresholds, snapshots: dict[str, bytes] | None = None) -> None:
+        self.settings = settings
+        self.policies = policies
+        self.thresholds = thresholds
+        self.lifecycle = Lifecycle(issuer)
+        self.profiles = Profiles()
+        self.spend = Spend()
+        self.tracker = IncidentTracker(PageRules.from_settings(settings))
+        self._memory: dict[str, _Memory] = {}
+        detector_state: dict[str, bytes] = {}
+        for function, blob in (snapshots or {}).items():
+            detector_state[function] = self._restore(function, blob, issuer.key)
+        self.decider = Decider(settings, issuer, {k: v for k, v in detector_state.items() if v})
+        self._key = issuer.key
+
+    # ------------------------------------------------------------------ inputs
+
+    def on_span(self, span: Span) -> None:
+        self.profiles.on_span(span)
+
+    def on_event(self, event: CostEvent, window_ns: int) -> list[Event]:
+        return self.decider.on_event(event, window_ns)
+
+    def on_control(self, update: ControlUpdate) -> None:
+        for problem in self.thresholds.apply(update):
+            log.warning("%s", problem)
+
+    def on_verdict(self, verdict: Verdict, now_ns: int) -> list[Event]:
+        """A verdict seen on the verdicts topic: an operator's takes over the lifecycle
+        and is reflected on the function's incident."""
+        if verdict.issuer == self.lifecycle.issuer.issuer:
+            return []
+        self.lifecycle.issuer.follow(verdict)
+        self.lifecycle.observe(verdict)
+        profile = self.profiles.get(verdict.function)
+        limits = self.thresholds.effective(verdict.function, profile.team)
+        return list(self.tracker.on_verdict(verdict, None, profile.team, now_ns, limits))
+
+    # ------------------------------------------------------------------ decisions
+
+    def on_window(self, function: str, window: Window, now_ns: int) -> list[Event]:
+        """Decide on one closed window; the events to publish, in order."""
+        memory = self._memory.setdefault(function, _Memory())
+        detected = self.decider.on_window(function, window)
+        anomalies = [e for e in detected if isinstance(e, Anomaly)]
+        for proposal in (e for e in detected if isinstance(e, Verdict)):
+            if proposal.action is Action.RELEASE:
+                memory.proposal = None
+            else:
+                cause = next((a for a in anomalies if a.event_id == proposal.anomaly_id), None)
+                memory.proposal = _Proposal(proposal, cause)
+        profile = self.profiles.get(function)
+        profile.team = profile.team or window.team
+        team = profile.team
+        self.spend.add(function, team, window.start_ns, window.cost_usd)
+        limits = self.thresholds.effective(function, team)
+        findings = self.policies.evaluate(self._input(function, window, profile, memory, limits,
+                                                      now_ns))
+        decisions = self._record(function, window, profile, memory, findings)
+        order = self._order(findings, memory, limits)
+        verdicts = self.lifecycle.step(function, order, _timing(limits), now_ns)
+        cause = memory.proposal.anomaly if memory.proposal else None
+        incidents: list[Incident] = []
+        for anomaly in anomalies:
+            if not (verdicts and anomaly is cause):  # the verdict's page carries it
+                incidents += self.tracker.on_anomaly(anomaly, team, now_ns, limits)
+        for verdict in verdicts:
+            incidents += self.tracker.on_verdict(verdict, cause if verdict.action is not
+                                                 Action.RELEASE else None, team, now_ns, limits)
+        incidents += self.tracker.on_quiet(function, now_ns)
+        self.profiles.end_window(function)
+        return [*anomalies, *decisions, *verdicts, *incidents]
+
+    def _input(self, function: str, window: Window, profile: Profile, memory: _Memory,
+               limits: dict[str, Any], now_ns: int) -> dict[str, Any]:
+        x = window.features()
+        anomaly = None
+        if memory.proposal is not None:
+            proposal, cause = memory.proposal.verdict, memory.proposal.anomaly
+            score = cause.score if cause else 0.0
+            threshold = cause.threshold if cause and cause.threshold > 0 else 1.0
+            explanation = cause.explanation if cause else proposal.reason
+            anomaly = {
+                "id": proposal.anomaly_id, "detector": cause.detector if cause else "",
+                "score": score, "calibrated": score / (score + threshold) if score > 0 else 0.0,
+                "severity": cause.severity.value if cause else "warning",
+                "explanation": explanation,
+                "driver": explanation.rpartition("driver: ")[2] if "driver: " in explanation
+                else "",
+                "cost_impact_usd_per_hour": cause.cost_impact_usd_per_hour if cause else 0.0,
+                "proposed": {"action": proposal.action.value, "rate_rps": proposal.rate_rps}}
+        baseline = memory.proposal.anomaly.baseline if (
+            memory.proposal and memory.proposal.anomaly) else {}
+        return {
+            **profile.policy_input(function),
+            "window": {"start_unix_nano": window.start_ns, "seconds": window.seconds,
+                       "invocations": window.invocations, "cost_usd": window.cost_usd,
+                       **{k: x[k] for k in ("attempts_per_s", "cost_per_s",
+                                            "cost_per_invocation", "cost_per_invocation_p95",
+                                            "duration_ms_p95", "error_rate", "cold_start_rate",
+                                            "egress_bytes_per_s") if k in x}},
+            "spend": self.spend.policy_input(function, profile.team, now_ns),
+            "anomaly": anomaly,
+            "baseline": {k: baseline.get(k, 0.0) for k in ("attempts_per_s", "cost_per_s",
+                                                           "cost_per_invocation")},
+            "thresholds": {k: v for k, v in limits.items() if v is not None},
+        }
+
+    def _record(self, function: str, window: Window, profile: Profile, memory: _Memory,
+                findings: list[Finding]) -> list[PolicyDecision]:
+        """Decisions worth a row: new ones, and ones whose action or rate changed."""
+        seen: dict[str, tuple[Decision, float | None]] = {}
+        rows = []
+        anomaly_id = memory.proposal.verdict.anomaly_id if memory.proposal else ""
+        for f in findings:
+            if f.decision is Decision.ALLOW:
+                continue
+            seen[f.policy] = (f.decision, f.rate_rps)
+            if memory.decisions.get(f.policy) == seen[f.policy]:
+                continue
+            rows.append(PolicyDecision(
+                function=function, policy=f.policy, decision=f.decision, rate_rps=f.rate_rps,
+                reason=f.reason, severity=f.severity, team=profile.team,
+                version=window.version, window_start_unix_nano=window.start_ns,
+                anomaly_id=anomaly_id, bundle=self.policies.digest, inputs=dict(f.inputs)))
+        memory.decisions = seen
+        return rows
+
+    @staticmethod
+    def _order(findings: list[Finding], memory: _Memory, limits: dict[str, Any]) -> Order | None:
+        acting = [f for f in findings if f.decision in _ACTIONS]
+        if not acting:
+            return None
+        isolate = [f for f in acting if f.decision is Decision.ISOLATE]
+        strongest = isolate[0] if isolate else min(
+            acting, key=lambda f: f.rate_rps if f.rate_rps is not None else float("inf"))
+        reasons = "; ".join(f"{f.policy}: {f.reason}" for f in (isolate or [strongest]))
+        egress = split_list(limits.get("egress_allow")) if strongest.policy.startswith(
+            "egress") else None
+        rate = round(strongest.rate_rps, 2) if strongest.rate_rps is not None else None
+        return Order(_ACTIONS[strongest.decision], reasons, policy=strongest.policy,
+                     rate_rps=rate,
+                     anomaly_id=memory.proposal.verdict.anomaly_id if memory.proposal else "",
+                     egress_allow=egress)
+
+    # ------------------------------------------------------------------ state
+
+    def snapshot(self, function: str) -> bytes | None:
+        """The function's sealed decision state, for :mod:`streams.snapshots`."""
+        detectors = self.decider.snapshot(function)
+        if detectors is None:
+            return None
+        return seal({"detectors": detectors, "lifecycle": self.lifecycle.export(function),
+                     "memory": self._memory.get(function),
+                     "incident": self.tracker.export(function)}, self._key)
+
+    def _restore(self, function: str, blob: bytes, key: bytes) -> bytes:
+        try:
+            state = unseal(blob, key)
+        except (SnapshotError, pickle.UnpicklingError, AttributeError, ImportError) as exc:
+            log.warning("state of %s not restored (%s); it warms up again", function, exc)
+            return b""
+        if not isinstance(state, dict):
+            return blob  # a snapshot of the detectors alone (before decisions had state)
+        if state.get("lifecycle") is not None:
+            self.lifecycle.restore(function, state["lifecycle"])
+        if state.get("memory") is not None:
+            self._memory[function] = state["memory"]
+        if state.get("incident") is not None:
+            self.tracker.restore(function, state["incident"])
+        return bytes(state["detectors"])
+
+
+def _timing(limits: dict[str, Any]) -> Timing:
+    return Timing(hold_seconds=limits["hold_seconds"],
+                  release_after_seconds=limits["release_after_seconds"],
+                  cooldown_seconds=limits["cooldown_seconds"],
+                  verdict_ttl_seconds=limits["verdict_ttl_seconds"])

@@ -1,0 +1,155 @@
+"""The decision step end to end in-process: detectors → shipped Rego policies (real
+regorus) → verdict lifecycle → incidents, on synthetic windows."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas import (
+    Action,
+    Anomaly,
+    ControlKind,
+    ControlUpdate,
+    CostEvent,
+    Decision,
+    Event,
+    Incident,
+    IncidentStatus,
+    PolicyDecision,
+    Span,
+    Verdict,
+    sign_verdict,
+)
+from streams.features import Window
+from streams.governance import Governance
+from streams.lifecycle import Phase, VerdictIssuer
+from streams.policy import PolicyEngine
+from streams.settings import Settings
+from streams.thresholds import Thresholds
+
+KEY = b"g" * 32
+S = 1_000_000_000
+WINDOW = 10 * S
+T0 = 1_800_000_000 * S
+SETTINGS = Settings(hold_seconds=0, release_after_seconds=20, cooldown_seconds=60,
+                    warmup_windows=6, policy_dir=Settings().policy_dir)
+
+
+def window(index: int, calls: int, cost: float = 0.0001, team: str = "payments") -> Window:
+    start = T0 + index * WINDOW
+    w = Window(start, start + WINDOW)
+    for i in range(calls):
+        w.add(CostEvent(function="checkout", invocation_id=f"{index}-{i}", cost_usd=cost,
+                        duration_ms=30.0, team=team, version="v1",
+                        time_unix_nano=start + i * (WINDOW // max(calls, 1))))
+    return w
+
+
+@pytest.fixture
+def gov() -> Governance:
+    issuer = VerdictIssuer(KEY, 300 * S, "governor-worker")
+    return Governance(SETTINGS, issuer, PolicyEngine(SETTINGS.policy_dir), Thresholds(SETTINGS))
+
+
+def step(gov: Governance, index: int, calls: int, **kw: float) -> list[Event]:
+    return gov.on_window("checkout", window(index, calls, **kw), T0 + (index + 1) * WINDOW)
+
+
+def of(events: list[Event], cls: type) -> list:  # type: ignore[type-arg]
+    return [e for e in events if isinstance(e, cls)]
+
+
+def warm(gov: Governance, windows: int = 12) -> None:
+    for i in range(windows):
+        assert of(step(gov, i, 50 + i % 3), Verdict) == []
+
+
+def test_runaway_is_throttled_by_the_cost_guard_paged_then_released(gov: Governance) -> None:
+    warm(gov)
+    burst = step(gov, 12, 1500)
+    [anomaly] = of(burst, Anomaly)
+    [verdict] = of(burst, Verdict)
+    assert verdict.action is Action.THROTTLE and verdict.anomaly_id == anomaly.event_id
+    assert "cost_guard.anomaly" in verdict.reason
+    assert 3 <= (verdict.rate_rps or 0) <= 7  # the baseline ~5 calls/s
+    [decision] = [d for d in of(burst, PolicyDecision) if d.policy == "cost_guard.anomaly"]
+    assert decision.decision is Decision.THROTTLE and decision.bundle == gov.policies.digest
+    [page] = of(burst, Incident)
+    assert page.status is IncidentStatus.OPEN and page.team == "payments"
+    assert "throttled" in " ".join(page.actions)
+    assert gov.lifecycle.phase("checkout") is Phase.THROTTLED
+
+    still = step(gov, 13, 1500)  # the loop goes on: no new verdict, no new page
+    assert of(still, Verdict) == [] and of(still, Incident) == []
+
+    released, pages = [], []
+    for i in range(14, 22):
+        events = step(gov, i, 50)
+        released += of(events, Verdict)
+        pages += of(events, Incident)
+    assert [v.action for v in released] == [Action.RELEASE]
+    assert [p.status for p in pages] == [IncidentStatus.RESOLVED]
+    assert pages[0].incident_id == page.incident_id
+    assert gov.lifecycle.phase("checkout") is Phase.NORMAL
+
+
+def test_a_budget_cap_throttles_without_any_anomaly(gov: Governance) -> None:
+    gov.on_control(ControlUpdate(function="team:payments", kind=ControlKind.THRESHOLDS,
+                                 values={"budget_usd_per_hour": 0.05}))
+    events: list[Event] = []
+    for i in range(8):  # $0.01 a window: $0.05 after five windows
+        events += step(gov, i, 100)
+    assert of(events, Anomaly) == []
+    verdicts = of(events, Verdict)
+    assert [v.action for v in verdicts] == [Action.THROTTLE] * len(verdicts)
+    assert verdicts[0].reason.startswith("budget.function_hour")
+    assert verdicts[0].anomaly_id == ""
+    rates = [v.rate_rps or 0 for v in verdicts]
+    assert rates == sorted(rates, reverse=True) and rates[0] < 10  # tightened, never loosened
+    decisions = {d.policy: d.decision for d in of(events, PolicyDecision)}
+    assert decisions.get("budget.function_hour") is Decision.THROTTLE
+    [page] = [p for p in of(events, Incident) if p.status is IncidentStatus.OPEN]
+    assert "budget" in page.title.lower() or "budget" in page.summary.lower()
+
+
+def test_egress_outside_the_allow_list_isolates_with_the_list(gov: Governance) -> None:
+    gov.on_control(ControlUpdate(function="checkout", kind=ControlKind.THRESHOLDS,
+                                 values={"egress_allow": "api.stripe.com,*.amazonaws.com"}))
+    gov.on_span(Span(function="checkout", trace_id="a" * 32, span_id="b" * 16, name="checkout",
+                     start_time_unix_nano=T0, end_time_unix_nano=T0 + 1,
+                     attributes={"governor.egress.hosts": "api.stripe.com,exfil.example"},
+                     resource={"governor.team": "payments"}))
+    [verdict] = of(step(gov, 0, 20), Verdict)
+    assert verdict.action is Action.ISOLATE
+    assert verdict.egress_allow == ["api.stripe.com", "*.amazonaws.com"]
+    assert "exfil.example" in verdict.reason
+
+
+def test_an_operator_release_takes_over(gov: Governance) -> None:
+    warm(gov)
+    step(gov, 12, 1500)
+    now = T0 + 13 * WINDOW
+    manual = sign_verdict(Verdict(function="checkout", action=Action.RELEASE, sequence=10**18,
+                                  issued_at_unix_nano=now, expires_at_unix_nano=now + 600 * S,
+                                  issuer="operator:ana", reason="false positive: load test"),
+                          KEY)
+    pages = gov.on_verdict(manual, now)
+    assert [p.status for p in pages] == [IncidentStatus.RESOLVED]
+    assert gov.lifecycle.phase("checkout") is Phase.NORMAL
+    assert of(step(gov, 13, 1500), Verdict) == []  # no automatic verdict while it holds
+
+
+def test_decision_state_survives_a_restart(gov: Governance) -> None:
+    warm(gov)
+    step(gov, 12, 1500)
+    blob = gov.snapshot("checkout")
+    assert blob is not None
+    issuer = VerdictIssuer(KEY, 300 * S, "governor-worker")
+    fresh = Governance(SETTINGS, issuer, PolicyEngine(SETTINGS.policy_dir), Thresholds(SETTINGS),
+                       {"checkout": blob})
+    assert fresh.lifecycle.phase("checkout") is Phase.THROTTLED
+    released = []
+    for i in range(13, 22):
+        released += of(fresh.on_window("checkout", window(i, 50), T0 + (i + 1) * WINDOW),
+                       Verdict)
+    assert [v.action for v in released] == [Action.RELEASE]
