@@ -72,6 +72,12 @@ def load_snapshots(bootstrap: str, topic: str, timeout_s: float = 30.0) -> dict[
         if ends:
             log.warning("snapshots of partitions %s not fully read in %.0fs; those functions "
                         "warm up again", sorted(ends), timeout_s)
+        # Tansu reports the high watermark as the last batch's base offset + 1, so the rest
+        # of that batch lies past it; it came with the same fetch: drain it.
+        while (msg := consumer.poll(0.2)) is not None:
+            key, value = msg.key(), msg.value()
+            if not msg.error() and key and value:
+                latest[key.decode()] = value
         return latest
     finally:
         consumer.close()
