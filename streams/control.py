@@ -46,7 +46,7 @@ from schemas import (
     partition_for,
     sign_verdict,
 )
-from streams.errors import StackError, StreamsError
+from streams.errors import ControlError, StackError
 from streams.settings import Settings
 from streams.stack import ensure_topics, read_stack_file, wait_for_kafka
 from streams.thresholds import (
@@ -74,10 +74,6 @@ KEY_FILE = "verdict.key"
 _NO_BROKER = "start `governor up` or set GOVERNOR_KAFKA_BOOTSTRAP"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-class ControlError(StreamsError):
-    """An operator command could not be carried out; the message says why."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,9 @@
         ├── MigrationError       a ClickHouse migration failed or was edited after applying
         ├── QueryError           a query was refused or failed
         ├── SnapshotError        a saved decision state failed its MAC check
+        ├── PolicyError          a policy bundle is malformed (path:line: message)
+        ├── ThresholdError       a threshold key, value or scope is not acceptable
+        ├── ControlError         an operator command could not be carried out
         └── BenchmarkError       a benchmark's data, labels or detector name is unusable
 """
 
@@ -42,3 +45,16 @@ class BenchmarkError(StreamsError):
 
 class SnapshotError(StreamsError):
     """A snapshot of decision state is truncated or its MAC does not match the key."""
+
+
+class PolicyError(StreamsError):
+    """A policy bundle cannot be used: a policy or data file is malformed, or the
+    bundle has no entry rule. The message starts with ``path:line:`` and says what to do."""
+
+
+class ThresholdError(StreamsError, ValueError):
+    """A threshold key, value or scope is not acceptable; the message says what is."""
+
+
+class ControlError(StreamsError):
+    """An operator command could not be carried out; the message says why."""

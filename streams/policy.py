@@ -42,7 +42,7 @@ import regorus
 
 from schemas import Decision, Severity
 from schemas.events import AttributeValue
-from streams.errors import StreamsError
+from streams.errors import PolicyError
 
 __all__ = [
     "ENTRY_RULE",
@@ -99,11 +99,6 @@ _SMOKE_INPUT: dict[str, Any] = {
                    "datasets_allowed": "other.*", "fairness_disparity_max": 0.2,
                    "min_rps": 0.2},
 }
-
-
-class PolicyError(StreamsError):
-    """A policy bundle cannot be used: a policy or data file is malformed, or the
-    bundle has no entry rule. The message starts with ``path:line:`` and says what to do."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from schemas import ControlKind, ControlUpdate
-from streams.errors import StreamsError
+from streams.errors import ThresholdError
 from streams.settings import Settings
 
 Value = float | int | str
@@ -51,10 +51,6 @@ _MAX_TEXT = 2048
 _HOST = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*"
                    r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _NAME = re.compile(r"^[A-Za-z0-9_.:/*@-]{1,256}$")
-
-
-class ThresholdError(StreamsError, ValueError):
-    """A threshold key, value or scope is not acceptable; the message says what is."""
 
 
 @dataclass(frozen=True, slots=True)
