@@ -3,7 +3,8 @@
 ``DETECTORS`` maps a name to a zero-argument factory for one numeric feature named
 ``"value"`` with time in ``"t"`` (unix seconds), scoring rises and drops, with
 patience 10 in 10,000: what ``governor bench nab`` runs. ``DEFAULT`` is the best of
-them on NAB: fences with a long memory plus a daily profile.
+them on NAB: ``onset``, the episode onsets of ``combined`` (fences with a long memory
+and a daily profile) beside ``window_knn`` (the shape novelty of the last ten values).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from streams.detectors.base import Detector, Direction, Features, value_of
 from streams.detectors.combine import Combiner
 from streams.detectors.ewma import EWMAZScore
 from streams.detectors.hst import HalfSpaceScore
+from streams.detectors.knn import WindowKNN
+from streams.detectors.onset import OnsetAlert
 from streams.detectors.quantile import RollingQuantileScore
 from streams.detectors.seasonal import SeasonalProfile
 from streams.detectors.zscore import RobustZScore
@@ -27,9 +30,11 @@ __all__ = [
     "EWMAZScore",
     "Features",
     "HalfSpaceScore",
+    "OnsetAlert",
     "RobustZScore",
     "RollingQuantileScore",
     "SeasonalProfile",
+    "WindowKNN",
     "value_of",
 ]
 
@@ -62,8 +67,20 @@ def _half_space_trees() -> Detector:
     return HalfSpaceScore(patience=_PATIENCE, memory=_MEMORY)
 
 
+def _window_knn() -> Detector:
+    return WindowKNN(patience=_PATIENCE, memory=_MEMORY)
+
+
 def _combined() -> Detector:
     return Combiner([_rolling_quantile(), _seasonal()], patience=_PATIENCE, memory=_MEMORY)
+
+
+def _onset() -> Detector:
+    # The max of the fences + profile (one shared gate) and the shape novelty (its own
+    # gate; patience=0: the max defers to its children's gates), reported once per
+    # episode. alarm and hold are the two hyper-parameters chosen on NAB's 35 series.
+    both = Combiner([_combined(), _window_knn()], patience=0, memory=1)
+    return OnsetAlert(both, alarm=0.25, hold=200)
 
 
 DETECTORS: dict[str, Callable[[], Detector]] = {
@@ -72,6 +89,8 @@ DETECTORS: dict[str, Callable[[], Detector]] = {
     RollingQuantileScore.name: _rolling_quantile,
     SeasonalProfile.name: _seasonal,
     HalfSpaceScore.name: _half_space_trees,
+    WindowKNN.name: _window_knn,
     Combiner.name: _combined,
+    OnsetAlert.name: _onset,
 }
-DEFAULT = Combiner.name
+DEFAULT = OnsetAlert.name

@@ -20,9 +20,11 @@ from streams.detectors import (
     Detector,
     EWMAZScore,
     HalfSpaceScore,
+    OnsetAlert,
     RobustZScore,
     RollingQuantileScore,
     SeasonalProfile,
+    WindowKNN,
 )
 
 STEP = 300.0  # seconds between points: 288 a day, like most NAB series
@@ -30,12 +32,14 @@ T0 = 1_400_000_000.0
 
 # Per registry entry: how many points a sustained extreme level is flagged (and not
 # learned) before the detector takes it as the new normal (patience 10 in 10,000: N =
-# patience, see streams.detectors.base; the combiner's gate and its children's nest),
+# patience, see streams.detectors.base; the combiner's gate and its children's nest; in
+# onset the shape novelty, with its own gate, learns the new level first),
 # and how many points after rebaseline() a new level is scored as normal again
 # (warm-up; the daily profile needs two days in a slot).
 FLAGGED_FOR = {**dict.fromkeys(DETECTORS, 10), "combined": 20}
 RELEARNED_IN = {"robust_zscore": 50, "ewma_zscore": 50, "rolling_quantile": 50,
-                "seasonal": 2 * 288, "half_space_trees": 150, "combined": 2 * 288}
+                "seasonal": 2 * 288, "half_space_trees": 150, "window_knn": 150,
+                "combined": 2 * 288, "onset": 2 * 288}
 STATE_BUDGET = 64 * 1024  # bytes of pickled state per detector (per function)
 
 
@@ -248,3 +252,27 @@ def test_combiner_reports_its_highest_child() -> None:
     assert mean_of_two.calibrated(mean_of_two.score_one(x)) <= expected
     with pytest.raises(ValueError, match="top_k"):
         Combiner(children, top_k=3)
+
+
+def test_window_knn_flags_a_new_shape_within_the_old_range() -> None:
+    d = WindowKNN(length=10)
+    spiky = [{"value": 20.0 if i % 40 == 0 else 0.0} for i in range(1501)]
+    assert max(_feed(d, iter(spiky))[-1000:]) < d.threshold  # a spike every 40 points
+    denser = [{"value": 20.0 if i % 2 else 0.0} for i in range(10)]  # every 2: a new shape
+    assert max(_feed(d, iter(denser))) > d.threshold
+
+
+def test_onset_alert_ranks_an_episode_start_above_its_remainder() -> None:
+    d = OnsetAlert(EWMAZScore("value", warmup=5, direction="both", patience=5), alarm=0.4,
+                   hold=20)
+    for x in _stream(17, 100, daily=0.0):
+        d.learn_one(x)
+    reported = []
+    for x in _stream(18, 30, level=100.0, start=100, daily=0.0):
+        reported.append(d.calibrated(d.score_one(x)))
+        d.learn_one(x)
+    assert reported[0] >= 0.75  # the onset
+    assert all(0.5 <= r < 0.75 for r in reported[1:4])  # flagged, held, not re-alerted
+    assert max(reported[1:21]) < 0.75 and d.child.n_learned > 100  # learned after patience
+    with pytest.raises(ValueError, match="alarm"):
+        OnsetAlert(EWMAZScore("value"), alarm=1.5)
