@@ -1,11 +1,13 @@
 """The Faust application: ingest → windows → detector → verdict, plus sinks.
 
-``create_app(settings, clickhouse)`` builds everything; nothing is registered at
-import time. Agents:
+``create_app(settings, prepared)`` builds everything; nothing is registered at
+import time. Consumers:
 
-* ``spans``     decode → ClickHouse ``otel_traces``
-* ``costs``     decode → ClickHouse ``cost_events`` and the feature windows
-* ``anomalies`` / ``verdicts`` → ClickHouse (so operator verdicts land too)
+* ``spans``, ``costs`` (the hot topics): :class:`~streams.batch_ingest.BatchIngest`,
+  an aiokafka batch consumer inside the app (group ``<app_id>.ingest``): decode →
+  DLQ → cost events into the feature windows and the per-event fast path →
+  ClickHouse (``otel_traces``, ``cost_events``) → offsets committed
+* ``anomalies`` / ``verdicts``: Faust agents → ClickHouse (so operator verdicts land too)
 * a timer closes windows and runs the decision step, publishing anomalies and
   signed verdicts (verdicts keyed and partitioned by function)
 
@@ -28,7 +30,8 @@ import faust
 import orjson
 from faust.web import Request, Response, View
 
-from schemas import Anomaly, CostEvent, Event, Span, Verdict, encode, partition_for
+from schemas import Anomaly, CostEvent, DeadLetter, Event, Span, Verdict, encode, partition_for
+from streams.batch_ingest import BatchIngest, IngestConfig, Route
 from streams.clickhouse import ClickHouseSink, read_only_query
 from streams.decide import Decider, VerdictIssuer
 from streams.errors import QueryError
@@ -53,7 +56,13 @@ class Worker:
             prepared.verdict_key.encode(), int(settings.verdict_ttl_seconds * 1e9),
             settings.app_id), prepared.snapshots)
         self.counters: Counter[str] = Counter()
-        self.ready = False
+        self.app_ready = False  # Faust's group has its partitions
+        self.ingest: BatchIngest | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Both consumer groups (Faust's and the batch ingest's) have their partitions."""
+        return self.app_ready and (self.ingest is None or self.ingest.ready)
 
     async def write(self, events: Sequence[Event]) -> None:
         if events:
@@ -98,12 +107,11 @@ def create_app(settings: Settings, prepared: Prepared) -> faust.App:
         return app.topic(settings.topic(kind), key_type=bytes, value_type=bytes,
                          key_serializer="raw", value_serializer="raw")
 
-    spans, costs = topic("spans"), topic("costs")
     anomalies, verdicts, dlq = topic("anomalies"), topic("verdicts"), topic("dlq")
     state = topic("state")
     batch, within = settings.sink_batch, settings.sink_within_seconds
 
-    async def ingest(stream: Any, cls: type[Event]) -> Any:
+    async def ingest(stream: Any, cls: type[Event]) -> None:
         async for batch_events in stream.take_events(batch, within=within):
             records = [Record(e.message.topic, e.message.partition, e.message.offset,
                               e.message.key, e.message.value) for e in batch_events]
@@ -113,26 +121,33 @@ def create_app(settings: Settings, prepared: Prepared) -> faust.App:
             worker.counters[f"dlq_{cls.TYPE}"] += len(dead)
             worker.counters[f"in_{cls.TYPE}"] += len(good)
             await worker.write(good)
-            yield good
 
     def sink_only(channel: Any, cls: type[Event]) -> None:
         async def consume(stream: Any) -> None:
-            async for _ in ingest(stream, cls):
-                pass
+            await ingest(stream, cls)
 
         app.agent(channel, name=f"governor.{cls.TYPE}")(consume)
 
-    for channel, cls in ((spans, Span), (anomalies, Anomaly), (verdicts, Verdict)):
+    for channel, cls in ((anomalies, Anomaly), (verdicts, Verdict)):
         sink_only(channel, cls)
 
-    @app.agent(costs, name="governor.cost")
-    async def on_costs(stream: Any) -> None:
+    async def on_costs(events: Sequence[CostEvent]) -> None:
         window_ns = worker.windows.window_ns
-        async for events in ingest(stream, CostEvent):
-            for event in events:
-                worker.windows.add(event)
-                for anomaly in worker.decider.on_event(event, window_ns):
-                    await publish(anomaly)
+        for event in events:
+            worker.windows.add(event)
+            for anomaly in worker.decider.on_event(event, window_ns):
+                await publish(anomaly)
+
+    async def send_dead(letter: DeadLetter) -> Any:
+        return await dlq.send(key=letter.key.encode(), value=encode(letter))
+
+    worker.ingest = BatchIngest(
+        IngestConfig(settings.kafka_bootstrap, f"{settings.app_id}.ingest", batch=batch,
+                     within_s=within, rebalance_timeout_s=settings.rebalance_timeout_seconds),
+        {settings.topic("spans"): Route(Span),
+         settings.topic("costs"): Route(CostEvent, on_costs)},
+        worker.write, send_dead, worker.counters)
+    app.service(worker.ingest)  # type: ignore[arg-type]
 
     async def publish(event: Event) -> None:
         key = event.function.encode()
@@ -155,7 +170,7 @@ def create_app(settings: Settings, prepared: Prepared) -> faust.App:
                 await state.send(key=function.encode(), value=snapshot)
 
     async def on_ready(sender: Any, **kwargs: Any) -> None:
-        worker.ready = True
+        worker.app_ready = True
 
     app.on_rebalance_complete.connect(on_ready)  # type: ignore[arg-type]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from schemas import MAX_PAYLOAD_BYTES, DeadLetter, Event, SchemaError, decode
 
@@ -23,7 +23,24 @@ class Record:
     value: bytes | None
 
 
-def decode_records(records: Iterable[Record], cls: type[E]) -> tuple[list[E], list[DeadLetter]]:
+class RecordLike(Protocol):
+    """What decoding reads of a record: a :class:`Record`, or a consumer's own record
+    type (aiokafka's ``ConsumerRecord``) passed as it is, without a copy."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+def decode_records(records: Iterable[RecordLike],
+                   cls: type[E]) -> tuple[list[E], list[DeadLetter]]:
     """Split ``records`` into valid ``cls`` events and dead letters with the reason."""
     good: list[E] = []
     dead: list[DeadLetter] = []
@@ -37,7 +54,7 @@ def decode_records(records: Iterable[Record], cls: type[E]) -> tuple[list[E], li
     return good, dead
 
 
-def dead_letter(record: Record, reason: str) -> DeadLetter:
+def dead_letter(record: RecordLike, reason: str) -> DeadLetter:
     value = record.value or b""
     key = (record.key or b"").decode("utf-8", "replace")[:256]
     return DeadLetter(

@@ -1,0 +1,299 @@
+"""The batched ingest against the real broker: dead letters, commit after the sink
+write, settling on stop and on rebalance, and a restarted worker resuming."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from schemas import CostEvent, DeadLetter, Event, encode
+from streams.batch_ingest import BatchIngest, IngestConfig, Route
+from streams.query import query_endpoint
+from streams.throughput import make_events
+from tests.integration.conftest import WorkerStack, start_worker, stop_worker, wait_for
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 6  # of a costs topic (infra/kafka/topics.toml)
+
+
+def _produce(bootstrap: str, topic: str, payloads: Iterable[tuple[bytes, bytes]]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    for key, value in payloads:
+        producer.produce(topic, value, key)
+    assert producer.flush(10) == 0
+
+
+def _costs(count: int, seed: int = 0) -> list[CostEvent]:
+    return list(make_events(count, 20, seed=seed))
+
+
+def _payloads(events: Iterable[CostEvent]) -> list[tuple[bytes, bytes]]:
+    return [(e.function.encode(), encode(e)) for e in events]
+
+
+def _committed(bootstrap: str, group: str, topic: str) -> int:
+    """Offsets committed by ``group`` on ``topic``, summed over its partitions."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "enable.auto.commit": False})
+    try:
+        found = consumer.committed([TopicPartition(topic, p) for p in range(PARTITIONS)],
+                                   timeout=10)
+    finally:
+        consumer.close()
+    return sum(max(tp.offset, 0) for tp in found)
+
+
+class Harness:
+    """A :class:`BatchIngest` on one costs topic with a sink and DLQ held in memory."""
+
+    def __init__(self, bootstrap: str, topic: str, group: str, *,
+                 write: Callable[[Sequence[Event]], Awaitable[None]] | None = None,
+                 sink_retries: int = 5, batch: int = 500) -> None:
+        self.written: list[CostEvent] = []
+        self.letters: list[DeadLetter] = []
+        self.deliveries: list[asyncio.Future[None]] = []
+        self.confirm_dead_letters = True
+        self.counters: Counter[str] = Counter()
+        self.ingest = BatchIngest(
+            IngestConfig(bootstrap, group, batch=batch, within_s=0.1, sink_retries=sink_retries,
+                         stop_timeout_s=15),
+            {topic: Route(CostEvent)}, write or self.write, self.send_dead, self.counters)
+
+    async def write(self, events: Sequence[Event]) -> None:
+        self.written.extend(e for e in events if isinstance(e, CostEvent))
+
+    async def send_dead(self, letter: DeadLetter) -> Awaitable[Any]:
+        self.letters.append(letter)
+        delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.confirm_dead_letters:
+            delivered.set_result(None)
+        self.deliveries.append(delivered)
+        return delivered
+
+    async def start(self) -> Harness:
+        await self.ingest.start()
+        return self
+
+    async def stop(self) -> None:
+        await self.ingest.stop()
+
+
+async def until(condition: Callable[[], object], timeout_s: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+def test_a_bad_record_becomes_a_dead_letter_with_the_reason_before_its_commit(
+        broker: str, prefix: str) -> None:
+    topic, group = f"{prefix}.costs", f"g-{uuid.uuid4().hex[:8]}"
+    good = _costs(3)
+    _produce(broker, topic, [*_payloads(good), (b"bad-fn", b'{"type": "cost", "cost_usd": 1')])
+
+    async def run() -> Harness:
+        h = Harness(broker, topic, group)
+        h.confirm_dead_letters = False  # the DLQ has not confirmed delivery yet
+        await h.start()
+        try:
+            await until(lambda: len(h.written) == 3 and h.letters)
+            await asyncio.sleep(0.5)
+            assert await asyncio.to_thread(_committed, broker, group, topic) < 4
+            h.deliveries[0].set_result(None)
+            await until(lambda: _committed(broker, group, topic) == 4)
+        finally:
+            await h.stop()
+        return h
+
+    h = asyncio.run(run())
+    [letter] = h.letters
+    assert letter.source_topic == topic and letter.key == "bad-fn"
+    assert "not valid JSON" in letter.reason
+    assert h.counters["dlq_cost"] == 1 and h.counters["in_cost"] == 3
+    assert sorted(e.event_id for e in h.written) == sorted(e.event_id for e in good)
+
+
+def test_offsets_are_committed_only_after_the_sink_wrote_the_batch(
+        broker: str, prefix: str) -> None:
+    topic, group = f"{prefix}.costs", f"g-{uuid.uuid4().hex[:8]}"
+    _produce(broker, topic, _payloads(_costs(200)))
+
+    async def run() -> None:
+        release = asyncio.Event()
+        attempts: list[int] = []
+
+        async def slow_write(events: Sequence[Event]) -> None:
+            attempts.append(len(events))
+            await release.wait()
+            h.written.extend(e for e in events if isinstance(e, CostEvent))
+
+        h = Harness(broker, topic, group, write=slow_write)
+        await h.start()
+        try:
+            await until(lambda: attempts)
+            await asyncio.sleep(1.0)  # time enough for a commit that should not happen
+            assert await asyncio.to_thread(_committed, broker, group, topic) == 0
+            release.set()
+            await until(lambda: _committed(broker, group, topic) == 200)
+            assert len(h.written) == 200
+        finally:
+            await h.stop()
+
+    asyncio.run(run())
+
+
+def test_a_failed_write_commits_nothing_and_the_next_consumer_reads_it_all(
+        broker: str, prefix: str) -> None:
+    topic, group = f"{prefix}.costs", f"g-{uuid.uuid4().hex[:8]}"
+    events = _costs(300)
+    _produce(broker, topic, _payloads(events))
+
+    async def failing_write(events: Sequence[Event]) -> None:
+        raise ConnectionError("ClickHouse is down")
+
+    async def first() -> Counter[str]:
+        h = Harness(broker, topic, group, write=failing_write, sink_retries=1)
+        await h.start()
+        try:
+            await until(lambda: h.counters["sink_errors"] >= 2)  # tried twice, then gave up
+            await asyncio.sleep(0.5)
+        finally:
+            await h.stop()
+        return h.counters
+
+    async def second() -> Harness:
+        h = Harness(broker, topic, group)
+        await h.start()
+        try:
+            await until(lambda: len(h.written) >= 300)
+        finally:
+            await h.stop()
+        return h
+
+    counters = asyncio.run(first())
+    assert counters["in_cost"] > 0
+    assert _committed(broker, group, topic) == 0
+    h = asyncio.run(second())
+    assert {e.event_id for e in h.written} == {e.event_id for e in events}
+    assert _committed(broker, group, topic) == 300
+
+
+def test_stop_settles_the_write_in_flight_and_a_restart_replays_nothing(
+        broker: str, prefix: str) -> None:
+    topic, group = f"{prefix}.costs", f"g-{uuid.uuid4().hex[:8]}"
+    before, after = _costs(400, seed=1), _costs(100, seed=2)
+    _produce(broker, topic, _payloads(before))
+
+    async def first() -> Harness:
+        h: Harness
+
+        async def slow_write(events: Sequence[Event]) -> None:
+            await asyncio.sleep(0.3)
+            h.written.extend(e for e in events if isinstance(e, CostEvent))
+
+        h = Harness(broker, topic, group, write=slow_write)
+        await h.start()
+        await until(lambda: h.counters["in_cost"] > 0)
+        await h.stop()  # while a write is in flight
+        return h
+
+    async def second() -> Harness:
+        h = Harness(broker, topic, group)
+        await h.start()
+        try:
+            await until(lambda: len(h.written) >= 100)
+            await asyncio.sleep(1.0)  # a replay would arrive now
+        finally:
+            await h.stop()
+        return h
+
+    h1 = asyncio.run(first())
+    assert h1.written and len(h1.written) == h1.counters["in_cost"]  # nothing taken, unwritten
+    assert _committed(broker, group, topic) == len(h1.written)
+    _produce(broker, topic, _payloads(after))
+    h2 = asyncio.run(second())
+    ids = [e.event_id for e in h1.written + h2.written]
+    assert len(ids) == len(set(ids)) == 500  # every event once: nothing lost, no replay
+    assert _committed(broker, group, topic) == 500
+
+
+def test_a_rebalance_settles_the_write_in_flight_before_the_partitions_move(
+        broker: str, prefix: str) -> None:
+    topic, group = f"{prefix}.costs", f"g-{uuid.uuid4().hex[:8]}"
+    events = _costs(1_000, seed=3)
+    half = len(events) // 2
+
+    async def run() -> tuple[Harness, Harness]:
+        harnesses: list[Harness] = []
+
+        def slow(index: int) -> Callable[[Sequence[Event]], Awaitable[None]]:
+            async def write(batch: Sequence[Event]) -> None:
+                await asyncio.sleep(1.0)  # a write is in flight when the rebalance starts
+                harnesses[index].written.extend(e for e in batch if isinstance(e, CostEvent))
+            return write
+
+        a = Harness(broker, topic, group, write=slow(0), batch=100)
+        b = Harness(broker, topic, group, write=slow(1), batch=100)
+        harnesses += [a, b]
+        await a.start()
+        try:
+            await until(lambda: a.ingest.ready)
+            await asyncio.to_thread(_produce, broker, topic, _payloads(events[:half]))
+            await until(lambda: a.counters["in_cost"] > 0)
+            await b.start()  # joins the group while a is writing: a settles, then shares
+            try:
+                await until(lambda: a.ingest.ready and b.ingest.ready)
+                assert a.ingest.consumer.assignment() and b.ingest.consumer.assignment()
+                await asyncio.to_thread(_produce, broker, topic, _payloads(events[half:]))
+                await until(lambda: len(a.written) + len(b.written) >= len(events))
+                await asyncio.sleep(1.0)  # a replay would arrive now
+            finally:
+                await b.stop()
+        finally:
+            await a.stop()
+        return a, b
+
+    a, b = asyncio.run(run())
+    ids = [e.event_id for e in a.written + b.written]
+    assert len(ids) == len(set(ids)) == len(events)  # every event once: none lost, none twice
+    assert b.written, "the second consumer got partitions of its own"
+    assert _committed(broker, group, topic) == len(events)
+
+
+def _counter(stack: WorkerStack, name: str) -> int:
+    counters = stack.health()["counters"]
+    assert isinstance(counters, dict)
+    return int(counters.get(name, 0))
+
+
+def _count(query_url: str, sql: str) -> int:
+    return int(query_endpoint(query_url, sql).rows[0][0])
+
+
+def test_a_restarted_worker_resumes_from_the_committed_offsets(
+        broker: str, prefix: str, tmp_path: Path) -> None:
+    topic = f"{prefix}.costs"
+    first_events, second_events = _costs(2_000, seed=4), _costs(1_000, seed=5)
+    stack = start_worker(broker, prefix, tmp_path)
+    try:
+        _produce(broker, topic, _payloads(first_events))
+        wait_for(lambda: _counter(stack, "rows_cost_events") == 2_000)
+    finally:
+        stop_worker(stack)
+    assert stack.process.returncode == 0
+    assert _committed(broker, "governor-worker.ingest", topic) == 2_000
+    _produce(broker, topic, _payloads(second_events))  # while no worker runs
+    stack = start_worker(broker, prefix, tmp_path)
+    try:
+        wait_for(lambda: _counter(stack, "in_cost") == 1_000)
+        assert _count(stack.query_url, "SELECT count() FROM cost_events FINAL") == 3_000
+    finally:
+        stop_worker(stack)
