@@ -43,6 +43,9 @@ class Window:
     cold_starts: int = 0
     cost_usd: float = 0.0
     error_cost_usd: float = 0.0
+    cold_cost_usd: float = 0.0  # cost of the cold-started calls, init included
+    warm_ok: int = 0  # successful calls on a warm instance
+    warm_ok_cost_usd: float = 0.0
     duration_ms: float = 0.0
     egress_bytes: int = 0
     version: str = ""
@@ -61,6 +64,11 @@ class Window:
             self.errors += 1
             self.error_cost_usd += event.cost_usd
         self.cold_starts += event.cold_start
+        if event.cold_start:
+            self.cold_cost_usd += event.cost_usd
+        elif event.outcome is not Outcome.ERROR:
+            self.warm_ok += 1
+            self.warm_ok_cost_usd += event.cost_usd
         self.duration_ms += event.duration_ms
         self.egress_bytes += event.egress_bytes
         self.version, self.team = event.version, event.team
@@ -79,14 +87,32 @@ class Window:
         return (self.end_ns - self.start_ns) / 1e9
 
     def features(self) -> Features:
-        """Rates per second, per-invocation means and quantiles, as detectors see them."""
+        """Rates per second, per-invocation means and quantiles, as detectors see them.
+
+        ``cost_per_s_warm`` is the cost rate with each cold start priced as a warm call
+        of the window: at a few calls a window one cold start's init can cost more than
+        all the other calls together, which is the platform at work, not a runaway. It
+        and ``cost_per_warm_call`` (successful warm calls) are missing from a window
+        without a warm call.
+        """
         runs = max(self.invocations, 1)
         costs = [c for c, _, _ in self.samples]
         # latency of warm calls: one cold start must not set a small window's p95
         durations = [d for _, d, cold in self.samples if not cold] or [
             d for _, d, _ in self.samples]
+        warm: Features = {}
+        if (warm_calls := self.invocations - self.cold_starts) > 0:
+            per_warm = (self.cost_usd - self.cold_cost_usd) / warm_calls
+            warm["cost_per_s_warm"] = (self.cost_usd - self.cold_cost_usd
+                                       + self.cold_starts * per_warm) / self.seconds
+        if self.warm_ok:
+            warm["cost_per_warm_call"] = self.warm_ok_cost_usd / self.warm_ok
         return {
+            **warm,
             "attempts": float(self.attempts),
+            "invocations": float(self.invocations),
+            "errors": float(self.errors),
+            "warm_ok": float(self.warm_ok),
             "attempts_per_s": self.attempts / self.seconds,
             "invocations_per_s": self.invocations / self.seconds,
             "cost_per_s": self.cost_usd / self.seconds,

@@ -356,7 +356,10 @@ def _windows(scenario: Scenario, effects: Effects, price: Price, counts: npt.NDA
             for name, values in (("errors", calls.error), ("cold", calls.cold),
                                  ("cost", calls.cost_usd), ("duration", calls.duration_ms),
                                  ("egress", calls.egress_bytes),
-                                 ("error_cost", calls.cost_usd * calls.error))}
+                                 ("error_cost", calls.cost_usd * calls.error),
+                                 ("cold_cost", calls.cost_usd * calls.cold),
+                                 ("warm_ok", ~(calls.error | calls.cold)),
+                                 ("warm_ok_cost", calls.cost_usd * ~(calls.error | calls.cold)))}
     bounds = np.concatenate(([0], np.cumsum(m)))
     window_ns = scenario.window_ns
     for k in range(n):
@@ -368,6 +371,8 @@ def _windows(scenario: Scenario, effects: Effects, price: Price, counts: npt.NDA
             errors=int(sums["errors"][k]), cold_starts=int(sums["cold"][k]),
             cost_usd=float(sums["cost"][k]), duration_ms=float(sums["duration"][k]),
             error_cost_usd=float(sums["error_cost"][k]),
+            cold_cost_usd=float(sums["cold_cost"][k]), warm_ok=int(sums["warm_ok"][k]),
+            warm_ok_cost_usd=float(sums["warm_ok_cost"][k]),
             egress_bytes=int(sums["egress"][k]), version=effects.version(a + k), team=p.team,
             samples=list(zip(calls.cost_usd[first:first + sampled].tolist(),
                              calls.duration_ms[first:first + sampled].tolist(),

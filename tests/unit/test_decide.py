@@ -174,3 +174,76 @@ def test_an_error_storm_is_reported_once_without_a_verdict() -> None:
     assert "error rate 60% vs baseline" in storm.explanation
     assert d.on_window("f", window(70)) == []  # same episode: not repeated
     assert d.state("f") is State.NORMAL
+
+
+def _calls(costs: list[float], *, cold: int = 0, errors: int = 0, egress: int = 0,
+           start: int = 0) -> Window:
+    """A window of calls costing ``costs``; the first ``cold`` are cold starts, the last
+    ``errors`` fail."""
+    w = Window(start, start + 10 * S)
+    for i, cost in enumerate(costs):
+        w.add(CostEvent(function="f", invocation_id=str(i), cost_usd=cost, cold_start=i < cold,
+                        egress_bytes=egress,
+                        outcome=Outcome.ERROR if i >= len(costs) - errors else Outcome.OK))
+    return w
+
+
+def test_window_prices_cold_starts_as_warm_calls_for_the_cost_signal() -> None:
+    w = _calls([0.05, 0.001, 0.001, 0.002], cold=1, errors=1)
+    x = w.features()
+    assert (w.cold_cost_usd, w.warm_ok, w.warm_ok_cost_usd) == (0.05, 2, 0.002)
+    assert x["cost_per_warm_call"] == 0.001
+    assert abs(x["cost_per_s_warm"] - 4 * 0.004 / 3 / 10) < 1e-12  # 4 calls at the warm mean
+    assert "cost_per_warm_call" not in _calls([0.05], cold=1).features()
+
+
+def test_a_cold_start_on_a_sparse_function_is_not_a_runaway() -> None:
+    d = _decider()
+    for i in range(40):
+        assert d.on_window("f", _calls([0.001] * (2 + i % 3))) == []
+    assert d.on_window("f", _calls([0.08, 0.001, 0.001], cold=1)) == []  # init: 80 warm calls
+
+
+def test_a_few_extra_calls_on_a_sparse_function_are_noise_but_a_sustained_runaway_is_not() \
+        -> None:
+    d = _decider()
+    for i in range(40):
+        assert d.on_window("f", _calls([0.001] * (i % 2))) == []  # 0.05 rps
+    assert d.on_window("f", _calls([0.001] * 3)) == []  # 3 calls where 0.5 are usual: chance
+    # 7 calls: p ~ 1e-6 alone, but 10 calls in 2 windows where 1 is usual: p ~ 1e-7
+    _, verdict = d.on_window("f", _calls([0.001] * 7))
+    assert isinstance(verdict, Verdict) and verdict.action is Action.ISOLATE  # below min_rps
+
+
+def test_a_slow_leak_is_caught_against_the_long_run_reference() -> None:
+    d = _decider()
+    for i in range(60):
+        assert d.on_window("f", _window(100 + i % 3, 0.001 * (1 + 0.02 * (i % 3 - 1)))) == []
+    for n in range(1, 60):  # +3 % a window: each window is within noise of the last
+        events = d.on_window("f", _window(100, 0.001 * 1.03 ** n))
+        if events:
+            break
+    anomaly, verdict = events
+    assert isinstance(anomaly, Anomaly) and anomaly.detector == "cusum"
+    assert isinstance(verdict, Verdict) and verdict.action is Action.THROTTLE
+    assert 1.03 ** n <= 2.0 and "long-run reference" in anomaly.explanation
+
+
+def test_an_error_storm_on_a_sparse_function_is_found_over_pooled_windows() -> None:
+    d = _decider()
+    for _ in range(40):
+        assert d.on_window("f", _calls([0.001] * 3)) == []
+    found = [d.on_window("f", _calls([0.001] * 3, errors=3)) for _ in range(4)]
+    assert [len(events) for events in found][:1] == [0]  # 3 failed calls: not yet
+    storm = next(e for events in found for e in events)
+    assert isinstance(storm, Anomaly) and storm.detector == "behaviour.error_rate"
+    assert d.state("f") is State.NORMAL
+
+
+def test_egress_is_judged_per_call_so_busy_windows_are_not_bursts() -> None:
+    d = _decider()
+    for i in range(40):
+        assert d.on_window("f", _calls([0.001] * (20 + i % 5), egress=5000)) == []
+    assert d.on_window("f", _calls([0.001] * 35, egress=5000)) == []
+    [burst] = d.on_window("f", _calls([0.001] * 22, egress=250_000))
+    assert isinstance(burst, Anomaly) and burst.detector == "behaviour.egress_bytes_per_call"
