@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from streams.detectors.base import Detector, Direction, Features, value_of
 from streams.detectors.combine import Combiner
+from streams.detectors.cusum import CusumScore
 from streams.detectors.ewma import EWMAZScore
 from streams.detectors.hst import HalfSpaceScore
 from streams.detectors.knn import WindowKNN
@@ -25,6 +26,7 @@ __all__ = [
     "DEFAULT",
     "DETECTORS",
     "Combiner",
+    "CusumScore",
     "Detector",
     "Direction",
     "EWMAZScore",
@@ -67,6 +69,10 @@ def _half_space_trees() -> Detector:
     return HalfSpaceScore(patience=_PATIENCE, memory=_MEMORY)
 
 
+def _cusum() -> Detector:
+    return CusumScore("value", warmup=50, patience=_PATIENCE, memory=_MEMORY)
+
+
 def _window_knn() -> Detector:
     return WindowKNN(patience=_PATIENCE, memory=_MEMORY)
 
@@ -89,6 +95,7 @@ DETECTORS: dict[str, Callable[[], Detector]] = {
     RollingQuantileScore.name: _rolling_quantile,
     SeasonalProfile.name: _seasonal,
     HalfSpaceScore.name: _half_space_trees,
+    CusumScore.name: _cusum,
     WindowKNN.name: _window_knn,
     Combiner.name: _combined,
     OnsetAlert.name: _onset,

@@ -38,7 +38,7 @@ T0 = 1_400_000_000.0
 # (warm-up; the daily profile needs two days in a slot).
 FLAGGED_FOR = {**dict.fromkeys(DETECTORS, 10), "combined": 20}
 RELEARNED_IN = {"robust_zscore": 50, "ewma_zscore": 50, "rolling_quantile": 50,
-                "seasonal": 2 * 288, "half_space_trees": 150, "window_knn": 150,
+                "seasonal": 2 * 288, "half_space_trees": 150, "window_knn": 150, "cusum": 50,
                 "combined": 2 * 288, "onset": 2 * 288}
 STATE_BUDGET = 64 * 1024  # bytes of pickled state per detector (per function)
 
