@@ -30,10 +30,11 @@ from enum import StrEnum
 from statistics import NormalDist
 from typing import NamedTuple
 
-from schemas import Action, Anomaly, CostEvent, Event, Severity, Verdict, sign_verdict
+from schemas import Action, Anomaly, CostEvent, Event, Severity
 from streams.detectors.cusum import CusumScore
 from streams.detectors.zscore import RobustZScore
 from streams.features import Window
+from streams.lifecycle import VerdictIssuer
 from streams.settings import Settings
 from streams.snapshots import SnapshotError, seal, unseal
 
@@ -167,27 +168,6 @@ class _Function:
         rate = 1.0 / min(self.means_learned, windows)
         self.mean_rps += rate * (x["attempts_per_s"] - self.mean_rps)
         self.mean_cost += rate * (x["cost_per_s_warm"] - self.mean_cost)
-
-
-@dataclass
-class VerdictIssuer:
-    """Signs verdicts and numbers them per function (monotonic across restarts)."""
-
-    key: bytes
-    ttl_ns: int
-    issuer: str
-    _sequence: dict[str, int] = field(default_factory=dict)
-
-    def issue(self, function: str, action: Action, reason: str, rate_rps: float | None = None,
-              anomaly_id: str = "", ttl_ns: int | None = None) -> Verdict:
-        now = time.time_ns()
-        sequence = max(self._sequence.get(function, 0) + 1, now // 1000)
-        self._sequence[function] = sequence
-        verdict = Verdict(function=function, action=action, rate_rps=rate_rps,
-                          issued_at_unix_nano=now, time_unix_nano=now,
-                          expires_at_unix_nano=now + (ttl_ns or self.ttl_ns), sequence=sequence,
-                          reason=reason, anomaly_id=anomaly_id, issuer=self.issuer)
-        return sign_verdict(verdict, self.key)
 
 
 class Decider:

@@ -40,9 +40,10 @@ from typing import Any
 import orjson
 
 from schemas import CostEvent, encode
-from streams.decide import Decider, VerdictIssuer
+from streams.decide import Decider
 from streams.errors import BenchmarkError
 from streams.features import WindowAggregator
+from streams.lifecycle import VerdictIssuer
 from streams.settings import Settings
 from streams.stack import ensure_topics, free_port, start_broker
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from schemas import Action, Anomaly, CostEvent, Outcome, Verdict, verify_verdict
-from streams.decide import Decider, State, VerdictIssuer
+from streams.decide import Decider, State
 from streams.features import Window, WindowAggregator
+from streams.lifecycle import VerdictIssuer
 from streams.settings import Settings
 
 KEY = b"k"

@@ -17,8 +17,9 @@ from schemas import (
     decode,
     encode,
 )
-from streams.decide import Decider, VerdictIssuer
+from streams.decide import Decider
 from streams.features import Window
+from streams.lifecycle import VerdictIssuer
 from streams.pages import (
     FOLDED,
     SUMMARY_FUNCTION,
