@@ -1,4 +1,4 @@
-"""The Faust application: ingest → windows → detector → verdict, plus sinks.
+"""The Faust application: ingest → windows → decisions → verdicts and pages, plus sinks.
 
 ``create_app(settings, prepared)`` builds everything; nothing is registered at
 import time. Consumers:
@@ -7,9 +7,15 @@ import time. Consumers:
   an aiokafka batch consumer inside the app (group ``<app_id>.ingest``): decode →
   DLQ → cost events into the feature windows and the per-event fast path →
   ClickHouse (``otel_traces``, ``cost_events``) → offsets committed
-* ``anomalies`` / ``verdicts``: Faust agents → ClickHouse (so operator verdicts land too)
-* a timer closes windows and runs the decision step, publishing anomalies and
-  signed verdicts (verdicts keyed and partitioned by function)
+* ``anomalies``, ``verdicts``, ``decisions``, ``incidents``, ``audit``: Faust agents →
+  ClickHouse (so operators' verdicts and threshold changes land too); operators'
+  verdicts also take over the function's verdict lifecycle
+* a timer closes windows and runs the decision step (:mod:`streams.governance`:
+  detectors → Rego policies → verdict lifecycle → incidents), publishing anomalies,
+  policy decisions, signed verdicts (keyed and partitioned by function) and
+  incidents, which the page dispatcher delivers; it also reloads the policy bundle
+  when its files change
+* live thresholds come from the control topic, followed by every worker
 
 Records that fail validation go to the DLQ topic with the reason. Sink writes
 happen before a batch is acknowledged, and are idempotent, so a crash between the
@@ -22,7 +28,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -30,21 +36,38 @@ import faust
 import orjson
 from faust.web import Request, Response, View
 
-from schemas import Anomaly, CostEvent, DeadLetter, Event, Span, Verdict, encode, partition_for
+from schemas import (
+    Anomaly,
+    CostEvent,
+    DeadLetter,
+    Event,
+    Incident,
+    PolicyDecision,
+    Span,
+    ThresholdChange,
+    Verdict,
+    encode,
+    partition_for,
+)
 from streams.batch_ingest import BatchIngest, IngestConfig, Route
 from streams.clickhouse import ClickHouseSink, read_only_query
-from streams.decide import Decider, VerdictIssuer
 from streams.errors import QueryError
 from streams.features import WindowAggregator
+from streams.governance import Governance
 from streams.ingest import Record, decode_records
+from streams.lifecycle import VerdictIssuer
+from streams.pagers import dispatcher_from_settings
 from streams.settings import Settings
 from streams.worker import Prepared
+
+POLICY_CHECK_SECONDS = 2.0
+"""How often a worker looks for a changed policy bundle."""
 
 log = logging.getLogger("governor.worker")
 
 
 class Worker:
-    """State shared by the app's agents: sink, windows, decisions, counters."""
+    """State shared by the app's agents: sink, windows, decisions, pager, counters."""
 
     def __init__(self, settings: Settings, prepared: Prepared) -> None:
         self.settings = settings
@@ -52,9 +75,13 @@ class Worker:
         self.sink = ClickHouseSink(prepared.clickhouse)
         self.db = ThreadPoolExecutor(1, thread_name_prefix="governor-clickhouse")
         self.windows = WindowAggregator(int(settings.window_seconds * 1e9))
-        self.decider = Decider(settings, VerdictIssuer(
+        self.governance = Governance(settings, VerdictIssuer(
             prepared.verdict_key.encode(), int(settings.verdict_ttl_seconds * 1e9),
-            settings.app_id), prepared.snapshots)
+            settings.app_id), prepared.policies, prepared.control.thresholds,
+            prepared.snapshots)
+        self.control = prepared.control
+        self.pager = dispatcher_from_settings(settings)
+        self.pager.resume(self.governance.tracker.open_incidents(time.time_ns()))
         self.counters: Counter[str] = Counter()
         self.app_ready = False  # Faust's group has its partitions
         self.ingest: BatchIngest | None = None
@@ -108,10 +135,13 @@ def create_app(settings: Settings, prepared: Prepared) -> faust.App:
                          key_serializer="raw", value_serializer="raw")
 
     anomalies, verdicts, dlq = topic("anomalies"), topic("verdicts"), topic("dlq")
+    decisions, incidents, audit = topic("decisions"), topic("incidents"), topic("audit")
     state = topic("state")
+    governance = worker.governance
     batch, within = settings.sink_batch, settings.sink_within_seconds
 
-    async def ingest(stream: Any, cls: type[Event]) -> None:
+    async def ingest(stream: Any, cls: type[Event],
+                     then: Callable[[Sequence[Any]], Awaitable[None]] | None = None) -> None:
         async for batch_events in stream.take_events(batch, within=within):
             records = [Record(e.message.topic, e.message.partition, e.message.offset,
                               e.message.key, e.message.value) for e in batch_events]
@@ -121,21 +151,36 @@ def create_app(settings: Settings, prepared: Prepared) -> faust.App:
             worker.counters[f"dlq_{cls.TYPE}"] += len(dead)
             worker.counters[f"in_{cls.TYPE}"] += len(good)
             await worker.write(good)
+            if then is not None:
+                await then(good)
 
-    def sink_only(channel: Any, cls: type[Event]) -> None:
+    def sink(channel: Any, cls: type[Event],
+             then: Callable[[Sequence[Any]], Awaitable[None]] | None = None) -> None:
         async def consume(stream: Any) -> None:
-            await ingest(stream, cls)
+            await ingest(stream, cls, then)
 
         app.agent(channel, name=f"governor.{cls.TYPE}")(consume)
 
-    for channel, cls in ((anomalies, Anomaly), (verdicts, Verdict)):
-        sink_only(channel, cls)
+    async def on_verdicts(seen: Sequence[Verdict]) -> None:
+        now = time.time_ns()
+        for verdict in seen:
+            for event in governance.on_verdict(verdict, now):
+                await publish(event)
+
+    sink(verdicts, Verdict, on_verdicts)
+    for channel, cls in ((anomalies, Anomaly), (decisions, PolicyDecision),
+                         (incidents, Incident), (audit, ThresholdChange)):
+        sink(channel, cls)
+
+    async def on_spans(events: Sequence[Span]) -> None:
+        for span in events:
+            governance.on_span(span)
 
     async def on_costs(events: Sequence[CostEvent]) -> None:
         window_ns = worker.windows.window_ns
         for event in events:
             worker.windows.add(event)
-            for anomaly in worker.decider.on_event(event, window_ns):
+            for anomaly in governance.on_event(event, window_ns):
                 await publish(anomaly)
 
     async def send_dead(letter: DeadLetter) -> Any:
@@ -143,8 +188,9 @@ def create_app(settings: Settings, prepared: Prepared) -> faust.App:
 
     worker.ingest = BatchIngest(
         IngestConfig(settings.kafka_bootstrap, f"{settings.app_id}.ingest", batch=batch,
-                     within_s=within, rebalance_timeout_s=settings.rebalance_timeout_seconds),
-        {settings.topic("spans"): Route(Span),
+                     within_s=within, rebalance_timeout_s=settings.rebalance_timeout_seconds,
+                     tune_gc=True),
+        {settings.topic("spans"): Route(Span, on_spans),
          settings.topic("costs"): Route(CostEvent, on_costs)},
         worker.write, send_dead, worker.counters)
     app.service(worker.ingest)  # type: ignore[arg-type]
@@ -154,20 +200,39 @@ def create_app(settings: Settings, prepared: Prepared) -> faust.App:
         if isinstance(event, Verdict):
             await verdicts.send(key=key, value=encode(event),
                                 partition=partition_for(event.function, verdict_partitions))
-            worker.counters["verdicts_issued"] += 1
+        elif isinstance(event, Incident):
+            await incidents.send(key=key, value=encode(event))
+            worker.pager.submit(event)
         else:
-            await anomalies.send(key=key, value=encode(event))
-            worker.counters["anomalies_issued"] += 1
+            await (decisions if isinstance(event, PolicyDecision) else anomalies).send(
+                key=key, value=encode(event))
+        worker.counters[f"{event.TYPE}s_issued"] += 1
 
     @app.timer(interval=min(1.0, settings.window_seconds / 4))
     async def close_windows() -> None:
-        for function, window in worker.windows.close_due(time.time_ns()):
+        now = time.time_ns()
+        for function, window in worker.windows.close_due(now):
             worker.counters["windows_closed"] += 1
-            for event in worker.decider.on_window(function, window):
+            for event in governance.on_window(function, window, now):
                 await publish(event)
-            snapshot = worker.decider.snapshot(function)
+            snapshot = governance.snapshot(function)
             if snapshot is not None:
                 await state.send(key=function.encode(), value=snapshot)
+        for event in governance.tracker.sweep(now):
+            await publish(event)
+
+    @app.timer(interval=POLICY_CHECK_SECONDS)
+    async def reload_policies() -> None:
+        if governance.policies.reload_if_changed():
+            log.warning("policy bundle %s loaded from %s", governance.policies.digest,
+                        governance.policies.directory)
+            worker.counters["policy_reloads"] += 1
+
+    async def close(sender: Any, **kwargs: Any) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, worker.pager.close, 5.0)
+        worker.control.stop()
+
+    app.on_before_shutdown.connect(close)  # type: ignore[arg-type]
 
     async def on_ready(sender: Any, **kwargs: Any) -> None:
         worker.app_ready = True
@@ -188,7 +253,14 @@ def create_app(settings: Settings, prepared: Prepared) -> faust.App:
 
     class HealthView(View):
         async def get(self, request: Request) -> Response:
-            return self.json({"ready": worker.ready, "counters": dict(worker.counters)})
+            pager = worker.pager.stats
+            return self.json({
+                "ready": worker.ready, "counters": dict(worker.counters),
+                "policy_bundle": governance.policies.digest,
+                "policy_error": governance.policies.last_error,
+                "thresholds_synced": worker.control.synced,
+                "pages": {k: getattr(pager, k) for k in (
+                    "submitted", "delivered", "retried", "failed", "dropped", "skipped")}})
 
     app.page("/query")(QueryView)
     app.page("/health")(HealthView)

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from streams.clickhouse import connect, migrate
+from streams.control import ControlFollower
 from streams.errors import StackError
+from streams.policy import PolicyEngine
 from streams.settings import Settings
 from streams.snapshots import load_snapshots
 from streams.stack import ensure_topics, removing, verdict_key, wait_for_kafka, write_stack_file
@@ -35,11 +37,17 @@ class Prepared:
     verdict_key: str
     verdict_partitions: int
     snapshots: dict[str, bytes]
+    policies: PolicyEngine
+    control: ControlFollower  # live thresholds, followed from the control topic
 
 
 def prepare(settings: Settings) -> Prepared:
-    """Topics, migrations, signing key, verdict partitions and the functions' saved
-    decision state, before the app starts."""
+    """Topics, migrations, signing key, verdict partitions, the functions' saved
+    decision state, the policy bundle and the live thresholds, before the app starts.
+
+    A malformed policy bundle stops the worker here, with the file and line.
+    """
+    policies = PolicyEngine(settings.policy_dir)
     wait_for_kafka(settings.kafka_bootstrap, timeout_s=30)
     created = ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
     if created:
@@ -50,9 +58,12 @@ def prepare(settings: Settings) -> Prepared:
         log.info("applied migrations: %s", ", ".join(applied))
     snapshots = load_snapshots(settings.kafka_bootstrap, settings.topic("state"))
     log.info("restoring the state of %d functions", len(snapshots))
+    control = ControlFollower(settings.kafka_bootstrap, settings).start()
+    if not control.wait_synced(30):
+        log.warning("live thresholds not fully read in 30s; defaults apply until they are")
     return Prepared(client, verdict_key(settings),
                     verdict_partitions(settings.kafka_bootstrap, settings.topic("verdicts")),
-                    snapshots)
+                    snapshots, policies, control)
 
 
 def run_worker(settings: Settings, extra_info: dict[str, Any] | None = None) -> int:
