@@ -15,8 +15,12 @@ package governor.policies.budget
 import data.governor.lib
 import rego.v1
 
-# The calls per second the function attempted in the window (refused ones included).
-attempts_per_s := object.get(input, ["window", "attempts_per_s"], 0)
+# The calls per second the function attempts (refused ones included): the window's, or
+# the last hour's mean when that is higher (a sparse function's window may hold none).
+attempts_per_s := max([
+	object.get(input, ["window", "attempts_per_s"], 0),
+	object.get(input, ["spend", "function_hour_attempts_per_s"], 0),
+])
 
 # The fraction of a budget at which a warning is raised.
 warn_fraction := 0.8

@@ -111,3 +111,14 @@ test_numeric_string_thresholds_are_accepted if {
 test_missing_spend_section_is_harmless if {
 	count(budget.decisions) == 0 with input as {"thresholds": {"budget_usd_per_hour": 1}}
 }
+
+test_a_sparse_window_is_throttled_at_the_hours_mean_rate if {
+	# no call in this window, 2 calls/s over the hour: 2 x 10/12.5 = 1.6 rps, not isolate
+	ds := decisions_for({
+		"window": {"attempts_per_s": 0},
+		"spend": {"function_hour_usd": 12.5, "function_hour_attempts_per_s": 2},
+	})
+	d := only(ds, "budget.function_hour")
+	d.decision == "throttle"
+	d.rate_rps == 1.6
+}

@@ -23,7 +23,9 @@ from rich.live import Live
 from rich.table import Table
 
 import agents
-from schemas import Action, Verdict
+from schemas import Action, IncidentStatus, Verdict, decode
+from schemas import Incident as IncidentEvent
+from streams.control import set_thresholds
 from streams.fleet import FLEET, Fleet, Incident
 from streams.localstack import local_stack
 from streams.query import run_query
@@ -40,14 +42,18 @@ class DemoOptions:
 
 # Demo pacing: short windows and holds so the whole loop fits in about a minute.
 DEMO_DEFAULTS = {"GOVERNOR_WINDOW_SECONDS": "2", "GOVERNOR_WARMUP_WINDOWS": "5",
-                 "GOVERNOR_HOLD_SECONDS": "10", "GOVERNOR_VERDICT_TTL_SECONDS": "120"}
+                 "GOVERNOR_HOLD_SECONDS": "10", "GOVERNOR_RELEASE_AFTER_SECONDS": "6",
+                 "GOVERNOR_VERDICT_TTL_SECONDS": "120"}
+BUDGET = ("invoice-pdf", 0.0004)
+"""The demo's policy-driven incident: an hourly budget its normal traffic exceeds."""
 
 
 def run_demo(settings: Settings, options: DemoOptions) -> int:
     console = Console(soft_wrap=True)
     if not console.is_terminal:
         console.width = 130
-    env = {**DEMO_DEFAULTS, **{k: v for k, v in os.environ.items() if k.startswith("GOVERNOR_")}}
+    env = {**DEMO_DEFAULTS, "GOVERNOR_PAGER_FILE": str(settings.data_dir / "pages.jsonl"),
+           **{k: v for k, v in os.environ.items() if k.startswith("GOVERNOR_")}}
     settings = Settings.from_env(env, data_dir=settings.data_dir)
     with contextlib.ExitStack() as stack:
         with console.status("starting the embedded broker and worker"):
@@ -73,6 +79,11 @@ def _run(console: Console, settings: Settings, options: DemoOptions) -> int:
     applied: list[tuple[float, Verdict]] = []
     agents.get_runtime().verdicts.add_listener(lambda v: applied.append((time.time(), v)))
     started = datetime.now(UTC)
+    function, budget = BUDGET
+    set_thresholds(settings, function, {"budget_usd_per_hour": budget}, actor="demo",
+                   reason="demo: an hourly budget its normal traffic exceeds")
+    console.print(f"[bold]policy[/] governor thresholds set {function} "
+                  f"budget_usd_per_hour={budget:g}  (policy budget.function_hour)")
     console.print(f"[bold]fleet[/] {len(FLEET)} functions; warm-up {w:.0f}s, then "
                   + "; ".join(f"{i.kind} in {i.function} at +{i.start_s:.0f}s" for i in incidents))
     end_s = w + 4 + d + options.settle_s
@@ -81,15 +92,31 @@ def _run(console: Console, settings: Settings, options: DemoOptions) -> int:
 
     enforced = [i for i in incidents if i.enforced_at is not None]
     times = [i.seconds_to_enforce or 0.0 for i in enforced]
+    by_policy = [v for _, v in applied if v.reason.startswith("budget.")]
     _summary(console, settings, started, len(fleet.stats), len(applied))
     for incident in incidents:
         took = incident.seconds_to_enforce
         console.print(f"  {incident.kind:<20} {incident.function:<15} "
                       + (f"enforced {took:.1f}s after it started" if took is not None
                          else "[red]NOT enforced[/]"))
-    print(f"loop closed: {len(incidents)} incidents, {len(applied)} verdicts enforced, "
-          f"max {max(times, default=0.0):.1f}s to enforce", flush=True)
-    return 0 if len(enforced) == len(incidents) else 1
+    console.print(f"  {'budget cap (policy)':<20} {function:<15} "
+                  + (f"throttled by {by_policy[0].reason.split(':')[0]}" if by_policy
+                     else "[red]NOT enforced[/]"))
+    resolved = _pages(console, settings.data_dir / "pages.jsonl")
+    print(f"loop closed: {len(incidents) + 1} incidents, {len(applied)} verdicts enforced, "
+          f"{resolved} pages resolved, max {max(times, default=0.0):.1f}s to enforce", flush=True)
+    return 0 if len(enforced) == len(incidents) and by_policy and resolved else 1
+
+
+def _pages(console: Console, path: Path) -> int:
+    """Print the pages the worker sent to the file pager; how many were resolved."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    pages = [decode(line.encode(), IncidentEvent) for line in lines]
+    table = Table("status", "severity", "incident", "title", title=f"Pages ({path})")
+    for page in pages:
+        table.add_row(page.status.value, page.severity.value, page.incident_id, page.title)
+    console.print(table)
+    return sum(page.status is IncidentStatus.RESOLVED for page in pages)
 
 
 async def _drive(console: Console, fleet: Fleet, applied: list[tuple[float, Verdict]],
@@ -120,8 +147,9 @@ async def _drive(console: Console, fleet: Fleet, applied: list[tuple[float, Verd
 
 
 def _all_released(fleet: Fleet) -> bool:
+    """Every function an incident hit is released (the budget throttle stays)."""
     cache = agents.get_runtime().verdicts
-    return all(cache.current(name) is None for name in fleet.stats)
+    return all(cache.current(i.function) is None for i in fleet.incidents)
 
 
 def _show_verdict(console: Console, fleet: Fleet, at: float, verdict: Verdict) -> None:

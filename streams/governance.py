@@ -124,7 +124,7 @@ class Governance:
         profile = self.profiles.get(function)
         profile.team = profile.team or window.team
         team = profile.team
-        self.spend.add(function, team, window.start_ns, window.cost_usd)
+        self.spend.add(function, team, window.start_ns, window.cost_usd, window.attempts)
         limits = self.thresholds.effective(function, team)
         findings = self.policies.evaluate(self._input(function, window, profile, memory, limits,
                                                       now_ns))
@@ -156,7 +156,7 @@ class Governance:
                 "id": proposal.anomaly_id, "detector": cause.detector if cause else "",
                 "score": score, "calibrated": score / (score + threshold) if score > 0 else 0.0,
                 "severity": cause.severity.value if cause else "warning",
-                "explanation": explanation,
+                "explanation": explanation.partition("; driver: ")[0],
                 "driver": explanation.rpartition("driver: ")[2] if "driver: " in explanation
                 else "",
                 "cost_impact_usd_per_hour": cause.cost_impact_usd_per_hour if cause else 0.0,

@@ -159,12 +159,18 @@ class _Buckets:
 class _Ledger:
     minutes: _Buckets = field(default_factory=lambda: _Buckets(MINUTE_NS, 60))
     hours: _Buckets = field(default_factory=lambda: _Buckets(HOUR_NS, 24))
+    calls: _Buckets = field(default_factory=lambda: _Buckets(MINUTE_NS, 60))
     first_ns: int = 0
 
-    def add(self, time_ns: int, usd: float) -> None:
+    def add(self, time_ns: int, usd: float, calls: int) -> None:
         self.first_ns = min(self.first_ns or time_ns, time_ns)
         self.minutes.add(time_ns, usd)
         self.hours.add(time_ns, usd)
+        self.calls.add(time_ns, calls)
+
+    def observed_s(self, now_ns: int) -> float:
+        """Seconds of the last hour this ledger has seen (at least one minute)."""
+        return min(3600.0, max(60.0, (now_ns - (self.first_ns or now_ns)) / 1e9))
 
 
 class Spend:
@@ -174,21 +180,24 @@ class Spend:
         self._functions: dict[str, _Ledger] = {}
         self._teams: dict[str, _Ledger] = {}
 
-    def add(self, function: str, team: str, time_ns: int, usd: float) -> None:
-        self._functions.setdefault(function, _Ledger()).add(time_ns, usd)
+    def add(self, function: str, team: str, time_ns: int, usd: float, calls: int) -> None:
+        """``usd`` spent on ``calls`` attempted calls (refused ones included) at ``time_ns``."""
+        self._functions.setdefault(function, _Ledger()).add(time_ns, usd, calls)
         if team:
-            self._teams.setdefault(team, _Ledger()).add(time_ns, usd)
+            self._teams.setdefault(team, _Ledger()).add(time_ns, usd, calls)
 
     def policy_input(self, function: str, team: str, now_ns: int) -> dict[str, float]:
         """The ``spend`` part of the policy input.
 
-        The month forecast extrapolates the last hour's rate (over the time actually
-        observed, for functions younger than an hour).
+        The month forecast extrapolates the last hour's rate, and
+        ``function_hour_attempts_per_s`` is the last hour's mean call rate (both over
+        the time actually observed, for functions younger than an hour).
         """
         f = self._functions.get(function) or _Ledger()
         t = self._teams.get(team) or _Ledger()
         hour = f.minutes.total(now_ns)
-        observed_h = min(1.0, max(1 / 60, (now_ns - (f.first_ns or now_ns)) / HOUR_NS))
+        observed_s = f.observed_s(now_ns)
         return {"function_hour_usd": hour, "function_day_usd": f.hours.total(now_ns),
                 "team_hour_usd": t.minutes.total(now_ns), "team_day_usd": t.hours.total(now_ns),
-                "predicted_month_usd": hour / observed_h * MONTH_HOURS}
+                "predicted_month_usd": hour / observed_s * 3600 * MONTH_HOURS,
+                "function_hour_attempts_per_s": f.calls.total(now_ns) / observed_s}

@@ -44,8 +44,8 @@ def test_spend_rolls_over_the_hour_and_day_and_forecasts_the_month() -> None:
     spend = Spend()
     t0 = 10 * 24 * HOUR_NS
     for minute in range(120):  # two hours at $0.01 a minute
-        spend.add("a", "pay", t0 + minute * MINUTE_NS, 0.01)
-    spend.add("b", "pay", t0, 1.0)
+        spend.add("a", "pay", t0 + minute * MINUTE_NS, 0.01, 30)
+    spend.add("b", "pay", t0, 1.0, 1)
     now = t0 + 119 * MINUTE_NS
     got = spend.policy_input("a", "pay", now)
     assert got["function_hour_usd"] == pytest.approx(0.60)
@@ -53,8 +53,9 @@ def test_spend_rolls_over_the_hour_and_day_and_forecasts_the_month() -> None:
     assert got["team_hour_usd"] == pytest.approx(0.60)
     assert got["team_day_usd"] == pytest.approx(2.20)
     assert got["predicted_month_usd"] == pytest.approx(0.60 * 730)
+    assert got["function_hour_attempts_per_s"] == pytest.approx(0.5)  # 30 calls a minute
     young = Spend()
-    young.add("c", "", t0, 0.05)
+    young.add("c", "", t0, 0.05, 3)
     assert young.policy_input("c", "", t0 + 6 * MINUTE_NS)["predicted_month_usd"] == (
         pytest.approx(0.05 * 10 * 730))  # $0.05 in 6 minutes: $0.50 an hour
     assert spend.policy_input("unknown", "", now)["function_hour_usd"] == 0.0
