@@ -112,6 +112,15 @@ def cmd_bench_incidents(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_loop(args: argparse.Namespace) -> int:
+    """Incidents on the local stack: seconds to enforcement at the agent and to the page."""
+    from streams.loop import bench
+
+    report = bench(_settings(args), functions=args.functions)
+    print("\n".join(report.lines()), flush=True)
+    return 0 if len(report.to_enforce) == len(report.incidents) else 1
+
+
 def _table(headers: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=True)]
     for row in (headers, *rows):
@@ -308,6 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     throughput.add_argument("--events", type=int, default=200_000, help="cost events to send")
     throughput.add_argument("--functions", type=int, default=1_000, help="distinct functions")
     throughput.set_defaults(run=cmd_bench_throughput)
+    loop = bench.add_parser(
+        "loop", help="seconds from an incident's first call to enforcement and to the page")
+    loop.add_argument("--functions", type=int, default=24,
+                      help="simulated functions, one incident each (at least 20 for the p95)")
+    loop.set_defaults(run=cmd_bench_loop)
     incidents = bench.add_parser(
         "incidents", help="detection rate, time to detect and false alarms on synthetic "
         "traffic with labelled incidents")
