@@ -151,7 +151,7 @@ def _pct(values: list[float], q: int) -> float:
 
 
 def bench(settings: Settings, functions: int = 24, warmup_s: float = 14.0,
-          every_s: float = 1.5, duration_s: float = 12.0) -> LoopReport:
+          every_s: float = 1.5, duration_s: float = 12.0, settle_s: float = 25.0) -> LoopReport:
     """Run the fleet with one incident per function; the measured latencies."""
     if functions < 1:
         raise BenchmarkError("--functions must be at least 1")
@@ -167,7 +167,7 @@ def bench(settings: Settings, functions: int = 24, warmup_s: float = 14.0,
                 verdict_key=verdict_key(settings).encode(), export_interval_ms=50))
             try:
                 fleet = Fleet(specs, incidents)
-                end_s = incidents[-1].end_s + 25.0
+                end_s = incidents[-1].end_s + settle_s
                 asyncio.run(fleet.run(end_s))
                 agents.flush(5.0)
             finally:
