@@ -153,6 +153,8 @@ class _Function:
     mean_rps: float = 0.0
     mean_cost: float = 0.0
     means_learned: int = 0
+    min_ratio: float = 0.0  # live-tuned (0: the setting)
+    fast_path_factor: float = 0.0  # live-tuned (0: the setting)
     layout: int = LAYOUT
 
     def rebaseline(self) -> None:
@@ -213,6 +215,17 @@ class Decider:
                            for feature, (floor, _, _) in BEHAVIOUR.items()})
         return f
 
+    def tune(self, function: str, zscore_threshold: float, min_ratio: float,
+             fast_path_factor: float) -> None:
+        """Apply live detection thresholds to ``function`` (see :mod:`streams.thresholds`)."""
+        f = self._get(function)
+        for detector in (f.cost, f.demand, f.per_call, *f.behaviour.values()):
+            detector.threshold = zscore_threshold
+        f.min_ratio, f.fast_path_factor = min_ratio, fast_path_factor
+
+    def _min_ratio(self, f: _Function) -> float:
+        return f.min_ratio or self.settings.min_ratio
+
     def on_event(self, event: CostEvent, window_ns: int) -> list[Event]:
         """The per-event fast path: one extreme invocation is reported at once.
 
@@ -227,7 +240,7 @@ class Decider:
         if f is None or not f.per_call.warm:
             return []
         baseline = f.per_call.median()
-        factor = self.settings.fast_path_factor
+        factor = f.fast_path_factor or self.settings.fast_path_factor
         window = event.time_unix_nano - event.time_unix_nano % window_ns
         if baseline <= 0 or event.cost_usd < factor * baseline or window == f.fast_path_window_ns:
             return []
@@ -290,7 +303,7 @@ class Decider:
             score = detector.score_one(px)
             base = detector.median()
             value = px[feature]
-            if (score < detector.threshold or value < self.settings.min_ratio * base
+            if (score < detector.threshold or value < self._min_ratio(f) * base
                     or (feature == "error_rate" and not self._errors_significant(f, px))):
                 if learns:
                     detector.learn_one(px)
@@ -346,7 +359,7 @@ class Decider:
         function's last 2 … :data:`SCAN_WINDOWS` windows are also judged pooled: a
         runaway at a fraction of a call per window shows over a few windows, not one.
         """
-        base_cost, min_ratio = f.cost.median(), self.settings.min_ratio
+        base_cost, min_ratio = f.cost.median(), self._min_ratio(f)
         if base_cost <= 0 or not f.cost.warm:
             return None
         if (score >= f.cost.threshold and ratio >= min_ratio
@@ -454,7 +467,7 @@ class Decider:
                         x: dict[str, float]) -> list[Event]:
         if time.time_ns() - f.since_ns < f.hold_ns:
             return []
-        limit = self.settings.min_ratio
+        limit = self._min_ratio(f)
         base_rps, base_call = f.demand.median(), f.per_call.median()
         per_call = x.get("cost_per_warm_call")
         demand_ok = base_rps <= 0 or x["attempts_per_s"] < limit * base_rps

@@ -113,6 +113,12 @@ class Governance:
     def on_window(self, function: str, window: Window, now_ns: int) -> list[Event]:
         """Decide on one closed window; the events to publish, in order."""
         memory = self._memory.setdefault(function, _Memory())
+        profile = self.profiles.get(function)
+        profile.team = profile.team or window.team
+        team = profile.team
+        limits = self.thresholds.effective(function, team)
+        self.decider.tune(function, float(limits["zscore_threshold"] or 0),
+                          float(limits["min_ratio"] or 0), float(limits["fast_path_factor"] or 0))
         detected = self.decider.on_window(function, window)
         anomalies = [e for e in detected if isinstance(e, Anomaly)]
         for proposal in (e for e in detected if isinstance(e, Verdict)):
@@ -121,11 +127,7 @@ class Governance:
             else:
                 cause = next((a for a in anomalies if a.event_id == proposal.anomaly_id), None)
                 memory.proposal = _Proposal(proposal, cause)
-        profile = self.profiles.get(function)
-        profile.team = profile.team or window.team
-        team = profile.team
         self.spend.add(function, team, window.start_ns, window.cost_usd, window.attempts)
-        limits = self.thresholds.effective(function, team)
         findings = self.policies.evaluate(self._input(function, window, profile, memory, limits,
                                                       now_ns))
         decisions = self._record(function, window, profile, memory, findings)

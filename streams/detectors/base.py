@@ -71,6 +71,13 @@ class Detector(ABC):
         """Score at and above which a point is anomalous (calibrated 0.5)."""
         return self._threshold
 
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        """Retune live (e.g. from :mod:`streams.thresholds`); what was learned stays."""
+        if not value > 0:
+            raise ValueError(f"a detector threshold must be > 0, not {value}")
+        self._threshold = value
+
     @property
     def warm(self) -> bool:
         return self.n_learned >= self.warmup

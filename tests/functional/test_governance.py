@@ -153,3 +153,13 @@ def test_decision_state_survives_a_restart(gov: Governance) -> None:
         released += of(fresh.on_window("checkout", window(i, 50), T0 + (i + 1) * WINDOW),
                        Verdict)
     assert [v.action for v in released] == [Action.RELEASE]
+
+
+def test_detection_thresholds_are_live(gov: Governance) -> None:
+    warm(gov)
+    gov.on_control(ControlUpdate(function="checkout", kind=ControlKind.THRESHOLDS,
+                                 values={"zscore_threshold": 1e9}))
+    assert of(step(gov, 12, 1500), Verdict) == []  # nothing is that far out
+    gov.on_control(ControlUpdate(function="checkout", kind=ControlKind.THRESHOLDS, values={}))
+    [verdict] = of(step(gov, 13, 1500), Verdict)  # back to the default: throttled
+    assert verdict.action is Action.THROTTLE
