@@ -58,7 +58,8 @@ class WorkerStack:
             return body
 
 
-def start_worker(broker: str, prefix: str, data_dir: Path) -> WorkerStack:
+def start_worker(broker: str, prefix: str, data_dir: Path,
+                 extra_env: dict[str, str] | None = None) -> WorkerStack:
     """A real worker process (Faust + chDB), with short windows so the closed loop can
     be exercised in seconds; returns once it is ready."""
     port = free_port()
@@ -66,7 +67,8 @@ def start_worker(broker: str, prefix: str, data_dir: Path) -> WorkerStack:
            "GOVERNOR_DATA_DIR": str(data_dir), "GOVERNOR_VERDICT_KEY": VERDICT_KEY,
            "GOVERNOR_QUERY_PORT": str(port), "GOVERNOR_WINDOW_SECONDS": "1",
            "GOVERNOR_WARMUP_WINDOWS": "3", "GOVERNOR_HOLD_SECONDS": "2",
-           "GOVERNOR_SINK_WITHIN_SECONDS": "0.2", "GOVERNOR_LOG_LEVEL": "info"}
+           "GOVERNOR_SINK_WITHIN_SECONDS": "0.2", "GOVERNOR_LOG_LEVEL": "info",
+           **(extra_env or {})}
     log = open(data_dir / "worker.log", "ab")  # noqa: SIM115
     process = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env,
                                stdout=log, stderr=subprocess.STDOUT)
