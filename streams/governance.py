@@ -26,7 +26,6 @@ from typing import Any
 from schemas import (
     Action,
     Anomaly,
-    ControlUpdate,
     CostEvent,
     Decision,
     Event,
@@ -92,10 +91,6 @@ class Governance:
 
     def on_event(self, event: CostEvent, window_ns: int) -> list[Event]:
         return self.decider.on_event(event, window_ns)
-
-    def on_control(self, update: ControlUpdate) -> None:
-        for problem in self.thresholds.apply(update):
-            log.warning("%s", problem)
 
     def on_verdict(self, verdict: Verdict, now_ns: int) -> list[Event]:
         """A verdict seen on the verdicts topic: an operator's takes over the lifecycle

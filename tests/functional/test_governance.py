@@ -94,7 +94,7 @@ def test_runaway_is_throttled_by_the_cost_guard_paged_then_released(gov: Governa
 
 
 def test_a_budget_cap_throttles_without_any_anomaly(gov: Governance) -> None:
-    gov.on_control(ControlUpdate(function="team:payments", kind=ControlKind.THRESHOLDS,
+    gov.thresholds.apply(ControlUpdate(function="team:payments", kind=ControlKind.THRESHOLDS,
                                  values={"budget_usd_per_hour": 0.05}))
     events: list[Event] = []
     for i in range(8):  # $0.01 a window: $0.05 after five windows
@@ -113,7 +113,7 @@ def test_a_budget_cap_throttles_without_any_anomaly(gov: Governance) -> None:
 
 
 def test_egress_outside_the_allow_list_isolates_with_the_list(gov: Governance) -> None:
-    gov.on_control(ControlUpdate(function="checkout", kind=ControlKind.THRESHOLDS,
+    gov.thresholds.apply(ControlUpdate(function="checkout", kind=ControlKind.THRESHOLDS,
                                  values={"egress_allow": "api.stripe.com,*.amazonaws.com"}))
     gov.on_span(Span(function="checkout", trace_id="a" * 32, span_id="b" * 16, name="checkout",
                      start_time_unix_nano=T0, end_time_unix_nano=T0 + 1,
@@ -157,9 +157,9 @@ def test_decision_state_survives_a_restart(gov: Governance) -> None:
 
 def test_detection_thresholds_are_live(gov: Governance) -> None:
     warm(gov)
-    gov.on_control(ControlUpdate(function="checkout", kind=ControlKind.THRESHOLDS,
+    gov.thresholds.apply(ControlUpdate(function="checkout", kind=ControlKind.THRESHOLDS,
                                  values={"zscore_threshold": 1e9}))
     assert of(step(gov, 12, 1500), Verdict) == []  # nothing is that far out
-    gov.on_control(ControlUpdate(function="checkout", kind=ControlKind.THRESHOLDS, values={}))
+    gov.thresholds.apply(ControlUpdate(function="checkout", kind=ControlKind.THRESHOLDS, values={}))
     [verdict] = of(step(gov, 13, 1500), Verdict)  # back to the default: throttled
     assert verdict.action is Action.THROTTLE
