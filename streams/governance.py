@@ -35,6 +35,7 @@ from schemas import (
     Verdict,
 )
 from streams.decide import Decider
+from streams.errors import PolicyError
 from streams.features import Window
 from streams.lifecycle import Lifecycle, Order, Timing, VerdictIssuer
 from streams.pages import IncidentTracker, PageRules
@@ -123,8 +124,12 @@ class Governance:
                 cause = next((a for a in anomalies if a.event_id == proposal.anomaly_id), None)
                 memory.proposal = _Proposal(proposal, cause)
         self.spend.add(function, team, window.start_ns, window.cost_usd, window.attempts)
-        findings = self.policies.evaluate(self._input(function, window, profile, memory, limits,
-                                                      now_ns))
+        try:
+            findings = self.policies.evaluate(self._input(function, window, profile, memory,
+                                                          limits, now_ns))
+        except PolicyError as exc:  # one function's odd input must not stop the others
+            log.error("policies not evaluated for %s: %s", function, exc)
+            findings = []
         decisions = self._record(function, window, profile, memory, findings)
         order = self._order(findings, memory, limits)
         verdicts = self.lifecycle.step(function, order, _timing(limits), now_ns)
