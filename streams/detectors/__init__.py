@@ -4,7 +4,8 @@
 ``"value"`` with time in ``"t"`` (unix seconds), scoring rises and drops, with
 patience 10 in 10,000: what ``governor bench nab`` runs. ``DEFAULT`` is the best of
 them on NAB: ``onset``, the episode onsets of ``combined`` (fences with a long memory
-and a daily profile) beside ``window_knn`` (the shape novelty of the last ten values).
+and a daily profile) beside ``window_knn`` (the shape novelty of the last ten values),
+with daily routines (the same burst at the same time of day) not reported.
 """
 
 from __future__ import annotations
@@ -84,9 +85,13 @@ def _combined() -> Detector:
 def _onset() -> Detector:
     # The max of the fences + profile (one shared gate) and the shape novelty (its own
     # gate; patience=0: the max defers to its children's gates), reported once per
-    # episode. alarm and hold are the two hyper-parameters chosen on NAB's 35 series.
+    # episode, except where it repeats the same shape at the same time of day as on two
+    # earlier days (a routine: a nightly job's spike). alarm, hold and the routine's
+    # tolerance are the hyper-parameters chosen on NAB's 35 series; its length is
+    # window_knn's, its slack the seasonal profile's slot.
     both = Combiner([_combined(), _window_knn()], patience=0, memory=1)
-    return OnsetAlert(both, alarm=0.25, hold=200)
+    return OnsetAlert(both, alarm=0.25, hold=200, routine=2, tolerance=0.05, length=10,
+                      slack=3600)
 
 
 DETECTORS: dict[str, Callable[[], Detector]] = {

@@ -276,3 +276,19 @@ def test_onset_alert_ranks_an_episode_start_above_its_remainder() -> None:
     assert max(reported[1:21]) < 0.75 and d.child.n_learned > 100  # learned after patience
     with pytest.raises(ValueError, match="alarm"):
         OnsetAlert(EWMAZScore("value"), alarm=1.5)
+
+
+def test_onset_alert_does_not_report_a_daily_routine() -> None:
+    d = OnsetAlert(EWMAZScore("value", warmup=5, direction="both", patience=None), alarm=0.4,
+                   hold=5, routine=2, length=3)
+    spikes = {day * 288 + 36 for day in range(1, 5)} | {4 * 288 + 180}  # daily; once
+    onsets = []
+    for i in range(5 * 288):
+        x = {"value": 10.0 + (50.0 if i in spikes else 0.0) + 0.1 * (i % 3), "t": T0 + STEP * i}
+        if d.calibrated(d.score_one(x)) >= 0.75:
+            onsets.append(i)
+        d.learn_one(x)
+    # the daily spike is new on days 1 and 2, a routine from day 3; the other one is new
+    assert onsets == [288 + 36, 2 * 288 + 36, 4 * 288 + 180]
+    with pytest.raises(ValueError, match="routine"):
+        OnsetAlert(EWMAZScore("value"), routine=-1)
