@@ -99,7 +99,8 @@ class Governance:
         if verdict.issuer == self.lifecycle.issuer.issuer:
             return []
         self.lifecycle.issuer.follow(verdict)
-        self.lifecycle.observe(verdict)
+        if not self.lifecycle.observe(verdict, now_ns):
+            return []  # expired, or replayed from the compacted topic
         profile = self.profiles.get(verdict.function)
         limits = self.thresholds.effective(verdict.function, profile.team)
         return list(self.tracker.on_verdict(verdict, None, profile.team, now_ns, limits))

@@ -71,6 +71,7 @@ class _Track:
     renew_at_ns: int = 0
     manual_until_ns: int = 0
     manual: Action | None = None
+    manual_sequence: int = 0
 
 
 @dataclass
@@ -119,16 +120,21 @@ class Lifecycle:
     def restore(self, function: str, track: _Track) -> None:
         self._tracks[function] = track
 
-    def observe(self, verdict: Verdict) -> None:
-        """A verdict seen on the verdicts topic; operators' ones take over."""
-        if not verdict.issuer.startswith(OPERATOR):
-            return
+    def observe(self, verdict: Verdict, now_ns: int) -> bool:
+        """A verdict seen on the verdicts topic; an operator's, in force and newer than
+        what the function had, takes over (then ``True``)."""
+        if not verdict.issuer.startswith(OPERATOR) or verdict.expires_at_unix_nano <= now_ns:
+            return False
         track = self._tracks.setdefault(verdict.function, _Track())
+        if verdict.sequence <= track.manual_sequence:
+            return False  # replayed from the compacted topic, or out of order
+        track.manual_sequence = verdict.sequence
         track.manual, track.manual_until_ns = verdict.action, verdict.expires_at_unix_nano
         track.phase = {Action.THROTTLE: Phase.THROTTLED,
                        Action.ISOLATE: Phase.ISOLATED}.get(verdict.action, Phase.NORMAL)
         track.order = None
         track.since_ns = verdict.issued_at_unix_nano
+        return True
 
     def step(self, function: str, order: Order | None, timing: Timing,
              now_ns: int) -> list[Verdict]:
@@ -141,7 +147,11 @@ class Lifecycle:
         if track.manual is not None:
             if now_ns < track.manual_until_ns:
                 return []
-            track.manual, track.phase, track.order = None, Phase.NORMAL, None
+            was, track.manual = track.manual, None
+            if was is not Action.RELEASE:  # agents dropped it already; say so, close the page
+                return [self._release(function, track, timing, now_ns,
+                                      f"operator's {was.value} expired")]
+            track.phase, track.order = Phase.NORMAL, None
         if order is not None:
             track.last_order_ns = now_ns
             return self._enforce(function, track, order, timing, now_ns)
@@ -187,15 +197,15 @@ class Lifecycle:
                                  anomaly_id=order.anomaly_id, ttl_ns=ttl_ns,
                                  egress_allow=order.egress_allow)
 
-    def _release(self, function: str, track: _Track, timing: Timing, now_ns: int) -> Verdict:
+    def _release(self, function: str, track: _Track, timing: Timing, now_ns: int,
+                 why: str = "") -> Verdict:
         was, order = track.phase, track.order
         held_s = (now_ns - track.since_ns) / 1e9
         track.phase, track.order = Phase.NORMAL, None
         track.cooldown_until_ns = now_ns + int(timing.cooldown_seconds * 1e9)
-        quiet_s = timing.release_after_seconds
+        policy = order.policy if order and order.policy else "no policy"
+        why = why or f"normal for {timing.release_after_seconds:g}s ({policy} no longer triggers)"
         return self.issuer.issue(
-            function, Action.RELEASE,
-            f"released after {was.value} for {held_s:.0f}s: normal for {quiet_s:g}s "
-            f"({order.policy if order and order.policy else 'no policy'} no longer triggers)",
+            function, Action.RELEASE, f"released after {was.value} for {held_s:.0f}s: {why}",
             anomaly_id=order.anomaly_id if order else "",
             ttl_ns=int(timing.verdict_ttl_seconds * 1e9))

@@ -94,24 +94,34 @@ def operator(action: Action, seconds: float, rate: float | None = None) -> Verdi
 
 def test_manual_release_suppresses_automation_until_it_expires(life: Lifecycle) -> None:
     run(life, [THROTTLE])
-    life.observe(operator(Action.RELEASE, 60))
+    assert life.observe(operator(Action.RELEASE, 60), 5 * S)
     assert life.phase("f") is Phase.NORMAL
     assert run(life, [THROTTLE] * 6, start=10 * S) == []  # 10..60 s, manual until 65 s
     assert [v.action for _, v in run(life, [THROTTLE], start=70 * S)] == [Action.THROTTLE]
 
 
 def test_manual_isolate_is_not_released_automatically(life: Lifecycle) -> None:
-    life.observe(operator(Action.ISOLATE, 100))
+    assert life.observe(operator(Action.ISOLATE, 100), 5 * S)
     assert life.phase("f") is Phase.ISOLATED
     assert run(life, [None] * 9, start=10 * S) == []
     assert life.phase("f") is Phase.ISOLATED
-    run(life, [None], start=200 * S)  # expired: agents dropped it, the lifecycle follows
+    [(_, release)] = run(life, [None], start=200 * S)  # expired: agents dropped it already
+    assert release.action is Action.RELEASE and "operator's isolate expired" in release.reason
+    assert life.phase("f") is Phase.NORMAL
+
+
+def test_expired_or_replayed_operator_verdicts_change_nothing(life: Lifecycle) -> None:
+    run(life, [THROTTLE])
+    assert not life.observe(operator(Action.RELEASE, 60), 100 * S)  # expired at 65 s
+    assert life.phase("f") is Phase.THROTTLED
+    assert life.observe(operator(Action.RELEASE, 60), 5 * S)
+    assert not life.observe(operator(Action.ISOLATE, 60), 6 * S)  # same sequence: a replay
     assert life.phase("f") is Phase.NORMAL
 
 
 def test_own_verdicts_on_the_topic_change_nothing(life: Lifecycle) -> None:
     [(_, verdict)] = run(life, [THROTTLE])
-    life.observe(verdict)
+    assert not life.observe(verdict, 0)
     assert life.phase("f") is Phase.THROTTLED
 
 
