@@ -79,6 +79,7 @@ class Worker:
             prepared.verdict_key.encode(), int(settings.verdict_ttl_seconds * 1e9),
             settings.app_id), prepared.policies, prepared.control.thresholds,
             prepared.snapshots)
+        self.windows.retire = self.governance.retire
         self.control = prepared.control
         self.pager = dispatcher_from_settings(settings)
         self.pager.resume(self.governance.tracker.open_incidents(time.time_ns()))

@@ -155,6 +155,7 @@ class _Function:
     means_learned: int = 0
     min_ratio: float = 0.0  # live-tuned (0: the setting)
     fast_path_factor: float = 0.0  # live-tuned (0: the setting)
+    min_rps: float = -1.0  # live-tuned (negative: the setting)
     layout: int = LAYOUT
 
     def rebaseline(self) -> None:
@@ -215,13 +216,20 @@ class Decider:
                            for feature, (floor, _, _) in BEHAVIOUR.items()})
         return f
 
+    def forget(self, function: str) -> None:
+        """Drop the function's live state, kept sealed so it resumes without a warm-up."""
+        blob = self.snapshot(function)
+        if blob is not None:
+            del self._functions[function]
+            self._snapshots[function] = blob
+
     def tune(self, function: str, zscore_threshold: float, min_ratio: float,
-             fast_path_factor: float) -> None:
+             fast_path_factor: float, min_rps: float) -> None:
         """Apply live detection thresholds to ``function`` (see :mod:`streams.thresholds`)."""
         f = self._get(function)
         for detector in (f.cost, f.demand, f.per_call, *f.behaviour.values()):
             detector.threshold = zscore_threshold
-        f.min_ratio, f.fast_path_factor = min_ratio, fast_path_factor
+        f.min_ratio, f.fast_path_factor, f.min_rps = min_ratio, fast_path_factor, min_rps
 
     def _min_ratio(self, f: _Function) -> float:
         return f.min_ratio or self.settings.min_ratio
@@ -451,7 +459,7 @@ class Decider:
         f.hold_ns = (min(2 * f.hold_ns, 8 * self._hold()) if now - f.since_ns < 2 * f.hold_ns
                      else self._hold())
         f.since_ns, f.anomaly_id = now, anomaly.event_id
-        if allowed < self.settings.min_rps:
+        if allowed < (f.min_rps if f.min_rps >= 0 else self.settings.min_rps):
             f.state = State.ISOLATED
             verdict = self.issuer.issue(function, Action.ISOLATE, f"isolated: {explanation}",
                                         anomaly_id=anomaly.event_id)

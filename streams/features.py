@@ -9,6 +9,7 @@ function that was seen but is idle gets empty windows, so a drop to zero shows.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from schemas import CostEvent, Outcome
@@ -137,6 +138,9 @@ class WindowAggregator:
     window_ns: int
     grace_ns: int = 500_000_000
     idle_windows: int = 30
+    retire: Callable[[str], bool] | None = None
+    """Asked before an idle function's window is dropped: ``False`` keeps it (say, while a
+    verdict holds), ``True`` lets it go (the callee may drop its own state of it)."""
     _open: dict[str, Window] = field(default_factory=dict)
     _idle: dict[str, int] = field(default_factory=dict)
 
@@ -157,8 +161,9 @@ class WindowAggregator:
             closed.append((function, window))
             idle = self._idle.get(function, 0) + (window.attempts == 0)
             self._idle[function] = idle
-            if idle >= self.idle_windows:
+            if idle >= self.idle_windows and (self.retire is None or self.retire(function)):
                 del self._open[function]
+                del self._idle[function]
                 continue
             self._open[function] = Window(window.end_ns, window.end_ns + self.window_ns,
                                           version=window.version, team=window.team)

@@ -37,7 +37,7 @@ from schemas import (
 from streams.decide import Decider
 from streams.errors import PolicyError
 from streams.features import Window
-from streams.lifecycle import Lifecycle, Order, Timing, VerdictIssuer
+from streams.lifecycle import Lifecycle, Order, Phase, Timing, VerdictIssuer
 from streams.pages import IncidentTracker, PageRules
 from streams.policy import Finding, PolicyEngine
 from streams.profile import Profile, Profiles, Spend
@@ -115,7 +115,8 @@ class Governance:
         team = profile.team
         limits = self.thresholds.effective(function, team)
         self.decider.tune(function, float(limits["zscore_threshold"] or 0),
-                          float(limits["min_ratio"] or 0), float(limits["fast_path_factor"] or 0))
+                          float(limits["min_ratio"] or 0), float(limits["fast_path_factor"] or 0),
+                          float(limits["min_rps"] or 0))
         detected = self.decider.on_window(function, window)
         anomalies = [e for e in detected if isinstance(e, Anomaly)]
         for proposal in (e for e in detected if isinstance(e, Verdict)):
@@ -220,6 +221,18 @@ class Governance:
 
     # ------------------------------------------------------------------ state
 
+    def retire(self, function: str) -> bool:
+        """An idle function may be forgotten unless a verdict or an incident holds; its
+        detectors stay sealed in memory (a few KB) so it resumes warm, and its spend
+        ledger stays (budgets count the last 24 hours)."""
+        if self.lifecycle.phase(function) is not Phase.NORMAL or self.tracker.export(function):
+            return False
+        self.decider.forget(function)
+        self.lifecycle.forget(function)
+        self.profiles.forget(function)
+        self._memory.pop(function, None)
+        return True
+
     def snapshot(self, function: str) -> bytes | None:
         """The function's sealed decision state, for :mod:`streams.snapshots`."""
         detectors = self.decider.snapshot(function)
@@ -227,7 +240,9 @@ class Governance:
             return None
         return seal({"detectors": detectors, "lifecycle": self.lifecycle.export(function),
                      "memory": self._memory.get(function),
-                     "incident": self.tracker.export(function)}, self._key)
+                     "incident": self.tracker.export(function),
+                     "team": self.profiles.get(function).team,
+                     "spend": self.spend.export(function)}, self._key)
 
     def _restore(self, function: str, blob: bytes, key: bytes) -> bytes:
         try:
@@ -243,6 +258,9 @@ class Governance:
             self._memory[function] = state["memory"]
         if state.get("incident") is not None:
             self.tracker.restore(function, state["incident"])
+        if state.get("spend") is not None:
+            self.spend.restore(function, state.get("team", ""), state["spend"])
+            self.profiles.get(function).team = state.get("team", "")
         return bytes(state["detectors"])
 
 

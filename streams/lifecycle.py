@@ -120,6 +120,9 @@ class Lifecycle:
     def restore(self, function: str, track: _Track) -> None:
         self._tracks[function] = track
 
+    def forget(self, function: str) -> None:
+        self._tracks.pop(function, None)
+
     def observe(self, verdict: Verdict, now_ns: int) -> bool:
         """A verdict seen on the verdicts topic; an operator's, in force and newer than
         what the function had, takes over (then ``True``)."""

@@ -122,6 +122,9 @@ class Profiles:
                 name = key[len("governor.ai."):]
                 p.ai[name] = _number(value) if name == "fairness_disparity" else str(value)
 
+    def forget(self, function: str) -> None:
+        self._profiles.pop(function, None)
+
     def end_window(self, function: str) -> None:
         """Forget the destinations of the window just decided on."""
         p = self._profiles.get(function)
@@ -185,6 +188,21 @@ class Spend:
         self._functions.setdefault(function, _Ledger()).add(time_ns, usd, calls)
         if team:
             self._teams.setdefault(team, _Ledger()).add(time_ns, usd, calls)
+
+    def export(self, function: str) -> _Ledger | None:
+        """The function's ledger, for the worker's snapshots."""
+        return self._functions.get(function)
+
+    def restore(self, function: str, team: str, ledger: _Ledger) -> None:
+        """Put back a function's ledger; its spend counts towards ``team`` again."""
+        self._functions[function] = ledger
+        if team:
+            into = self._teams.setdefault(team, _Ledger())
+            into.first_ns = min(into.first_ns or ledger.first_ns, ledger.first_ns)
+            for mine, theirs in ((into.minutes, ledger.minutes), (into.hours, ledger.hours),
+                                 (into.calls, ledger.calls)):
+                for bucket, value in theirs.spend.items():
+                    mine.spend[bucket] = mine.spend.get(bucket, 0.0) + value
 
     def policy_input(self, function: str, team: str, now_ns: int) -> dict[str, float]:
         """The ``spend`` part of the policy input.

@@ -163,3 +163,42 @@ def test_detection_thresholds_are_live(gov: Governance) -> None:
     gov.thresholds.apply(ControlUpdate(function="checkout", kind=ControlKind.THRESHOLDS, values={}))
     [verdict] = of(step(gov, 13, 1500), Verdict)  # back to the default: throttled
     assert verdict.action is Action.THROTTLE
+
+
+def test_idle_functions_are_forgotten_only_when_nothing_holds(gov: Governance) -> None:
+    warm(gov)
+    assert gov.retire("checkout")  # normal, no incident: forgotten, detectors kept sealed
+    [verdict] = of(step(gov, 12, 1500), Verdict)  # back: no new warm-up before it is caught
+    assert verdict.action is Action.THROTTLE
+    assert not gov.retire("checkout")  # throttled: its window stays to release it
+
+
+def test_the_aggregator_keeps_an_idle_window_while_retire_says_no() -> None:
+    from streams.features import WindowAggregator
+
+    answers = {"busy": False, "done": True}
+    agg = WindowAggregator(WINDOW, idle_windows=2, retire=answers.__getitem__)
+    for name in answers:
+        agg.add(CostEvent(function=name, invocation_id="1", time_unix_nano=T0))
+    for i in range(1, 5):
+        agg.close_due(T0 + i * WINDOW + S)
+    assert [name for name, _ in agg.close_due(T0 + 5 * WINDOW + S)] == ["busy"]
+
+
+def test_spend_survives_a_restart_so_budgets_hold(gov: Governance) -> None:
+    gov.thresholds.apply(ControlUpdate(function="checkout", kind=ControlKind.THRESHOLDS,
+                                       values={"budget_usd_per_hour": 0.05}))
+    throttled = [v for i in range(8) for v in of(step(gov, i, 100), Verdict)]
+    assert throttled and throttled[0].action is Action.THROTTLE
+    blob = gov.snapshot("checkout")
+    assert blob is not None
+    thresholds = Thresholds(SETTINGS)
+    thresholds.apply(ControlUpdate(function="checkout", kind=ControlKind.THRESHOLDS,
+                                   values={"budget_usd_per_hour": 0.05}))
+    fresh = Governance(SETTINGS, VerdictIssuer(KEY, 300 * S, "governor-worker"),
+                       PolicyEngine(SETTINGS.policy_dir), thresholds, {"checkout": blob})
+    spend = fresh.spend.policy_input("checkout", "payments", T0 + 8 * WINDOW)
+    assert spend["function_hour_usd"] == pytest.approx(0.08)
+    assert spend["team_hour_usd"] == pytest.approx(0.08)
+    after = of(fresh.on_window("checkout", window(8, 100), T0 + 9 * WINDOW), Verdict)
+    assert all(v.action is not Action.RELEASE for v in after)  # still over budget
