@@ -62,6 +62,8 @@ from streams.worker import Prepared
 
 POLICY_CHECK_SECONDS = 2.0
 """How often a worker looks for a changed policy bundle."""
+YIELD_EVERY = 100
+"""Functions decided on between yields to the event loop when windows close."""
 
 log = logging.getLogger("governor.worker")
 
@@ -212,13 +214,21 @@ def create_app(settings: Settings, prepared: Prepared) -> faust.App:
     @app.timer(interval=min(1.0, settings.window_seconds / 4))
     async def close_windows() -> None:
         now = time.time_ns()
-        for function, window in worker.windows.close_due(now):
+        for n, (function, window) in enumerate(worker.windows.close_due(now), 1):
             worker.counters["windows_closed"] += 1
-            for event in governance.on_window(function, window, now):
+            try:
+                events = governance.on_window(function, window, now)
+                snapshot = governance.snapshot(function)
+            except Exception:  # one function's failure must not stop the others' decisions
+                log.exception("decision step failed for %s; its window is skipped", function)
+                worker.counters["decision_errors"] += 1
+                continue
+            for event in events:
                 await publish(event)
-            snapshot = governance.snapshot(function)
             if snapshot is not None:
                 await state.send(key=function.encode(), value=snapshot)
+            if n % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # let the ingest run between chunks of functions
         for event in governance.tracker.sweep(now):
             await publish(event)
 
@@ -229,11 +239,6 @@ def create_app(settings: Settings, prepared: Prepared) -> faust.App:
                         governance.policies.directory)
             worker.counters["policy_reloads"] += 1
 
-    async def close(sender: Any, **kwargs: Any) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, worker.pager.close, 5.0)
-        worker.control.stop()
-
-    app.on_before_shutdown.connect(close)  # type: ignore[arg-type]
 
     async def on_ready(sender: Any, **kwargs: Any) -> None:
         worker.app_ready = True

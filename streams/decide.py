@@ -1,20 +1,22 @@
-"""From closed windows to anomalies and verdicts, per function.
+"""From closed windows to anomalies and proposals, per function.
 
 Each function has a cost-rate detector, a demand (attempts) baseline, a slow-leak
-detector on its cost per call and a state:
-``normal`` → ``throttled``/``isolated`` → ``normal`` (released). The cost rate is
+detector on its cost per call and a detection state: ``normal`` → ``throttled`` /
+``isolated`` (a standing proposal) → ``normal``. The proposals are signed like verdicts,
+but the worker does not publish them: the cost-guard policy weighs them and the
+verdict lifecycle (:mod:`streams.lifecycle`) issues what the agents see. The cost rate is
 judged with cold starts priced as warm calls (at a few calls a window one cold start's
 init can cost more than the rest of the window; that is the platform, not a runaway),
 and the cost per call against a slow reference by a count-weighted CUSUM, which sees a
 leak of a few per cent a window that the rolling baseline absorbs. Windows are
 learned only while the function is normal and not flagged. A new function
 version (a deploy) re-baselines its detectors, so a legitimate step change is
-learned instead of paged for (during a verdict, at release). On a flag the verdict
+learned instead of paged for (during a verdict, at release). On a flag the proposal
 caps spend at the baseline: throttle to ``baseline cost rate / current cost per
 call`` calls per second (never above the baseline call rate); below
-``min_rps`` that means isolate. A verdict is released once it has held for
+``min_rps`` that means isolate. A proposal stands until it has held for
 ``hold_seconds`` and demand and cost per call are back within ``min_ratio`` of
-the baseline; a function flagged again soon after release holds twice as long.
+the baseline; a function flagged again soon after holds twice as long.
 """
 
 from __future__ import annotations

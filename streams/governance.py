@@ -39,7 +39,7 @@ from streams.errors import PolicyError
 from streams.features import Window
 from streams.lifecycle import Lifecycle, Order, Phase, Timing, VerdictIssuer
 from streams.pages import IncidentTracker, PageRules
-from streams.policy import Finding, PolicyEngine
+from streams.policy import Finding, PolicyEngine, strongest
 from streams.profile import Profile, Profiles, Spend
 from streams.settings import Settings
 from streams.snapshots import SnapshotError, seal, unseal
@@ -143,7 +143,6 @@ class Governance:
         for verdict in verdicts:
             incidents += self.tracker.on_verdict(verdict, cause if verdict.action is not
                                                  Action.RELEASE else None, team, now_ns, limits)
-        incidents += self.tracker.on_quiet(function, now_ns)
         self.profiles.end_window(function)
         return [*anomalies, *decisions, *verdicts, *incidents]
 
@@ -204,17 +203,15 @@ class Governance:
 
     @staticmethod
     def _order(findings: list[Finding], memory: _Memory, limits: dict[str, Any]) -> Order | None:
-        acting = [f for f in findings if f.decision in _ACTIONS]
-        if not acting:
+        top = strongest(f for f in findings if f.decision in _ACTIONS)
+        if top is None:
             return None
-        isolate = [f for f in acting if f.decision is Decision.ISOLATE]
-        strongest = isolate[0] if isolate else min(
-            acting, key=lambda f: f.rate_rps if f.rate_rps is not None else float("inf"))
-        reasons = "; ".join(f"{f.policy}: {f.reason}" for f in (isolate or [strongest]))
-        egress = split_list(limits.get("egress_allow")) if strongest.policy.startswith(
+        isolate = [f for f in findings if f.decision is Decision.ISOLATE]
+        reasons = "; ".join(f"{f.policy}: {f.reason}" for f in (isolate or [top]))
+        egress = split_list(limits.get("egress_allow")) if top.policy.startswith(
             "egress") else None
-        rate = round(strongest.rate_rps, 2) if strongest.rate_rps is not None else None
-        return Order(_ACTIONS[strongest.decision], reasons, policy=strongest.policy,
+        rate = round(top.rate_rps, 2) if top.rate_rps is not None else None
+        return Order(_ACTIONS[top.decision], reasons, policy=top.policy,
                      rate_rps=rate,
                      anomaly_id=memory.proposal.verdict.anomaly_id if memory.proposal else "",
                      egress_allow=egress)

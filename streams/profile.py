@@ -34,7 +34,7 @@ from schemas import Span
 AI_KEYS = ("model_card", "fairness_report", "explanation", "data_provenance")
 DATASET_KEYS = ("governor.datasets", "db.namespace", "db.name")
 MAX_NAMES = 64
-"""Datasets or hosts kept per function and window (the rest are counted, not named)."""
+"""Datasets or hosts kept per function and window (a bound on memory, not a quota)."""
 
 
 def _names(value: Any) -> list[str]:
@@ -62,6 +62,7 @@ class Profile:
     ai: dict[str, Any] = field(default_factory=dict)
     datasets: set[str] = field(default_factory=set)
     hosts: set[str] = field(default_factory=set)
+    read: bool = False  # metadata read from a span of the current window
 
     def policy_input(self, name: str) -> dict[str, Any]:
         """The ``function``, ``egress``, ``data`` and ``ai`` parts of the policy input."""
@@ -90,16 +91,20 @@ class Profiles:
         return profile
 
     def on_span(self, span: Span) -> None:
+        """Destinations from every span; metadata from the first span of each window
+        (it is per deployment, and reading it from every span would cost the hot path)."""
         p = self.get(span.function)
         r, a = span.resource, span.attributes
-        if (team := r.get("governor.team")) is not None:
-            p.team = str(team)
-        if (version := r.get("faas.version")) is not None:
-            p.version = str(version)
-        if isinstance(memory := r.get("faas.max_memory"), int) and memory > 0:
-            p.memory_mb = memory // (1024 * 1024)
-        for attrs in (r, a):
-            self._declared(p, attrs)
+        if not p.read:
+            p.read = True
+            if (team := r.get("governor.team")) is not None:
+                p.team = str(team)
+            if (version := r.get("faas.version")) is not None:
+                p.version = str(version)
+            if isinstance(memory := r.get("faas.max_memory"), int) and memory > 0:
+                p.memory_mb = memory // (1024 * 1024)
+            for attrs in (r, a):
+                self._declared(p, attrs)
         for key in DATASET_KEYS:
             if key in a and len(p.datasets) < MAX_NAMES:
                 p.datasets.update(_names(a[key]))
@@ -131,6 +136,7 @@ class Profiles:
         if p is not None:
             p.datasets.clear()
             p.hosts.clear()
+            p.read = False
 
 
 MINUTE_NS = 60 * 1_000_000_000

@@ -29,8 +29,8 @@ GOVERNOR_HOLD_SECONDS               minimum time a throttle/isolate stays before
 GOVERNOR_MIN_RPS                    a throttle below this rate isolates instead (0.2)
 GOVERNOR_RELEASE_AFTER_SECONDS      a verdict is released once the function has looked
                                     normal this long (30)
-GOVERNOR_COOLDOWN_SECONDS           after a release, a new verdict for the function
-                                    needs a stronger signal for this long (120)
+GOVERNOR_COOLDOWN_SECONDS           a function flagged again this soon after a release
+                                    holds twice as long as last time (120)
 GOVERNOR_POLICY_DIR                 Rego policy bundle, reloaded when it changes
                                     (policies/ of this checkout)
 GOVERNOR_ALERTMANAGER_URL           Alertmanager v2 alerts endpoint for pages (none)

@@ -1,11 +1,12 @@
 """Detector state that survives restarts: signed snapshots on a compacted topic.
 
 After each closed window the worker publishes the function's decision state (its
-detectors and verdict state) to ``<prefix>.state``, keyed by function; the topic is
-compacted, so it holds the latest snapshot per function. A starting worker reads it
-to the end before consuming and resumes every function without a new warm-up, on
-whichever worker its partition lands. Snapshots are pickles (River models pickle;
-see the detector contract test), so each carries an HMAC-SHA256 with the verdict
+detectors, verdict lifecycle, open incident and spend) to ``<prefix>.state``, keyed by
+function; the topic is compacted, so it holds the latest snapshot per function. A
+starting worker reads it to the end before consuming and resumes every function
+without a new warm-up. (It is read at start only: a worker that takes functions over
+in a later rebalance starts them from what it read then.) Snapshots are pickles
+(River models pickle; see the detector contract test), so each carries an HMAC-SHA256 with the verdict
 key and is refused when the MAC does not match: only a holder of the key can make
 a worker unpickle anything.
 """

@@ -88,4 +88,7 @@ def run_worker(settings: Settings, extra_info: dict[str, Any] | None = None) -> 
             worker.execute_from_commandline()
         except SystemExit as exit_:
             return int(exit_.code or 0)
+        finally:  # after the timers and the ingest have stopped: nothing more is paged
+            app.governor.pager.close(5.0)  # type: ignore[attr-defined]
+            app.governor.control.stop()  # type: ignore[attr-defined]
     return 0
