@@ -6,9 +6,9 @@ function; the topic is compacted, so it holds the latest snapshot per function. 
 starting worker reads it to the end before consuming and resumes every function
 without a new warm-up. (It is read at start only: a worker that takes functions over
 in a later rebalance starts them from what it read then.) Snapshots are pickles
-(River models pickle; see the detector contract test), so each carries an HMAC-SHA256 with the verdict
-key and is refused when the MAC does not match: only a holder of the key can make
-a worker unpickle anything.
+(River models pickle; see the detector contract test), so each carries an
+HMAC-SHA256 with the verdict key and is refused when the MAC does not match: only a
+holder of the key can make a worker unpickle anything.
 """
 
 from __future__ import annotations
