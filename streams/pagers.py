@@ -99,6 +99,9 @@ class Pager(ABC):
         """Periodic re-assertion of what is still open; ``None``: nothing to do."""
         return None
 
+    def forget(self, incident_id: str) -> None:  # noqa: B027 (optional hook)
+        """Its resolve was dropped: stop re-asserting the incident."""
+
 
 def post_json(url: str, payload: Any, timeout: float = 10.0) -> PageResult:
     """POST ``payload`` as JSON; classify the response for the retry policy."""
@@ -175,6 +178,7 @@ class AlertmanagerPager(Pager):
         self.alertname = alertname
         self.max_active = max_active
         self._active: dict[str, dict[str, Any]] = {}
+        self._active_lock = threading.Lock()  # the lane's thread vs. a dropped resolve
 
     def alert(self, incident: Incident) -> dict[str, Any]:
         """The Alertmanager alert for one incident event."""
@@ -197,16 +201,21 @@ class AlertmanagerPager(Pager):
 
     def send(self, incident: Incident) -> PageResult:
         alert = self.alert(incident)
-        if incident.status is IncidentStatus.RESOLVED:
-            self._active.pop(incident.incident_id, None)
-        elif incident.incident_id in self._active or len(self._active) < self.max_active:
-            self._active[incident.incident_id] = alert
+        with self._active_lock:
+            if incident.status is IncidentStatus.RESOLVED:
+                self._active.pop(incident.incident_id, None)
+            elif incident.incident_id in self._active or len(self._active) < self.max_active:
+                self._active[incident.incident_id] = alert
         return post_json(self.url, [alert], self.timeout)
 
     def refresh(self) -> PageResult | None:
-        if not self._active:
-            return None
-        return post_json(self.url, list(self._active.values()), self.timeout)
+        with self._active_lock:
+            alerts = list(self._active.values())
+        return post_json(self.url, alerts, self.timeout) if alerts else None
+
+    def forget(self, incident_id: str) -> None:
+        with self._active_lock:
+            self._active.pop(incident_id, None)
 
 
 _PD_SEVERITY = {Severity.CRITICAL: "critical", Severity.WARNING: "warning",
@@ -396,6 +405,8 @@ class PageDispatcher:
             self._count("dropped")
             log.error("page queue of %s full: incident %s (%s) %s dropped", lane.pager.name,
                       incident.incident_id, incident.function, incident.status.value)
+            if incident.status is IncidentStatus.RESOLVED:
+                lane.pager.forget(incident.incident_id)
             return False
         self._count("submitted")
         return True

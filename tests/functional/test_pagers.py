@@ -334,3 +334,26 @@ def test_end_to_end_tracker_to_pagerduty(receiver: Receiver) -> None:
     assert len({b["dedup_key"] for b in bodies}) == 1
     assert bodies[1]["payload"]["severity"] == Severity.CRITICAL.value
     assert IncidentStatus.RESOLVED.value == "resolved"
+
+
+def test_a_dropped_resolve_stops_the_alert_being_re_sent(receiver: Receiver) -> None:
+    opened, resolved = _incidents()
+    pager = AlertmanagerPager(receiver.url + "/api/v2/alerts")
+    assert pager.send(opened).ok
+    assert pager.refresh() is not None  # open: re-asserted
+    gate = threading.Event()
+    send = pager.send
+
+    def stuck(incident: Incident) -> Any:
+        gate.wait(5)
+        return send(incident)
+
+    pager.send = stuck  # type: ignore[method-assign]
+    d = PageDispatcher([pager], queue_size=1, refresh_seconds=0)
+    d.submit(opened)  # taken by the lane, which blocks
+    _wait(lambda: d.stats.submitted == 1)
+    d.submit(opened)  # fills the queue
+    assert not d.submit(resolved)  # dropped: the alert must not be re-asserted forever
+    assert pager.refresh() is None
+    gate.set()
+    d.close(timeout=5)
