@@ -84,7 +84,6 @@ class Worker:
         self.windows.retire = self.governance.retire
         self.control = prepared.control
         self.pager = dispatcher_from_settings(settings)
-        self.pager.resume(self.governance.tracker.open_incidents(time.time_ns()))
         self.counters: Counter[str] = Counter()
         self.app_ready = False  # Faust's group has its partitions
         self.ingest: BatchIngest | None = None
@@ -231,6 +230,9 @@ def create_app(settings: Settings, prepared: Prepared) -> faust.App:
                 await asyncio.sleep(0)  # let the ingest run between chunks of functions
         for event in governance.tracker.sweep(now):
             await publish(event)
+        if governance.resumed:  # restored open incidents: re-assert them to the pagers
+            worker.pager.resume(governance.tracker.open_incidents(now, governance.resumed))
+            governance.resumed.clear()
 
     @app.timer(interval=POLICY_CHECK_SECONDS)
     async def reload_policies() -> None:

@@ -218,6 +218,10 @@ class Decider:
                            for feature, (floor, _, _) in BEHAVIOUR.items()})
         return f
 
+    def adopt(self, function: str, blob: bytes) -> None:
+        """Sealed state of ``function`` to restore on its next use."""
+        self._snapshots[function] = blob
+
     def forget(self, function: str) -> None:
         """Drop the function's live state, kept sealed so it resumes without a warm-up."""
         blob = self.snapshot(function)

@@ -79,11 +79,13 @@ class Governance:
         self.spend = Spend()
         self.tracker = IncidentTracker(PageRules.from_settings(settings))
         self._memory: dict[str, _Memory] = {}
-        detector_state: dict[str, bytes] = {}
-        for function, blob in (snapshots or {}).items():
-            detector_state[function] = self._restore(function, blob, issuer.key)
-        self.decider = Decider(settings, issuer, {k: v for k, v in detector_state.items() if v})
+        self.decider = Decider(settings, issuer)
         self._key = issuer.key
+        # restored on a function's first use, so a worker only takes on the functions
+        # whose events it gets (and pages only for those)
+        self._pending = dict(snapshots or {})
+        self.resumed: list[str] = []
+        """Functions restored with an open incident since last read (to re-assert it)."""
 
     # ------------------------------------------------------------------ inputs
 
@@ -91,6 +93,8 @@ class Governance:
         self.profiles.on_span(span)
 
     def on_event(self, event: CostEvent, window_ns: int) -> list[Event]:
+        if event.function in self._pending:
+            self._resume(event.function)
         return self.decider.on_event(event, window_ns)
 
     def on_verdict(self, verdict: Verdict, now_ns: int) -> list[Event]:
@@ -98,6 +102,8 @@ class Governance:
         and is reflected on the function's incident."""
         if verdict.issuer == self.lifecycle.issuer.issuer:
             return []
+        if verdict.function in self._pending:
+            self._resume(verdict.function)
         self.lifecycle.issuer.follow(verdict)
         if not self.lifecycle.observe(verdict, now_ns):
             return []  # expired, or replayed from the compacted topic
@@ -109,6 +115,8 @@ class Governance:
 
     def on_window(self, function: str, window: Window, now_ns: int) -> list[Event]:
         """Decide on one closed window; the events to publish, in order."""
+        if function in self._pending:
+            self._resume(function)
         memory = self._memory.setdefault(function, _Memory())
         profile = self.profiles.get(function)
         profile.team = profile.team or window.team
@@ -241,24 +249,27 @@ class Governance:
                      "team": self.profiles.get(function).team,
                      "spend": self.spend.export(function)}, self._key)
 
-    def _restore(self, function: str, blob: bytes, key: bytes) -> bytes:
+    def _resume(self, function: str) -> None:
+        blob = self._pending.pop(function)
         try:
-            state = unseal(blob, key)
+            state = unseal(blob, self._key)
         except (SnapshotError, pickle.UnpicklingError, AttributeError, ImportError) as exc:
             log.warning("state of %s not restored (%s); it warms up again", function, exc)
-            return b""
-        if not isinstance(state, dict):
-            return blob  # a snapshot of the detectors alone (before decisions had state)
+            return
+        if not isinstance(state, dict):  # the detectors alone (before decisions had state)
+            self.decider.adopt(function, blob)
+            return
+        self.decider.adopt(function, bytes(state["detectors"]))
         if state.get("lifecycle") is not None:
             self.lifecycle.restore(function, state["lifecycle"])
         if state.get("memory") is not None:
             self._memory[function] = state["memory"]
         if state.get("incident") is not None:
             self.tracker.restore(function, state["incident"])
+            self.resumed.append(function)
         if state.get("spend") is not None:
             self.spend.restore(function, state.get("team", ""), state["spend"])
             self.profiles.get(function).team = state.get("team", "")
-        return bytes(state["detectors"])
 
 
 def _timing(limits: dict[str, Any]) -> Timing:

@@ -434,10 +434,16 @@ class IncidentTracker:
             out += self.on_quiet(function, now_ns)
         return out
 
-    def open_incidents(self, now_ns: int) -> list[Incident]:
-        """The current state of every open incident (e.g. to re-assert after a restart)."""
+    def open_incidents(self, now_ns: int, functions: Iterable[str] | None = None
+                       ) -> list[Incident]:
+        """The current state of every open incident, or of ``functions``' (e.g. to
+        re-assert after a restart)."""
+        episodes = (self._open.values() if functions is None
+                    else [self._open[f] for f in functions if f in self._open])
         out = [self._render(ep, IncidentStatus.UPDATED if ep.updates else IncidentStatus.OPEN,
-                            now_ns) for ep in self._open.values()]
+                            now_ns) for ep in episodes]
+        if functions is not None:
+            return out
         out += [self._render_summary(s, IncidentStatus.UPDATED if s.updates
                                      else IncidentStatus.OPEN, now_ns)
                 for s in self._summaries.values()]

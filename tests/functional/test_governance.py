@@ -147,9 +147,12 @@ def test_decision_state_survives_a_restart(gov: Governance) -> None:
     issuer = VerdictIssuer(KEY, 300 * S, "governor-worker")
     fresh = Governance(SETTINGS, issuer, PolicyEngine(SETTINGS.policy_dir), Thresholds(SETTINGS),
                        {"checkout": blob})
-    assert fresh.lifecycle.phase("checkout") is Phase.THROTTLED
+    assert fresh.lifecycle.phase("checkout") is Phase.NORMAL  # restored on first use only
+    first = fresh.on_window("checkout", window(13, 50), T0 + 14 * WINDOW)
+    assert fresh.lifecycle.phase("checkout") is Phase.THROTTLED and of(first, Verdict) == []
+    assert fresh.resumed == ["checkout"]  # its open incident is re-asserted to the pagers
     released = []
-    for i in range(13, 22):
+    for i in range(14, 22):
         released += of(fresh.on_window("checkout", window(i, 50), T0 + (i + 1) * WINDOW),
                        Verdict)
     assert [v.action for v in released] == [Action.RELEASE]
@@ -197,8 +200,8 @@ def test_spend_survives_a_restart_so_budgets_hold(gov: Governance) -> None:
                                    values={"budget_usd_per_hour": 0.05}))
     fresh = Governance(SETTINGS, VerdictIssuer(KEY, 300 * S, "governor-worker"),
                        PolicyEngine(SETTINGS.policy_dir), thresholds, {"checkout": blob})
-    spend = fresh.spend.policy_input("checkout", "payments", T0 + 8 * WINDOW)
-    assert spend["function_hour_usd"] == pytest.approx(0.08)
-    assert spend["team_hour_usd"] == pytest.approx(0.08)
     after = of(fresh.on_window("checkout", window(8, 100), T0 + 9 * WINDOW), Verdict)
     assert all(v.action is not Action.RELEASE for v in after)  # still over budget
+    spend = fresh.spend.policy_input("checkout", "payments", T0 + 9 * WINDOW)
+    assert spend["function_hour_usd"] == pytest.approx(0.09)  # 8 windows before, 1 after
+    assert spend["team_hour_usd"] == pytest.approx(0.09)
