@@ -28,7 +28,7 @@ def test_demo_enforces_every_incident_and_leaves_history(tmp_path: Path) -> None
     incidents, verdicts, resolved, worst = (int(match[1]), int(match[2]), int(match[3]),
                                             float(match[4]))
     assert incidents == 3 and verdicts >= 5  # two anomalies: verdict + release; the budget
-    assert resolved >= 2 and 0 < worst < 30
+    assert resolved >= 2 and worst > 0  # enforced after the incidents began
     assert "THROTTLE" in run.stdout or "ISOLATE" in run.stdout
     assert "RELEASE" in run.stdout
     assert "throttled by budget.function_hour" in run.stdout  # the policy-driven verdict
