@@ -65,7 +65,7 @@ class _Bound:
         self.runtime = runtime
         self.function = str(options["function"] or settings.function
                             or getattr(context, "function_name", None)
-                            or os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or handler.__name__)
+                            or settings.platform_function or handler.__name__)
         self.version = str(options["version"] or settings.version
                            or getattr(context, "function_version", None) or "$LATEST")
         self.team = str(options["team"] or settings.team)
@@ -170,12 +170,11 @@ def _resource(b: _Bound, options: dict[str, Any], tenant_setting: str,
                            "azure": "azure_functions"}.get(provider, provider),
         "governor.team": b.team, "governor.tenant": str(options["tenant"] or tenant_setting),
     }
-    env = os.environ
-    region = env.get("AWS_REGION") or env.get("FUNCTION_REGION") or env.get("REGION_NAME")
-    if region:
-        resource["cloud.region"] = region
-    if env.get("AWS_LAMBDA_LOG_STREAM_NAME"):
-        resource["faas.instance"] = env["AWS_LAMBDA_LOG_STREAM_NAME"]
+    settings = b.runtime.settings
+    if settings.region:
+        resource["cloud.region"] = settings.region
+    if settings.instance:
+        resource["faas.instance"] = settings.instance
     arn = getattr(context, "invoked_function_arn", None)
     if isinstance(arn, str):
         resource["cloud.resource_id"] = arn

@@ -28,6 +28,11 @@ GOVERNOR_EXPORT_INTERVAL_MS    background export period (200)
 GOVERNOR_FLUSH_ON_RETURN       flush telemetry before returning (on inside AWS Lambda)
 GOVERNOR_FLUSH_TIMEOUT_MS      time budget of that flush (50)
 =============================  ==========================================================
+
+The platform's own variables are read here too, once: ``AWS_LAMBDA_FUNCTION_NAME``,
+``AWS_LAMBDA_FUNCTION_VERSION``, ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``,
+``AWS_LAMBDA_LOG_STREAM_NAME`` and the region (``AWS_REGION``, ``FUNCTION_REGION``,
+``REGION_NAME``).
 """
 
 from __future__ import annotations
@@ -65,6 +70,9 @@ class AgentSettings:
     export_interval_ms: int = 200
     flush_on_return: bool = False
     flush_timeout_ms: int = 50
+    platform_function: str = ""  # the platform's name for the function, if it says
+    region: str = ""
+    instance: str = ""  # the platform's name for this instance (its log stream)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AgentSettings:
@@ -93,6 +101,10 @@ class AgentSettings:
             export_interval_ms=_int(env, "GOVERNOR_EXPORT_INTERVAL_MS", 200, minimum=1),
             flush_on_return=_flag(env, "GOVERNOR_FLUSH_ON_RETURN", in_lambda),
             flush_timeout_ms=_int(env, "GOVERNOR_FLUSH_TIMEOUT_MS", 50),
+            platform_function=env.get("AWS_LAMBDA_FUNCTION_NAME", ""),
+            region=(env.get("AWS_REGION") or env.get("FUNCTION_REGION")
+                    or env.get("REGION_NAME") or ""),
+            instance=env.get("AWS_LAMBDA_LOG_STREAM_NAME", ""),
         )
 
     def topic(self, kind: str) -> str:

@@ -13,13 +13,25 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from agents import _egress
 from agents._egress import EgressPolicy
 from agents._errors import FunctionIsolated, FunctionThrottled
 from agents._stats import Stats
-from schemas import Action, SchemaError, SignatureError, Verdict, decode, verify_verdict
+from agents.compacted import Follower
+from schemas import (
+    Action,
+    SchemaError,
+    SignatureError,
+    Verdict,
+    decode,
+    partition_for,
+    verify_verdict,
+)
+
+if TYPE_CHECKING:
+    from confluent_kafka import Message
 
 log = logging.getLogger("governor.agent")
 
@@ -148,105 +160,43 @@ class VerdictFollower:
 
     No consumer group: the follower assigns exactly the partitions that carry its
     functions' keys, reads them from the beginning (the compacted topic holds the
-    latest verdict per function) and keeps following. Broker outages only delay it.
+    latest verdict per function) and keeps following (:class:`agents.compacted.Follower`).
+    Broker outages only delay it.
     """
 
     def __init__(self, bootstrap: str, topic: str, cache: VerdictCache, stats: Stats,
                  stale_after_s: float = 60.0) -> None:
-        self._bootstrap = bootstrap
-        self._topic = topic
         self._cache = cache
         self._stats = stats
         self._stale_after_s = stale_after_s
-        self._synced = False
-        self._last_contact = 0.0
         self._functions: set[bytes] = set()
-        self._changed = threading.Event()
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="governor-verdicts", daemon=True)
-        self._thread.start()
+        self._follower = Follower(
+            bootstrap, topic, self._on_record, name="governor-verdicts", select=self._select,
+            on_problem=self._on_problem, logger=logging.getLogger("governor.agent.kafka"))
+        self._follower.start()
 
     def in_sync(self) -> bool:
         """Read every verdict published so far, and heard from the broker lately."""
-        return self._synced and time.monotonic() - self._last_contact < self._stale_after_s
+        return (self._follower.synced
+                and time.monotonic() - self._follower.last_contact < self._stale_after_s)
 
     def watch(self, function: str) -> None:
         key = function.encode()
         if key not in self._functions:
             self._functions = self._functions | {key}
-            self._changed.set()
+            self._follower.refresh()
 
     def stop(self, timeout_s: float = 2.0) -> None:
-        self._stopped.set()
-        self._thread.join(timeout_s)
+        self._follower.stop(timeout_s)
 
-    def _run(self) -> None:
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+    def _select(self, partitions: int) -> set[int]:
+        return {partition_for(key.decode(), partitions) for key in self._functions}
 
-        from schemas import partition_for
+    def _on_record(self, msg: Message) -> None:
+        value = msg.value()
+        if msg.key() in self._functions and value is not None:
+            self._cache.offer_bytes(value)
 
-        consumer = Consumer({
-            "bootstrap.servers": self._bootstrap,
-            "group.id": "governor-agent-unused",  # required by librdkafka; never joined
-            "enable.auto.commit": False,
-            "enable.partition.eof": False,
-            "fetch.wait.max.ms": 100,
-            "logger": logging.getLogger("governor.agent.kafka"),
-        })
-        assigned: set[int] = set()
-        partitions = 0
-        next_sync_check = 0.0
-        try:
-            while not self._stopped.is_set():
-                if self._changed.is_set() or not partitions:
-                    try:
-                        meta = consumer.list_topics(self._topic, timeout=2.0).topics[self._topic]
-                        partitions = len(meta.partitions)
-                    except (KafkaException, KeyError):
-                        partitions = 0
-                    if not partitions:
-                        self._stopped.wait(0.5)
-                        continue
-                    self._changed.clear()
-                    wanted = {partition_for(k.decode(), partitions) for k in self._functions}
-                    if new := wanted - assigned:
-                        consumer.incremental_assign(
-                            [TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in new])
-                        assigned |= new
-                        self._synced = False
-                if time.monotonic() >= next_sync_check:
-                    next_sync_check = time.monotonic() + 1.0
-                    self._check_sync(consumer, assigned)
-                msg = consumer.poll(0.2)
-                if msg is None:
-                    continue
-                if msg.error():
-                    self._stats.add("verdict_consumer_errors")
-                    continue
-                self._last_contact = time.monotonic()
-                value = msg.value()
-                if msg.key() in self._functions and value is not None:
-                    self._cache.offer_bytes(value)
-        except Exception:  # never let the follower take the process down
-            log.exception("verdict follower stopped")
-            self._stats.add("verdict_follower_crashed")
-        finally:
-            consumer.close()
-
-    def _check_sync(self, consumer: Any, assigned: set[int]) -> None:
-        """Mark the follower in sync once its position reached every high watermark."""
-        from confluent_kafka import KafkaException, TopicPartition
-
-        try:
-            behind = False
-            for partition in assigned:
-                tp = TopicPartition(self._topic, partition)
-                _, high = consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
-                [position] = consumer.position([tp])
-                if high > 0 and (position.offset < 0 or position.offset < high):
-                    behind = True
-            self._last_contact = time.monotonic()
-            if not behind and assigned:
-                self._synced = True
-        except KafkaException:
-            self._stats.add("verdict_consumer_errors")
+    def _on_problem(self, what: str) -> None:
+        self._stats.add("verdict_follower_crashed" if what == "stopped"
+                        else "verdict_consumer_errors")

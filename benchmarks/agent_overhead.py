@@ -41,7 +41,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 import agents
-from streams.stack import ensure_topics, free_port, start_broker
+from streams.kafka import ensure_topics
+from streams.ops.broker import free_port, start_broker
 
 BATCH, WARMUP = 1_500, 3_000
 TARGET_US, TARGET_IMPORT_MS, TARGET_MB = 15.0, 150.0, 50.0

@@ -94,6 +94,17 @@ class Action(StrEnum):
     RELEASE = "release"
 
 
+class Driver(StrEnum):
+    """What drives an anomaly: the figure to look at first."""
+
+    NONE = ""
+    INVOCATIONS = "invocations"
+    COST_PER_INVOCATION = "cost per invocation"
+    ERROR_RATE = "error rate"
+    DURATION = "duration ms p95"
+    EGRESS = "egress bytes per call"
+
+
 class ControlKind(StrEnum):
     THRESHOLDS = "thresholds"
     POLICY_BUNDLE = "policy_bundle"
@@ -225,6 +236,9 @@ class Anomaly(Event):
         default=0.0, metadata=_meta("Estimated extra spend per hour if it goes on.")
     )
     version: str = field(default="", metadata=_meta("Function version seen.", max_len=128))
+    driver: Driver = field(
+        default=Driver.NONE, metadata=_meta("The figure that drives it; empty when unknown.")
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -322,6 +336,12 @@ class Incident(Event):
     resolved_at_unix_nano: int = field(default=0, metadata=_meta("Resolution, Unix ns; 0 while "
                                                                  "open.", ge=0))
     updates: int = field(default=0, metadata=_meta("Updates so far in the episode.", ge=0))
+    kind: str = field(default="", metadata=_meta(
+        "What it is about (cost-anomaly, budget, egress, ...): its runbook section.",
+        max_len=64))
+    folded_into: str = field(default="", metadata=_meta(
+        "The team's summary incident this page was folded into (rate limit); '' if paged.",
+        max_len=64))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -21,13 +21,15 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Embedded broker (unless GOVERNOR_KAFKA_BOOTSTRAP is set) + the worker."""
-    from streams.stack import start_broker
-    from streams.worker import run_worker
+    from streams.keys import load_verdict_key
+    from streams.ops.broker import start_broker
+    from streams.pipeline.worker import run_worker
 
     settings = _settings(args)
     broker = None
     if settings.embedded_broker:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        load_verdict_key(settings, create=True)  # agents point at it: see the README
         broker = start_broker(settings.data_dir / "broker.log")
         settings = settings.replace(kafka_bootstrap=broker.bootstrap)
         print(f"broker    kafka://{broker.bootstrap} (embedded Tansu)", flush=True)
@@ -43,7 +45,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Just the worker, against GOVERNOR_KAFKA_BOOTSTRAP."""
-    from streams.worker import run_worker
+    from streams.pipeline.worker import run_worker
 
     settings = _settings(args)
     if settings.embedded_broker:
@@ -53,7 +55,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from streams.query import run_query
+    from streams.ops.query import run_query
 
     result = run_query(_settings(args), args.sql)
     if args.format == "json":
@@ -77,14 +79,14 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from streams.demo import DemoOptions, run_demo
+    from streams.sim.demo import DemoOptions, run_demo
 
     return run_demo(_settings(args), DemoOptions(warmup_s=args.warmup, incident_s=args.incident))
 
 
 def cmd_bench_nab(args: argparse.Namespace) -> int:
     """Run a detector over a NAB folder, score it, print the report."""
-    from streams.nab import bench, format_report
+    from streams.bench.nab import bench, format_report
 
     report = bench(args.data, args.out, args.detector, workers=args.workers)
     print("\n".join(format_report(report)), flush=True)
@@ -93,7 +95,7 @@ def cmd_bench_nab(args: argparse.Namespace) -> int:
 
 def cmd_bench_throughput(args: argparse.Namespace) -> int:
     """Cost events through a real worker process; print events/s, detector cost, RSS."""
-    from streams.throughput import format_report, run_throughput
+    from streams.bench.throughput import format_report, run_throughput
 
     settings = _settings(args)
     result = run_throughput(args.events, args.functions,
@@ -105,7 +107,7 @@ def cmd_bench_throughput(args: argparse.Namespace) -> int:
 
 def cmd_bench_incidents(args: argparse.Namespace) -> int:
     """Labelled synthetic incidents through the real Decider; print the per-kind table."""
-    from streams.incident_report import bench, format_report
+    from streams.bench.incidents import bench, format_report
 
     report = bench(args.functions, args.days, args.seed, _settings(args), workers=args.workers)
     print("\n".join(format_report(report)), flush=True)
@@ -114,7 +116,7 @@ def cmd_bench_incidents(args: argparse.Namespace) -> int:
 
 def cmd_bench_loop(args: argparse.Namespace) -> int:
     """Incidents on the local stack: seconds to enforcement at the agent and to the page."""
-    from streams.loop import bench
+    from streams.bench.loop import bench
 
     report = bench(_settings(args), functions=args.functions)
     print("\n".join(report.lines()), flush=True)
@@ -138,7 +140,7 @@ def _when(time_unix_nano: int) -> str:
 
 
 def _audit(key: str, text: str) -> str:
-    from streams.control import audit_value
+    from streams.control.commands import audit_value
 
     try:
         return _shown(audit_value(key, text))
@@ -157,8 +159,8 @@ def _print_change(rows: list[Any]) -> None:
 
 def cmd_thresholds_show(args: argparse.Namespace) -> int:
     """Scopes and their values; with a function, what is in force for it and from where."""
-    from streams.control import read_control
-    from streams.thresholds import ALL, TEAM_PREFIX, validate_scope
+    from streams.control.commands import read_control
+    from streams.decisions.thresholds import ALL, TEAM_PREFIX, validate_scope
 
     thresholds = read_control(_settings(args))
     scope = validate_scope(args.scope) if args.scope is not None else None
@@ -187,7 +189,7 @@ def cmd_thresholds_show(args: argparse.Namespace) -> int:
 
 def cmd_thresholds_keys(args: argparse.Namespace) -> int:
     """Every threshold key: group, what it accepts, default, meaning."""
-    from streams.thresholds import REGISTRY
+    from streams.decisions.thresholds import REGISTRY
 
     settings = _settings(args)
     _table(["key", "group", "accepts", "default", "meaning"],
@@ -199,8 +201,8 @@ def cmd_thresholds_keys(args: argparse.Namespace) -> int:
 
 def cmd_thresholds_set(args: argparse.Namespace) -> int:
     """Set or unset keys on one scope; print old → new."""
-    from streams.control import set_thresholds
-    from streams.thresholds import parse_assignments, validate_scope
+    from streams.control.commands import set_thresholds
+    from streams.decisions.thresholds import parse_assignments, validate_scope
 
     scope = validate_scope(args.scope)
     values = parse_assignments(args.assignments)  # bad input fails before the broker
@@ -214,7 +216,7 @@ def cmd_thresholds_set(args: argparse.Namespace) -> int:
 
 def cmd_thresholds_undo(args: argparse.Namespace) -> int:
     """Revert the latest change in effect, or the one given."""
-    from streams.control import undo
+    from streams.control.commands import undo
 
     _print_change(undo(_settings(args), args.actor, args.change_id, args.reason))
     return 0
@@ -222,7 +224,7 @@ def cmd_thresholds_undo(args: argparse.Namespace) -> int:
 
 def cmd_thresholds_history(args: argparse.Namespace) -> int:
     """The audit trail of threshold changes, oldest first."""
-    from streams.control import history, undone_changes
+    from streams.control.commands import history, undone_changes
 
     settings = _settings(args)
     rows = history(settings, None, limit=0)
@@ -240,7 +242,7 @@ def cmd_thresholds_history(args: argparse.Namespace) -> int:
 
 
 def _duration(text: str) -> float:
-    from streams.control import ControlError, parse_duration
+    from streams.control.commands import ControlError, parse_duration
 
     try:
         return parse_duration(text)
@@ -258,7 +260,7 @@ def _human(seconds: float) -> str:
 def cmd_verdict(args: argparse.Namespace) -> int:
     """A manual verdict for one function, signed with the workers' key."""
     from schemas import Action
-    from streams.control import ControlError, publish_verdict
+    from streams.control.commands import ControlError, publish_verdict
 
     action = Action(args.action)
     if action is Action.THROTTLE and args.rps is None:

@@ -3,6 +3,7 @@
     GovernorError (agents)
     └── StreamsError
         ├── SettingsError        a GOVERNOR_* variable has a bad value
+        │   └── VerdictKeyError  no verdict key is set (and none may be made here)
         ├── StackError           the embedded broker or engine could not start
         ├── MigrationError       a ClickHouse migration failed or was edited after applying
         ├── QueryError           a query was refused or failed
@@ -24,6 +25,10 @@ class StreamsError(GovernorError):
 
 class SettingsError(StreamsError, ValueError):
     """A setting has a value the worker cannot use; the message names it."""
+
+
+class VerdictKeyError(SettingsError):
+    """No verdict key: the message says how to set one."""
 
 
 class StackError(StreamsError):

@@ -49,12 +49,14 @@ GOVERNOR_SINK_BATCH                 max events per ClickHouse insert (2000)
 GOVERNOR_SINK_WITHIN_SECONDS        max wait to fill a batch (0.5)
 GOVERNOR_REBALANCE_TIMEOUT_SECONDS  consumer-group rebalance timeout (3)
 GOVERNOR_LOG_LEVEL                  worker log level: debug, info, warn, error (warn)
+GOVERNOR_ACTOR                      who operator commands are recorded as (the OS user)
 ==================================  =====================================================
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -100,6 +102,7 @@ class Settings:
     sink_within_seconds: float = 0.5
     rebalance_timeout_seconds: float = 3.0
     log_level: str = "warn"
+    actor: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -164,7 +167,10 @@ def _parse(name: str, raw: str, kind: Any) -> Any:
         if kind == "int":
             return int(raw)
         if kind == "float":
-            return float(raw)
+            number = float(raw)
+            if math.isfinite(number):
+                return number
+            raise ValueError(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a{'n integer' if kind == 'int' else ' number'}"
                             ) from None

@@ -21,7 +21,7 @@ def clickhouse(chdb_dir: Path) -> Iterator[Any]:
     """A real ClickHouse engine client on a fresh database of its own."""
     import clickhouse_connect
 
-    from streams.clickhouse import connect
+    from streams.storage.clickhouse import connect
 
     name = f"t_{uuid.uuid4().hex[:10]}"
     connect(f"chdb://{chdb_dir}").command(f"CREATE DATABASE {name}")

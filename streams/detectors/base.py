@@ -73,7 +73,7 @@ class Detector(ABC):
 
     @threshold.setter
     def threshold(self, value: float) -> None:
-        """Retune live (e.g. from :mod:`streams.thresholds`); what was learned stays."""
+        """Retune live (e.g. from :mod:`streams.decisions.thresholds`); what was learned stays."""
         if not value > 0:
             raise ValueError(f"a detector threshold must be > 0, not {value}")
         self._threshold = value

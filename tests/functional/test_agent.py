@@ -198,7 +198,7 @@ def test_disabled_agent_calls_the_handler_untouched() -> None:
 
 
 def test_broker_down_the_handler_still_returns_its_result() -> None:
-    from streams.stack import free_port
+    from streams.ops.broker import free_port
 
     agents.configure(agents.AgentSettings(
         kafka_bootstrap=f"127.0.0.1:{free_port()}", verdict_key=KEY, queue_size=100))

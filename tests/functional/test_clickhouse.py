@@ -23,8 +23,8 @@ from schemas import (
     now_ns,
     sign_verdict,
 )
-from streams.clickhouse import ClickHouseSink, load_migrations, migrate, read_only_query
 from streams.errors import MigrationError, QueryError
+from streams.storage.clickhouse import ClickHouseSink, load_migrations, migrate, read_only_query
 
 
 def _events() -> list[Any]:

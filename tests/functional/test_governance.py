@@ -20,12 +20,12 @@ from schemas import (
     Verdict,
     sign_verdict,
 )
-from streams.features import Window
-from streams.governance import Governance
-from streams.lifecycle import Phase, VerdictIssuer
-from streams.policy import PolicyEngine
+from streams.decisions.lifecycle import Phase, VerdictIssuer
+from streams.decisions.policy import PolicyEngine
+from streams.decisions.step import DecisionStep
+from streams.decisions.thresholds import Thresholds
+from streams.decisions.windows import Window
 from streams.settings import Settings
-from streams.thresholds import Thresholds
 
 KEY = b"g" * 32
 S = 1_000_000_000
@@ -46,12 +46,12 @@ def window(index: int, calls: int, cost: float = 0.0001, team: str = "payments")
 
 
 @pytest.fixture
-def gov() -> Governance:
+def gov() -> DecisionStep:
     issuer = VerdictIssuer(KEY, 300 * S, "governor-worker")
-    return Governance(SETTINGS, issuer, PolicyEngine(SETTINGS.policy_dir), Thresholds(SETTINGS))
+    return DecisionStep(SETTINGS, issuer, PolicyEngine(SETTINGS.policy_dir), Thresholds(SETTINGS))
 
 
-def step(gov: Governance, index: int, calls: int, **kw: float) -> list[Event]:
+def step(gov: DecisionStep, index: int, calls: int, **kw: float) -> list[Event]:
     return gov.on_window("checkout", window(index, calls, **kw), T0 + (index + 1) * WINDOW)
 
 
@@ -59,12 +59,12 @@ def of(events: list[Event], cls: type) -> list:  # type: ignore[type-arg]
     return [e for e in events if isinstance(e, cls)]
 
 
-def warm(gov: Governance, windows: int = 12) -> None:
+def warm(gov: DecisionStep, windows: int = 12) -> None:
     for i in range(windows):
         assert of(step(gov, i, 50 + i % 3), Verdict) == []
 
 
-def test_runaway_is_throttled_by_the_cost_guard_paged_then_released(gov: Governance) -> None:
+def test_runaway_is_throttled_by_the_cost_guard_paged_then_released(gov: DecisionStep) -> None:
     warm(gov)
     burst = step(gov, 12, 1500)
     [anomaly] = of(burst, Anomaly)
@@ -93,7 +93,7 @@ def test_runaway_is_throttled_by_the_cost_guard_paged_then_released(gov: Governa
     assert gov.lifecycle.phase("checkout") is Phase.NORMAL
 
 
-def test_a_budget_cap_throttles_without_any_anomaly(gov: Governance) -> None:
+def test_a_budget_cap_throttles_without_any_anomaly(gov: DecisionStep) -> None:
     gov.thresholds.apply(ControlUpdate(function="team:payments", kind=ControlKind.THRESHOLDS,
                                  values={"budget_usd_per_hour": 0.05}))
     events: list[Event] = []
@@ -112,7 +112,7 @@ def test_a_budget_cap_throttles_without_any_anomaly(gov: Governance) -> None:
     assert "budget" in page.title.lower() or "budget" in page.summary.lower()
 
 
-def test_egress_outside_the_allow_list_isolates_with_the_list(gov: Governance) -> None:
+def test_egress_outside_the_allow_list_isolates_with_the_list(gov: DecisionStep) -> None:
     gov.thresholds.apply(ControlUpdate(function="checkout", kind=ControlKind.THRESHOLDS,
                                  values={"egress_allow": "api.stripe.com,*.amazonaws.com"}))
     gov.on_span(Span(function="checkout", trace_id="a" * 32, span_id="b" * 16, name="checkout",
@@ -125,7 +125,7 @@ def test_egress_outside_the_allow_list_isolates_with_the_list(gov: Governance) -
     assert "exfil.example" in verdict.reason
 
 
-def test_an_operator_release_takes_over(gov: Governance) -> None:
+def test_an_operator_release_takes_over(gov: DecisionStep) -> None:
     warm(gov)
     step(gov, 12, 1500)
     now = T0 + 13 * WINDOW
@@ -139,13 +139,13 @@ def test_an_operator_release_takes_over(gov: Governance) -> None:
     assert of(step(gov, 13, 1500), Verdict) == []  # no automatic verdict while it holds
 
 
-def test_decision_state_survives_a_restart(gov: Governance) -> None:
+def test_decision_state_survives_a_restart(gov: DecisionStep) -> None:
     warm(gov)
     step(gov, 12, 1500)
     blob = gov.snapshot("checkout")
     assert blob is not None
     issuer = VerdictIssuer(KEY, 300 * S, "governor-worker")
-    fresh = Governance(SETTINGS, issuer, PolicyEngine(SETTINGS.policy_dir), Thresholds(SETTINGS),
+    fresh = DecisionStep(SETTINGS, issuer, PolicyEngine(SETTINGS.policy_dir), Thresholds(SETTINGS),
                        {"checkout": blob})
     assert fresh.lifecycle.phase("checkout") is Phase.NORMAL  # restored on first use only
     first = fresh.on_window("checkout", window(13, 50), T0 + 14 * WINDOW)
@@ -158,7 +158,7 @@ def test_decision_state_survives_a_restart(gov: Governance) -> None:
     assert [v.action for v in released] == [Action.RELEASE]
 
 
-def test_detection_thresholds_are_live(gov: Governance) -> None:
+def test_detection_thresholds_are_live(gov: DecisionStep) -> None:
     warm(gov)
     gov.thresholds.apply(ControlUpdate(function="checkout", kind=ControlKind.THRESHOLDS,
                                  values={"zscore_threshold": 1e9}))
@@ -168,7 +168,7 @@ def test_detection_thresholds_are_live(gov: Governance) -> None:
     assert verdict.action is Action.THROTTLE
 
 
-def test_idle_functions_are_forgotten_only_when_nothing_holds(gov: Governance) -> None:
+def test_idle_functions_are_forgotten_only_when_nothing_holds(gov: DecisionStep) -> None:
     warm(gov)
     assert gov.retire("checkout")  # normal, no incident: forgotten, detectors kept sealed
     [verdict] = of(step(gov, 12, 1500), Verdict)  # back: no new warm-up before it is caught
@@ -177,7 +177,7 @@ def test_idle_functions_are_forgotten_only_when_nothing_holds(gov: Governance) -
 
 
 def test_the_aggregator_keeps_an_idle_window_while_retire_says_no() -> None:
-    from streams.features import WindowAggregator
+    from streams.decisions.windows import WindowAggregator
 
     answers = {"busy": False, "done": True}
     agg = WindowAggregator(WINDOW, idle_windows=2, retire=answers.__getitem__)
@@ -188,7 +188,7 @@ def test_the_aggregator_keeps_an_idle_window_while_retire_says_no() -> None:
     assert [name for name, _ in agg.close_due(T0 + 5 * WINDOW + S)] == ["busy"]
 
 
-def test_spend_survives_a_restart_so_budgets_hold(gov: Governance) -> None:
+def test_spend_survives_a_restart_so_budgets_hold(gov: DecisionStep) -> None:
     gov.thresholds.apply(ControlUpdate(function="checkout", kind=ControlKind.THRESHOLDS,
                                        values={"budget_usd_per_hour": 0.05}))
     throttled = [v for i in range(8) for v in of(step(gov, i, 100), Verdict)]
@@ -198,7 +198,7 @@ def test_spend_survives_a_restart_so_budgets_hold(gov: Governance) -> None:
     thresholds = Thresholds(SETTINGS)
     thresholds.apply(ControlUpdate(function="checkout", kind=ControlKind.THRESHOLDS,
                                    values={"budget_usd_per_hour": 0.05}))
-    fresh = Governance(SETTINGS, VerdictIssuer(KEY, 300 * S, "governor-worker"),
+    fresh = DecisionStep(SETTINGS, VerdictIssuer(KEY, 300 * S, "governor-worker"),
                        PolicyEngine(SETTINGS.policy_dir), thresholds, {"checkout": blob})
     after = of(fresh.on_window("checkout", window(8, 100), T0 + 9 * WINDOW), Verdict)
     assert all(v.action is not Action.RELEASE for v in after)  # still over budget

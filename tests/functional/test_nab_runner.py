@@ -13,9 +13,9 @@ from typing import ClassVar, cast
 
 import pytest
 
+from streams.bench.nab import open_corpus, run_corpus
 from streams.cli import main
 from streams.detectors import Detector, Features
-from streams.nab import open_corpus, run_corpus
 
 START = datetime(2024, 1, 1)
 ROWS = {"catA/spiky.csv": 300, "catB/flat.csv": 200}

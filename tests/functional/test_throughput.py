@@ -6,9 +6,9 @@ import re
 
 import pytest
 
+from streams.bench.throughput import make_events, time_detectors
 from streams.cli import main
 from streams.settings import Settings
-from streams.throughput import make_events, time_detectors
 
 
 @pytest.mark.timeout(60)

@@ -17,7 +17,8 @@ import orjson
 import pytest
 
 import agents
-from streams.stack import ensure_topics, free_port, start_broker
+from streams.kafka import ensure_topics
+from streams.ops.broker import free_port, start_broker
 
 pytestmark = pytest.mark.integration
 

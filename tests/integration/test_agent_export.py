@@ -10,7 +10,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 import agents
 from schemas import CostEvent, Span, decode, partition_for
-from streams.stack import topic_spec
+from streams.kafka import topic_spec
 from tests.integration.conftest import AgentFactory
 
 pytestmark = pytest.mark.integration

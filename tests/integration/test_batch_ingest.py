@@ -14,9 +14,9 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from schemas import CostEvent, DeadLetter, Event, encode
-from streams.batch_ingest import BatchIngest, IngestConfig, Route
-from streams.query import query_endpoint
-from streams.throughput import make_events
+from streams.bench.throughput import make_events
+from streams.ops.query import query_endpoint
+from streams.pipeline.batch_ingest import BatchIngest, IngestConfig, Route
 from tests.integration.conftest import WorkerStack, start_worker, stop_worker, wait_for
 
 pytestmark = pytest.mark.integration

@@ -23,20 +23,21 @@ from schemas import (
     sign_verdict,
     verify_verdict,
 )
-from streams.control import (
-    OPERATOR_ISSUER,
+from streams.control.commands import (
     ControlError,
-    ControlFollower,
-    control_key,
     history,
     publish_verdict,
     read_control,
     set_thresholds,
     undo,
 )
+from streams.control.follower import ControlFollower, control_key
+from streams.decisions.lifecycle import OPERATOR
+from streams.decisions.thresholds import REGISTRY, ThresholdError
+from streams.errors import VerdictKeyError
+from streams.kafka import topic_spec
+from streams.ops.stackfile import write_stack_file
 from streams.settings import Settings
-from streams.stack import topic_spec, write_stack_file
-from streams.thresholds import REGISTRY, ThresholdError
 from tests.integration.conftest import VERDICT_KEY, wait_for
 
 pytestmark = pytest.mark.integration
@@ -208,7 +209,7 @@ def test_manual_verdict_is_signed_and_supersedes_the_workers(settings: Settings,
     assert (sent.topic, sent.partition) == (topic, partition)
     verdict = sent.verdict
     verify_verdict(verdict, VERDICT_KEY.encode())
-    assert verdict.issuer == OPERATOR_ISSUER + "alice"
+    assert verdict.issuer == OPERATOR + "alice"
     assert verdict.sequence == ahead + 1
     assert verdict.rate_rps == 5.0 and verdict.reason == "load test"
     ttl = verdict.expires_at_unix_nano - verdict.issued_at_unix_nano
@@ -233,7 +234,7 @@ def test_manual_verdict_uses_the_data_dir_key(settings: Settings, tmp_path: Path
 
 
 def test_manual_verdict_refusals(settings: Settings) -> None:
-    with pytest.raises(ControlError, match="no verdict key"):
+    with pytest.raises(VerdictKeyError, match="no verdict key"):
         publish_verdict(settings.replace(verdict_key=""), "f", Action.ISOLATE, None, 60, "r")
     with pytest.raises(ControlError, match="--rps"):
         publish_verdict(settings, "f", Action.THROTTLE, None, 60, "r")

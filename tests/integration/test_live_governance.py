@@ -11,7 +11,7 @@ from opentelemetry import trace
 
 import agents
 from schemas import Action
-from streams.control import set_thresholds
+from streams.control.commands import set_thresholds
 from streams.settings import Settings
 from tests.integration.conftest import (
     AgentFactory,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.loop import bench
+from streams.bench.loop import bench
 from streams.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 import agents
 from schemas import DeadLetter, decode
-from streams.clickhouse import load_migrations
-from streams.query import query_endpoint
+from streams.ops.query import query_endpoint
+from streams.storage.clickhouse import load_migrations
 from tests.integration.conftest import AgentFactory, WorkerStack, wait_for
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ from confluent_kafka import Producer
 
 import agents
 from schemas import Action, Verdict, encode, now_ns, partition_for, sign_verdict
-from streams.stack import topic_spec
+from streams.kafka import topic_spec
 from tests.integration.conftest import VERDICT_KEY, AgentFactory, wait_for
 
 pytestmark = pytest.mark.integration

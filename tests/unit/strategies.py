@@ -19,6 +19,7 @@ from schemas.events import (
     CostEvent,
     DeadLetter,
     Decision,
+    Driver,
     Event,
     Incident,
     IncidentStatus,
@@ -127,6 +128,7 @@ FIELD_STRATEGIES: dict[type[Event], dict[str, Strategy]] = {
         "explanation": text(max_size=200),
         "cost_impact_usd_per_hour": finite,
         "version": text(max_size=128),
+        "driver": st.sampled_from(Driver),
     },
     Verdict: {
         **common(),
@@ -177,6 +179,8 @@ FIELD_STRATEGIES: dict[type[Event], dict[str, Strategy]] = {
         "opened_at_unix_nano": unix_ns,
         "resolved_at_unix_nano": unix_ns,
         "updates": st.integers(min_value=0, max_value=INT64_MAX),
+        "kind": text(max_size=64),
+        "folded_into": text(max_size=64),
     },
     ThresholdChange: {
         **common(),

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import time
 
 import pytest
 
 from agents import load_prices
-from streams import decide
+from streams.bench.incident_runs import run_scenario
+from streams.bench.incidents import bench, time_to_detect
 from streams.cli import main
+from streams.decisions.windows import Window
 from streams.errors import BenchmarkError
-from streams.features import Window
-from streams.incident_report import bench, time_to_detect
-from streams.incident_runner import SimulatedClock, run_scenario, simulated_time
-from streams.incidents import (
+from streams.settings import Settings
+from streams.sim.scenarios import (
     DEPLOY_FACTOR,
     Effects,
     Kind,
@@ -26,7 +25,6 @@ from streams.incidents import (
     incident_scenarios,
     simulate,
 )
-from streams.settings import Settings
 
 STEADY = Profile(name="steady", team="t", provider="aws", memory_mb=512, rps=20.0,
                  duration_ms=50.0, duration_sigma=0.2, error_rate=0.0, fail_fast=0.2,
@@ -136,13 +134,6 @@ def test_the_costliest_call_decides_the_fast_path_as_all_calls_would() -> None:
     fast, full = (run_scenario(scenario, Settings(), events=events) for events in (False, True))
     assert fast.alarms == full.alarms
     assert any("single_invocation" in sources for _, sources in fast.alarms)
-
-
-def test_the_decider_reads_the_simulated_clock_only_inside_the_block() -> None:
-    clock = SimulatedClock(42)
-    with simulated_time(clock):
-        assert decide.time.time_ns() == 42
-    assert decide.time is time
 
 
 def test_the_cli_prints_the_table_and_ends_with_the_summary_line(

@@ -7,7 +7,7 @@ import pickle
 import pytest
 
 from schemas import Action, Verdict, sign_verdict, verify_verdict
-from streams.lifecycle import Lifecycle, Order, Phase, Timing, VerdictIssuer
+from streams.decisions.lifecycle import Lifecycle, Order, Phase, Timing, VerdictIssuer
 
 KEY = b"k" * 32
 S = 1_000_000_000

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.nab.scoring import (
+from streams.bench.nab.scoring import (
     NO_DETECTION,
     PROFILES,
     REWARD_LOW_FN_RATE,

@@ -10,6 +10,7 @@ import pytest
 from schemas import (
     Action,
     Anomaly,
+    Driver,
     Incident,
     IncidentStatus,
     Severity,
@@ -17,10 +18,7 @@ from schemas import (
     decode,
     encode,
 )
-from streams.decide import Decider
-from streams.features import Window
-from streams.lifecycle import VerdictIssuer
-from streams.pages import (
+from streams.paging.incidents import (
     FOLDED,
     SUMMARY_FUNCTION,
     IncidentTracker,
@@ -47,14 +45,14 @@ def _cost_anomaly(function: str = "checkout", ratio: float = 22.0, impact: float
         baseline={"cost_per_s": base, "attempts_per_s": 5.0, "cost_per_invocation": base / 5},
         explanation=(f"cost/s {ratio:.1f}x baseline; invocations 1.0x, cost per invocation "
                      f"{ratio:.1f}x; driver: cost per invocation"),
-        cost_impact_usd_per_hour=impact)
+        cost_impact_usd_per_hour=impact, driver=Driver.COST_PER_INVOCATION)
 
 
 def _behaviour(function: str = "checkout", severity: Severity = Severity.WARNING) -> Anomaly:
     return Anomaly(function=function, detector="behaviour.error_rate", score=9.0,
                    threshold=6.0, severity=severity,
                    features={"error_rate": 0.45}, baseline={"error_rate": 0.02},
-                   explanation="error rate 45% vs baseline 2%")
+                   explanation="error rate 45% vs baseline 2%", driver=Driver.ERROR_RATE)
 
 
 def _verdict(action: Action, sequence: int, function: str = "checkout",
@@ -271,29 +269,6 @@ def test_incidents_pass_the_codec() -> None:
         assert decode(encode(event), Incident) == event
 
 
-def test_decider_output_makes_one_page_per_episode() -> None:
-    """Real decision output, fed as the worker does (``on_events``)."""
-    from schemas import CostEvent
-
-    def window(calls: int, start: int) -> Window:
-        w = Window(start, start + 10 * S)
-        for i in range(calls):
-            w.add(CostEvent(function="checkout", invocation_id=str(i), cost_usd=0.001))
-        return w
-
-    d = Decider(Settings(warmup_windows=5, hold_seconds=0), VerdictIssuer(b"k", 60 * S, "t"))
-    t = _tracker()
-    for i in range(8):
-        assert t.on_events(d.on_window("checkout", window(100 + i % 3, i * 10 * S)), "p",
-                           T0) == []
-    [opened] = t.on_events(d.on_window("checkout", window(2500, 80 * S)), "p", T0)
-    assert opened.status is IncidentStatus.OPEN
-    assert opened.title.startswith("checkout: cost 2") and "throttled to" in opened.title
-    assert opened.driver == "invocations" and opened.cost_impact_usd_per_hour > 0
-    [resolved] = t.on_events(d.on_window("checkout", window(100, 90 * S)), "p", T0 + 10 * S)
-    assert resolved.status is IncidentStatus.RESOLVED
-
-
 def test_rules_from_settings() -> None:
     rules = PageRules.from_settings(Settings(runbook_url="https://wiki/x"))
     assert rules.runbook_url == "https://wiki/x" and rules.pages_per_hour == 6.0
@@ -317,7 +292,7 @@ def test_live_thresholds_override_runbook_and_page_rate() -> None:
 def test_every_kind_has_a_runbook_section() -> None:
     from pathlib import Path
 
-    from streams.pages import Kind
+    from streams.paging.incidents import Kind
 
     runbook = (Path(__file__).parents[2] / "docs" / "runbook.md").read_text()
     for kind in Kind:

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from schemas import Decision, Severity
-from streams.errors import StreamsError
-from streams.policy import (
+from streams.decisions.policy import (
     Finding,
     PolicyBundle,
     PolicyEngine,
@@ -22,6 +21,7 @@ from streams.policy import (
     run_rego_tests,
     strongest,
 )
+from streams.errors import StreamsError
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 

@@ -7,7 +7,7 @@ import pickle
 import pytest
 
 from schemas import Span
-from streams.profile import HOUR_NS, MINUTE_NS, Profiles, Spend
+from streams.decisions.profiles import HOUR_NS, MINUTE_NS, Profiles, Spend
 
 
 def span(attributes: dict[str, object], resource: dict[str, object] | None = None) -> Span:

@@ -1,6 +1,6 @@
 """The shipped policies' own Rego tests (policies/*_test.rego), one case per test rule.
 
-regorus has no test runner; :func:`streams.policy.run_rego_tests` evaluates every
+regorus has no test runner; :func:`streams.decisions.policy.run_rego_tests` evaluates every
 ``test_*`` rule and this module turns each into a pytest case.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.policy import RegoTestResult, run_rego_tests
+from streams.decisions.policy import RegoTestResult, run_rego_tests
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 RESULTS = run_rego_tests(POLICIES)

@@ -7,9 +7,7 @@ import re
 import pytest
 
 from schemas import ControlKind, ControlUpdate
-from streams.errors import StreamsError
-from streams.settings import Settings
-from streams.thresholds import (
+from streams.decisions.thresholds import (
     DEFAULT_SOURCE,
     REGISTRY,
     ThresholdError,
@@ -20,6 +18,8 @@ from streams.thresholds import (
     validate_scope,
     validate_values,
 )
+from streams.errors import StreamsError
+from streams.settings import Settings
 
 
 def update(scope: str, **values: float | int | str) -> ControlUpdate:
@@ -239,14 +239,14 @@ def test_cli_refuses_bad_assignments_before_any_broker(
     ("30s", 30.0), ("10m", 600.0), ("2h", 7200.0), ("1d", 86400.0), ("90", 90.0),
     ("1.5m", 90.0), ("500ms", 0.5)])
 def test_durations(text: str, seconds: float) -> None:
-    from streams.control import parse_duration
+    from streams.control.commands import parse_duration
 
     assert parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "0s", "10x", "-5m", "m"])
 def test_bad_durations(text: str) -> None:
-    from streams.control import ControlError, parse_duration
+    from streams.control.commands import ControlError, parse_duration
 
     with pytest.raises(ControlError, match="30s, 10m, 2h"):
         parse_duration(text)

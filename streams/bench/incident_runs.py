@@ -1,0 +1,129 @@
+"""Feed synthetic traffic through the real :class:`~streams.decisions.detection.Decider`.
+
+Each scenario gets its own ``Decider`` (with the given ``Settings``); its windows go in
+order to ``decider.on_window`` as if the aggregator had closed them, at the time the
+worker would close them (the end of each window plus the aggregator's grace), so
+``hold_seconds`` means simulated seconds: the decision step's clock is an argument, not
+read from the machine. The per-event fast path sees each window's costliest call
+through ``decider.on_event`` before the window closes: it reports at most one call per
+window, against a baseline fixed during the window, so the costliest call alone decides
+whether it fires (``events=True`` sends every call instead, as CostEvents, and is much
+slower). The traffic is open loop: proposals are not enforced on it (the agent is not
+simulated), so throttled functions keep sending their attempts.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+
+import numpy as np
+
+from agents import load_prices
+from schemas import Anomaly, Severity
+from streams.decisions.detection import Decider
+from streams.decisions.proposal import Detection
+from streams.decisions.windows import Window
+from streams.errors import BenchmarkError
+from streams.settings import Settings
+from streams.sim.scenarios import Floats, Scenario, simulate
+
+KEY = b"governor-bench-incidents"
+GRACE_NS = 500_000_000
+"""Windows close this long after their end (``WindowAggregator``'s default grace)."""
+
+BEFORE = 60
+"""Windows before a label whose mean cost is the reference of ``FunctionRun.cost_factor``."""
+
+_PRICES = load_prices()
+
+
+def alarm_sources(anomalies: Sequence[Anomaly], detection: Detection | None = None
+                  ) -> set[str]:
+    """What raised an alarm: the detector of each anomaly above info severity, and
+    ``verdict`` for a new throttle or isolate proposal; empty: no alarm."""
+    sources = {a.detector for a in anomalies if a.severity is not Severity.INFO}
+    if detection is not None and detection.new:
+        sources.add("verdict")
+    return sources
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionRun:
+    """What the Decider raised on one scenario.
+
+    ``alarms``: ``(window, sources)`` for each window with an alarm, from on_event or
+    on_window (see :func:`alarm_sources`).
+    ``cost_factor``: mean cost over the label's first :data:`BEFORE` anomalous windows
+    (from ``onset``, before ``end``) ÷ the :data:`BEFORE` windows before ``start`` (NaN
+    without a label window).
+    """
+
+    scenario: Scenario
+    alarms: tuple[tuple[int, frozenset[str]], ...]
+    cost_factor: float
+
+    @property
+    def alarm_windows(self) -> tuple[int, ...]:
+        return tuple(window for window, _ in self.alarms)
+
+
+def run_scenario(scenario: Scenario, settings: Settings, *, events: bool = False) -> FunctionRun:
+    """Every window of ``scenario`` through a fresh Decider; see the module docstring."""
+    settings = settings.replace(window_seconds=scenario.window_seconds)
+    decider = Decider(settings, KEY)
+    name, window_ns = scenario.profile.name, scenario.window_ns
+    alarms: list[tuple[int, frozenset[str]]] = []
+    costs = np.zeros(scenario.windows)
+    for sim in simulate(scenario, _PRICES):
+        window, sources = sim.window, set()
+        if events:
+            w = sim.window
+            window = Window(w.start_ns, w.end_ns, version=w.version, team=w.team)
+            for event in sim.events():
+                sources |= alarm_sources(decider.on_event(event, window_ns))
+                window.add(event)
+        elif (costliest := sim.costliest()) is not None:
+            sources = alarm_sources(decider.on_event(costliest, window_ns))
+        detection = decider.on_window(name, window, window.end_ns + GRACE_NS)
+        sources |= alarm_sources(detection.anomalies, detection)
+        if sources:
+            alarms.append((sim.index, frozenset(sources)))
+        costs[sim.index] = window.cost_usd
+    return FunctionRun(scenario, tuple(alarms), _cost_factor(scenario, costs))
+
+
+def run_scenarios(scenarios: Sequence[Scenario], settings: Settings, *,
+                  workers: int | None = None) -> list[FunctionRun]:
+    """:func:`run_scenario` on each, over ``workers`` processes (default one per CPU)."""
+    workers = worker_count(workers, len(scenarios))
+    if workers == 1:
+        return [run_scenario(s, settings) for s in scenarios]
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        return list(pool.map(run_scenario, scenarios, [settings] * len(scenarios),
+                             chunksize=max(1, len(scenarios) // (8 * workers))))
+    except BrokenProcessPool as exc:
+        raise BenchmarkError(f"a worker process died ({exc}); rerun with --workers 1 "
+                             "to see why") from None
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def worker_count(workers: int | None, tasks: int) -> int:
+    """Processes :func:`run_scenarios` uses: ``workers`` (default one per CPU), ≤ ``tasks``."""
+    return min(max(1, workers or os.cpu_count() or 1), max(1, tasks))
+
+
+def _cost_factor(scenario: Scenario, costs: Floats) -> float:
+    label = scenario.label
+    before = costs[max(0, label.start - BEFORE):label.start] if label.start > 0 else costs[:0]
+    during = costs[label.onset:min(label.end, label.onset + BEFORE)] if label.onset >= 0 \
+        else costs[:0]
+    if not len(before) or not len(during) or before.mean() <= 0:
+        return float("nan")
+    return float(during.mean() / before.mean())

@@ -1,0 +1,400 @@
+"""``governor bench throughput``: cost events through a real worker process.
+
+:func:`run_throughput` starts the embedded broker (or uses ``bootstrap``), creates the
+topics under a fresh prefix, runs ``python -m streams worker`` (its own consumer
+group, a temporary data dir with embedded chDB) and, once ``/health`` says ready,
+produces pre-encoded :class:`~schemas.CostEvent` s for ``functions`` functions as fast
+as one producer can. A thread polls ``/health`` every 50 ms; events/s is the
+``in_cost`` counter's rise between the first poll that saw a consumed event and the
+first that saw all of them, over the time between those polls. Worker CPU comes
+from ``/proc/<pid>/stat`` over the same span, RSS from ``/proc/<pid>/status`` at the end.
+
+The worker has no counter for detector time, so it is measured here, in this process
+(:func:`time_detectors`): a :class:`~streams.decisions.detection.Decider` like the worker's
+(three robust z-scores per function, warmed up first so they score and learn) closes
+and decides as many windows as the run closed (at least one per function) — close,
+``on_window`` and the state snapshot, which is what the worker's timer does per
+window — plus the per-event fast path (``on_event``), in thread CPU time.
+Detector µs per event = (windows closed in the run × µs per window + events × fast
+path µs) / events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from schemas import CostEvent, encode
+from streams.decisions.detection import Decider
+from streams.decisions.windows import WindowAggregator
+from streams.errors import BenchmarkError
+from streams.kafka import ensure_topics
+from streams.ops.broker import free_port, start_broker
+from streams.settings import Settings
+
+TARGET_EVENTS_PER_S = 20_000
+POLL_S = 0.05
+READY_TIMEOUT_S = 90.0
+_VERDICT_KEY = "governor-bench-throughput"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One ``/health`` poll: when, the worker's counters and its CPU seconds so far."""
+
+    t: float
+    counters: dict[str, int]
+    cpu_s: float
+
+
+@dataclass(frozen=True)
+class DetectorCost:
+    """Detector CPU measured in-process on warm detectors (see :func:`time_detectors`)."""
+
+    windows_timed: int
+    us_per_window: float
+    events_timed: int
+    fast_path_us_per_event: float
+
+
+@dataclass(frozen=True)
+class ThroughputResult:
+    """What one run measured."""
+
+    events: int
+    functions: int
+    bootstrap: str
+    embedded_broker: bool
+    produce_s: float
+    measured_events: int  # consumed between the first and the last poll that saw progress
+    measured_s: float
+    worker_cpu_s: float  # over the measured span
+    rows_written: int
+    dead_letters: int
+    windows_closed: int  # by the worker, up to its last consumed event
+    rss_mb: float
+    peak_rss_mb: float
+    detector: DetectorCost
+
+    @property
+    def events_per_s(self) -> float:
+        return self.measured_events / self.measured_s if self.measured_s > 0 else 0.0
+
+    @property
+    def worker_cpu_us_per_event(self) -> float:
+        return self.worker_cpu_s / self.measured_events * 1e6 if self.measured_events else 0.0
+
+    @property
+    def detector_us_per_event(self) -> float:
+        d = self.detector
+        total_us = (self.windows_closed * d.us_per_window
+                    + self.events * d.fast_path_us_per_event)
+        return total_us / self.events if self.events else 0.0
+
+
+def function_names(functions: int) -> list[str]:
+    return [f"bench-fn-{i:05d}" for i in range(functions)]
+
+
+def make_events(events: int, functions: int, seed: int = 7) -> Iterator[CostEvent]:
+    """``events`` valid cost events, round-robin over ``functions`` functions, with
+    some spread in cost and duration (a steady, unremarkable load)."""
+    rng = random.Random(seed)
+    names = function_names(functions)
+    for i in range(events):
+        duration = rng.uniform(20.0, 80.0)
+        compute = duration * 128 / 1024 / 1000 * 0.0000166667
+        yield CostEvent(
+            function=names[i % functions], invocation_id=f"bench-{i}", duration_ms=duration,
+            billed_duration_ms=math.ceil(duration), compute_usd=compute, request_usd=2e-7,
+            cost_usd=compute + 2e-7, version="v1", team="bench")
+
+
+def run_throughput(events: int = 200_000, functions: int = 1_000,
+                   bootstrap: str | None = None, settings: Settings | None = None
+                   ) -> ThroughputResult:
+    """Measure one worker process on ``events`` cost events for ``functions`` functions.
+
+    ``bootstrap``: an existing broker (its bench topics are deleted afterwards);
+    ``None`` starts the embedded one. Other ``GOVERNOR_*`` variables pass through to
+    the worker (e.g. ``GOVERNOR_SINK_BATCH``, ``GOVERNOR_CLICKHOUSE_URL``);
+    ``settings`` (default: from the environment) shapes the detector timing.
+    """
+    if events < 1 or functions < 1:
+        raise BenchmarkError("--events and --functions must be at least 1")
+    settings = settings or Settings.from_env()
+    broker = None
+    with tempfile.TemporaryDirectory(prefix="governor-throughput-") as tmp:
+        data_dir = Path(tmp)
+        worker: subprocess.Popen[bytes] | None = None
+        prefix = f"bench{uuid.uuid4().hex[:10]}"
+        try:
+            if bootstrap is None:
+                broker = start_broker(data_dir / "broker.log")
+                bootstrap = broker.bootstrap
+            ensure_topics(bootstrap, prefix)
+            port = free_port()
+            worker = _start_worker(bootstrap, prefix, data_dir, port)
+            health = f"http://127.0.0.1:{port}/health"
+            payloads = [(e.function.encode(), encode(e)) for e in make_events(events, functions)]
+            samples, produce_s = _produce_and_watch(bootstrap, f"{prefix}.costs", payloads,
+                                                    health, worker, data_dir)
+            final = _wait_written(health, events, samples[-1].counters)
+            rss_mb, peak_mb = _rss_mb(worker.pid)
+        finally:
+            if worker is not None:
+                _stop(worker)
+            if broker is not None:
+                broker.stop()
+            elif bootstrap is not None:
+                _delete_topics(bootstrap, prefix)
+    first = next(s for s in samples if s.counters.get("in_cost", 0) > 0)
+    last = samples[-1]
+    if first is last:  # all of it in one poll interval: count from the first produce
+        first = samples[0]
+    windows = last.counters.get("windows_closed", 0)
+    detector = time_detectors(settings, functions, max(windows, functions), events)
+    return ThroughputResult(
+        events=events, functions=functions, bootstrap=bootstrap,
+        embedded_broker=broker is not None, produce_s=produce_s,
+        measured_events=last.counters.get("in_cost", 0) - first.counters.get("in_cost", 0),
+        measured_s=last.t - first.t, worker_cpu_s=last.cpu_s - first.cpu_s,
+        rows_written=final.get("rows_cost_events", 0), dead_letters=final.get("dlq_cost", 0),
+        windows_closed=windows, rss_mb=rss_mb, peak_rss_mb=peak_mb, detector=detector)
+
+
+def _start_worker(bootstrap: str, prefix: str, data_dir: Path,
+                  port: int) -> subprocess.Popen[bytes]:
+    """A worker process of its own consumer group (so it never joins a real one)."""
+    env = {**os.environ, "GOVERNOR_KAFKA_BOOTSTRAP": bootstrap, "GOVERNOR_TOPIC_PREFIX": prefix,
+           "GOVERNOR_DATA_DIR": str(data_dir), "GOVERNOR_VERDICT_KEY": _VERDICT_KEY,
+           "GOVERNOR_QUERY_PORT": str(port), "GOVERNOR_QUERY_HOST": "127.0.0.1",
+           "GOVERNOR_APP_ID": f"governor-{prefix}"}
+    with open(data_dir / "worker.log", "ab") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        if worker.poll() is not None:
+            raise BenchmarkError(f"the worker exited with status {worker.returncode}:\n"
+                                 + _log_tail(data_dir))
+        with contextlib.suppress(OSError, ValueError):
+            if _health(f"http://127.0.0.1:{port}/health").get("ready"):
+                return worker
+        if time.monotonic() > deadline:
+            _stop(worker)
+            raise BenchmarkError(f"the worker was not ready within {READY_TIMEOUT_S:.0f} s:\n"
+                                 + _log_tail(data_dir))
+        time.sleep(0.2)
+
+
+def _produce_and_watch(bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]],
+                       health: str, worker: subprocess.Popen[bytes],
+                       data_dir: Path) -> tuple[list[Sample], float]:
+    """Produce ``payloads`` while a thread polls ``health`` until all are consumed."""
+    from confluent_kafka import Producer
+
+    total = len(payloads)
+    samples: list[Sample] = []
+    failure: list[BaseException] = []
+    timeout_s = 60.0 + total / 2_000  # far beyond any plausible run
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout_s
+        try:
+            while time.monotonic() < deadline and worker.poll() is None:
+                counters = _health(health)["counters"]
+                samples.append(Sample(time.monotonic(), counters, _cpu_s(worker.pid)))
+                if counters.get("in_cost", 0) >= total:
+                    return
+                time.sleep(POLL_S)
+        except (OSError, ValueError, KeyError) as exc:
+            failure.append(exc)
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20,
+                         "batch.num.messages": 10_000, "partitioner": "murmur2_random",
+                         "queue.buffering.max.messages": max(100_000, total + 1),
+                         "queue.buffering.max.kbytes": 1_048_576, "log_level": 0})
+    watcher = threading.Thread(target=watch, name="throughput-watch", daemon=True)
+    started = time.monotonic()
+    samples.append(Sample(started, {}, _cpu_s(worker.pid)))
+    watcher.start()
+    for key, value in payloads:
+        while True:
+            try:
+                producer.produce(topic, value, key)
+                break
+            except BufferError:  # librdkafka's queue is full: let it drain
+                producer.poll(0.05)
+        producer.poll(0)
+    flush_s = 30 + total / 10_000
+    if producer.flush(flush_s) > 0:
+        raise BenchmarkError(f"the producer could not deliver every event within {flush_s:.0f} s")
+    produce_s = time.monotonic() - started
+    watcher.join()
+    consumed = samples[-1].counters.get("in_cost", 0)
+    if failure or consumed < total:
+        reason = f"polling /health failed: {failure[0]}" if failure else (
+            f"worker exited with status {worker.returncode}" if worker.poll() is not None
+            else f"timed out after {timeout_s:.0f} s")
+        raise BenchmarkError(f"the worker consumed {consumed:,} of {total:,} events ({reason}):\n"
+                             + _log_tail(data_dir))
+    return samples, produce_s
+
+
+def _wait_written(health: str, events: int, counters: dict[str, int],
+                  timeout_s: float = 10.0) -> dict[str, int]:
+    """The counters once the sink has written every event (or ``timeout_s`` passed)."""
+    deadline = time.monotonic() + timeout_s
+    while counters.get("rows_cost_events", 0) < events and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+        counters = _health(health)["counters"]
+    return counters
+
+
+def time_detectors(settings: Settings, functions: int, windows: int,
+                   events: int) -> DetectorCost:
+    """Thread CPU per closed window and per event of a worker-like :class:`Decider`.
+
+    Every function is warmed up (``warmup_windows`` + 1 windows, untimed), then at
+    least ``windows`` windows are closed and decided in rounds of one per function,
+    each holding ``events / windows`` events with some spread; then the fast path
+    runs over ``min(events, 100,000)`` events.
+    """
+    window_ns = int(settings.window_seconds * 1e9)
+    decider = Decider(settings, _VERDICT_KEY.encode())
+    per_window = max(1, events // max(windows, 1))
+    distinct = min(2 * per_window, 32)  # events per function, reused round-robin
+    pool = list(make_events(distinct * functions, functions, seed=11))
+    rng = random.Random(3)
+
+    def fill() -> WindowAggregator:
+        aggregator = WindowAggregator(window_ns)
+        for function in range(functions):
+            count = max(1, round(per_window * rng.uniform(0.8, 1.2)))
+            for k in range(count):
+                aggregator.add(pool[k % distinct * functions + function])
+        return aggregator
+
+    due = time.time_ns() + 10 * window_ns
+    for _ in range(settings.warmup_windows + 1):
+        for function, window in fill().close_due(due):
+            decider.on_window(function, window, due)
+    timed, cpu_ns = 0, 0
+    while timed < windows:
+        aggregator = fill()
+        start = time.thread_time_ns()
+        for function, window in aggregator.close_due(due):
+            decider.on_window(function, window, due)
+            decider.snapshot(function)
+            timed += 1
+        cpu_ns += time.thread_time_ns() - start
+    fast = (pool * (min(events, 100_000) // len(pool) + 1))[:min(events, 100_000)]
+    start = time.thread_time_ns()
+    for event in fast:
+        decider.on_event(event, window_ns)
+    fast_ns = time.thread_time_ns() - start
+    return DetectorCost(timed, cpu_ns / timed / 1e3, len(fast), fast_ns / len(fast) / 1e3)
+
+
+def format_report(r: ThroughputResult) -> list[str]:
+    """The report's lines; the last is ``throughput: <N> events/s per worker``."""
+    d = r.detector
+    broker = "embedded Tansu" if r.embedded_broker else "GOVERNOR_KAFKA_BOOTSTRAP"
+    verdict = "PASS" if r.events_per_s >= TARGET_EVENTS_PER_S else "BELOW"
+    rows = [
+        ("events produced", f"{r.events:,} cost events, {r.functions:,} functions, "
+         f"in {r.produce_s:.1f} s ({r.events / max(r.produce_s, 1e-9):,.0f}/s, one producer)"),
+        ("measured span", f"{r.measured_events:,} events consumed in {r.measured_s:.2f} s "
+         "(first → last consumed, /health every 50 ms)"),
+        ("events/s per worker process", f"{r.events_per_s:,.0f} "
+         f"(target ≥ {TARGET_EVENTS_PER_S:,}: {verdict})"),
+        ("worker CPU per event", f"{r.worker_cpu_us_per_event:.1f} µs "
+         f"({r.worker_cpu_s / max(r.measured_s, 1e-9):.2f} cores busy)"),
+        ("rows written / dead letters", f"{r.rows_written:,} / {r.dead_letters:,}"),
+        ("windows closed in the run", f"{r.windows_closed:,}"),
+        ("detector per window", f"{d.us_per_window:.1f} µs (close + on_window + snapshot, "
+         f"{d.windows_timed:,} warm windows, in-process)"),
+        ("detector fast path per event", f"{d.fast_path_us_per_event:.2f} µs "
+         f"(on_event, {d.events_timed:,} events, in-process)"),
+        ("detector per event", f"{r.detector_us_per_event:.2f} µs "
+         "(windows closed × per window + events × fast path) / events"),
+        ("worker RSS", f"{r.rss_mb:,.0f} MB (peak {r.peak_rss_mb:,.0f} MB)"),
+    ]
+    width = max(len(name) for name, _ in rows) + 2
+    return [f"bench throughput: one worker process, broker {r.bootstrap} ({broker})", "",
+            *(f"{name:<{width}}{value}" for name, value in rows), "",
+            f"throughput: {round(r.events_per_s)} events/s per worker"]
+
+
+def _health(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        body: dict[str, Any] = orjson.loads(response.read())
+    return body
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (0.0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mb(pid: int) -> tuple[float, float]:
+    """Current and peak resident set size of process ``pid``, MB."""
+    found = dict(_status_lines(pid))
+    return found.get("VmRSS", 0) / 1024, found.get("VmHWM", 0) / 1024
+
+
+def _status_lines(pid: int) -> Iterator[tuple[str, int]]:
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            name, _, value = line.partition(":")
+            if value.strip().endswith("kB"):
+                yield name, int(value.split()[0])
+
+
+def _delete_topics(bootstrap: str, prefix: str) -> None:
+    """Remove the run's topics from a broker this benchmark did not start."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    with contextlib.suppress(Exception):
+        names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix + ".")]
+        for future in admin.delete_topics(names, request_timeout=10).values() if names else ():
+            with contextlib.suppress(Exception):
+                future.result()
+
+
+def _stop(worker: subprocess.Popen[bytes]) -> None:
+    if worker.poll() is None:
+        worker.terminate()
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+def _log_tail(data_dir: Path, chars: int = 3000) -> str:
+    try:
+        return (data_dir / "worker.log").read_text(errors="replace")[-chars:]
+    except OSError:
+        return "(no worker log)"

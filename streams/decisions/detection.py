@@ -1,0 +1,486 @@
+"""From closed windows to anomalies and proposals, per function.
+
+Each function has a cost-rate detector, a demand (attempts) baseline, a slow-leak
+detector on its cost per call and behaviour detectors (error rate, latency, egress).
+On a cost surge or a leak, detection makes a typed :class:`~.proposal.Proposal`
+(throttle to a rate, or isolate) and keeps it standing until the figures are back; it
+signs nothing and holds no verdict state: the cost-guard policy weighs the proposal and
+the verdict lifecycle (:mod:`streams.decisions.lifecycle`) alone issues what agents see.
+
+The cost rate is judged with cold starts priced as warm calls (at a few calls a window
+one cold start's init can cost more than the rest of the window; that is the platform,
+not a runaway), and the cost per call against a slow reference by a count-weighted
+CUSUM, which sees a leak of a few per cent a window that the rolling baseline absorbs.
+Windows are learned only while no proposal stands and nothing is flagged. A new
+function version (a deploy) re-baselines its detectors, so a legitimate step change is
+learned instead of paged for (while a proposal stands, once it ends). A proposal caps
+spend at the baseline: throttle to ``baseline cost rate / current cost per call`` calls
+per second (never above the baseline call rate); below ``min_rps`` that means isolate.
+It stands for at least ``hold_seconds`` and until demand and cost per call are back
+within ``min_ratio`` of the baseline. Time is the decision step's clock (``now_ns``),
+never read here.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import pickle
+from collections import deque
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import NamedTuple
+
+from schemas import Action, Anomaly, CostEvent, Driver, Severity
+from streams.decisions.proposal import Detection, Proposal
+from streams.decisions.snapshots import SnapshotError, seal, unseal
+from streams.decisions.windows import Window
+from streams.detectors.cusum import CusumScore
+from streams.detectors.zscore import RobustZScore
+from streams.settings import Settings
+
+log = logging.getLogger("governor.worker")
+
+BEHAVIOUR: dict[str, tuple[float, str, int]] = {
+    # feature: (absolute floor of its scale, how to print a value, calls a window needs)
+    "error_rate": (0.05, "{:.0%}", 10),
+    # a p95 over fewer calls is the 2nd to 5th slowest call: too noisy to page for
+    "duration_ms_p95": (5.0, "{:.0f} ms", 100),
+    "egress_bytes_per_call": (1_000.0, "{:,.0f} B", 20),
+}
+"""Behaviour features watched besides cost (reported, not enforced)."""
+SIGNIFICANCE = 1e-6
+"""A window (or a few pooled ones) is anomalous only if chance would give its call count,
+its cost per call or its failed calls with at most this probability under the baseline:
+at a few calls a window a robust z-score alone pages for Poisson noise."""
+SCAN_WINDOWS = 6
+"""A sparse function's cost is also judged over its last 2 … this many windows pooled."""
+SPARSE_CALLS = 10.0
+"""Baseline calls a window below which a function is sparse (its cost is scanned)."""
+STORM_ERROR_RATE = 0.5
+"""Windows with at least this error rate never teach the cost baselines."""
+MIN_ERRORS = 5
+"""Failed calls a window needs before its error rate can be anomalous."""
+POOL_WINDOWS = 12
+"""A window with too few calls for a behaviour rate is judged with the windows before it,
+pooled until they hold enough calls (at most this many windows; duration p95 excepted)."""
+_Z_SIGNIFICANT = NormalDist().inv_cdf(1 - SIGNIFICANCE)
+LAYOUT = 3
+"""Version of the per-function state; a snapshot of another layout warms up again."""
+_DRIVERS = {"error_rate": Driver.ERROR_RATE, "duration_ms_p95": Driver.DURATION,
+            "egress_bytes_per_call": Driver.EGRESS}
+
+
+class _Sums(NamedTuple):
+    """One window's counts and sums, kept for pooling a sparse function's windows."""
+
+    attempts: int
+    invocations: int
+    errors: int
+    warm_ok: int
+    warm_ok_cost: float
+    warm_cost: float  # the cost with cold starts priced as warm calls
+    egress: float
+
+
+def poisson_tail(n: float, mean: float) -> float:
+    """P(N ≥ n) for N ~ Poisson(``mean``) (1.0 when ``n`` ≤ ``mean``).
+
+    >>> f"{poisson_tail(20, 2.0):.2g}", poisson_tail(1, 2.0)
+    ('6.4e-14', 1.0)
+    """
+    k = math.ceil(n)
+    if k <= 0:
+        return 1.0
+    if mean <= 0:
+        return 0.0
+    if k <= mean:
+        return 1.0  # not significant; ≥ about 0.5 in fact
+    term = math.exp(-mean + k * math.log(mean) - math.lgamma(k + 1))
+    total = 0.0
+    while term > total * 1e-12:
+        total += term
+        k += 1
+        term *= mean / k
+    return min(total, 1.0)
+
+
+def binomial_tail(k: float, n: float, p: float) -> float:
+    """P(X ≥ k) for X ~ Binomial(``n``, ``p``) (1.0, not significant, when ``k`` ≤ ``n·p``).
+
+    >>> f"{binomial_tail(6, 6, 0.05):.3g}", binomial_tail(0, 10, 0.5)
+    ('1.56e-08', 1.0)
+    """
+    k, n = math.ceil(k), round(n)
+    if k <= n * p or k <= 0:
+        return 1.0
+    if k > n or p <= 0:
+        return 0.0
+    term = math.exp(math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+                    + k * math.log(p) + (n - k) * math.log1p(-p))
+    total = 0.0
+    while k <= n and term > total * 1e-12:
+        total += term
+        term *= (n - k) / (k + 1) * p / (1 - p)
+        k += 1
+    return min(total, 1.0)
+
+
+@dataclass
+class _Function:
+    cost: RobustZScore
+    demand: RobustZScore
+    per_call: RobustZScore
+    leak: CusumScore
+    proposal: Proposal | None = None  # standing while the function is anomalous
+    fast_path_window_ns: int = -1  # window of the last single-invocation report
+    behaviour: dict[str, RobustZScore] = field(default_factory=dict)
+    behaviour_flagged: set[str] = field(default_factory=set)  # reported, still anomalous
+    version: str = ""  # the function version the baseline was learned on
+    rebaseline_pending: bool = False  # a deploy happened while a verdict was in force
+    # the last windows' sums, for pooling (see _Sums)
+    recent: deque[_Sums] = field(default_factory=lambda: deque(maxlen=POOL_WINDOWS))
+    errors_seen: float = 0.0  # failed calls and calls learned, fading: the error rate
+    calls_seen: float = 0.0  # the binomial test of a storm is against
+    # mean attempts and cost (cold starts as warm calls) per second over the baseline:
+    # at a fraction of a call per window the medians say 0, the means do not
+    mean_rps: float = 0.0
+    mean_cost: float = 0.0
+    means_learned: int = 0
+    min_ratio: float = 0.0  # live-tuned (0: the setting)
+    fast_path_factor: float = 0.0  # live-tuned (0: the setting)
+    min_rps: float = -1.0  # live-tuned (negative: the setting)
+    layout: int = LAYOUT
+
+    def rebaseline(self) -> None:
+        for detector in (self.cost, self.demand, self.per_call, self.leak,
+                         *self.behaviour.values()):
+            detector.rebaseline()
+        self.mean_rps = self.mean_cost = 0.0
+        self.means_learned = 0
+        self.rebaseline_pending = False
+
+    def learn_means(self, x: dict[str, float], windows: int) -> None:
+        self.means_learned += 1
+        rate = 1.0 / min(self.means_learned, windows)
+        self.mean_rps += rate * (x["attempts_per_s"] - self.mean_rps)
+        self.mean_cost += rate * (x["cost_per_s_warm"] - self.mean_cost)
+
+
+class Decider:
+    """Turns each closed window of a function into zero or more events."""
+
+    def __init__(self, settings: Settings, key: bytes,
+                 snapshots: dict[str, bytes] | None = None) -> None:
+        self.settings = settings
+        self.key = key  # seals the snapshots
+        self._functions: dict[str, _Function] = {}
+        self._snapshots = dict(snapshots or {})  # restored lazily, on a function's first use
+
+    def snapshot(self, function: str) -> bytes | None:
+        """The function's sealed state, for :mod:`streams.decisions.snapshots`."""
+        f = self._functions.get(function)
+        return seal(f, self.key) if f is not None else None
+
+    def proposal(self, function: str) -> Proposal | None:
+        """The proposal standing for ``function`` (``None``: it looks normal)."""
+        f = self._functions.get(function)
+        return f.proposal if f else None
+
+    def _get(self, function: str) -> _Function:
+        f = self._functions.get(function)
+        if f is None and function in self._snapshots:
+            try:
+                f = self._functions[function] = unseal(self._snapshots.pop(function),
+                                                       self.key)
+            except (SnapshotError, pickle.UnpicklingError, AttributeError, ImportError) as exc:
+                log.warning("state of %s not restored (%s); it warms up again", function, exc)
+            if f is not None and getattr(f, "layout", 1) != LAYOUT:
+                log.warning("state of %s has an older layout; it warms up again", function)
+                f = None
+        if f is None:
+            s = self.settings
+            make = functools.partial(RobustZScore, window=s.baseline_windows,
+                                       warmup=s.warmup_windows, threshold=s.zscore_threshold)
+            f = self._functions[function] = _Function(
+                make("cost_per_s_warm", count_feature="attempts"), make("attempts_per_s"),
+                make("cost_per_warm_call"),
+                CusumScore("cost_per_warm_call", count_feature="warm_ok", shift=s.min_ratio,
+                           warmup=5 * s.warmup_windows),
+                behaviour={feature: make(feature, abs_floor=floor)
+                           for feature, (floor, _, _) in BEHAVIOUR.items()})
+        return f
+
+    def adopt(self, function: str, blob: bytes) -> None:
+        """Sealed state of ``function`` to restore on its next use."""
+        self._snapshots[function] = blob
+
+    def forget(self, function: str) -> None:
+        """Drop the function's live state, kept sealed so it resumes without a warm-up."""
+        blob = self.snapshot(function)
+        if blob is not None:
+            del self._functions[function]
+            self._snapshots[function] = blob
+
+    def tune(self, function: str, zscore_threshold: float, min_ratio: float,
+             fast_path_factor: float, min_rps: float) -> None:
+        """Apply live detection thresholds to ``function`` (see :mod:`.thresholds`)."""
+        f = self._get(function)
+        for detector in (f.cost, f.demand, f.per_call, *f.behaviour.values()):
+            detector.threshold = zscore_threshold
+        f.min_ratio, f.fast_path_factor, f.min_rps = min_ratio, fast_path_factor, min_rps
+
+    def _min_ratio(self, f: _Function) -> float:
+        return f.min_ratio or self.settings.min_ratio
+
+    def on_event(self, event: CostEvent, window_ns: int) -> list[Anomaly]:
+        """The per-event fast path: one extreme invocation is reported at once.
+
+        At most one such report per function and window; no verdict (one expensive
+        call is worth a look, not a throttle — the window decides that).
+        """
+        if event.cold_start:
+            return []  # a cold start's init is expected to cost many warm calls
+        f = self._functions.get(event.function)
+        if f is None and event.function in self._snapshots:
+            f = self._get(event.function)
+        if f is None or not f.per_call.warm:
+            return []
+        baseline = f.per_call.median()
+        factor = f.fast_path_factor or self.settings.fast_path_factor
+        window = event.time_unix_nano - event.time_unix_nano % window_ns
+        if baseline <= 0 or event.cost_usd < factor * baseline or window == f.fast_path_window_ns:
+            return []
+        f.fast_path_window_ns = window
+        ratio = event.cost_usd / baseline
+        return [Anomaly(
+            function=event.function, detector="single_invocation", score=ratio,
+            threshold=factor, severity=Severity.WARNING,
+            window_start_unix_nano=window, window_end_unix_nano=window + window_ns,
+            features={"cost_per_invocation": event.cost_usd,
+                      "duration_ms": event.duration_ms},
+            baseline={"cost_per_invocation": baseline},
+            explanation=(f"one invocation ({event.invocation_id}) cost ${event.cost_usd:.6f}, "
+                         f"{ratio:.0f}x the baseline ${baseline:.6f} per invocation"),
+            cost_impact_usd_per_hour=0.0, version=event.version,
+            driver=Driver.COST_PER_INVOCATION)]
+
+    def on_window(self, function: str, window: Window, now_ns: int) -> Detection:
+        """Score one closed window of ``function`` at ``now_ns`` (the step's clock)."""
+        f = self._get(function)
+        x = window.features()
+        if "cost_per_s_warm" not in x:  # no warm call: price the cold ones at the baseline
+            per_call = f.per_call.median()
+            x["cost_per_s_warm"] = (window.cold_starts * per_call / window.seconds
+                                    if per_call > 0 else x["cost_per_s"])
+        if window.invocations:
+            x["egress_bytes_per_call"] = window.egress_bytes / window.invocations
+        f.recent.append(_Sums(window.attempts, window.invocations, window.errors,
+                              window.warm_ok, window.warm_ok_cost_usd,
+                              x["cost_per_s_warm"] * window.seconds, float(window.egress_bytes)))
+        if window.version and window.version != f.version:
+            if f.version:  # a deploy: the new version learns its own baseline
+                log.info("%s deployed %s: re-baselining", function, window.version)
+                f.rebaseline_pending = True
+            f.version = window.version
+        behaviour = self._check_behaviour(function, f, window, x)
+        if f.proposal is None:
+            if f.rebaseline_pending:
+                f.rebaseline()
+            anomalies, proposal = self._check_normal(function, f, window, x, now_ns)
+            return Detection(behaviour + anomalies, proposal, proposal is not None)
+        self._check_standing(f, x, now_ns)
+        return Detection(behaviour, f.proposal)
+
+    def _check_behaviour(self, function: str, f: _Function, window: Window,
+                         x: dict[str, float]) -> list[Anomaly]:
+        """Error rate, latency and egress against their own baselines: an anomaly when
+        one departs (once per episode), no verdict — cost decides verdicts.
+
+        A window with too few calls for a rate is pooled with the windows before it
+        (see :data:`POOL_WINDOWS`). During an error storm only the error rate learns:
+        failing calls are short and send little, and a baseline learned from them
+        would page for the recovery.
+        """
+        found: list[Anomaly] = []
+        for feature, detector in f.behaviour.items():
+            need = BEHAVIOUR[feature][2]
+            px: dict[str, float] | None = x
+            if window.invocations < need:
+                px = None if feature == "duration_ms_p95" else self._pooled(f, x, need)
+            if px is None:
+                continue  # a rate or a p95 over a handful of calls is noise
+            learns = feature == "error_rate" or not self._storm(f, x)
+            score = detector.score_one(px)
+            base = detector.median()
+            value = px[feature]
+            if (score < detector.threshold or value < self._min_ratio(f) * base
+                    or (feature == "error_rate" and not self._errors_significant(f, px))):
+                if learns:
+                    detector.learn_one(px)
+                if feature == "error_rate":
+                    fade = 1.0 - 1.0 / (50 * self.settings.baseline_windows)
+                    f.errors_seen = f.errors_seen * fade + window.errors
+                    f.calls_seen = f.calls_seen * fade + window.invocations
+                f.behaviour_flagged.discard(feature)
+                continue
+            if learns:
+                detector.learn_one(px)  # refused, unless it has lasted (the detector's gate)
+            if feature in f.behaviour_flagged:
+                continue
+            f.behaviour_flagged.add(feature)
+            unit = BEHAVIOUR[feature][1]
+            found.append(Anomaly(
+                function=function, detector=f"behaviour.{feature}", score=score,
+                threshold=detector.threshold, severity=Severity.WARNING,
+                window_start_unix_nano=window.start_ns, window_end_unix_nano=window.end_ns,
+                features=px, baseline={feature: base},
+                explanation=f"{feature.replace('_', ' ')} {unit.format(value)} vs baseline "
+                            f"{unit.format(base)}",
+                cost_impact_usd_per_hour=0.0, version=window.version,
+                driver=_DRIVERS[feature]))
+        return found
+
+    @staticmethod
+    def _pooled(f: _Function, x: dict[str, float], need: int) -> dict[str, float] | None:
+        """``x`` with the behaviour rates over the last windows that hold ``need`` calls."""
+        calls = errors = 0
+        egress = 0.0
+        for w in reversed(f.recent):
+            calls, errors, egress = calls + w.invocations, errors + w.errors, egress + w.egress
+            if calls >= need:
+                return {**x, "invocations": float(calls), "errors": float(errors),
+                        "error_rate": errors / calls, "egress_bytes_per_call": egress / calls}
+        return None
+
+    @staticmethod
+    def _errors_significant(f: _Function, x: dict[str, float]) -> bool:
+        """At least :data:`MIN_ERRORS` failed calls, and more than the function's long-run
+        error rate gives by chance (:data:`SIGNIFICANCE`)."""
+        if x["errors"] < MIN_ERRORS:
+            return False
+        rate = (f.errors_seen + 1.0) / (f.calls_seen + 100.0)  # prior: 1 %, worth 100 calls
+        return binomial_tail(x["errors"], x["invocations"], rate) <= SIGNIFICANCE
+
+    def _surge(self, f: _Function, window: Window, score: float,
+               ratio: float) -> tuple[float, float] | None:
+        """(score, cost ratio) of a cost surge, or None.
+
+        A surge is a window whose cost rate scores at the threshold, is ``min_ratio`` ×
+        the baseline or more, and is no chance event (:meth:`_significant`). A sparse
+        function's last 2 … :data:`SCAN_WINDOWS` windows are also judged pooled: a
+        runaway at a fraction of a call per window shows over a few windows, not one.
+        """
+        base_cost, min_ratio = f.cost.median(), self._min_ratio(f)
+        if base_cost <= 0 or not f.cost.warm:
+            return None
+        if (score >= f.cost.threshold and ratio >= min_ratio
+                and self._significant(f, [f.recent[-1]], window.seconds)):
+            return score, ratio
+        if f.mean_rps * window.seconds >= SPARSE_CALLS or f.mean_cost <= 0:
+            return None
+        recent = list(f.recent)[-SCAN_WINDOWS:]
+        for k in range(2, len(recent) + 1):
+            pooled = recent[-k:]
+            pooled_ratio = (sum(w.warm_cost for w in pooled)
+                            / (k * window.seconds * f.mean_cost))
+            if pooled_ratio >= min_ratio and self._significant(f, pooled, window.seconds):
+                return score, pooled_ratio
+        return None
+
+    def _significant(self, f: _Function, windows: list[_Sums], seconds: float) -> bool:
+        """Would chance give these windows' calls, or their cost per call, at most with
+        probability :data:`SIGNIFICANCE` (Poisson calls at the baseline rate; a mean of
+        lognormal-ish costs per call at the baseline, with the leak detector's noise)?"""
+        expected = f.mean_rps * seconds * len(windows)
+        if poisson_tail(sum(w.attempts for w in windows), expected) <= SIGNIFICANCE:
+            return True
+        calls, base_call = sum(w.warm_ok for w in windows), f.per_call.median()
+        if not calls or base_call <= 0:
+            return False
+        per_call = sum(w.warm_ok_cost for w in windows) / calls
+        if per_call <= base_call:
+            return False
+        z = math.log(per_call / base_call) * math.sqrt(calls) / max(f.leak.noise, 0.1)
+        return z >= _Z_SIGNIFICANT
+
+    @staticmethod
+    def _storm(f: _Function, x: dict[str, float]) -> bool:
+        return "error_rate" in f.behaviour_flagged or x["error_rate"] >= STORM_ERROR_RATE
+
+    def _check_normal(self, function: str, f: _Function, window: Window,
+                      x: dict[str, float], now_ns: int) -> tuple[list[Anomaly], Proposal | None]:
+        score = f.cost.score_one(x)
+        base_cost = f.cost.median()
+        ratio = x["cost_per_s_warm"] / base_cost if base_cost > 0 else 0.0
+        surge = self._surge(f, window, score, ratio)
+        if surge is not None:
+            score, ratio = surge
+        leak_score = f.leak.score_one(x)
+        leak = leak_score >= f.leak.threshold
+        if not (surge or leak):
+            if self._storm(f, x):
+                return [], None  # failing calls are cheap: do not learn their cost as normal
+            f.cost.learn_one(x)
+            f.demand.learn_one(x)
+            f.learn_means(x, self.settings.baseline_windows)
+            if window.warm_ok:
+                f.per_call.learn_one(x)
+                f.leak.learn_one(x)
+            return [], None
+        base_rps = f.demand.median()
+        base_call = f.per_call.median()
+        per_call = x.get("cost_per_warm_call") or x["cost_per_invocation"] or base_call
+        demand_ratio = x["attempts_per_s"] / base_rps if base_rps > 0 else 0.0
+        if surge:
+            allowed = min(base_rps, base_cost / per_call) if per_call > 0 else base_rps
+            per_call_ratio = per_call / base_call if base_call > 0 else 0.0
+            driver = (Driver.INVOCATIONS if demand_ratio >= per_call_ratio
+                      else Driver.COST_PER_INVOCATION)
+            explanation = (
+                f"cost/s {ratio:.1f}x baseline (${x['cost_per_s_warm'] * 60:.4f}/min vs "
+                f"${base_cost * 60:.4f}/min); invocations {demand_ratio:.1f}x, "
+                f"cost per invocation {per_call_ratio:.1f}x")
+            detector, threshold, impact_base = f.cost.name, f.cost.threshold, base_cost
+        else:  # a leak: the cost per call has crept away from its long-run reference
+            reference = f.leak.reference
+            score, ratio = leak_score, per_call / reference if reference > 0 else 0.0
+            allowed = base_rps * min(1.0, reference / per_call) if per_call > 0 else base_rps
+            driver = Driver.COST_PER_INVOCATION
+            explanation = (
+                f"cost per invocation {ratio:.1f}x its long-run reference (${per_call:.6f} vs "
+                f"${reference:.6f}), risen over many windows; invocations "
+                f"{demand_ratio:.1f}x")
+            detector, threshold = f.leak.name, f.leak.threshold
+            impact_base = x["cost_per_s_warm"] / ratio if ratio > 0 else x["cost_per_s_warm"]
+        impact = max(0.0, x["cost_per_s_warm"] - impact_base) * 3600
+        anomaly = Anomaly(
+            function=function, detector=detector, score=score, threshold=threshold,
+            severity=Severity.CRITICAL if ratio >= 10 else Severity.WARNING,
+            window_start_unix_nano=window.start_ns, window_end_unix_nano=window.end_ns,
+            features=x, baseline={"cost_per_s": base_cost, "attempts_per_s": base_rps,
+                                  "cost_per_invocation": base_call},
+            explanation=f"{explanation}; driver: {driver.value}",
+            cost_impact_usd_per_hour=impact, version=window.version, driver=driver)
+        if allowed < (f.min_rps if f.min_rps >= 0 else self.settings.min_rps):
+            f.proposal = Proposal(Action.ISOLATE, driver, anomaly, explanation, since_ns=now_ns)
+        else:
+            f.proposal = Proposal(Action.THROTTLE, driver, anomaly, explanation,
+                                  rate_rps=round(allowed, 2), since_ns=now_ns)
+        return [anomaly], f.proposal
+
+    def _check_standing(self, f: _Function, x: dict[str, float], now_ns: int) -> None:
+        """End the standing proposal once it has stood ``hold_seconds`` and demand and
+        cost per call are back within ``min_ratio`` of the baseline."""
+        assert f.proposal is not None
+        if now_ns - f.proposal.since_ns < self.settings.hold_seconds * 1e9:
+            return
+        limit = self._min_ratio(f)
+        base_rps, base_call = f.demand.median(), f.per_call.median()
+        per_call = x.get("cost_per_warm_call")
+        demand_ok = base_rps <= 0 or x["attempts_per_s"] < limit * base_rps
+        per_call_ok = per_call is None or base_call <= 0 or per_call < limit * base_call
+        if demand_ok and per_call_ok:
+            f.proposal = None
+            f.recent.clear()  # pools start after the episode, not inside it

@@ -1,0 +1,217 @@
+"""The verdict lifecycle of each function: normal → throttled → isolated → released.
+
+Each window the policies conclude at most one :class:`Order` per function (the
+strongest of their decisions). :class:`Lifecycle` turns the sequence of orders into
+signed verdicts:
+
+* an order on a normal function throttles or isolates it;
+* hysteresis: a throttled function is only ever tightened mid-episode (a new rate
+  at least 20 % lower) or escalated to isolation, never loosened;
+* release once the verdict has held ``hold_seconds`` *and* no order has come for
+  ``release_after_seconds``; a function that re-offends within ``cooldown_seconds``
+  of a release holds twice as long as last time (up to 8×);
+* every verdict expires after ``verdict_ttl_seconds`` and is re-issued at half its
+  life while the episode lasts, so agents fail open if the workers go away;
+* an operator's verdict (issuer ``operator:…``) takes over until it expires:
+  no automatic change or release meanwhile, and after a manual release no
+  automatic verdict until it expires.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from schemas import Action, Verdict, sign_verdict
+
+OPERATOR = "operator:"
+"""Issuer prefix of verdicts made by hand (``governor verdict``)."""
+TIGHTEN = 0.8
+"""A throttle is re-issued mid-episode only at a rate at most this × the current one."""
+MAX_HOLD_FACTOR = 8
+
+
+class Phase(StrEnum):
+    NORMAL = "normal"
+    THROTTLED = "throttled"
+    ISOLATED = "isolated"
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """What the policies want done to a function this window."""
+
+    action: Action  # THROTTLE or ISOLATE
+    reason: str
+    policy: str = ""
+    rate_rps: float | None = None
+    anomaly_id: str = ""
+    egress_allow: list[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """The lifecycle thresholds in force for one function (live-tunable)."""
+
+    hold_seconds: float = 30.0
+    release_after_seconds: float = 30.0
+    cooldown_seconds: float = 120.0
+    verdict_ttl_seconds: float = 300.0
+
+
+@dataclass
+class _Track:
+    phase: Phase = Phase.NORMAL
+    order: Order | None = None  # the order in force
+    since_ns: int = 0
+    last_order_ns: int = 0
+    hold_ns: int = 0
+    cooldown_until_ns: int = 0
+    renew_at_ns: int = 0
+    manual_until_ns: int = 0
+    manual: Action | None = None
+    manual_sequence: int = 0
+
+
+@dataclass
+class VerdictIssuer:
+    """Signs verdicts and numbers them per function (monotonic across restarts)."""
+
+    key: bytes
+    ttl_ns: int
+    issuer: str
+    _sequence: dict[str, int] = field(default_factory=dict)
+
+    def follow(self, verdict: Verdict) -> None:
+        """Number the function's next verdict after ``verdict`` (e.g. an operator's)."""
+        self.after(verdict.function, verdict.sequence)
+
+    def after(self, function: str, sequence: int) -> None:
+        """Number the function's next verdict above ``sequence``."""
+        self._sequence[function] = max(self._sequence.get(function, 0), sequence)
+
+    def issue(self, function: str, action: Action, reason: str, now: int,
+              rate_rps: float | None = None, anomaly_id: str = "", ttl_ns: int | None = None,
+              egress_allow: list[str] | None = None) -> Verdict:
+        """A signed verdict issued at ``now`` (ns), numbered above every earlier one of
+        the function and at least ``now`` in µs (monotonic across restarts)."""
+        sequence = max(self._sequence.get(function, 0) + 1, now // 1000)
+        self._sequence[function] = sequence
+        verdict = Verdict(function=function, action=action, rate_rps=rate_rps,
+                          issued_at_unix_nano=now, time_unix_nano=now,
+                          expires_at_unix_nano=now + (ttl_ns or self.ttl_ns), sequence=sequence,
+                          reason=reason, anomaly_id=anomaly_id, issuer=self.issuer,
+                          egress_allow=egress_allow)
+        return sign_verdict(verdict, self.key)
+
+
+class Lifecycle:
+    """Per-function verdict state; :meth:`step` once per closed window."""
+
+    def __init__(self, issuer: VerdictIssuer) -> None:
+        self.issuer = issuer
+        self._tracks: dict[str, _Track] = {}
+
+    def phase(self, function: str) -> Phase:
+        track = self._tracks.get(function)
+        return track.phase if track else Phase.NORMAL
+
+    def export(self, function: str) -> _Track | None:
+        """The function's state, for the worker's snapshots."""
+        return self._tracks.get(function)
+
+    def restore(self, function: str, track: _Track) -> None:
+        self._tracks[function] = track
+
+    def forget(self, function: str) -> None:
+        self._tracks.pop(function, None)
+
+    def observe(self, verdict: Verdict, now_ns: int) -> bool:
+        """A verdict seen on the verdicts topic; an operator's, in force and newer than
+        what the function had, takes over (then ``True``)."""
+        if not verdict.issuer.startswith(OPERATOR) or verdict.expires_at_unix_nano <= now_ns:
+            return False
+        track = self._tracks.setdefault(verdict.function, _Track())
+        if verdict.sequence <= track.manual_sequence:
+            return False  # replayed from the compacted topic, or out of order
+        track.manual_sequence = verdict.sequence
+        track.manual, track.manual_until_ns = verdict.action, verdict.expires_at_unix_nano
+        track.phase = {Action.THROTTLE: Phase.THROTTLED,
+                       Action.ISOLATE: Phase.ISOLATED}.get(verdict.action, Phase.NORMAL)
+        track.order = None
+        track.since_ns = verdict.issued_at_unix_nano
+        return True
+
+    def step(self, function: str, order: Order | None, timing: Timing,
+             now_ns: int) -> list[Verdict]:
+        """Advance ``function`` by one window in which the policies concluded ``order``."""
+        track = self._tracks.get(function)
+        if track is None:
+            if order is None:
+                return []
+            track = self._tracks[function] = _Track()
+        if track.manual is not None:
+            if now_ns < track.manual_until_ns:
+                return []
+            was, track.manual = track.manual, None
+            if was is not Action.RELEASE:  # agents dropped it already; say so, close the page
+                return [self._release(function, track, timing, now_ns,
+                                      f"operator's {was.value} expired")]
+            track.phase, track.order = Phase.NORMAL, None
+        if order is not None:
+            track.last_order_ns = now_ns
+            return self._enforce(function, track, order, timing, now_ns)
+        if track.phase is Phase.NORMAL:
+            return []
+        held = now_ns - track.since_ns >= track.hold_ns
+        quiet = now_ns - track.last_order_ns >= timing.release_after_seconds * 1e9
+        if held and quiet:
+            return [self._release(function, track, timing, now_ns)]
+        return self._renew(function, track, timing, now_ns)
+
+    def _enforce(self, function: str, track: _Track, order: Order, timing: Timing,
+                 now_ns: int) -> list[Verdict]:
+        current = track.order
+        if track.phase is Phase.ISOLATED or (
+                track.phase is Phase.THROTTLED and order.action is Action.THROTTLE
+                and current is not None and current.rate_rps is not None
+                and (order.rate_rps is None or order.rate_rps > TIGHTEN * current.rate_rps)):
+            return self._renew(function, track, timing, now_ns)  # never loosen mid-episode
+        if track.phase is Phase.NORMAL:
+            base = int(timing.hold_seconds * 1e9)
+            again = now_ns < track.cooldown_until_ns
+            track.hold_ns = min(2 * track.hold_ns, MAX_HOLD_FACTOR * base) if again else base
+            track.hold_ns = max(track.hold_ns, base)
+            track.since_ns = now_ns
+        track.phase = Phase.ISOLATED if order.action is Action.ISOLATE else Phase.THROTTLED
+        track.order = order
+        return [self._issue(function, track, timing, now_ns)]
+
+    def _renew(self, function: str, track: _Track, timing: Timing,
+               now_ns: int) -> list[Verdict]:
+        if track.order is None or now_ns < track.renew_at_ns:
+            return []
+        return [self._issue(function, track, timing, now_ns)]
+
+    def _issue(self, function: str, track: _Track, timing: Timing, now_ns: int) -> Verdict:
+        order = track.order
+        assert order is not None
+        ttl_ns = int(timing.verdict_ttl_seconds * 1e9)
+        track.renew_at_ns = now_ns + ttl_ns // 2
+        rate = order.rate_rps if order.action is Action.THROTTLE else None
+        return self.issuer.issue(function, order.action, order.reason, now_ns, rate_rps=rate,
+                                 anomaly_id=order.anomaly_id, ttl_ns=ttl_ns,
+                                 egress_allow=order.egress_allow)
+
+    def _release(self, function: str, track: _Track, timing: Timing, now_ns: int,
+                 why: str = "") -> Verdict:
+        was, order = track.phase, track.order
+        held_s = (now_ns - track.since_ns) / 1e9
+        track.phase, track.order = Phase.NORMAL, None
+        track.cooldown_until_ns = now_ns + int(timing.cooldown_seconds * 1e9)
+        policy = order.policy if order and order.policy else "no policy"
+        why = why or f"normal for {timing.release_after_seconds:g}s ({policy} no longer triggers)"
+        return self.issuer.issue(
+            function, Action.RELEASE, f"released after {was.value} for {held_s:.0f}s: {why}",
+            now_ns, anomaly_id=order.anomaly_id if order else "",
+            ttl_ns=int(timing.verdict_ttl_seconds * 1e9))

@@ -1,0 +1,276 @@
+"""The decision step of a worker: detectors → policies → verdict lifecycle → pages.
+
+Per closed window of a function:
+
+1. the :class:`~streams.decisions.detection.Decider` scores it; an anomaly that warrants
+   action comes with a typed :class:`~streams.decisions.proposal.Proposal` (throttle to
+   the baseline spend, or isolate), which stands until the detectors see the function
+   back to normal;
+2. the policy bundle (:mod:`streams.decisions.policy`) evaluates the window, the proposal, the
+   function's profile and spend, and the live thresholds; every decision other
+   than allow is recorded (:class:`~schemas.PolicyDecision`) when it changes;
+3. the strongest throttle/isolate decision is the window's :class:`Order` for the
+   :class:`~streams.decisions.lifecycle.Lifecycle`, the one state machine of a
+   function's verdicts and their one issuer;
+4. the :class:`~streams.paging.incidents.IncidentTracker` turns verdicts and severe
+   anomalies into one incident per function and episode, classified from typed fields
+   (the policy's family, the detector, the action).
+
+Pure: no I/O and no clock (every entry point takes ``now_ns``); the app publishes
+what :meth:`DecisionStep.on_window` returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas import (
+    Action,
+    Anomaly,
+    CostEvent,
+    Decision,
+    Event,
+    Incident,
+    PolicyDecision,
+    Span,
+    Verdict,
+)
+from streams.decisions.detection import Decider
+from streams.decisions.lifecycle import Lifecycle, Order, Phase, Timing, VerdictIssuer
+from streams.decisions.policy import Family, Finding, PolicyEngine, strongest
+from streams.decisions.profiles import Profile, Profiles, Spend
+from streams.decisions.proposal import Proposal
+from streams.decisions.snapshots import SnapshotError, seal, unseal
+from streams.decisions.thresholds import Thresholds, split_list
+from streams.decisions.windows import Window
+from streams.errors import PolicyError
+from streams.paging.incidents import IncidentTracker, Kind, PageRules
+from streams.settings import Settings
+
+log = logging.getLogger("governor.worker")
+
+_ACTIONS = {Decision.THROTTLE: Action.THROTTLE, Decision.ISOLATE: Action.ISOLATE}
+_KINDS = {Family.BUDGET: Kind.BUDGET, Family.EGRESS: Kind.EGRESS,
+          Family.DATA_ACCESS: Kind.DATA_ACCESS, Family.RESPONSIBLE_AI: Kind.RESPONSIBLE_AI}
+"""Incident kinds of the policy families that have their own runbook section."""
+
+
+@dataclass
+class _Memory:
+    """What the step remembers per function between windows."""
+
+    decisions: dict[str, tuple[Decision, float | None]] = field(default_factory=dict)
+    kind: Kind | None = None  # of the order in force, for its pages
+
+
+class DecisionStep:
+    """Everything one worker decides, per function."""
+
+    def __init__(self, settings: Settings, issuer: VerdictIssuer, policies: PolicyEngine,
+                 thresholds: Thresholds, snapshots: dict[str, bytes] | None = None) -> None:
+        self.settings = settings
+        self.policies = policies
+        self.thresholds = thresholds
+        self.lifecycle = Lifecycle(issuer)
+        self.profiles = Profiles()
+        self.spend = Spend()
+        self.tracker = IncidentTracker(PageRules.from_settings(settings))
+        self._memory: dict[str, _Memory] = {}
+        self.decider = Decider(settings, issuer.key)
+        self._key = issuer.key
+        # restored on a function's first use, so a worker only takes on the functions
+        # whose events it gets (and pages only for those)
+        self._pending = dict(snapshots or {})
+        self.resumed: list[str] = []
+        """Functions restored with an open incident since last read (to re-assert it)."""
+
+    # ------------------------------------------------------------------ inputs
+
+    def on_span(self, span: Span) -> None:
+        self.profiles.on_span(span)
+
+    def on_event(self, event: CostEvent, window_ns: int) -> list[Anomaly]:
+        if event.function in self._pending:
+            self._resume(event.function)
+        return self.decider.on_event(event, window_ns)
+
+    def on_verdict(self, verdict: Verdict, now_ns: int) -> list[Event]:
+        """A verdict seen on the verdicts topic: an operator's takes over the lifecycle
+        and is reflected on the function's incident."""
+        if verdict.issuer == self.lifecycle.issuer.issuer:
+            return []
+        if verdict.function in self._pending:
+            self._resume(verdict.function)
+        self.lifecycle.issuer.follow(verdict)
+        if not self.lifecycle.observe(verdict, now_ns):
+            return []  # expired, or replayed from the compacted topic
+        profile = self.profiles.get(verdict.function)
+        limits = self.thresholds.effective(verdict.function, profile.team)
+        return list(self.tracker.on_verdict(verdict, None, profile.team, now_ns, limits))
+
+    # ------------------------------------------------------------------ decisions
+
+    def on_window(self, function: str, window: Window, now_ns: int) -> list[Event]:
+        """Decide on one closed window; the events to publish, in order."""
+        if function in self._pending:
+            self._resume(function)
+        memory = self._memory.setdefault(function, _Memory())
+        profile = self.profiles.get(function)
+        profile.team = profile.team or window.team
+        team = profile.team
+        limits = self.thresholds.effective(function, team)
+        self.decider.tune(function, float(limits["zscore_threshold"] or 0),
+                          float(limits["min_ratio"] or 0), float(limits["fast_path_factor"] or 0),
+                          float(limits["min_rps"] or 0))
+        anomalies, proposal, _ = self.decider.on_window(function, window, now_ns)
+        self.spend.add(function, team, window.start_ns, window.cost_usd, window.attempts)
+        try:
+            findings = self.policies.evaluate(self._input(function, window, profile, proposal,
+                                                          limits, now_ns))
+        except PolicyError as exc:  # one function's odd input must not stop the others
+            log.error("policies not evaluated for %s: %s", function, exc)
+            findings = []
+        anomaly_id = proposal.anomaly_id if proposal else ""
+        decisions = self._record(function, window, profile, memory, findings, anomaly_id)
+        order, kind = self._order(findings, proposal, limits)
+        if order is not None:
+            memory.kind = kind
+        verdicts = self.lifecycle.step(function, order, _timing(limits), now_ns)
+        cause = proposal.anomaly if proposal else None
+        incidents: list[Incident] = []
+        for anomaly in anomalies:
+            if not (verdicts and anomaly is cause):  # the verdict's page carries it
+                incidents += self.tracker.on_anomaly(anomaly, team, now_ns, limits)
+        for verdict in verdicts:
+            releasing = verdict.action is Action.RELEASE
+            incidents += self.tracker.on_verdict(
+                verdict, None if releasing else cause, team, now_ns, limits,
+                kind=None if releasing else memory.kind)
+        self.profiles.end_window(function)
+        return [*anomalies, *decisions, *verdicts, *incidents]
+
+    def _input(self, function: str, window: Window, profile: Profile,
+               proposal: Proposal | None, limits: dict[str, Any],
+               now_ns: int) -> dict[str, Any]:
+        x = window.features()
+        anomaly = None
+        baseline: dict[str, float] = {}
+        if proposal is not None:
+            cause = proposal.anomaly
+            score = cause.score
+            threshold = cause.threshold if cause.threshold > 0 else 1.0
+            anomaly = {
+                "id": proposal.anomaly_id, "detector": cause.detector,
+                "score": score, "calibrated": score / (score + threshold) if score > 0 else 0.0,
+                "severity": cause.severity.value, "explanation": proposal.explanation,
+                "driver": proposal.driver.value,
+                "cost_impact_usd_per_hour": cause.cost_impact_usd_per_hour,
+                "proposed": {"action": proposal.action.value, "rate_rps": proposal.rate_rps}}
+            baseline = cause.baseline
+        return {
+            **profile.policy_input(function),
+            "window": {"start_unix_nano": window.start_ns, "seconds": window.seconds,
+                       "invocations": window.invocations, "cost_usd": window.cost_usd,
+                       **{k: x[k] for k in ("attempts_per_s", "cost_per_s",
+                                            "cost_per_invocation", "cost_per_invocation_p95",
+                                            "duration_ms_p95", "error_rate", "cold_start_rate",
+                                            "egress_bytes_per_s") if k in x}},
+            "spend": self.spend.policy_input(function, profile.team, now_ns),
+            "anomaly": anomaly,
+            "baseline": {k: baseline.get(k, 0.0) for k in ("attempts_per_s", "cost_per_s",
+                                                           "cost_per_invocation")},
+            "thresholds": {k: v for k, v in limits.items() if v is not None},
+        }
+
+    def _record(self, function: str, window: Window, profile: Profile, memory: _Memory,
+                findings: list[Finding], anomaly_id: str) -> list[PolicyDecision]:
+        """Decisions worth a row: new ones, and ones whose action or rate changed."""
+        seen: dict[str, tuple[Decision, float | None]] = {}
+        rows = []
+        for f in findings:
+            if f.decision is Decision.ALLOW:
+                continue
+            seen[f.policy] = (f.decision, f.rate_rps)
+            if memory.decisions.get(f.policy) == seen[f.policy]:
+                continue
+            rows.append(PolicyDecision(
+                function=function, policy=f.policy, decision=f.decision, rate_rps=f.rate_rps,
+                reason=f.reason, severity=f.severity, team=profile.team,
+                version=window.version, window_start_unix_nano=window.start_ns,
+                anomaly_id=anomaly_id, bundle=self.policies.digest, inputs=dict(f.inputs)))
+        memory.decisions = seen
+        return rows
+
+    @staticmethod
+    def _order(findings: list[Finding], proposal: Proposal | None,
+               limits: dict[str, Any]) -> tuple[Order | None, Kind | None]:
+        """The window's order for the lifecycle, and the incident kind of its pages."""
+        top = strongest(f for f in findings if f.decision in _ACTIONS)
+        if top is None:
+            return None, None
+        isolate = [f for f in findings if f.decision is Decision.ISOLATE]
+        reasons = "; ".join(f"{f.policy}: {f.reason}" for f in (isolate or [top]))
+        egress = split_list(limits.get("egress_allow")) if top.family is Family.EGRESS else None
+        rate = round(top.rate_rps, 2) if top.rate_rps is not None else None
+        kind = next((_KINDS[f.family] for f in (*isolate, top) if f.family in _KINDS), None)
+        return Order(_ACTIONS[top.decision], reasons, policy=top.policy, rate_rps=rate,
+                     anomaly_id=proposal.anomaly_id if proposal else "",
+                     egress_allow=egress), kind
+
+    # ------------------------------------------------------------------ state
+
+    def retire(self, function: str) -> bool:
+        """An idle function may be forgotten unless a verdict or an incident holds; its
+        detectors stay sealed in memory (a few KB) so it resumes warm, and its spend
+        ledger stays (budgets count the last 24 hours)."""
+        if self.lifecycle.phase(function) is not Phase.NORMAL or self.tracker.export(function):
+            return False
+        self.decider.forget(function)
+        self.lifecycle.forget(function)
+        self.profiles.forget(function)
+        self._memory.pop(function, None)
+        return True
+
+    def snapshot(self, function: str) -> bytes | None:
+        """The function's sealed decision state, for :mod:`streams.decisions.snapshots`."""
+        detectors = self.decider.snapshot(function)
+        if detectors is None:
+            return None
+        return seal({"detectors": detectors, "lifecycle": self.lifecycle.export(function),
+                     "memory": self._memory.get(function),
+                     "incident": self.tracker.export(function),
+                     "team": self.profiles.get(function).team,
+                     "spend": self.spend.export(function)}, self._key)
+
+    def _resume(self, function: str) -> None:
+        blob = self._pending.pop(function)
+        try:
+            state = unseal(blob, self._key)
+        except (SnapshotError, pickle.UnpicklingError, AttributeError, ImportError) as exc:
+            log.warning("state of %s not restored (%s); it warms up again", function, exc)
+            return
+        if not isinstance(state, dict):  # the detectors alone (before decisions had state)
+            self.decider.adopt(function, blob)
+            return
+        self.decider.adopt(function, bytes(state["detectors"]))
+        if state.get("lifecycle") is not None:
+            self.lifecycle.restore(function, state["lifecycle"])
+        memory = state.get("memory")
+        if isinstance(memory, _Memory) and hasattr(memory, "kind"):
+            self._memory[function] = memory
+        if state.get("incident") is not None:
+            self.tracker.restore(function, state["incident"])
+            self.resumed.append(function)
+        if state.get("spend") is not None:
+            self.spend.restore(function, state.get("team", ""), state["spend"])
+            self.profiles.get(function).team = state.get("team", "")
+
+
+def _timing(limits: dict[str, Any]) -> Timing:
+    return Timing(hold_seconds=limits["hold_seconds"],
+                  release_after_seconds=limits["release_after_seconds"],
+                  cooldown_seconds=limits["cooldown_seconds"],
+                  verdict_ttl_seconds=limits["verdict_ttl_seconds"])

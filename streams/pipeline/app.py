@@ -1,0 +1,169 @@
+"""The Faust application: binds the worker's routes (:mod:`streams.pipeline.routes`)
+to topics, timers and web pages. ``create_app(settings, prepared)`` builds everything;
+nothing is registered at import time.
+
+* ``spans``, ``costs`` (the hot topics): :class:`~streams.pipeline.batch_ingest.BatchIngest`,
+  an aiokafka batch consumer inside the app (group ``<app_id>.ingest``):
+  :meth:`Routes.take <streams.pipeline.routes.Routes.take>` then ``on_spans`` /
+  ``on_costs``; offsets committed after the ClickHouse write
+* ``anomalies``, ``verdicts``, ``decisions``, ``incidents``, ``audit``: Faust agents →
+  ``Routes.take`` (so operators' verdicts and threshold changes land too); operators'
+  verdicts also go to ``Routes.on_verdicts``
+* timers: ``Routes.close_windows`` (the decision step) and ``Routes.reload`` (policies)
+* pages: ``POST /query`` → ``Routes.query``, ``GET /health`` → ``Routes.health``
+
+Records that fail validation go to the DLQ topic with the reason. Sink writes happen
+before a batch is acknowledged, and are idempotent, so a crash between the two only
+replays rows that replace themselves.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Sequence
+from typing import Any
+
+import faust
+import orjson
+from faust.web import Request, Response, View
+
+from schemas import (
+    Anomaly,
+    CostEvent,
+    DeadLetter,
+    Event,
+    Incident,
+    PolicyDecision,
+    Span,
+    ThresholdChange,
+    Verdict,
+    encode,
+    partition_for,
+)
+from streams.paging.dispatch import dispatcher_from_settings
+from streams.pipeline.batch_ingest import BatchIngest, IngestConfig, Route
+from streams.pipeline.decoding import Record
+from streams.pipeline.prepare import Prepared
+from streams.pipeline.routes import FollowUp, Routes
+from streams.settings import Settings
+
+POLICY_CHECK_SECONDS = 2.0
+"""How often a worker looks for a changed policy bundle."""
+
+
+class TopicOutbox:
+    """The routes' :class:`~streams.pipeline.routes.Outbox` on the app's topics.
+
+    Verdicts go to ``partition_for(function, verdict_partitions)``, where agents look.
+    """
+
+    def __init__(self, app: faust.App, settings: Settings, verdict_partitions: int) -> None:
+        def topic(kind: str) -> Any:
+            return app.topic(settings.topic(kind), key_type=bytes, value_type=bytes,
+                             key_serializer="raw", value_serializer="raw")
+
+        self.topics = {kind: topic(kind) for kind in (
+            "anomalies", "verdicts", "dlq", "decisions", "incidents", "audit", "state")}
+        self._verdict_partitions = verdict_partitions
+        self._by_type = {Anomaly: "anomalies", PolicyDecision: "decisions",
+                         Incident: "incidents", Verdict: "verdicts"}
+
+    async def publish(self, event: Event) -> None:
+        kind = self._by_type[type(event)]
+        partition = (partition_for(event.function, self._verdict_partitions)
+                     if isinstance(event, Verdict) else None)
+        await self.topics[kind].send(key=event.function.encode(), value=encode(event),
+                                     partition=partition)
+
+    async def dead(self, letter: DeadLetter) -> Awaitable[Any]:
+        delivery: Awaitable[Any] = await self.topics["dlq"].send(
+            key=letter.key.encode(), value=encode(letter))
+        return delivery
+
+    async def snapshot(self, function: str, blob: bytes) -> None:
+        await self.topics["state"].send(key=function.encode(), value=blob)
+
+
+def create_app(settings: Settings, prepared: Prepared) -> tuple[faust.App, Routes]:
+    """Build the worker's Faust app for ``settings`` from what
+    :func:`~streams.pipeline.prepare.prepare` found; the app and its routes."""
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        datadir=str(settings.data_dir / "faust"),
+        web_enabled=True,
+        web_host=settings.query_host,
+        web_port=settings.query_port,
+        web_bind=settings.query_host,
+        broker_rebalance_timeout=settings.rebalance_timeout_seconds,
+        broker_session_timeout=max(6.0, 2 * settings.rebalance_timeout_seconds),
+        broker_heartbeat_interval=1.0,
+        topic_allow_declare=False,
+        producer_linger=0.005,
+        consumer_auto_offset_reset="earliest",
+    )
+    routes = Routes(settings, prepared, dispatcher_from_settings(settings))
+    outbox = routes.outbox = TopicOutbox(app, settings, prepared.verdict_partitions)
+    batch, within = settings.sink_batch, settings.sink_within_seconds
+
+    async def on_verdicts(verdicts: Sequence[Verdict]) -> None:
+        await routes.on_verdicts(verdicts, time.time_ns())
+
+    sinks: list[tuple[str, type[Event], FollowUp | None]] = [
+        ("verdicts", Verdict, on_verdicts), ("anomalies", Anomaly, None),
+        ("decisions", PolicyDecision, None), ("incidents", Incident, None),
+        ("audit", ThresholdChange, None)]
+    for kind, cls, then in sinks:
+        app.agent(outbox.topics[kind], name=f"governor.{cls.TYPE}")(
+            _sink(routes, cls, batch, within, then))
+
+    ingest = BatchIngest(
+        IngestConfig(settings.kafka_bootstrap, f"{settings.app_id}.ingest", batch=batch,
+                     within_s=within, rebalance_timeout_s=settings.rebalance_timeout_seconds,
+                     tune_gc=True),
+        {settings.topic("spans"): Route(Span, routes.on_spans),
+         settings.topic("costs"): Route(CostEvent, routes.on_costs)},
+        routes.write, outbox.dead, routes.counters)
+    routes.ingest_ready = lambda: ingest.ready
+    app.service(ingest)  # type: ignore[arg-type]
+
+    @app.timer(interval=min(1.0, settings.window_seconds / 4))
+    async def close_windows() -> None:
+        await routes.close_windows(time.time_ns())
+
+    @app.timer(interval=POLICY_CHECK_SECONDS)
+    async def reload_policies() -> None:
+        routes.reload()
+
+    async def on_ready(sender: Any, **kwargs: Any) -> None:
+        routes.app_ready = True
+
+    app.on_rebalance_complete.connect(on_ready)  # type: ignore[arg-type]
+
+    class QueryView(View):
+        async def post(self, request: Request) -> Response:
+            status, body = await routes.query(await request.json())
+            return self.bytes(orjson.dumps(body, default=str), status=status,
+                              content_type="application/json")
+
+    class HealthView(View):
+        async def get(self, request: Request) -> Response:
+            return self.json(routes.health())
+
+    app.page("/query")(QueryView)
+    app.page("/health")(HealthView)
+    return app, routes
+
+
+def _sink(routes: Routes, cls: type[Event], batch: int, within: float,
+          then: FollowUp | None) -> Any:
+    """A Faust agent body: batches of ``cls`` records through :meth:`Routes.take`."""
+
+    async def consume(stream: Any) -> None:
+        async for events in stream.take_events(batch, within=within):
+            records = [Record(e.message.topic, e.message.partition, e.message.offset,
+                              e.message.key, e.message.value) for e in events]
+            await routes.take(records, cls, then)
+
+    return consume

@@ -1,0 +1,229 @@
+"""The worker's routes, one named handler each: what happens to a record, a timer
+tick or a request. :mod:`streams.pipeline.app` binds them to Faust; tests call them
+directly with an :class:`InMemoryOutbox`.
+
+============================  ===========================================================
+route                         does
+============================  ===========================================================
+:meth:`Routes.take`           decode a batch of one topic → DLQ → ClickHouse → follow-up
+:meth:`Routes.on_costs`       cost events into the windows and the per-event fast path
+:meth:`Routes.on_spans`       spans into the function profiles (team, egress, datasets)
+:meth:`Routes.on_verdicts`    an operator's verdict takes over the function's lifecycle
+:meth:`Routes.close_windows`  due windows → the decision step → anomalies, decisions,
+                              verdicts, incidents and state snapshots published
+:meth:`Routes.reload`         a changed policy bundle is loaded
+:meth:`Routes.query`          a read-only SQL query (``POST /query``)
+:meth:`Routes.health`         readiness and counters (``GET /health``)
+============================  ===========================================================
+
+A cost event's path: :meth:`BatchIngest._take <streams.pipeline.batch_ingest.BatchIngest>`
+→ :func:`~streams.pipeline.decoding.decode_records` → :meth:`Routes.write` →
+:meth:`ClickHouseSink.write <streams.storage.clickhouse.ClickHouseSink.write>` (table
+``cost_events``), then :meth:`Routes.on_costs`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from schemas import (
+    CostEvent,
+    DeadLetter,
+    Event,
+    Incident,
+    Span,
+    Verdict,
+)
+from streams.decisions.lifecycle import VerdictIssuer
+from streams.decisions.step import DecisionStep
+from streams.decisions.windows import WindowAggregator
+from streams.errors import QueryError
+from streams.paging.dispatch import PageDispatcher
+from streams.pipeline.decoding import RecordLike, decode_records
+from streams.pipeline.prepare import Prepared
+from streams.settings import Settings
+from streams.storage.clickhouse import ClickHouseSink, read_only_query
+
+YIELD_EVERY = 100
+"""Functions decided on between yields to the event loop when windows close."""
+
+log = logging.getLogger("governor.worker")
+
+FollowUp = Callable[[Sequence[Any]], Awaitable[None]]
+
+
+class Outbox(Protocol):
+    """Where the routes' output goes: topics (and the pager, for incidents)."""
+
+    async def publish(self, event: Event) -> None:
+        """An anomaly, policy decision, verdict or incident, keyed by its function."""
+
+    async def dead(self, letter: DeadLetter) -> Awaitable[Any]:
+        """Start sending a record that could not be taken, with the reason; its
+        delivery, to await before the batch's offsets are committed."""
+
+    async def snapshot(self, function: str, blob: bytes) -> None:
+        """The function's sealed decision state."""
+
+
+class InMemoryOutbox:
+    """An :class:`Outbox` that keeps what it is given, for tests and tools."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.dead_letters: list[DeadLetter] = []
+        self.snapshots: dict[str, bytes] = {}
+
+    async def publish(self, event: Event) -> None:
+        self.events.append(event)
+
+    async def dead(self, letter: DeadLetter) -> Awaitable[Any]:
+        self.dead_letters.append(letter)
+        delivered = asyncio.get_running_loop().create_future()
+        delivered.set_result(None)
+        return delivered
+
+    async def snapshot(self, function: str, blob: bytes) -> None:
+        self.snapshots[function] = blob
+
+
+class Routes:
+    """A worker's state (sink, windows, decision step, pager, counters) and its routes."""
+
+    def __init__(self, settings: Settings, prepared: Prepared, pager: PageDispatcher) -> None:
+        self.settings = settings
+        self.clickhouse = prepared.clickhouse
+        self.sink = ClickHouseSink(prepared.clickhouse)
+        self.db = ThreadPoolExecutor(1, thread_name_prefix="governor-clickhouse")
+        self.windows = WindowAggregator(int(settings.window_seconds * 1e9))
+        self.step = DecisionStep(settings, VerdictIssuer(
+            prepared.verdict_key, int(settings.verdict_ttl_seconds * 1e9), settings.app_id),
+            prepared.policies, prepared.control.thresholds, prepared.snapshots)
+        self.windows.retire = self.step.retire
+        self.control = prepared.control
+        self.pager = pager
+        self.counters: Counter[str] = Counter()
+        self.outbox: Outbox = InMemoryOutbox()  # the app sets its topics' outbox
+        self.app_ready = False  # Faust's group has its partitions
+        self.ingest_ready: Callable[[], bool] = lambda: True
+
+    @property
+    def ready(self) -> bool:
+        """Both consumer groups (Faust's and the batch ingest's) have their partitions."""
+        return self.app_ready and self.ingest_ready()
+
+    # ------------------------------------------------------------------ records
+
+    async def take(self, records: Sequence[RecordLike], cls: type[Event],
+                   then: FollowUp | None = None) -> None:
+        """One batch of one topic: decode, dead letters to the DLQ, rows to ClickHouse,
+        then the follow-up on the valid events."""
+        good, dead = decode_records(records, cls)
+        for letter in dead:
+            await self.outbox.dead(letter)
+        self.counters[f"dlq_{cls.TYPE}"] += len(dead)
+        self.counters[f"in_{cls.TYPE}"] += len(good)
+        await self.write(good)
+        if then is not None:
+            await then(good)
+
+    async def write(self, events: Sequence[Event]) -> None:
+        """Insert ``events`` into their ClickHouse tables (idempotent on ``event_id``)."""
+        if events:
+            written = await asyncio.get_running_loop().run_in_executor(
+                self.db, self.sink.write, events)
+            self.counters.update({f"rows_{k}": v for k, v in written.items()})
+
+    async def on_costs(self, events: Sequence[CostEvent]) -> None:
+        window_ns = self.windows.window_ns
+        for event in events:
+            self.windows.add(event)
+            for anomaly in self.step.on_event(event, window_ns):
+                await self.publish(anomaly)
+
+    async def on_spans(self, events: Sequence[Span]) -> None:
+        for span in events:
+            self.step.on_span(span)
+
+    async def on_verdicts(self, verdicts: Sequence[Verdict], now_ns: int) -> None:
+        for verdict in verdicts:
+            for event in self.step.on_verdict(verdict, now_ns):
+                await self.publish(event)
+
+    async def publish(self, event: Event) -> None:
+        await self.outbox.publish(event)
+        if isinstance(event, Incident):
+            self.pager.submit(event)
+        self.counters[f"{event.TYPE}s_issued"] += 1
+
+    # ------------------------------------------------------------------ timers
+
+    async def close_windows(self, now_ns: int) -> None:
+        """Decide on every window due at ``now_ns``; one function's failure is logged
+        and skipped, never stops the others."""
+        step = self.step
+        for n, (function, window) in enumerate(self.windows.close_due(now_ns), 1):
+            self.counters["windows_closed"] += 1
+            try:
+                events = step.on_window(function, window, now_ns)
+                snapshot = step.snapshot(function)
+            except Exception:  # one function's failure must not stop the others' decisions
+                log.exception("decision step failed for %s; its window is skipped", function)
+                self.counters["decision_errors"] += 1
+                continue
+            for event in events:
+                await self.publish(event)
+            if snapshot is not None:
+                await self.outbox.snapshot(function, snapshot)
+            if n % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # let the ingest run between chunks of functions
+        for event in step.tracker.sweep(now_ns):
+            await self.publish(event)
+        if step.resumed:  # restored open incidents: re-assert them to the pagers
+            self.pager.resume(step.tracker.open_incidents(now_ns, step.resumed))
+            step.resumed.clear()
+
+    def reload(self) -> bool:
+        """Load the policy bundle if its files changed; whether it did."""
+        policies = self.step.policies
+        if not policies.reload_if_changed():
+            return False
+        log.warning("policy bundle %s loaded from %s", policies.digest, policies.directory)
+        self.counters["policy_reloads"] += 1
+        return True
+
+    # ------------------------------------------------------------------ requests
+
+    async def query(self, body: object) -> tuple[int, dict[str, Any]]:
+        """``{"sql": "SELECT …"}`` → (HTTP status, columns and rows, or the error)."""
+        sql = body.get("sql") if isinstance(body, dict) else None
+        if not isinstance(sql, str):
+            return 400, {"error": "send JSON {\"sql\": \"SELECT ...\"}"}
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(
+                self.db, read_only_query, self.clickhouse, sql)
+        except QueryError as exc:
+            return 400, {"error": str(exc)}
+        return 200, {"columns": list(result.columns), "rows": [list(r) for r in result.rows],
+                     "elapsed_s": result.elapsed_s}
+
+    def health(self) -> dict[str, Any]:
+        pager = self.pager.stats
+        policies = self.step.policies
+        return {
+            "ready": self.ready, "counters": dict(self.counters),
+            "policy_bundle": policies.digest, "policy_error": policies.last_error,
+            "thresholds_synced": self.control.synced,
+            "pages": {k: getattr(pager, k) for k in (
+                "submitted", "delivered", "retried", "failed", "dropped", "skipped")}}
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """After the timers and the ingest have stopped: nothing more is paged."""
+        self.pager.close(timeout_s)
+        self.control.stop()
+        self.db.shutdown(wait=False)

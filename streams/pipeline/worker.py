@@ -1,0 +1,36 @@
+"""Running a worker: prepare, build the app, run it until interrupted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from streams.ops.stackfile import removing, write_stack_file
+from streams.pipeline.app import create_app
+from streams.pipeline.prepare import prepare
+from streams.settings import Settings
+
+
+def run_worker(settings: Settings, extra_info: dict[str, Any] | None = None) -> int:
+    """Run the worker until interrupted; return its exit code.
+
+    Writes the stack file (where the query endpoint and broker are) while it runs.
+    """
+    import faust
+
+    app, routes = create_app(settings, prepare(settings))
+    info = {"bootstrap": settings.kafka_bootstrap, "clickhouse": settings.clickhouse_dsn,
+            "query_url": f"http://{settings.query_host}:{settings.query_port}",
+            "topic_prefix": settings.topic_prefix, **(extra_info or {})}
+    stack_file: Path = write_stack_file(settings, **info)
+    with removing(stack_file):
+        worker = faust.Worker(app, loglevel=settings.log_level, quiet=True,
+                              redirect_stdouts=False, override_logging=True)
+        worker.spinner = None  # its terminal animation garbles `governor up` output
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as exit_:
+            return int(exit_.code or 0)
+        finally:  # after the timers and the ingest have stopped: nothing more is paged
+            routes.close(5.0)
+    return 0

@@ -1,0 +1,258 @@
+"""ClickHouse access: connect, migrate, write events, answer read-only queries.
+
+Everything goes through ``clickhouse-connect``: a ClickHouse server over HTTP(S) or
+the embedded chDB engine (``chdb:///path``), with the same client API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from infra import MIGRATIONS_DIR
+from schemas import (
+    Anomaly,
+    CostEvent,
+    Event,
+    Incident,
+    PolicyDecision,
+    Span,
+    ThresholdChange,
+    Verdict,
+)
+from streams.errors import MigrationError, QueryError, StackError
+
+MIGRATIONS_TABLE = "governor_migrations"
+_READ_ONLY = re.compile(r"^(\s*--[^\n]*\n)*\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b",
+                        re.I)  # after any leading comment lines
+
+
+def connect(dsn: str) -> Any:
+    """A ``clickhouse-connect`` client for ``dsn`` (``http(s)://…`` or ``chdb:///path``)."""
+    import clickhouse_connect
+
+    if dsn.startswith("chdb://"):
+        Path(dsn.removeprefix("chdb://")).mkdir(parents=True, exist_ok=True)
+    try:
+        return clickhouse_connect.get_client(dsn=dsn)
+    except Exception as exc:
+        raise StackError(f"cannot open ClickHouse at {_redact(dsn)}: {exc}") from exc
+
+
+def _redact(dsn: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", dsn)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    def statements(self) -> list[str]:
+        """The file's statements, split at semicolons that end a line."""
+        body = "\n".join(line for line in self.sql.splitlines()
+                         if not line.lstrip().startswith("--"))
+        return [s.strip() for s in re.split(r";\s*(?:\n|$)", body) if s.strip()]
+
+
+def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """Migrations in version order, from files named ``NNNN_description.sql``."""
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        match = re.match(r"^(\d+)_(\w+)\.sql$", path.name)
+        if not match:
+            raise MigrationError(f"{path}: migration files are named NNNN_description.sql")
+        found.append(Migration(int(match[1]), path.name, path.read_text()))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise MigrationError(f"{directory}: two migrations share a version number")
+    return found
+
+
+def migrate(client: Any, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply each migration not yet recorded, once; return the names applied.
+
+    An applied migration whose file changed since is an error: add a new one instead.
+    """
+    client.command(
+        f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (version UInt32, name String, "
+        "checksum String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+        "ENGINE = MergeTree ORDER BY version")
+    done = {row[0]: (row[1], row[2]) for row in
+            client.query(f"SELECT version, name, checksum FROM {MIGRATIONS_TABLE}").result_rows}
+    applied = []
+    for migration in load_migrations(directory):
+        if migration.version in done:
+            name, checksum = done[migration.version]
+            if checksum != migration.checksum:
+                raise MigrationError(
+                    f"{migration.name} changed after it was applied as {name}; "
+                    "never edit an applied migration, add a new one")
+            continue
+        for statement in migration.statements():
+            try:
+                client.command(statement)
+            except Exception as exc:
+                raise MigrationError(f"{migration.name} failed: {exc}") from exc
+        client.insert(MIGRATIONS_TABLE, [[migration.version, migration.name, migration.checksum]],
+                      column_names=["version", "name", "checksum"])
+        applied.append(migration.name)
+    return applied
+
+
+def _str_map(values: dict[str, Any]) -> dict[str, str]:
+    return {k: v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in values.items()}
+
+
+def _span_row(e: Span) -> list[Any]:
+    return [
+        e.start_time_unix_nano, e.trace_id, e.span_id, e.parent_span_id, e.trace_state, e.name,
+        e.kind.value, e.function, _str_map(e.resource), e.scope_name, e.scope_version,
+        _str_map(e.attributes), e.end_time_unix_nano - e.start_time_unix_nano,
+        e.status_code.value, e.status_message,
+        [x.time_unix_nano for x in e.events], [x.name for x in e.events],
+        [_str_map(x.attributes) for x in e.events],
+    ]
+
+
+def _cost_row(e: CostEvent) -> list[Any]:
+    return [
+        e.event_id, e.time_unix_nano, e.function, e.invocation_id, e.trace_id, e.span_id,
+        e.provider, e.version, e.team, e.memory_mb, e.duration_ms, e.billed_duration_ms,
+        e.cold_start, e.outcome.value, e.egress_bytes, e.cost_usd, e.compute_usd,
+        e.request_usd, e.egress_usd, e.custom_usd,
+    ]
+
+
+def _anomaly_row(e: Anomaly) -> list[Any]:
+    return [
+        e.event_id, e.time_unix_nano, e.function, e.detector, e.score, e.threshold,
+        e.severity.value, e.window_start_unix_nano, e.window_end_unix_nano, e.features,
+        e.baseline, e.explanation, e.cost_impact_usd_per_hour, e.version, e.driver.value,
+    ]
+
+
+def _verdict_row(e: Verdict) -> list[Any]:
+    return [
+        e.event_id, e.time_unix_nano, e.function, e.action.value, e.rate_rps,
+        e.issued_at_unix_nano, e.expires_at_unix_nano, e.sequence, e.reason, e.anomaly_id,
+        e.issuer, e.signature,
+    ]
+
+
+def _decision_row(e: PolicyDecision) -> list[Any]:
+    return [
+        e.event_id, e.time_unix_nano, e.function, e.team, e.version, e.policy, e.decision.value,
+        e.rate_rps, e.severity.value, e.reason, e.window_start_unix_nano, e.anomaly_id, e.bundle,
+        _str_map(e.inputs),
+    ]
+
+
+def _incident_row(e: Incident) -> list[Any]:
+    return [
+        e.event_id, e.time_unix_nano, e.incident_id, e.function, e.team, e.status.value,
+        e.severity.value, e.title, e.summary, e.driver, e.cost_impact_usd_per_hour, e.actions,
+        e.runbook_url, e.opened_at_unix_nano, e.resolved_at_unix_nano, e.updates, e.kind,
+        e.folded_into,
+    ]
+
+
+def _change_row(e: ThresholdChange) -> list[Any]:
+    return [e.event_id, e.time_unix_nano, e.function, e.key, e.old, e.new, e.actor, e.reason,
+            e.change_id, e.undo_of]
+
+
+@dataclass(frozen=True)
+class _Table:
+    name: str
+    columns: tuple[str, ...]
+    row: Callable[[Any], list[Any]]
+
+
+_TABLES: dict[type[Event], _Table] = {
+    Span: _Table("otel_traces", (
+        "Timestamp", "TraceId", "SpanId", "ParentSpanId", "TraceState", "SpanName", "SpanKind",
+        "ServiceName", "ResourceAttributes", "ScopeName", "ScopeVersion", "SpanAttributes",
+        "Duration", "StatusCode", "StatusMessage", "Events.Timestamp", "Events.Name",
+        "Events.Attributes"), _span_row),
+    CostEvent: _Table("cost_events", (
+        "event_id", "time", "function", "invocation_id", "trace_id", "span_id", "provider",
+        "version", "team", "memory_mb", "duration_ms", "billed_duration_ms", "cold_start",
+        "outcome", "egress_bytes", "cost_usd", "compute_usd", "request_usd", "egress_usd",
+        "custom_usd"), _cost_row),
+    Anomaly: _Table("anomalies", (
+        "event_id", "time", "function", "detector", "score", "threshold", "severity",
+        "window_start", "window_end", "features", "baseline", "explanation",
+        "cost_impact_usd_per_hour", "version", "driver"), _anomaly_row),
+    Verdict: _Table("verdicts", (
+        "event_id", "time", "function", "action", "rate_rps", "issued_at", "expires_at",
+        "sequence", "reason", "anomaly_id", "issuer", "signature"), _verdict_row),
+    PolicyDecision: _Table("policy_decisions", (
+        "event_id", "time", "function", "team", "version", "policy", "decision", "rate_rps",
+        "severity", "reason", "window_start", "anomaly_id", "bundle", "inputs"), _decision_row),
+    Incident: _Table("incidents", (
+        "event_id", "time", "incident_id", "function", "team", "status", "severity", "title",
+        "summary", "driver", "cost_impact_usd_per_hour", "actions", "runbook_url", "opened_at",
+        "resolved_at", "updates", "kind", "folded_into"), _incident_row),
+    ThresholdChange: _Table("threshold_changes", (
+        "event_id", "time", "scope", "key", "old", "new", "actor", "reason", "change_id",
+        "undo_of"), _change_row),
+}
+
+
+class ClickHouseSink:
+    """Writes batches of events to their tables, one insert per table per batch.
+
+    Idempotent: tables are ReplacingMergeTree on the event's identity, so a batch
+    redelivered after a crash replaces itself.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def write(self, events: Iterable[Event]) -> dict[str, int]:
+        """Insert ``events``; return rows written per table."""
+        rows: dict[type[Event], list[list[Any]]] = defaultdict(list)
+        for event in events:
+            table = _TABLES.get(type(event))
+            if table is not None:
+                rows[type(event)].append(table.row(event))
+        written = {}
+        for cls, batch in rows.items():
+            table = _TABLES[cls]
+            self._client.insert(table.name, batch, column_names=table.columns)
+            written[table.name] = len(batch)
+        return written
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    columns: Sequence[str]
+    rows: Sequence[Sequence[Any]]
+    elapsed_s: float
+
+
+def read_only_query(client: Any, sql: str) -> QueryResult:
+    """Run an analyst's query with ``readonly=1``; refuse anything but reads."""
+    sql = sql.strip().removesuffix(";")
+    if not _READ_ONLY.match(sql):
+        raise QueryError("only read queries (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN) are allowed")
+    started = time.perf_counter()
+    try:
+        result = client.query(sql, settings={"readonly": 1})
+    except Exception as exc:
+        raise QueryError(str(exc).strip().splitlines()[0]) from exc
+    return QueryResult(result.column_names, result.result_rows, time.perf_counter() - started)

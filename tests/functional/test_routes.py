@@ -1,0 +1,136 @@
+"""The worker's routes, called directly: real decoding, the real ClickHouse engine,
+the real decision step with the shipped policies, a file pager; topics replaced by
+an in-memory outbox (the app's topic outbox is exercised by the integration tier)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from schemas import (
+    Action,
+    Anomaly,
+    CostEvent,
+    Incident,
+    PolicyDecision,
+    Verdict,
+    encode,
+    verify_verdict,
+)
+from streams.control.follower import ControlFollower
+from streams.decisions.policy import PolicyEngine
+from streams.paging.dispatch import dispatcher_from_settings
+from streams.pipeline.decoding import Record
+from streams.pipeline.prepare import Prepared
+from streams.pipeline.routes import InMemoryOutbox, Routes
+from streams.settings import Settings
+from streams.storage.clickhouse import migrate
+
+KEY = b"r" * 32
+S = 1_000_000_000
+T0 = 1_800_000_000 * S
+WINDOW = 10 * S
+
+
+@pytest.fixture
+def routes(clickhouse: Any, tmp_path: Path) -> Iterator[Routes]:
+    migrate(clickhouse)
+    settings = Settings(warmup_windows=3, hold_seconds=0, pager_file=str(tmp_path / "pages"))
+    control = ControlFollower("127.0.0.1:9", settings)  # not started: defaults apply
+    prepared = Prepared(clickhouse, KEY, 4, {}, PolicyEngine(settings.policy_dir), control)
+    routes = Routes(settings, prepared, dispatcher_from_settings(settings))
+    yield routes
+    routes.close(2.0)
+
+
+def _records(events: list[Any], topic: str = "governor.costs") -> list[Record]:
+    return [Record(topic, 0, offset, e.function.encode(), encode(e))
+            for offset, e in enumerate(events)]
+
+
+def _calls(window: int, calls: int, cost: float = 0.0001) -> list[CostEvent]:
+    start = T0 + window * WINDOW
+    return [CostEvent(function="checkout", invocation_id=f"{window}-{i}", cost_usd=cost,
+                      team="payments", time_unix_nano=start + i * (WINDOW // calls))
+            for i in range(calls)]
+
+
+def _count(routes: Routes, sql: str) -> int:
+    status, body = asyncio.run(routes.query({"sql": sql}))
+    assert status == 200, body
+    return int(body["rows"][0][0])
+
+
+def test_a_cost_event_is_stored_and_counted_into_its_window(routes: Routes) -> None:
+    [event] = _calls(0, 1)
+    asyncio.run(routes.take(_records([event]), CostEvent, routes.on_costs))
+    assert _count(routes, f"SELECT count() FROM cost_events WHERE event_id = "
+                          f"'{event.event_id}'") == 1
+    assert routes.counters["in_cost"] == 1 and routes.counters["rows_cost_events"] == 1
+    [(function, window)] = routes.windows.close_due(T0 + 2 * WINDOW)
+    assert (function, window.invocations, window.cost_usd) == ("checkout", 1, 0.0001)
+
+
+def test_a_bad_record_goes_to_the_dlq_and_the_rest_of_its_batch_is_stored(
+        routes: Routes) -> None:
+    good = _calls(0, 2)
+    records = _records(good)
+    records.insert(1, Record("governor.costs", 0, 99, b"checkout", b'{"type": "cost"'))
+    asyncio.run(routes.take(records, CostEvent, routes.on_costs))
+    outbox = routes.outbox
+    assert isinstance(outbox, InMemoryOutbox)
+    [letter] = outbox.dead_letters
+    assert (letter.source_topic, letter.offset, letter.function) == ("governor.costs", 99,
+                                                                     "checkout")
+    assert "fix the producer" in letter.reason
+    assert routes.counters["dlq_cost"] == 1 and routes.counters["in_cost"] == 2
+    assert _count(routes, "SELECT count() FROM cost_events") == 2
+
+
+def test_a_runaway_closes_into_a_signed_throttle_a_decision_and_a_page(
+        routes: Routes, tmp_path: Path) -> None:
+    async def run() -> None:
+        for w in range(6):
+            await routes.take(_records(_calls(w, 50)), CostEvent, routes.on_costs)
+            await routes.close_windows(T0 + (w + 1) * WINDOW + S)
+        await routes.take(_records(_calls(6, 2500)), CostEvent, routes.on_costs)
+        await routes.close_windows(T0 + 7 * WINDOW + S)
+
+    asyncio.run(run())
+    outbox = routes.outbox
+    assert isinstance(outbox, InMemoryOutbox)
+    kinds = [type(e) for e in outbox.events]
+    assert Anomaly in kinds and PolicyDecision in kinds and Incident in kinds
+    [verdict] = [e for e in outbox.events if isinstance(e, Verdict)]
+    assert verdict.action is Action.THROTTLE and verdict.issued_at_unix_nano == T0 + 7 * WINDOW + S
+    verify_verdict(verdict, KEY)
+    [decision] = [e for e in outbox.events if isinstance(e, PolicyDecision)]
+    assert decision.policy == "cost_guard.anomaly" and decision.anomaly_id == verdict.anomaly_id
+    [incident] = [e for e in outbox.events if isinstance(e, Incident)]
+    assert incident.kind == "cost-anomaly" and incident.driver == "invocations"
+    assert "checkout" in outbox.snapshots
+    routes.pager.close(5.0)
+    [page] = [orjson.loads(line) for line in (tmp_path / "pages").read_text().splitlines()]
+    assert page["incident_id"] == incident.incident_id
+
+
+def test_the_query_route_answers_reads_and_refuses_the_rest(routes: Routes) -> None:
+    assert _count(routes, "SELECT 41 + 1") == 42
+    status, body = asyncio.run(routes.query({"sql": "DROP TABLE cost_events"}))
+    assert status == 400 and "error" in body
+    status, body = asyncio.run(routes.query(["SELECT 1"]))
+    assert status == 400 and "send JSON" in body["error"]
+
+
+def test_the_health_route_says_not_ready_until_the_app_has_its_partitions(
+        routes: Routes) -> None:
+    health = routes.health()
+    assert health["ready"] is False and health["thresholds_synced"] is False
+    assert health["policy_bundle"] and health["pages"]["submitted"] == 0
+    routes.app_ready = True
+    assert routes.health()["ready"] is True

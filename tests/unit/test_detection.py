@@ -1,0 +1,271 @@
+"""Windows, and detection's anomalies and proposals, on synthetic windows."""
+
+from __future__ import annotations
+
+from schemas import Action, Anomaly, CostEvent, Driver, Outcome
+from streams.decisions.detection import Decider
+from streams.decisions.proposal import Proposal
+from streams.decisions.windows import Window, WindowAggregator
+from streams.settings import Settings
+
+KEY = b"k"
+S = 1_000_000_000
+
+
+def _window(calls: int, cost_per_call: float, blocked: int = 0, start: int = 0,
+            version: str = "") -> Window:
+    w = Window(start, start + 10 * S)
+    for i in range(calls):
+        w.add(CostEvent(function="f", invocation_id=str(i), cost_usd=cost_per_call,
+                        version=version))
+    for i in range(blocked):
+        w.add(CostEvent(function="f", invocation_id=f"b{i}", outcome=Outcome.THROTTLED))
+    return w
+
+
+def _decider(**changes: object) -> Decider:
+    settings = Settings(warmup_windows=5, hold_seconds=0, **changes)  # type: ignore[arg-type]
+    return Decider(settings, KEY)
+
+
+def _on(d: Decider, w: Window) -> list[Anomaly | Proposal]:
+    """The window's anomalies, and the proposal it made (if it made one)."""
+    detection = d.on_window("f", w, w.end_ns)
+    return [*detection.anomalies, *([detection.proposal] if detection.proposal and
+                                    detection.new else [])]
+
+
+def _warm(d: Decider, calls: int = 100, cost: float = 0.001) -> None:
+    for i in range(8):
+        assert _on(d, _window(calls + i % 3, cost)) == []
+
+
+def test_window_features() -> None:
+    w = _window(20, 0.5, blocked=5)
+    x = w.features()
+    assert (w.attempts, w.invocations, w.blocked) == (25, 20, 5)
+    assert x["attempts"] == 25 and x["attempts_per_s"] == 2.5 and x["invocations_per_s"] == 2.0
+    assert x["cost_per_s"] == 1.0 and x["cost_per_invocation"] == 0.5
+
+
+def test_aggregator_closes_windows_and_emits_idle_ones() -> None:
+    agg = WindowAggregator(window_ns=10 * S, grace_ns=0)
+    agg.add(CostEvent(function="f", invocation_id="1", time_unix_nano=15 * S, cost_usd=1))
+    assert agg.close_due(19 * S) == []
+    [(name, first)] = agg.close_due(20 * S)
+    assert (name, first.start_ns, first.attempts, first.cost_usd) == ("f", 10 * S, 1, 1.0)
+    [(_, idle)] = agg.close_due(30 * S)
+    assert (idle.start_ns, idle.attempts) == (20 * S, 0)
+
+
+def test_runaway_loop_is_throttled_to_the_baseline_rate_then_released() -> None:
+    d = _decider()
+    _warm(d)
+    events = _on(d, _window(2500, 0.001))
+    anomaly, proposal = events
+    assert isinstance(anomaly, Anomaly) and isinstance(proposal, Proposal)
+    assert anomaly.driver is Driver.INVOCATIONS and proposal.driver is Driver.INVOCATIONS
+    assert "driver: invocations" in anomaly.explanation  # for people
+    assert "driver" not in proposal.explanation  # for policies: the figures only
+    assert anomaly.cost_impact_usd_per_hour > 0
+    assert proposal.action is Action.THROTTLE and proposal.anomaly_id == anomaly.event_id
+    assert proposal.rate_rps is not None and 9 <= proposal.rate_rps <= 11
+    assert d.proposal("f") is proposal
+    assert _on(d, _window(100, 0.001, blocked=2400)) == []  # demand still high
+    assert d.proposal("f") is proposal
+    assert _on(d, _window(100, 0.001)) == []
+    assert d.proposal("f") is None  # back to normal: the proposal ends
+
+
+def test_cost_per_call_jump_isolates_when_the_allowed_rate_is_tiny() -> None:
+    d = _decider(min_rps=0.5)
+    _warm(d)
+    anomaly, proposal = _on(d, _window(100, 0.1))
+    assert isinstance(proposal, Proposal) and proposal.action is Action.ISOLATE
+    assert isinstance(anomaly, Anomaly) and anomaly.driver is Driver.COST_PER_INVOCATION
+
+
+def test_nothing_is_flagged_before_warm_up_or_for_noise() -> None:
+    d = _decider()
+    assert _on(d, _window(100, 0.001)) == []
+    assert _on(d, _window(5000, 0.001)) == []  # 2nd window: still warming up
+    d = _decider()
+    _warm(d)
+    assert _on(d, _window(130, 0.001)) == []  # 1.3×: below min_ratio
+
+
+def test_window_quantiles_come_from_a_bounded_sample() -> None:
+    w = Window(0, 10 * S)
+    for i in range(1, 2001):
+        w.add(CostEvent(function="f", invocation_id=str(i), cost_usd=i / 1000,
+                        duration_ms=float(i), cold_start=i <= 20, egress_bytes=100))
+    x = w.features()
+    assert len(w.samples) == 256
+    assert 0.8 < x["cost_per_invocation_p50"] < 1.2  # true median 1.0005
+    assert 1.7 < x["cost_per_invocation_p95"] < 2.0  # true p95 1.9
+    assert 1700 < x["duration_ms_p95"] < 2000
+    assert x["cold_start_rate"] == 0.01 and x["egress_bytes_per_s"] == 20_000
+    replay = Window(0, 10 * S)
+    for i in range(1, 2001):
+        replay.add(CostEvent(function="f", invocation_id=str(i), cost_usd=i / 1000,
+                             duration_ms=float(i), cold_start=i <= 20, egress_bytes=100))
+    assert replay.features() == x  # deterministic for the same window
+
+
+def test_one_extreme_invocation_is_reported_at_once_but_not_throttled() -> None:
+    d = _decider(fast_path_factor=20)
+    expensive = CostEvent(function="f", invocation_id="big", cost_usd=0.5, time_unix_nano=5 * S)
+    assert d.on_event(expensive, 10 * S) == []  # no baseline yet
+    _warm(d)
+    assert d.on_event(CostEvent(function="f", invocation_id="ok", cost_usd=0.002), 10 * S) == []
+    [anomaly] = d.on_event(expensive, 10 * S)
+    assert isinstance(anomaly, Anomaly) and anomaly.detector == "single_invocation"
+    assert "500x the baseline" in anomaly.explanation
+    assert d.on_event(expensive, 10 * S) == []  # once per window
+    assert d.proposal("f") is None
+
+
+def test_state_snapshots_resume_without_warm_up_and_refuse_other_keys() -> None:
+    from streams.decisions.snapshots import SnapshotError, unseal
+
+    d = _decider()
+    _warm(d)
+    blob = d.snapshot("f")
+    assert blob is not None and len(blob) < 64 * 1024
+    restored = Decider(d.settings, KEY, {"f": blob})
+    _, proposal = _on(restored, _window(2500, 0.001))  # no new warm-up
+    assert isinstance(proposal, Proposal) and proposal.action is Action.THROTTLE
+    forged = Decider(d.settings, b"other", {"f": blob})
+    assert _on(forged, _window(2500, 0.001)) == []  # refused: warms up again
+    try:
+        unseal(blob[:-1] + b"x", KEY)
+    except SnapshotError as exc:
+        assert "MAC does not match" in str(exc)
+    else:
+        raise AssertionError("an altered snapshot was accepted")
+
+
+def test_a_deploy_re_baselines_instead_of_paging_for_a_legitimate_step() -> None:
+    d = _decider()
+    for i in range(8):
+        assert _on(d, _window(100 + i % 3, 0.001, version="v1")) == []
+    # v2 costs 3x per call: a step that would page on the v1 baseline ...
+    assert _decider_flags_on_old_baseline(d.settings)
+    for i in range(8):
+        assert _on(d, _window(100 + i % 3, 0.003, version="v2")) == []
+    # ... and the new baseline still catches a runaway loop
+    _, proposal = _on(d, _window(2500, 0.003, version="v2"))
+    assert isinstance(proposal, Proposal) and proposal.action is Action.THROTTLE
+
+
+def _decider_flags_on_old_baseline(settings: Settings) -> bool:
+    d = Decider(settings, KEY)
+    for i in range(8):
+        _on(d, _window(100 + i % 3, 0.001))
+    return bool(_on(d, _window(100, 0.003)))
+
+
+def test_an_error_storm_is_reported_once_without_a_verdict() -> None:
+    d = _decider()
+
+    def window(errors: int) -> Window:
+        w = Window(0, 10 * S)
+        for i in range(100):
+            w.add(CostEvent(function="f", invocation_id=str(i), cost_usd=0.001,
+                            outcome=Outcome.ERROR if i < errors else Outcome.OK))
+        return w
+
+    for i in range(8):
+        assert _on(d, window(i % 2)) == []  # 0–1 % errors: no page for one error
+    [storm] = _on(d, window(60))
+    assert isinstance(storm, Anomaly) and storm.detector == "behaviour.error_rate"
+    assert storm.driver is Driver.ERROR_RATE
+    assert "error rate 60% vs baseline" in storm.explanation
+    assert _on(d, window(70)) == []  # same episode: not repeated
+    assert d.proposal("f") is None
+
+
+def _calls(costs: list[float], *, cold: int = 0, errors: int = 0, egress: int = 0,
+           start: int = 0) -> Window:
+    """A window of calls costing ``costs``; the first ``cold`` are cold starts, the last
+    ``errors`` fail."""
+    w = Window(start, start + 10 * S)
+    for i, cost in enumerate(costs):
+        w.add(CostEvent(function="f", invocation_id=str(i), cost_usd=cost, cold_start=i < cold,
+                        egress_bytes=egress,
+                        outcome=Outcome.ERROR if i >= len(costs) - errors else Outcome.OK))
+    return w
+
+
+def test_window_prices_cold_starts_as_warm_calls_for_the_cost_signal() -> None:
+    w = _calls([0.05, 0.001, 0.001, 0.002], cold=1, errors=1)
+    x = w.features()
+    assert (w.cold_cost_usd, w.warm_ok, w.warm_ok_cost_usd) == (0.05, 2, 0.002)
+    assert x["cost_per_warm_call"] == 0.001
+    assert abs(x["cost_per_s_warm"] - 4 * 0.004 / 3 / 10) < 1e-12  # 4 calls at the warm mean
+    assert "cost_per_warm_call" not in _calls([0.05], cold=1).features()
+
+
+def test_a_cold_start_on_a_sparse_function_is_not_a_runaway() -> None:
+    d = _decider()
+    for i in range(40):
+        assert _on(d, _calls([0.001] * (2 + i % 3))) == []
+    assert _on(d, _calls([0.08, 0.001, 0.001], cold=1)) == []  # init: 80 warm calls
+
+
+def test_a_few_extra_calls_on_a_sparse_function_are_noise_but_a_sustained_runaway_is_not() \
+        -> None:
+    d = _decider()
+    for i in range(40):
+        assert _on(d, _calls([0.001] * (i % 2))) == []  # 0.05 rps
+    assert _on(d, _calls([0.001] * 3)) == []  # 3 calls where 0.5 are usual: chance
+    # 7 calls: p ~ 1e-6 alone, but 10 calls in 2 windows where 1 is usual: p ~ 1e-7
+    _, proposal = _on(d, _calls([0.001] * 7))
+    assert isinstance(proposal, Proposal) and proposal.action is Action.ISOLATE  # < min_rps
+
+
+def test_a_slow_leak_is_caught_against_the_long_run_reference() -> None:
+    d = _decider()
+    for i in range(60):
+        assert _on(d, _window(100 + i % 3, 0.001 * (1 + 0.02 * (i % 3 - 1)))) == []
+    for n in range(1, 60):  # +3 % a window: each window is within noise of the last
+        events = _on(d, _window(100, 0.001 * 1.03 ** n))
+        if events:
+            break
+    anomaly, proposal = events
+    assert isinstance(anomaly, Anomaly) and anomaly.detector == "cusum"
+    assert anomaly.driver is Driver.COST_PER_INVOCATION
+    assert isinstance(proposal, Proposal) and proposal.action is Action.THROTTLE
+    assert 1.03 ** n <= 2.0 and "long-run reference" in anomaly.explanation
+
+
+def test_an_error_storm_on_a_sparse_function_is_found_over_pooled_windows() -> None:
+    d = _decider()
+    for _ in range(40):
+        assert _on(d, _calls([0.001] * 3)) == []
+    found = [_on(d, _calls([0.001] * 3, errors=3)) for _ in range(4)]
+    assert [len(events) for events in found][:1] == [0]  # 3 failed calls: not yet
+    storm = next(e for events in found for e in events)
+    assert isinstance(storm, Anomaly) and storm.detector == "behaviour.error_rate"
+    assert d.proposal("f") is None
+
+
+def test_egress_is_judged_per_call_so_busy_windows_are_not_bursts() -> None:
+    d = _decider()
+    for i in range(40):
+        assert _on(d, _calls([0.001] * (20 + i % 5), egress=5000)) == []
+    assert _on(d, _calls([0.001] * 35, egress=5000)) == []
+    [burst] = _on(d, _calls([0.001] * 22, egress=250_000))
+    assert isinstance(burst, Anomaly) and burst.detector == "behaviour.egress_bytes_per_call"
+
+
+def test_a_proposal_stands_at_least_hold_seconds_on_the_step_clock() -> None:
+    d = Decider(Settings(warmup_windows=5, hold_seconds=30), KEY)
+    for i in range(8):
+        assert d.on_window("f", _window(100 + i % 3, 0.001), (i + 1) * 10 * S).proposal is None
+    flagged = d.on_window("f", _window(2500, 0.001), 90 * S)
+    assert flagged.new and flagged.proposal is not None
+    normal = _window(100, 0.001)
+    assert d.on_window("f", normal, 110 * S).proposal is flagged.proposal  # 20 s < 30 s
+    ended = d.on_window("f", normal, 120 * S)  # 30 s, and back to normal
+    assert ended.proposal is None and not ended.new

@@ -1,0 +1,68 @@
+"""The layering of docs/architecture.md, as import-linter contracts (pyproject.toml),
+checked on the real import graph; and shown to catch an upward import."""
+
+from __future__ import annotations
+
+import ast
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import grimp
+import pytest
+from importlinter.cli import lint_imports
+from importlinter.contracts.forbidden import ForbiddenContract
+from importlinter.contracts.layers import LayersContract
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+CONTRACTS = {c["id"]: c for c in CONFIG["contracts"]}
+SESSION = {"root_packages": CONFIG["root_packages"], "include_external_packages": "True"}
+
+
+@pytest.fixture(scope="module")
+def graph() -> grimp.ImportGraph:
+    return grimp.build_graph(*CONFIG["root_packages"], include_external_packages=True,
+                             cache_dir=None)
+
+
+def _options(contract_id: str) -> dict[str, Any]:
+    return {k: v for k, v in CONTRACTS[contract_id].items() if k not in ("id", "name", "type")}
+
+
+def test_every_contract_holds() -> None:
+    assert lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True,
+                        no_logo=True) == 0
+
+
+def test_an_upward_import_breaks_the_layers(graph: grimp.ImportGraph) -> None:
+    layers = LayersContract("layers", SESSION, _options("streams-layers"))
+    assert layers.check(graph, verbose=False).kept
+    graph.add_import(importer="streams.decisions.detection", imported="streams.pipeline.app",
+                     line_number=1, line_contents="from streams.pipeline.app import create_app")
+    assert not layers.check(graph, verbose=False).kept
+
+
+def test_a_worker_import_in_the_agent_breaks_its_contract(graph: grimp.ImportGraph) -> None:
+    light = ForbiddenContract("light", SESSION, _options("agent-is-light"))
+    assert light.check(graph, verbose=False).kept
+    graph.add_import(importer="agents._decorator", imported="river", line_number=1,
+                     line_contents="import river")
+    assert not light.check(graph, verbose=False).kept
+
+
+def test_decision_code_reads_no_clock() -> None:
+    """Time reaches the decisions as an argument (``now_ns``), so simulations and
+    tests drive it without patching anything."""
+    for path in sorted((ROOT / "streams" / "decisions").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for alias in node.names}
+        imported |= {node.module or "" for node in ast.walk(tree)
+                     if isinstance(node, ast.ImportFrom)}
+        assert "time" not in imported, f"{path.name} imports time: take now_ns instead"
+
+
+def test_no_production_module_patches_anything() -> None:
+    for path in sorted((ROOT / "streams").rglob("*.py")):
+        assert "unittest" not in path.read_text(), f"{path} uses unittest (mock?)"
