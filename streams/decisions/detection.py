@@ -26,7 +26,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import pickle
 from collections import deque
 from dataclasses import dataclass, field
 from statistics import NormalDist
@@ -194,7 +193,7 @@ class Decider:
             try:
                 f = self._functions[function] = unseal(self._snapshots.pop(function),
                                                        self.key)
-            except (SnapshotError, pickle.UnpicklingError, AttributeError, ImportError) as exc:
+            except SnapshotError as exc:
                 log.warning("state of %s not restored (%s); it warms up again", function, exc)
             if f is not None and getattr(f, "layout", 1) != LAYOUT:
                 log.warning("state of %s has an older layout; it warms up again", function)

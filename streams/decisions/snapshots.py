@@ -33,13 +33,17 @@ def seal(state: object, key: bytes) -> bytes:
 
 
 def unseal(blob: bytes, key: bytes) -> Any:
-    """The state inside ``blob``; :class:`SnapshotError` if it was not sealed with ``key``."""
+    """The state inside ``blob``; :class:`SnapshotError` if it was not sealed with ``key``
+    or was written by a version whose classes this one no longer has."""
     mac, body = blob[:_MAC], blob[_MAC:]
     if len(blob) <= _MAC or not hmac.compare_digest(
             mac, hmac.new(key, body, hashlib.sha256).digest()):
         raise SnapshotError("snapshot MAC does not match: written with another verdict key, "
                             "or altered")
-    return pickle.loads(body)
+    try:
+        return pickle.loads(body)
+    except (pickle.UnpicklingError, AttributeError, ImportError, EOFError) as exc:
+        raise SnapshotError(f"snapshot of an older layout: {exc}") from None
 
 
 def load_snapshots(bootstrap: str, topic: str, timeout_s: float = 30.0) -> dict[str, bytes]:

@@ -23,7 +23,6 @@ what :meth:`DecisionStep.on_window` returns.
 from __future__ import annotations
 
 import logging
-import pickle
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -249,7 +248,7 @@ class DecisionStep:
         blob = self._pending.pop(function)
         try:
             state = unseal(blob, self._key)
-        except (SnapshotError, pickle.UnpicklingError, AttributeError, ImportError) as exc:
+        except SnapshotError as exc:
             log.warning("state of %s not restored (%s); it warms up again", function, exc)
             return
         if not isinstance(state, dict):  # the detectors alone (before decisions had state)

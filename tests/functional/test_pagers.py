@@ -19,14 +19,9 @@ import pytest
 
 from schemas import Action, Incident, IncidentStatus, Severity, Verdict, decode
 from streams.errors import SettingsError
-from streams.paging.dispatch import (
-    AlertmanagerPager,
-    FilePager,
-    PageDispatcher,
-    PagerDutyPager,
-    dispatcher_from_settings,
-)
+from streams.paging.dispatch import PageDispatcher, dispatcher_from_settings
 from streams.paging.incidents import IncidentTracker, PageRules, is_paged
+from streams.paging.transports import AlertmanagerPager, FilePager, PagerDutyPager
 from streams.settings import Settings
 
 S = 1_000_000_000
