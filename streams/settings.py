@@ -18,6 +18,13 @@ GOVERNOR_VERDICT_KEY                HMAC-SHA256 key verdicts are signed with; em
                                     the embedded stack: generated into the data dir
 GOVERNOR_APP_ID                     Faust app id / consumer group (governor-worker)
 GOVERNOR_WINDOW_SECONDS             feature window length (10)
+GOVERNOR_LATENESS_SECONDS           how late (in event time) a cost event may arrive and
+                                    still count in its window; later ones are stored but
+                                    decide nothing (1)
+GOVERNOR_MAX_EVENT_AGE_SECONDS      events dated further in the past go to the DLQ
+                                    (604800: 7 days)
+GOVERNOR_MAX_EVENT_LEAD_SECONDS     events dated further in the future go to the DLQ
+                                    (300)
 GOVERNOR_WARMUP_WINDOWS             windows of history before a function can be flagged (6)
 GOVERNOR_BASELINE_WINDOWS           windows of history the baseline keeps (60)
 GOVERNOR_ZSCORE_THRESHOLD           robust z-score that makes a window anomalous (6)
@@ -79,6 +86,9 @@ class Settings:
     verdict_key: str = ""
     app_id: str = "governor-worker"
     window_seconds: float = 10.0
+    lateness_seconds: float = 1.0
+    max_event_age_seconds: float = 7 * 86400.0
+    max_event_lead_seconds: float = 300.0
     warmup_windows: int = 6
     baseline_windows: int = 60
     zscore_threshold: float = 6.0
@@ -120,8 +130,9 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        positive = ("window_seconds", "warmup_windows", "baseline_windows", "zscore_threshold",
-                    "fast_path_factor",
+        positive = ("window_seconds", "lateness_seconds", "max_event_age_seconds",
+                    "max_event_lead_seconds", "warmup_windows", "baseline_windows",
+                    "zscore_threshold", "fast_path_factor",
                     "verdict_ttl_seconds", "sink_batch", "sink_within_seconds",
                     "rebalance_timeout_seconds")
         for name in positive:

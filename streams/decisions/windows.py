@@ -1,9 +1,18 @@
-"""Per-function feature windows built from cost events.
+"""Per-function feature windows built from cost events, in event time.
 
-A function's first window is aligned to a multiple of the window length at its
-first event; windows are then consecutive and closed by the wall clock (plus a
-grace period), and every event counts in the window open when it arrives. A
-function that was seen but is idle gets empty windows, so a drop to zero shows.
+Each event counts in the window its own timestamp falls in (windows are aligned to a
+multiple of the window length), so a backlog delivered late — a worker restart, a
+broker outage, an agent's buffer — lands where it belongs and never looks like a
+spike. A function's windows close in order:
+
+* by its own events: a window closes once an event at least ``lateness`` past its
+  end has arrived (never ahead of the wall clock);
+* by the wall clock when the function has gone quiet (no event arrived for
+  ``lateness``) and the ingest is caught up: at its end plus ``grace``.
+
+An event whose window has already closed is *late*: :meth:`WindowAggregator.add`
+says so, and it is stored but not decided on. A function that was seen but is idle
+gets empty windows, so a drop to zero shows.
 """
 
 from __future__ import annotations
@@ -132,39 +141,81 @@ class Window:
 
 
 @dataclass
+class _Lane:
+    """One function's open windows, by start, and how far it has closed."""
+
+    frontier_ns: int  # start of the oldest window not closed yet
+    windows: dict[int, Window] = field(default_factory=dict)
+    newest_ns: int = 0  # the newest event time seen
+    arrived_ns: int = 0  # when (wall clock) its last event arrived
+    idle: int = 0  # empty windows closed in a row
+    version: str = ""
+    team: str = ""
+
+
+@dataclass
 class WindowAggregator:
     """Open windows per function; :meth:`close_due` hands back the finished ones."""
 
     window_ns: int
     grace_ns: int = 500_000_000
+    lateness_ns: int = 1_000_000_000
     idle_windows: int = 30
     retire: Callable[[str], bool] | None = None
-    """Asked before an idle function's window is dropped: ``False`` keeps it (say, while a
-    verdict holds), ``True`` lets it go (the callee may drop its own state of it)."""
-    _open: dict[str, Window] = field(default_factory=dict)
-    _idle: dict[str, int] = field(default_factory=dict)
+    """Asked before an idle function's windows are dropped: ``False`` keeps them (say,
+    while a verdict holds), ``True`` lets them go (the callee may drop its own state)."""
+    _lanes: dict[str, _Lane] = field(default_factory=dict)
 
-    def add(self, event: CostEvent) -> None:
-        window = self._open.get(event.function)
+    def add(self, event: CostEvent, now_ns: int | None = None) -> bool:
+        """Count ``event`` (arrived at ``now_ns``, default its own time) in its window;
+        ``False`` if that window has closed already (a late event)."""
+        t = event.time_unix_nano
+        start = t - t % self.window_ns
+        lane = self._lanes.get(event.function)
+        if lane is None:
+            lane = self._lanes[event.function] = _Lane(start)
+        lane.arrived_ns = max(lane.arrived_ns, t if now_ns is None else now_ns)
+        if start < lane.frontier_ns:
+            return False
+        window = lane.windows.get(start)
         if window is None:
-            start = event.time_unix_nano - event.time_unix_nano % self.window_ns
-            window = self._open[event.function] = Window(start, start + self.window_ns)
-        window.add(event)  # early and late events count in the open window
-        self._idle[event.function] = 0
+            window = lane.windows[start] = Window(start, start + self.window_ns)
+        window.add(event)
+        lane.newest_ns = max(lane.newest_ns, t)
+        lane.idle = 0
+        return True
 
-    def close_due(self, now_ns: int) -> list[tuple[str, Window]]:
-        """Windows whose end plus grace is past ``now_ns``, oldest first per function."""
-        closed = []
-        for function, window in list(self._open.items()):
-            if window.end_ns + self.grace_ns > now_ns:
-                continue
-            closed.append((function, window))
-            idle = self._idle.get(function, 0) + (window.attempts == 0)
-            self._idle[function] = idle
-            if idle >= self.idle_windows and (self.retire is None or self.retire(function)):
-                del self._open[function]
-                del self._idle[function]
-                continue
-            self._open[function] = Window(window.end_ns, window.end_ns + self.window_ns,
-                                          version=window.version, team=window.team)
+    def close_due(self, now_ns: int, caught_up: bool = True) -> list[tuple[str, Window]]:
+        """Windows due at ``now_ns``, oldest first per function; ``caught_up``: the
+        ingest has no backlog, so quiet functions close by the wall clock."""
+        closed: list[tuple[str, Window]] = []
+        for function, lane in list(self._lanes.items()):
+            horizon = min(lane.newest_ns - self.lateness_ns, now_ns - self.grace_ns)
+            if caught_up and now_ns - lane.arrived_ns >= self.lateness_ns:
+                horizon = now_ns - self.grace_ns
+            if self._close(function, lane, horizon, closed):
+                del self._lanes[function]
         return closed
+
+    def _close(self, function: str, lane: _Lane, horizon: int,
+               closed: list[tuple[str, Window]]) -> bool:
+        """Close ``lane``'s windows that end by ``horizon``; whether to drop the lane."""
+        while lane.frontier_ns + self.window_ns <= horizon:
+            start = lane.frontier_ns
+            window = lane.windows.pop(start, None) or Window(
+                start, start + self.window_ns, version=lane.version, team=lane.team)
+            lane.version, lane.team = window.version, window.team
+            closed.append((function, window))
+            lane.frontier_ns = start + self.window_ns
+            lane.idle = lane.idle + 1 if window.attempts == 0 else 0
+            if lane.idle < self.idle_windows:
+                continue
+            if not lane.windows and (self.retire is None or self.retire(function)):
+                return True
+            if lane.windows:  # a long gap in event time: resume at the next events
+                lane.frontier_ns = min(lane.windows)
+                lane.idle = 0
+            elif horizon - lane.frontier_ns > self.idle_windows * self.window_ns:
+                # idle and held: one empty window per call is enough to keep deciding
+                lane.frontier_ns = horizon - horizon % self.window_ns - self.window_ns
+        return False

@@ -1,5 +1,6 @@
-"""On-call: one incident per function and episode (:mod:`.incidents`, pure) and its
-delivery to Alertmanager, PagerDuty or a file with retries (:mod:`.dispatch`).
+"""On-call: one incident per function and episode (:mod:`.incidents`, pure), the
+places pages go (:mod:`.transports`: Alertmanager, PagerDuty, a file) and their
+delivery with queues and retries (:mod:`.dispatch`).
 
 Imports only settings and errors below it.
 """

@@ -42,7 +42,7 @@ from schemas import (
 )
 from streams.paging.dispatch import dispatcher_from_settings
 from streams.pipeline.batch_ingest import BatchIngest, IngestConfig, Route
-from streams.pipeline.decoding import Record
+from streams.pipeline.decoding import Record, TimeBounds
 from streams.pipeline.prepare import Prepared
 from streams.pipeline.routes import FollowUp, Routes
 from streams.settings import Settings
@@ -121,11 +121,13 @@ def create_app(settings: Settings, prepared: Prepared) -> tuple[faust.App, Route
     ingest = BatchIngest(
         IngestConfig(settings.kafka_bootstrap, f"{settings.app_id}.ingest", batch=batch,
                      within_s=within, rebalance_timeout_s=settings.rebalance_timeout_seconds,
-                     tune_gc=True),
+                     tune_gc=True, bounds=TimeBounds(int(settings.max_event_age_seconds * 1e9),
+                                                     int(settings.max_event_lead_seconds * 1e9))),
         {settings.topic("spans"): Route(Span, routes.on_spans),
          settings.topic("costs"): Route(CostEvent, routes.on_costs)},
         routes.write, outbox.dead, routes.counters)
     routes.ingest_ready = lambda: ingest.ready
+    routes.caught_up = lambda: ingest.caught_up
     app.service(ingest)  # type: ignore[arg-type]
 
     @app.timer(interval=min(1.0, settings.window_seconds / 4))

@@ -46,7 +46,7 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
 from mode import Service
 
 from schemas import DeadLetter, Event
-from streams.pipeline.decoding import decode_records
+from streams.pipeline.decoding import TimeBounds, decode_records
 
 log = logging.getLogger("governor.ingest")
 
@@ -80,6 +80,7 @@ class IngestConfig:
     stop_timeout_s: float = 30.0  # longest wait to settle on stop before giving up
     sink_retries: int = 5  # failed writes retried (after 0.5, 1, 2, 4, 5 s) before a crash
     tune_gc: bool = False  # the worker process: see tune_gc()
+    bounds: TimeBounds | None = None  # events dated too far from now: dead letters
 
 
 @dataclass
@@ -110,12 +111,19 @@ class BatchIngest(Service):
         self._unhold = asyncio.Event()
         self._parked = asyncio.Event()
         self._assigned = asyncio.Event()
+        self._lag: dict[TopicPartition, int] = {}
         super().__init__(**kwargs)
 
     @property
     def ready(self) -> bool:
         """True once the group gave this consumer its partitions (and none is revoking)."""
         return self._assigned.is_set() and not self._hold
+
+    @property
+    def caught_up(self) -> bool:
+        """No backlog: the records left behind the last fetch are fewer than a batch
+        (an empty fetch means none at all)."""
+        return sum(self._lag.values()) < self.config.batch
 
     @property
     def consumer(self) -> AIOKafkaConsumer:
@@ -204,12 +212,17 @@ class BatchIngest(Service):
             part = await consumer.getmany(timeout_ms=int(wait_s * 1000),
                                           max_records=c.batch - count)
             if not part:
+                if not count:  # nothing waiting on any partition
+                    self._lag.clear()
                 break
             if not count:
                 deadline = time.monotonic() + c.within_s
             for tp, records in part.items():
                 fetched.setdefault(tp, []).extend(records)
                 count += len(records)
+                highwater = consumer.highwater(tp)
+                if highwater is not None:
+                    self._lag[tp] = max(0, highwater - records[-1].offset - 1)
         if not count:
             return None
         return await self._decode(fetched)
@@ -225,7 +238,7 @@ class BatchIngest(Service):
         deliveries: list[Awaitable[Any]] = []
         for topic, records in by_topic.items():
             route = self.routes[topic]
-            good, dead = decode_records(records, route.cls)
+            good, dead = decode_records(records, route.cls, self.config.bounds, time.time_ns())
             for letter in dead:
                 deliveries.append(await self._send_dead(letter))
             self.counters[f"dlq_{route.cls.TYPE}"] += len(dead)
@@ -268,6 +281,8 @@ class BatchIngest(Service):
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         self._assigned.clear()
+        for tp in revoked:
+            self._lag.pop(tp, None)
         if not revoked or self._loop_task is None or self._loop_task.done():
             return
         self._hold = True

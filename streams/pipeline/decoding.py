@@ -13,6 +13,27 @@ _KEEP = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
+class TimeBounds:
+    """How far from the worker's clock an event's own time may be before it is refused
+    (a wrong clock, a corrupt or hostile producer): it would open windows far from now."""
+
+    max_age_ns: int
+    max_lead_ns: int
+
+    def problem(self, time_ns: int, now_ns: int) -> str | None:
+        """Why ``time_ns`` is refused at ``now_ns``, or ``None``."""
+        if time_ns > now_ns + self.max_lead_ns:
+            return (f"time_unix_nano {time_ns} is {(time_ns - now_ns) / 1e9:,.0f} s ahead of "
+                    f"the worker's clock (limit GOVERNOR_MAX_EVENT_LEAD_SECONDS="
+                    f"{self.max_lead_ns / 1e9:g}); fix the producer's clock")
+        if time_ns < now_ns - self.max_age_ns:
+            return (f"time_unix_nano {time_ns} is {(now_ns - time_ns) / 1e9:,.0f} s old (limit "
+                    f"GOVERNOR_MAX_EVENT_AGE_SECONDS={self.max_age_ns / 1e9:g}); fix the "
+                    f"producer's clock, or load old history into ClickHouse directly")
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class Record:
     """A consumed Kafka record, as the pipeline needs it."""
 
@@ -39,18 +60,26 @@ class RecordLike(Protocol):
     def value(self) -> bytes | None: ...
 
 
-def decode_records(records: Iterable[RecordLike],
-                   cls: type[E]) -> tuple[list[E], list[DeadLetter]]:
-    """Split ``records`` into valid ``cls`` events and dead letters with the reason."""
+def decode_records(records: Iterable[RecordLike], cls: type[E],
+                   bounds: TimeBounds | None = None,
+                   now_ns: int = 0) -> tuple[list[E], list[DeadLetter]]:
+    """Split ``records`` into valid ``cls`` events and dead letters with the reason;
+    with ``bounds``, an event dated too far from ``now_ns`` is a dead letter too."""
     good: list[E] = []
     dead: list[DeadLetter] = []
     for record in records:
         try:
             if record.value is None:
                 raise SchemaError(cls.TYPE, "", "record has no value (tombstone)")
-            good.append(decode(record.value, cls))
+            event = decode(record.value, cls)
         except SchemaError as exc:
             dead.append(dead_letter(record, f"{exc}; fix the producer or the payload"))
+            continue
+        problem = bounds.problem(event.time_unix_nano, now_ns) if bounds else None
+        if problem is not None:
+            dead.append(dead_letter(record, problem))
+        else:
+            good.append(event)
     return good, dead
 
 

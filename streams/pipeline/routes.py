@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -100,7 +101,8 @@ class Routes:
         self.clickhouse = prepared.clickhouse
         self.sink = ClickHouseSink(prepared.clickhouse)
         self.db = ThreadPoolExecutor(1, thread_name_prefix="governor-clickhouse")
-        self.windows = WindowAggregator(int(settings.window_seconds * 1e9))
+        self.windows = WindowAggregator(int(settings.window_seconds * 1e9),
+                                        lateness_ns=int(settings.lateness_seconds * 1e9))
         self.step = DecisionStep(settings, VerdictIssuer(
             prepared.verdict_key, int(settings.verdict_ttl_seconds * 1e9), settings.app_id),
             prepared.policies, prepared.control.thresholds, prepared.snapshots)
@@ -111,6 +113,8 @@ class Routes:
         self.outbox: Outbox = InMemoryOutbox()  # the app sets its topics' outbox
         self.app_ready = False  # Faust's group has its partitions
         self.ingest_ready: Callable[[], bool] = lambda: True
+        self.caught_up: Callable[[], bool] = lambda: True  # the hot topics have no backlog
+        self.clock: Callable[[], int] = time.time_ns
 
     @property
     def ready(self) -> bool:
@@ -140,9 +144,13 @@ class Routes:
             self.counters.update({f"rows_{k}": v for k, v in written.items()})
 
     async def on_costs(self, events: Sequence[CostEvent]) -> None:
-        window_ns = self.windows.window_ns
+        """Each event into its own window (in event time); a late one, whose window has
+        closed, is stored but decides nothing."""
+        window_ns, now_ns = self.windows.window_ns, self.clock()
         for event in events:
-            self.windows.add(event)
+            if not self.windows.add(event, now_ns):
+                self.counters["late_cost"] += 1
+                continue
             for anomaly in self.step.on_event(event, window_ns):
                 await self.publish(anomaly)
 
@@ -167,7 +175,8 @@ class Routes:
         """Decide on every window due at ``now_ns``; one function's failure is logged
         and skipped, never stops the others."""
         step = self.step
-        for n, (function, window) in enumerate(self.windows.close_due(now_ns), 1):
+        due = self.windows.close_due(now_ns, self.caught_up())
+        for n, (function, window) in enumerate(due, 1):
             self.counters["windows_closed"] += 1
             try:
                 events = step.on_window(function, window, now_ns)
