@@ -18,9 +18,9 @@ GOVERNOR_VERDICT_KEY                HMAC-SHA256 key verdicts are signed with; em
                                     the embedded stack: generated into the data dir
 GOVERNOR_APP_ID                     Faust app id / consumer group (governor-worker)
 GOVERNOR_WINDOW_SECONDS             feature window length (10)
-GOVERNOR_LATENESS_SECONDS           how late (in event time) a cost event may arrive and
-                                    still count in its window; later ones are stored but
-                                    decide nothing (1)
+GOVERNOR_LATENESS_SECONDS           windows close this long after their end; a cost
+                                    event arriving later is stored but decides nothing
+                                    (0.5)
 GOVERNOR_MAX_EVENT_AGE_SECONDS      events dated further in the past go to the DLQ
                                     (604800: 7 days)
 GOVERNOR_MAX_EVENT_LEAD_SECONDS     events dated further in the future go to the DLQ
@@ -86,7 +86,7 @@ class Settings:
     verdict_key: str = ""
     app_id: str = "governor-worker"
     window_seconds: float = 10.0
-    lateness_seconds: float = 1.0
+    lateness_seconds: float = 0.5
     max_event_age_seconds: float = 7 * 86400.0
     max_event_lead_seconds: float = 300.0
     warmup_windows: int = 6

@@ -34,7 +34,7 @@ from streams.sim.scenarios import Floats, Scenario, simulate
 
 KEY = b"governor-bench-incidents"
 GRACE_NS = 500_000_000
-"""Windows close this long after their end (``WindowAggregator``'s default grace)."""
+"""Windows close this long after their end (``WindowAggregator``'s default lateness)."""
 
 BEFORE = 60
 """Windows before a label whose mean cost is the reference of ``FunctionRun.cost_factor``."""

@@ -27,7 +27,7 @@ import functools
 import logging
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from statistics import NormalDist
 from typing import NamedTuple
 
@@ -372,9 +372,9 @@ class Decider:
         runaway at a fraction of a call per window shows over a few windows, not one.
         """
         base_cost, min_ratio = f.cost.median(), self._min_ratio(f)
-        if base_cost <= 0 or not f.cost.warm:
+        if not f.cost.warm:
             return None
-        if (score >= f.cost.threshold and ratio >= min_ratio
+        if (base_cost > 0 and score >= f.cost.threshold and ratio >= min_ratio
                 and self._significant(f, [f.recent[-1]], window.seconds)):
             return score, ratio
         if f.mean_rps * window.seconds >= SPARSE_CALLS or f.mean_cost <= 0:
@@ -405,6 +405,12 @@ class Decider:
         return z >= _Z_SIGNIFICANT
 
     @staticmethod
+    def _base_rps(f: _Function) -> float:
+        """Baseline calls per second: the median window's, or the mean for a function
+        whose median window is empty."""
+        return f.demand.median() or f.mean_rps
+
+    @staticmethod
     def _storm(f: _Function, x: dict[str, float]) -> bool:
         return "error_rate" in f.behaviour_flagged or x["error_rate"] >= STORM_ERROR_RATE
 
@@ -421,6 +427,8 @@ class Decider:
         if not (surge or leak):
             if self._storm(f, x):
                 return [], None  # failing calls are cheap: do not learn their cost as normal
+            if window.blocked:
+                return [], None  # shaped by a verdict (a probe, a throttle): not normal
             f.cost.learn_one(x)
             f.demand.learn_one(x)
             f.learn_means(x, self.settings.baseline_windows)
@@ -428,7 +436,9 @@ class Decider:
                 f.per_call.learn_one(x)
                 f.leak.learn_one(x)
             return [], None
-        base_rps = f.demand.median()
+        # a sparse function's median window is empty: its means are the baseline
+        base_cost = base_cost or f.mean_cost
+        base_rps = self._base_rps(f)
         base_call = f.per_call.median()
         per_call = x.get("cost_per_warm_call") or x["cost_per_invocation"] or base_call
         demand_ratio = x["attempts_per_s"] / base_rps if base_rps > 0 else 0.0
@@ -463,23 +473,35 @@ class Decider:
             explanation=f"{explanation}; driver: {driver.value}",
             cost_impact_usd_per_hour=impact, version=window.version, driver=driver)
         if allowed < (f.min_rps if f.min_rps >= 0 else self.settings.min_rps):
-            f.proposal = Proposal(Action.ISOLATE, driver, anomaly, explanation, since_ns=now_ns)
+            f.proposal = Proposal(Action.ISOLATE, driver, anomaly, explanation,
+                                  since_ns=now_ns, evidence_ns=now_ns)
         else:
             f.proposal = Proposal(Action.THROTTLE, driver, anomaly, explanation,
-                                  rate_rps=round(allowed, 2), since_ns=now_ns)
+                                  rate_rps=round(allowed, 2), since_ns=now_ns,
+                                  evidence_ns=now_ns)
         return [anomaly], f.proposal
 
     def _check_standing(self, f: _Function, x: dict[str, float], now_ns: int) -> None:
         """End the standing proposal once it has stood ``hold_seconds`` and demand and
-        cost per call are back within ``min_ratio`` of the baseline."""
-        assert f.proposal is not None
-        if now_ns - f.proposal.since_ns < self.settings.hold_seconds * 1e9:
-            return
+        cost per call are back within ``min_ratio`` of the baseline.
+
+        Calls refused by enforcement say nothing of the cost per call: a proposal driven
+        by it ends only on admitted calls that show it back (a window without any keeps
+        it standing, its evidence as old as it was)."""
+        proposal = f.proposal
+        assert proposal is not None
         limit = self._min_ratio(f)
-        base_rps, base_call = f.demand.median(), f.per_call.median()
+        base_rps, base_call = self._base_rps(f), f.per_call.median()
         per_call = x.get("cost_per_warm_call")
         demand_ok = base_rps <= 0 or x["attempts_per_s"] < limit * base_rps
-        per_call_ok = per_call is None or base_call <= 0 or per_call < limit * base_call
-        if demand_ok and per_call_ok:
+        if per_call is None:
+            per_call_ok = proposal.driver is not Driver.COST_PER_INVOCATION
+        else:
+            per_call_ok = base_call <= 0 or per_call < limit * base_call
+        if not (demand_ok and per_call_ok):
+            if per_call is not None or not demand_ok:
+                f.proposal = replace(proposal, evidence_ns=now_ns)
+            return
+        if now_ns - proposal.since_ns >= self.settings.hold_seconds * 1e9:
             f.proposal = None
             f.recent.clear()  # pools start after the episode, not inside it

@@ -1,4 +1,5 @@
-"""The verdict lifecycle of each function: normal → throttled → isolated → released.
+"""The verdict lifecycle of each function: normal → throttled → isolated → probing →
+released.
 
 Each window the policies conclude at most one :class:`Order` per function (the
 strongest of their decisions). :class:`Lifecycle` turns the sequence of orders into
@@ -10,6 +11,12 @@ signed verdicts:
 * release once the verdict has held ``hold_seconds`` *and* no order has come for
   ``release_after_seconds``; a function that re-offends within ``cooldown_seconds``
   of a release holds twice as long as last time (up to 8×);
+* probing: an isolation that its evidence needs calls to judge (a detector's, whose
+  figures come from admitted calls: :attr:`Order.probe`) is not released blind. Once it
+  has held, the function is throttled to ``probe_rps`` so a few calls run; an order
+  backed by evidence from those calls isolates it again (same episode, twice the
+  hold), orders whose evidence predates the probe are not heeded (then or after the
+  release), and a probe with no heeded order for ``release_after_seconds`` is released;
 * every verdict expires after ``verdict_ttl_seconds`` and is re-issued at half its
   life while the episode lasts, so agents fail open if the workers go away;
 * an operator's verdict (issuer ``operator:…``) takes over until it expires:
@@ -35,6 +42,7 @@ class Phase(StrEnum):
     NORMAL = "normal"
     THROTTLED = "throttled"
     ISOLATED = "isolated"
+    PROBING = "probing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +55,8 @@ class Order:
     rate_rps: float | None = None
     anomaly_id: str = ""
     egress_allow: list[str] | None = None
+    probe: bool = False  # an isolation whose evidence comes from admitted calls
+    evidence_ns: int | None = None  # when its evidence was last seen (None: current)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +67,7 @@ class Timing:
     release_after_seconds: float = 30.0
     cooldown_seconds: float = 120.0
     verdict_ttl_seconds: float = 300.0
+    probe_rps: float = 0.2
 
 
 @dataclass
@@ -71,6 +82,7 @@ class _Track:
     manual_until_ns: int = 0
     manual: Action | None = None
     manual_sequence: int = 0
+    probe_since_ns: int = 0  # when probing began
 
 
 @dataclass
@@ -158,12 +170,22 @@ class Lifecycle:
                 return [self._release(function, track, timing, now_ns,
                                       f"operator's {was.value} expired")]
             track.phase, track.order = Phase.NORMAL, None
+        if (order is not None and order.probe and order.evidence_ns is not None
+                and order.evidence_ns < track.probe_since_ns):
+            order = None  # evidence from before the last probe: the probe judged it
         if order is not None:
             track.last_order_ns = now_ns
             return self._enforce(function, track, order, timing, now_ns)
         if track.phase is Phase.NORMAL:
             return []
         held = now_ns - track.since_ns >= track.hold_ns
+        if track.phase is Phase.ISOLATED and held and track.order and track.order.probe:
+            return [self._probe(function, track, timing, now_ns)]
+        if track.phase is Phase.PROBING:
+            quiet = now_ns - max(track.last_order_ns, track.probe_since_ns) >= (
+                timing.release_after_seconds * 1e9)
+            return ([self._release(function, track, timing, now_ns)] if quiet
+                    else self._renew(function, track, timing, now_ns))
         quiet = now_ns - track.last_order_ns >= timing.release_after_seconds * 1e9
         if held and quiet:
             return [self._release(function, track, timing, now_ns)]
@@ -172,6 +194,16 @@ class Lifecycle:
     def _enforce(self, function: str, track: _Track, order: Order, timing: Timing,
                  now_ns: int) -> list[Verdict]:
         current = track.order
+        if track.phase is Phase.PROBING:  # the probe's calls confirm it: isolate again
+            base = int(timing.hold_seconds * 1e9)
+            track.hold_ns = min(2 * max(track.hold_ns, base), MAX_HOLD_FACTOR * base)
+            track.since_ns = now_ns
+            track.phase = Phase.ISOLATED if order.action is Action.ISOLATE else Phase.THROTTLED
+            track.order = order
+            return [self._issue(function, track, timing, now_ns)]
+        if track.phase is Phase.ISOLATED and order.probe and current is not None \
+                and current.probe and now_ns - track.since_ns >= track.hold_ns:
+            return [self._probe(function, track, timing, now_ns)]
         if track.phase is Phase.ISOLATED or (
                 track.phase is Phase.THROTTLED and order.action is Action.THROTTLE
                 and current is not None and current.rate_rps is not None
@@ -186,6 +218,15 @@ class Lifecycle:
         track.phase = Phase.ISOLATED if order.action is Action.ISOLATE else Phase.THROTTLED
         track.order = order
         return [self._issue(function, track, timing, now_ns)]
+
+    def _probe(self, function: str, track: _Track, timing: Timing, now_ns: int) -> Verdict:
+        """Throttle an isolated function to ``probe_rps``: a few calls run and are judged."""
+        assert track.order is not None
+        track.phase, track.probe_since_ns = Phase.PROBING, now_ns
+        track.order = Order(Action.THROTTLE, f"probing after isolation ({track.order.reason})",
+                            policy=track.order.policy, rate_rps=timing.probe_rps,
+                            anomaly_id=track.order.anomaly_id, probe=True)
+        return self._issue(function, track, timing, now_ns)
 
     def _renew(self, function: str, track: _Track, timing: Timing,
                now_ns: int) -> list[Verdict]:

@@ -27,6 +27,7 @@ class Proposal:
     explanation: str
     rate_rps: float | None = None
     since_ns: int = 0  # when detection first proposed it (the decision step's clock)
+    evidence_ns: int = 0  # the last window whose admitted calls bore it out
 
     @property
     def anomaly_id(self) -> str:

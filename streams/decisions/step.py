@@ -215,9 +215,13 @@ class DecisionStep:
         egress = split_list(limits.get("egress_allow")) if top.family is Family.EGRESS else None
         rate = round(top.rate_rps, 2) if top.rate_rps is not None else None
         kind = next((_KINDS[f.family] for f in (*isolate, top) if f.family in _KINDS), None)
+        # a detector's isolation rests on figures only admitted calls give: it is probed
+        probe = proposal is not None and all(
+            f.family is Family.COST_GUARD for f in (isolate or [top]))
         return Order(_ACTIONS[top.decision], reasons, policy=top.policy, rate_rps=rate,
                      anomaly_id=proposal.anomaly_id if proposal else "",
-                     egress_allow=egress), kind
+                     egress_allow=egress, probe=probe,
+                     evidence_ns=proposal.evidence_ns if probe and proposal else None), kind
 
     # ------------------------------------------------------------------ state
 
@@ -272,4 +276,5 @@ def _timing(limits: dict[str, Any]) -> Timing:
     return Timing(hold_seconds=limits["hold_seconds"],
                   release_after_seconds=limits["release_after_seconds"],
                   cooldown_seconds=limits["cooldown_seconds"],
-                  verdict_ttl_seconds=limits["verdict_ttl_seconds"])
+                  verdict_ttl_seconds=limits["verdict_ttl_seconds"],
+                  probe_rps=float(limits["min_rps"] or 0.2))

@@ -3,12 +3,9 @@
 Each event counts in the window its own timestamp falls in (windows are aligned to a
 multiple of the window length), so a backlog delivered late — a worker restart, a
 broker outage, an agent's buffer — lands where it belongs and never looks like a
-spike. A function's windows close in order:
-
-* by its own events: a window closes once an event at least ``lateness`` past its
-  end has arrived (never ahead of the wall clock);
-* by the wall clock when the function has gone quiet (no event arrived for
-  ``lateness``) and the ingest is caught up: at its end plus ``grace``.
+spike. A window closes ``lateness`` after its end: by the wall clock while the ingest
+is caught up, and during a backlog once the function's own events have got that far
+(never ahead of the wall clock).
 
 An event whose window has already closed is *late*: :meth:`WindowAggregator.add`
 says so, and it is stored but not decided on. A function that was seen but is idle
@@ -147,7 +144,6 @@ class _Lane:
     frontier_ns: int  # start of the oldest window not closed yet
     windows: dict[int, Window] = field(default_factory=dict)
     newest_ns: int = 0  # the newest event time seen
-    arrived_ns: int = 0  # when (wall clock) its last event arrived
     idle: int = 0  # empty windows closed in a row
     version: str = ""
     team: str = ""
@@ -158,23 +154,21 @@ class WindowAggregator:
     """Open windows per function; :meth:`close_due` hands back the finished ones."""
 
     window_ns: int
-    grace_ns: int = 500_000_000
-    lateness_ns: int = 1_000_000_000
+    lateness_ns: int = 500_000_000
     idle_windows: int = 30
     retire: Callable[[str], bool] | None = None
     """Asked before an idle function's windows are dropped: ``False`` keeps them (say,
     while a verdict holds), ``True`` lets them go (the callee may drop its own state)."""
     _lanes: dict[str, _Lane] = field(default_factory=dict)
 
-    def add(self, event: CostEvent, now_ns: int | None = None) -> bool:
-        """Count ``event`` (arrived at ``now_ns``, default its own time) in its window;
-        ``False`` if that window has closed already (a late event)."""
+    def add(self, event: CostEvent) -> bool:
+        """Count ``event`` in its window; ``False`` if that window has closed already
+        (a late event)."""
         t = event.time_unix_nano
         start = t - t % self.window_ns
         lane = self._lanes.get(event.function)
         if lane is None:
             lane = self._lanes[event.function] = _Lane(start)
-        lane.arrived_ns = max(lane.arrived_ns, t if now_ns is None else now_ns)
         if start < lane.frontier_ns:
             return False
         window = lane.windows.get(start)
@@ -187,12 +181,13 @@ class WindowAggregator:
 
     def close_due(self, now_ns: int, caught_up: bool = True) -> list[tuple[str, Window]]:
         """Windows due at ``now_ns``, oldest first per function; ``caught_up``: the
-        ingest has no backlog, so quiet functions close by the wall clock."""
+        ingest has no backlog, so the wall clock closes them (else each function's own
+        events do)."""
         closed: list[tuple[str, Window]] = []
         for function, lane in list(self._lanes.items()):
-            horizon = min(lane.newest_ns - self.lateness_ns, now_ns - self.grace_ns)
-            if caught_up and now_ns - lane.arrived_ns >= self.lateness_ns:
-                horizon = now_ns - self.grace_ns
+            horizon = now_ns - self.lateness_ns
+            if not caught_up:
+                horizon = min(horizon, lane.newest_ns - self.lateness_ns)
             if self._close(function, lane, horizon, closed):
                 del self._lanes[function]
         return closed

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -114,7 +113,6 @@ class Routes:
         self.app_ready = False  # Faust's group has its partitions
         self.ingest_ready: Callable[[], bool] = lambda: True
         self.caught_up: Callable[[], bool] = lambda: True  # the hot topics have no backlog
-        self.clock: Callable[[], int] = time.time_ns
 
     @property
     def ready(self) -> bool:
@@ -146,9 +144,9 @@ class Routes:
     async def on_costs(self, events: Sequence[CostEvent]) -> None:
         """Each event into its own window (in event time); a late one, whose window has
         closed, is stored but decides nothing."""
-        window_ns, now_ns = self.windows.window_ns, self.clock()
+        window_ns = self.windows.window_ns
         for event in events:
-            if not self.windows.add(event, now_ns):
+            if not self.windows.add(event):
                 self.counters["late_cost"] += 1
                 continue
             for anomaly in self.step.on_event(event, window_ns):

@@ -37,7 +37,7 @@ from streams.sim.fleet import FLEET, Fault, Fleet
 class DemoOptions:
     warmup_s: float = 24.0
     incident_s: float = 25.0
-    settle_s: float = 30.0  # longest wait for releases after the incidents end
+    settle_s: float = 60.0  # longest wait for releases after the incidents end (probes)
 
 
 # Demo pacing: short windows and holds so the whole loop fits in about a minute.

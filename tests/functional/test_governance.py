@@ -15,6 +15,7 @@ from schemas import (
     Event,
     Incident,
     IncidentStatus,
+    Outcome,
     PolicyDecision,
     Span,
     Verdict,
@@ -205,3 +206,47 @@ def test_spend_survives_a_restart_so_budgets_hold(gov: DecisionStep) -> None:
     spend = fresh.spend.policy_input("checkout", "payments", T0 + 9 * WINDOW)
     assert spend["function_hour_usd"] == pytest.approx(0.09)  # 8 windows before, 1 after
     assert spend["team_hour_usd"] == pytest.approx(0.09)
+
+
+def mixed(index: int, admitted: int, refused: int, cost: float) -> Window:
+    """A window whose calls were partly refused by the verdict in force."""
+    w = window(index, admitted, cost)
+    for i in range(refused):
+        w.add(CostEvent(function="checkout", invocation_id=f"{index}-r{i}", team="payments",
+                        version="v1", outcome=Outcome.ISOLATED,
+                        time_unix_nano=w.start_ns + i * (WINDOW // refused)))
+    return w
+
+
+def test_an_isolation_is_probed_not_released_blind_and_stays_one_incident(
+        gov: DecisionStep) -> None:
+    """A cost per call 40x its baseline (a token runaway) is isolated. Refused calls
+    say nothing of the cost per call, so the isolation is probed: a few calls run; while
+    they still cost 40x the function is isolated again, in the same incident; once
+    they are back to normal it is released and the incident resolved."""
+    warm(gov)
+    seen: list[Event] = []
+
+    def at(index: int, admitted: int, refused: int, cost: float) -> list[Event]:
+        events = gov.on_window("checkout", mixed(index, admitted, refused, cost),
+                               T0 + (index + 1) * WINDOW)
+        seen.extend(events)
+        return events
+
+    [isolate] = of(at(12, 50, 0, 0.004), Verdict)
+    assert isolate.action is Action.ISOLATE
+    [probe] = of(at(13, 0, 50, 0.004), Verdict)  # all refused: held (hold 0 s), probed
+    assert probe.action is Action.THROTTLE and probe.rate_rps == SETTINGS.min_rps
+    [again] = of(at(14, 1, 49, 0.004), Verdict)  # the probe's call still costs 40x
+    assert again.action is Action.ISOLATE
+    verdicts = [v.action for v in of(seen, Verdict)]
+    for i in range(15, 22):
+        probing = verdicts[-1] is Action.THROTTLE  # 0.2 calls/s admitted: 2 a window
+        at(i, 2 if probing else 0, 48 if probing else 50, 0.0001)
+        verdicts = [v.action for v in of(seen, Verdict)]
+    assert verdicts[-1] is Action.RELEASE
+    assert Action.RELEASE not in verdicts[:-1]  # never released while it ran at 40x
+    pages = of(seen, Incident)
+    assert len({p.incident_id for p in pages}) == 1
+    assert [p.status for p in pages if p.status is IncidentStatus.RESOLVED] == [
+        IncidentStatus.RESOLVED] and pages[-1].status is IncidentStatus.RESOLVED

@@ -49,7 +49,7 @@ def test_window_features() -> None:
 
 
 def test_aggregator_closes_windows_and_emits_idle_ones() -> None:
-    agg = WindowAggregator(window_ns=10 * S, grace_ns=0)
+    agg = WindowAggregator(window_ns=10 * S, lateness_ns=0)
     agg.add(CostEvent(function="f", invocation_id="1", time_unix_nano=15 * S, cost_usd=1))
     assert agg.close_due(19 * S) == []
     [(name, first)] = agg.close_due(20 * S)
@@ -72,7 +72,8 @@ def test_runaway_loop_is_throttled_to_the_baseline_rate_then_released() -> None:
     assert proposal.rate_rps is not None and 9 <= proposal.rate_rps <= 11
     assert d.proposal("f") is proposal
     assert _on(d, _window(100, 0.001, blocked=2400)) == []  # demand still high
-    assert d.proposal("f") is proposal
+    standing = d.proposal("f")
+    assert standing is not None and standing.anomaly_id == proposal.anomaly_id
     assert _on(d, _window(100, 0.001)) == []
     assert d.proposal("f") is None  # back to normal: the proposal ends
 
@@ -266,6 +267,31 @@ def test_a_proposal_stands_at_least_hold_seconds_on_the_step_clock() -> None:
     flagged = d.on_window("f", _window(2500, 0.001), 90 * S)
     assert flagged.new and flagged.proposal is not None
     normal = _window(100, 0.001)
-    assert d.on_window("f", normal, 110 * S).proposal is flagged.proposal  # 20 s < 30 s
+    held = d.on_window("f", normal, 110 * S).proposal  # 20 s < 30 s
+    assert held is not None and held.anomaly_id == flagged.proposal.anomaly_id
     ended = d.on_window("f", normal, 120 * S)  # 30 s, and back to normal
     assert ended.proposal is None and not ended.new
+
+
+def test_a_sparse_function_whose_median_window_is_empty_is_caught_when_flooded() -> None:
+    """One call every 5 s in 2 s windows: most windows are empty, so the median
+    baseline is 0; the means still are the baseline, and a flood is enforced."""
+    d = Decider(Settings(window_seconds=2, warmup_windows=5, hold_seconds=0), KEY)
+
+    def window(index: int, calls: int) -> Window:
+        w = Window(index * 2 * S, (index + 1) * 2 * S)
+        for i in range(calls):
+            w.add(CostEvent(function="f", invocation_id=f"{index}-{i}", cost_usd=0.001,
+                            time_unix_nano=w.start_ns + i))
+        return w
+
+    for i in range(60):
+        detection = d.on_window("f", window(i, 1 if i % 5 in (0, 2) else 0), (i + 1) * 2 * S)
+        assert detection.proposal is None
+    flood = d.on_window("f", window(60, 40), 61 * 2 * S)  # 20 calls/s
+    assert flood.new and flood.proposal is not None
+    assert flood.proposal.driver is Driver.INVOCATIONS
+    proposal = flood.proposal  # capped at the mean: about 0.2 calls/s, or isolated below it
+    assert proposal.action is Action.ISOLATE or (proposal.rate_rps or 0) <= 0.25
+    standing = d.on_window("f", window(61, 40), 62 * 2 * S).proposal
+    assert standing is not None and standing.anomaly_id == proposal.anomaly_id  # flood on

@@ -140,3 +140,38 @@ def test_the_issuer_numbers_after_an_operators_verdict(life: Lifecycle) -> None:
     life.issuer.follow(ahead)
     [(_, verdict)] = run(life, [THROTTLE])
     assert verdict.sequence == 10**18 + 1
+
+
+def _detector_isolate(evidence_s: int) -> Order:
+    """A detector's isolation (cost guard), its evidence last seen at ``evidence_s``."""
+    return Order(Action.ISOLATE, "cost per call 40x", policy="cost_guard.anomaly",
+                 anomaly_id="a2", probe=True, evidence_ns=evidence_s * S)
+
+
+def test_a_detector_isolation_is_probed_before_release(life: Lifecycle) -> None:
+    # isolated at 0 s; its calls refused, the proposal stands on evidence from 0 s
+    orders: list[Order | None] = [_detector_isolate(0)] * 6 + [None] * 3
+    verdicts = run(life, orders)
+    actions = [(t, v.action, v.rate_rps) for t, v in verdicts]
+    assert actions[0] == (0, Action.ISOLATE, None)
+    assert actions[1] == (30, Action.THROTTLE, TIMING.probe_rps)  # held: probe
+    assert "probing after isolation" in verdicts[1][1].reason
+    assert actions[2][:2] == (50, Action.RELEASE)  # stale orders unheeded, 20 s quiet
+    assert "released after probing" in verdicts[2][1].reason
+
+
+def test_a_probe_that_bears_the_anomaly_out_isolates_again_in_the_same_episode(
+        life: Lifecycle) -> None:
+    orders: list[Order | None] = [_detector_isolate(0)] * 4 + [_detector_isolate(40)] * 2
+    verdicts = run(life, orders)
+    assert [(t, v.action) for t, v in verdicts] == [
+        (0, Action.ISOLATE), (30, Action.THROTTLE), (40, Action.ISOLATE)]
+    assert life.phase("f") is Phase.ISOLATED
+    # twice the hold: no new probe before 60 s after the relapse
+    later = run(life, [_detector_isolate(40)] * 12, start=50 * S)
+    assert [(t, v.action) for t, v in later] == [(100, Action.THROTTLE), (120, Action.RELEASE)]
+
+
+def test_a_policy_isolation_is_not_probed(life: Lifecycle) -> None:
+    verdicts = run(life, [ISOLATE] * 6 + [None] * 3)
+    assert [v.action for _, v in verdicts] == [Action.ISOLATE, Action.RELEASE]
