@@ -131,9 +131,11 @@ def _rfc3339(ns: int) -> str:
 class AlertmanagerPager(Pager):
     """Alertmanager API v2: ``POST /api/v2/alerts`` with a JSON list of alerts.
 
-    Labels (identity, dedup): ``alertname``, ``function``, ``team`` (when known),
-    ``severity``, ``incident_id``. Annotations: ``summary`` (the title),
-    ``description`` (the summary), ``runbook_url``, ``driver``, ``actions``.
+    Labels — the alert's identity, stable for the whole episode: ``alertname``,
+    ``function``, ``team`` (when known), ``incident_id``. Severity and kind change as an
+    episode escalates, so they are annotations: a label change would be a second alert
+    beside the first. Annotations: ``summary`` (the title), ``description`` (the
+    summary), ``severity``, ``kind``, ``runbook_url``, ``driver``, ``actions``.
     ``startsAt`` is the episode start; ``endsAt`` is set on resolve. Alertmanager
     expires alerts that are not re-sent (``resolve_timeout``), so the open ones are
     re-posted on every :meth:`refresh`. ``url`` is the server (the v2 path is added) or
@@ -159,9 +161,9 @@ class AlertmanagerPager(Pager):
     def alert(self, incident: Incident) -> dict[str, Any]:
         """The Alertmanager alert for one incident event."""
         labels = {"alertname": self.alertname, "function": incident.function,
-                  "team": incident.team, "severity": incident.severity.value,
-                  "incident_id": incident.incident_id}
+                  "team": incident.team, "incident_id": incident.incident_id}
         annotations = {"summary": incident.title, "description": incident.summary,
+                       "severity": incident.severity.value, "kind": incident.kind,
                        "runbook_url": incident.runbook_url, "driver": incident.driver,
                        "actions": "; ".join(incident.actions)}
         alert: dict[str, Any] = {

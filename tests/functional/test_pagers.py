@@ -125,8 +125,8 @@ def test_alertmanager_receives_v2_alerts_then_the_resolve(receiver: Receiver) ->
     assert first.headers["Content-Type"] == "application/json"
     [alert] = first.json()
     assert alert["labels"] == {"alertname": "GovernorIncident", "function": "checkout",
-                               "team": "payments", "severity": "warning",
-                               "incident_id": opened.incident_id}
+                               "team": "payments", "incident_id": opened.incident_id}
+    assert alert["annotations"]["severity"] == "warning"
     assert all(isinstance(v, str) and v for v in alert["labels"].values())
     assert alert["annotations"]["summary"] == opened.title
     assert alert["annotations"]["description"] == opened.summary
