@@ -118,7 +118,7 @@ def cmd_bench_loop(args: argparse.Namespace) -> int:
     """Incidents on the local stack: seconds to enforcement at the agent and to the page."""
     from streams.bench.loop import bench
 
-    report = bench(_settings(args), functions=args.functions)
+    report = bench(_settings(args), functions=args.functions, pace=args.pace)
     print("\n".join(report.lines()), flush=True)
     return 0 if len(report.to_enforce) == len(report.incidents) else 1
 
@@ -323,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
         "loop", help="seconds from an incident's first call to enforcement and to the page")
     loop.add_argument("--functions", type=int, default=24,
                       help="simulated functions, one incident each (at least 20 for the p95)")
+    loop.add_argument("--pace", choices=("production", "demo"), default="production",
+                      help="the production defaults (10 s windows), or the demo's 2 s "
+                      "windows and short holds; GOVERNOR_* variables still win")
     loop.set_defaults(run=cmd_bench_loop)
     incidents = bench.add_parser(
         "incidents", help="detection rate, time to detect and false alarms on synthetic "

@@ -38,8 +38,14 @@ from streams.settings import Settings
 from streams.sim.demo import DEMO_DEFAULTS
 from streams.sim.fleet import FLEET, Fault, Fleet, FunctionSpec
 
-LOOP_DEFAULTS = {**DEMO_DEFAULTS, "GOVERNOR_RELEASE_AFTER_SECONDS": "6",
-                 "GOVERNOR_PAGES_PER_HOUR": "100000"}
+PACES = {
+    "production": {"GOVERNOR_PAGES_PER_HOUR": "100000"},
+    "demo": {**DEMO_DEFAULTS, "GOVERNOR_RELEASE_AFTER_SECONDS": "6",
+             "GOVERNOR_PAGES_PER_HOUR": "100000"},
+}
+"""Settings a run starts from (``GOVERNOR_*`` in the environment still win): the
+production defaults, or the demo's short windows and holds. Pages are never rate
+limited here: each incident's page is measured."""
 
 
 @dataclass
@@ -116,6 +122,7 @@ class LoopReport:
     incidents: list[Fault]
     pages: list[float | None]  # per incident: seconds from its first call to the page
     resolved: int  # incidents whose page was resolved
+    settings: str = ""  # what the run used, in one line
 
     @property
     def to_enforce(self) -> list[float]:
@@ -126,7 +133,8 @@ class LoopReport:
         return [p for p in self.pages if p is not None]
 
     def lines(self) -> list[str]:
-        out = [f"{'incident':<20} {'function':<18} {'to enforce':>10} {'to page':>8}"]
+        out = [self.settings] if self.settings else []
+        out.append(f"{'incident':<20} {'function':<18} {'to enforce':>10} {'to page':>8}")
         for i, page in zip(self.incidents, self.pages, strict=True):
             enforce = i.seconds_to_enforce
             out.append(f"{i.kind:<20} {i.function:<18} "
@@ -150,21 +158,37 @@ def _pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
-def bench(settings: Settings, functions: int = 24, warmup_s: float = 14.0,
-          every_s: float = 1.5, duration_s: float = 12.0, settle_s: float = 25.0) -> LoopReport:
-    """Run the fleet with one incident per function; the measured latencies."""
+def bench(settings: Settings, functions: int = 24, pace: str = "production",
+          warmup_s: float | None = None, every_s: float = 1.5, duration_s: float | None = None,
+          settle_s: float | None = None) -> LoopReport:
+    """Run the fleet with one incident per function; the measured latencies.
+
+    ``pace`` picks the settings (:data:`PACES`); the warm-up, the incidents' length and
+    the wait for releases default to what those settings need.
+    """
     if functions < 1:
         raise BenchmarkError("--functions must be at least 1")
+    if pace not in PACES:
+        raise BenchmarkError(f"--pace {pace!r}: use {' or '.join(PACES)}")
     specs = fleet_of(functions)
-    incidents = incidents_for(specs, warmup_s, every_s, duration_s)
     with receiver() as (url, got):
-        env = {**LOOP_DEFAULTS, "GOVERNOR_ALERTMANAGER_URL": url,
+        env = {**PACES[pace], "GOVERNOR_ALERTMANAGER_URL": url,
                **{k: v for k, v in os.environ.items() if k.startswith("GOVERNOR_")}}
         settings = Settings.from_env(env, data_dir=settings.data_dir)
+        window = settings.window_seconds
+        warmup_s = (settings.warmup_windows + 2) * window if warmup_s is None else warmup_s
+        duration_s = max(12.0, 2 * window) if duration_s is None else duration_s
+        settle_s = (settings.hold_seconds + settings.release_after_seconds + 3 * window
+                    if settle_s is None else settle_s)
+        incidents = incidents_for(specs, warmup_s, every_s, duration_s)
+        agent = agents.AgentSettings()
+        used = (f"settings ({pace}): window {window:g} s, warm-up {settings.warmup_windows} "
+                f"windows, lateness {settings.lateness_seconds:g} s, hold "
+                f"{settings.hold_seconds:g} s, agent export every {agent.export_interval_ms} ms")
         with local_stack(settings, env, app_id="governor-loop") as settings:
-            agents.configure(agents.AgentSettings(
-                kafka_bootstrap=settings.kafka_bootstrap, topic_prefix=settings.topic_prefix,
-                verdict_key=load_verdict_key(settings), export_interval_ms=50))
+            agents.configure(replace(
+                agent, kafka_bootstrap=settings.kafka_bootstrap,
+                topic_prefix=settings.topic_prefix, verdict_key=load_verdict_key(settings)))
             try:
                 fleet = Fleet(specs, incidents)
                 end_s = incidents[-1].end_s + settle_s
@@ -180,4 +204,4 @@ def bench(settings: Settings, functions: int = 24, warmup_s: float = 14.0,
             paged = got.first(i.function, "firing")
             pages.append(paged - i.started_at if paged is not None and i.started_at else None)
         resolved = sum(got.first(i.function, "resolved") is not None for i in incidents)
-    return LoopReport(incidents, pages, resolved)
+    return LoopReport(incidents, pages, resolved, used)

@@ -53,6 +53,11 @@ SIGNIFICANCE = 1e-6
 """A window (or a few pooled ones) is anomalous only if chance would give its call count,
 its cost per call or its failed calls with at most this probability under the baseline:
 at a few calls a window a robust z-score alone pages for Poisson noise."""
+PARTIAL_MIN_SECONDS = 1.0
+"""The fast path judges an open window once this much of it has passed."""
+PARTIAL_SIGNIFICANCE = 1e-9
+"""The fast path's :data:`SIGNIFICANCE`: it looks at each window many times, on fewer
+calls, so each look must be far less likely to be chance."""
 SCAN_WINDOWS = 6
 """A sparse function's cost is also judged over its last 2 … this many windows pooled."""
 SPARSE_CALLS = 10.0
@@ -65,6 +70,7 @@ POOL_WINDOWS = 12
 """A window with too few calls for a behaviour rate is judged with the windows before it,
 pooled until they hold enough calls (at most this many windows; duration p95 excepted)."""
 _Z_SIGNIFICANT = NormalDist().inv_cdf(1 - SIGNIFICANCE)
+_Z_PARTIAL = NormalDist().inv_cdf(1 - PARTIAL_SIGNIFICANCE)
 LAYOUT = 3
 """Version of the per-function state; a snapshot of another layout warms up again."""
 _DRIVERS = {"error_rate": Driver.ERROR_RATE, "duration_ms_p95": Driver.DURATION,
@@ -182,6 +188,13 @@ class Decider:
         f = self._functions.get(function)
         return seal(f, self.key) if f is not None else None
 
+    def warm(self, function: str) -> bool:
+        """Whether ``function``'s cost baseline is learned (restored ones included)."""
+        f = self._functions.get(function)
+        if f is None and function in self._snapshots:
+            f = self._get(function)
+        return f is not None and f.cost.warm
+
     def proposal(self, function: str) -> Proposal | None:
         """The proposal standing for ``function`` (``None``: it looks normal)."""
         f = self._functions.get(function)
@@ -292,6 +305,38 @@ class Decider:
         self._check_standing(f, x, now_ns)
         return Detection(behaviour, f.proposal)
 
+    def on_partial(self, function: str, window: Window, now_ns: int) -> Detection:
+        """The fast path: ``window`` is still open, and its calls so far (up to
+        ``now_ns``) may already prove a cost surge — a runaway loop or a cost-per-call
+        jump — beyond chance at the function's volume (:data:`SIGNIFICANCE`). Then
+        the proposal is made now instead of at the window's close; nothing is learned.
+        """
+        f = self._get(function)
+        elapsed_ns = min(now_ns, window.end_ns) - window.start_ns
+        if (f.proposal is not None or not f.cost.warm or f.means_learned == 0
+                or elapsed_ns < PARTIAL_MIN_SECONDS * 1e9):
+            return Detection([])
+        so_far = replace(window, end_ns=window.start_ns + elapsed_ns)
+        seconds, min_ratio = so_far.seconds, self._min_ratio(f)
+        base_call = f.per_call.median()
+        warm_cost = (so_far.warm_ok_cost_usd / so_far.warm_ok * so_far.invocations
+                     if so_far.warm_ok else so_far.cost_usd)
+        expected_cost = f.mean_cost * seconds
+        if expected_cost <= 0 or warm_cost < min_ratio * expected_cost:
+            return Detection([])  # spend so far is within the ratio: nothing to see yet
+        sums = _Sums(so_far.attempts, so_far.invocations, so_far.errors, so_far.warm_ok,
+                     so_far.warm_ok_cost_usd, warm_cost, float(so_far.egress_bytes))
+        if not self._significant(f, [sums], seconds, PARTIAL_SIGNIFICANCE, _Z_PARTIAL):
+            return Detection([])
+        x = so_far.features()
+        x["cost_per_s_warm"] = warm_cost / seconds
+        score = f.cost.score_one(x)
+        if score < f.cost.threshold:
+            return Detection([])
+        anomaly, proposal = self._propose(function, f, so_far, x, score,
+                                          warm_cost / expected_cost, now_ns, base_call)
+        return Detection([anomaly], proposal, True)
+
     def _check_behaviour(self, function: str, f: _Function, window: Window,
                          x: dict[str, float]) -> list[Anomaly]:
         """Error rate, latency and egress against their own baselines: an anomaly when
@@ -388,12 +433,14 @@ class Decider:
                 return score, pooled_ratio
         return None
 
-    def _significant(self, f: _Function, windows: list[_Sums], seconds: float) -> bool:
+    def _significant(self, f: _Function, windows: list[_Sums], seconds: float,
+                     level: float = SIGNIFICANCE, z_level: float = _Z_SIGNIFICANT) -> bool:
         """Would chance give these windows' calls, or their cost per call, at most with
-        probability :data:`SIGNIFICANCE` (Poisson calls at the baseline rate; a mean of
-        lognormal-ish costs per call at the baseline, with the leak detector's noise)?"""
+        probability ``level`` (Poisson calls at the baseline rate; a mean of
+        lognormal-ish costs per call at the baseline, with the leak detector's noise)?
+        ``z_level`` is the normal quantile of ``level``."""
         expected = f.mean_rps * seconds * len(windows)
-        if poisson_tail(sum(w.attempts for w in windows), expected) <= SIGNIFICANCE:
+        if poisson_tail(sum(w.attempts for w in windows), expected) <= level:
             return True
         calls, base_call = sum(w.warm_ok for w in windows), f.per_call.median()
         if not calls or base_call <= 0:
@@ -402,7 +449,7 @@ class Decider:
         if per_call <= base_call:
             return False
         z = math.log(per_call / base_call) * math.sqrt(calls) / max(f.leak.noise, 0.1)
-        return z >= _Z_SIGNIFICANT
+        return z >= z_level
 
     @staticmethod
     def _base_rps(f: _Function) -> float:
@@ -436,40 +483,63 @@ class Decider:
                 f.per_call.learn_one(x)
                 f.leak.learn_one(x)
             return [], None
-        # a sparse function's median window is empty: its means are the baseline
-        base_cost = base_cost or f.mean_cost
+        if surge:
+            anomaly, proposal = self._propose(function, f, window, x, score, ratio, now_ns,
+                                              f.per_call.median())
+            return [anomaly], proposal
+        return self._propose_leak(function, f, window, x, leak_score, now_ns)
+
+    def _propose(self, function: str, f: _Function, window: Window, x: dict[str, float],
+                 score: float, ratio: float, now_ns: int,
+                 base_call: float) -> tuple[Anomaly, Proposal]:
+        """The anomaly and proposal of a cost surge ``ratio`` × the baseline."""
+        base_cost = f.cost.median() or f.mean_cost
         base_rps = self._base_rps(f)
-        base_call = f.per_call.median()
         per_call = x.get("cost_per_warm_call") or x["cost_per_invocation"] or base_call
         demand_ratio = x["attempts_per_s"] / base_rps if base_rps > 0 else 0.0
-        if surge:
-            allowed = min(base_rps, base_cost / per_call) if per_call > 0 else base_rps
-            per_call_ratio = per_call / base_call if base_call > 0 else 0.0
-            driver = (Driver.INVOCATIONS if demand_ratio >= per_call_ratio
-                      else Driver.COST_PER_INVOCATION)
-            explanation = (
-                f"cost/s {ratio:.1f}x baseline (${x['cost_per_s_warm'] * 60:.4f}/min vs "
-                f"${base_cost * 60:.4f}/min); invocations {demand_ratio:.1f}x, "
-                f"cost per invocation {per_call_ratio:.1f}x")
-            detector, threshold, impact_base = f.cost.name, f.cost.threshold, base_cost
-        else:  # a leak: the cost per call has crept away from its long-run reference
-            reference = f.leak.reference
-            score, ratio = leak_score, per_call / reference if reference > 0 else 0.0
-            allowed = base_rps * min(1.0, reference / per_call) if per_call > 0 else base_rps
-            driver = Driver.COST_PER_INVOCATION
-            explanation = (
-                f"cost per invocation {ratio:.1f}x its long-run reference (${per_call:.6f} vs "
-                f"${reference:.6f}), risen over many windows; invocations "
-                f"{demand_ratio:.1f}x")
-            detector, threshold = f.leak.name, f.leak.threshold
-            impact_base = x["cost_per_s_warm"] / ratio if ratio > 0 else x["cost_per_s_warm"]
+        allowed = min(base_rps, base_cost / per_call) if per_call > 0 else base_rps
+        per_call_ratio = per_call / base_call if base_call > 0 else 0.0
+        driver = (Driver.INVOCATIONS if demand_ratio >= per_call_ratio
+                  else Driver.COST_PER_INVOCATION)
+        explanation = (
+            f"cost/s {ratio:.1f}x baseline (${x['cost_per_s_warm'] * 60:.4f}/min vs "
+            f"${base_cost * 60:.4f}/min); invocations {demand_ratio:.1f}x, "
+            f"cost per invocation {per_call_ratio:.1f}x")
+        return self._proposal(function, f, window, x, f.cost.name, score, f.cost.threshold,
+                              ratio, base_cost, allowed, driver, explanation, now_ns)
+
+    def _propose_leak(self, function: str, f: _Function, window: Window,
+                      x: dict[str, float], score: float,
+                      now_ns: int) -> tuple[list[Anomaly], Proposal]:
+        """The anomaly and proposal of a cost per call crept from its reference."""
+        base_rps, base_call = self._base_rps(f), f.per_call.median()
+        per_call = x.get("cost_per_warm_call") or x["cost_per_invocation"] or base_call
+        demand_ratio = x["attempts_per_s"] / base_rps if base_rps > 0 else 0.0
+        reference = f.leak.reference
+        ratio = per_call / reference if reference > 0 else 0.0
+        allowed = base_rps * min(1.0, reference / per_call) if per_call > 0 else base_rps
+        explanation = (
+            f"cost per invocation {ratio:.1f}x its long-run reference (${per_call:.6f} vs "
+            f"${reference:.6f}), risen over many windows; invocations {demand_ratio:.1f}x")
+        impact_base = x["cost_per_s_warm"] / ratio if ratio > 0 else x["cost_per_s_warm"]
+        anomaly, proposal = self._proposal(
+            function, f, window, x, f.leak.name, score, f.leak.threshold, ratio, impact_base,
+            allowed, Driver.COST_PER_INVOCATION, explanation, now_ns)
+        return [anomaly], proposal
+
+    def _proposal(self, function: str, f: _Function, window: Window, x: dict[str, float],
+                  detector: str, score: float, threshold: float, ratio: float,
+                  impact_base: float, allowed: float, driver: Driver, explanation: str,
+                  now_ns: int) -> tuple[Anomaly, Proposal]:
+        """Make ``f``'s proposal: isolate below ``min_rps``, else throttle to ``allowed``."""
+        base_cost = f.cost.median() or f.mean_cost
         impact = max(0.0, x["cost_per_s_warm"] - impact_base) * 3600
         anomaly = Anomaly(
             function=function, detector=detector, score=score, threshold=threshold,
             severity=Severity.CRITICAL if ratio >= 10 else Severity.WARNING,
             window_start_unix_nano=window.start_ns, window_end_unix_nano=window.end_ns,
-            features=x, baseline={"cost_per_s": base_cost, "attempts_per_s": base_rps,
-                                  "cost_per_invocation": base_call},
+            features=x, baseline={"cost_per_s": base_cost, "attempts_per_s": self._base_rps(f),
+                                  "cost_per_invocation": f.per_call.median()},
             explanation=f"{explanation}; driver: {driver.value}",
             cost_impact_usd_per_hour=impact, version=window.version, driver=driver)
         if allowed < (f.min_rps if f.min_rps >= 0 else self.settings.min_rps):
@@ -479,7 +549,7 @@ class Decider:
             f.proposal = Proposal(Action.THROTTLE, driver, anomaly, explanation,
                                   rate_rps=round(allowed, 2), since_ns=now_ns,
                                   evidence_ns=now_ns)
-        return [anomaly], f.proposal
+        return anomaly, f.proposal
 
     def _check_standing(self, f: _Function, x: dict[str, float], now_ns: int) -> None:
         """End the standing proposal once it has stood ``hold_seconds`` and demand and

@@ -114,18 +114,47 @@ class DecisionStep:
 
     def on_window(self, function: str, window: Window, now_ns: int) -> list[Event]:
         """Decide on one closed window; the events to publish, in order."""
+        profile, limits = self._begin(function, window)
+        anomalies, proposal, _ = self.decider.on_window(function, window, now_ns)
+        self.spend.add(function, profile.team, window.start_ns, window.cost_usd,
+                       window.attempts)
+        events = self._decide(function, window, profile, limits, anomalies, proposal, now_ns)
+        self.profiles.end_window(function)
+        return events
+
+    def on_partial(self, function: str, window: Window, now_ns: int) -> list[Event]:
+        """The fast path: the function's open window so far, when detection can already
+        tell a runaway (:meth:`~.detection.Decider.on_partial`); the events to publish.
+        Nothing is learned or counted: the window is decided again when it closes."""
         if function in self._pending:
             self._resume(function)
-        memory = self._memory.setdefault(function, _Memory())
+        if not self.decider.warm(function) or self.decider.proposal(function) is not None:
+            return []
+        profile, limits = self._begin(function, window)
+        detection = self.decider.on_partial(function, window, now_ns)
+        if not detection.new:
+            return []
+        return self._decide(function, window, profile, limits, detection.anomalies,
+                            detection.proposal, now_ns)
+
+    def _begin(self, function: str, window: Window) -> tuple[Profile, dict[str, Any]]:
+        """The function's profile and live thresholds, applied to its detectors."""
+        if function in self._pending:
+            self._resume(function)
         profile = self.profiles.get(function)
         profile.team = profile.team or window.team
-        team = profile.team
-        limits = self.thresholds.effective(function, team)
+        limits = self.thresholds.effective(function, profile.team)
         self.decider.tune(function, float(limits["zscore_threshold"] or 0),
                           float(limits["min_ratio"] or 0), float(limits["fast_path_factor"] or 0),
                           float(limits["min_rps"] or 0))
-        anomalies, proposal, _ = self.decider.on_window(function, window, now_ns)
-        self.spend.add(function, team, window.start_ns, window.cost_usd, window.attempts)
+        return profile, limits
+
+    def _decide(self, function: str, window: Window, profile: Profile, limits: dict[str, Any],
+                anomalies: list[Anomaly], proposal: Proposal | None,
+                now_ns: int) -> list[Event]:
+        """Policies → lifecycle → incidents for what detection found in ``window``."""
+        memory = self._memory.setdefault(function, _Memory())
+        team = profile.team
         try:
             findings = self.policies.evaluate(self._input(function, window, profile, proposal,
                                                           limits, now_ns))
@@ -148,7 +177,6 @@ class DecisionStep:
             incidents += self.tracker.on_verdict(
                 verdict, None if releasing else cause, team, now_ns, limits,
                 kind=None if releasing else memory.kind)
-        self.profiles.end_window(function)
         return [*anomalies, *decisions, *verdicts, *incidents]
 
     def _input(self, function: str, window: Window, profile: Profile,

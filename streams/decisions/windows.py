@@ -179,6 +179,13 @@ class WindowAggregator:
         lane.idle = 0
         return True
 
+    def current(self, function: str, now_ns: int) -> Window | None:
+        """The function's open window that ``now_ns`` falls in, if it has calls."""
+        lane = self._lanes.get(function)
+        if lane is None:
+            return None
+        return lane.windows.get(now_ns - now_ns % self.window_ns)
+
     def close_due(self, now_ns: int, caught_up: bool = True) -> list[tuple[str, Window]]:
         """Windows due at ``now_ns``, oldest first per function; ``caught_up``: the
         ingest has no backlog, so the wall clock closes them (else each function's own

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -113,6 +114,7 @@ class Routes:
         self.app_ready = False  # Faust's group has its partitions
         self.ingest_ready: Callable[[], bool] = lambda: True
         self.caught_up: Callable[[], bool] = lambda: True  # the hot topics have no backlog
+        self.clock: Callable[[], int] = time.time_ns  # the fast path's now
 
     @property
     def ready(self) -> bool:
@@ -143,14 +145,32 @@ class Routes:
 
     async def on_costs(self, events: Sequence[CostEvent]) -> None:
         """Each event into its own window (in event time); a late one, whose window has
-        closed, is stored but decides nothing."""
+        closed, is stored but decides nothing. Then the fast path: each function's open
+        window so far, when the ingest is caught up (a backlog's windows are past)."""
         window_ns = self.windows.window_ns
+        touched: set[str] = set()
         for event in events:
             if not self.windows.add(event):
                 self.counters["late_cost"] += 1
                 continue
+            touched.add(event.function)
             for anomaly in self.step.on_event(event, window_ns):
                 await self.publish(anomaly)
+        if not self.caught_up():
+            return
+        now_ns = self.clock()
+        for function in touched:
+            window = self.windows.current(function, now_ns)
+            if window is None:
+                continue
+            try:
+                decided = self.step.on_partial(function, window, now_ns)
+            except Exception:  # one function's failure must not stop the others' decisions
+                log.exception("fast path failed for %s; its window decides at close", function)
+                self.counters["decision_errors"] += 1
+                continue
+            for out in decided:
+                await self.publish(out)
 
     async def on_spans(self, events: Sequence[Span]) -> None:
         for span in events:

@@ -304,6 +304,23 @@ class SimWindow:
         """The window's calls as CostEvents, spread evenly over the window."""
         return [self._event(j) for j in range(self.first, self.last)]
 
+    def opening(self, calls: int) -> Window:
+        """The window while still open, holding only its first ``calls`` calls."""
+        c, w = self.calls, self.window
+        a, b = self.first, self.first + calls
+        error, cold, cost = c.error[a:b], c.cold[a:b], c.cost_usd[a:b]
+        warm_ok = ~(error | cold)
+        sampled = min(calls, SAMPLES)
+        return Window(
+            w.start_ns, w.end_ns, attempts=calls, invocations=calls,
+            errors=int(error.sum()), cold_starts=int(cold.sum()), cost_usd=float(cost.sum()),
+            duration_ms=float(c.duration_ms[a:b].sum()),
+            error_cost_usd=float((cost * error).sum()), cold_cost_usd=float((cost * cold).sum()),
+            warm_ok=int(warm_ok.sum()), warm_ok_cost_usd=float((cost * warm_ok).sum()),
+            egress_bytes=int(c.egress_bytes[a:b].sum()), version=w.version, team=w.team,
+            samples=list(zip(cost[:sampled].tolist(), c.duration_ms[a:a + sampled].tolist(),
+                             cold[:sampled].astype(bool).tolist(), strict=True)))
+
     def costliest(self) -> CostEvent | None:
         """The window's most expensive call (None if it had none)."""
         if self.first == self.last:

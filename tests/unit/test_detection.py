@@ -295,3 +295,44 @@ def test_a_sparse_function_whose_median_window_is_empty_is_caught_when_flooded()
     assert proposal.action is Action.ISOLATE or (proposal.rate_rps or 0) <= 0.25
     standing = d.on_window("f", window(61, 40), 62 * 2 * S).proposal
     assert standing is not None and standing.anomaly_id == proposal.anomaly_id  # flood on
+
+
+def _open_window(calls: int, cost: float, seconds: float, start: int = 100 * S) -> Window:
+    """The first ``seconds`` of a 10 s window, with ``calls`` spread over them."""
+    w = Window(start, start + 10 * S)
+    for i in range(calls):
+        w.add(CostEvent(function="f", invocation_id=f"o{i}", cost_usd=cost,
+                        time_unix_nano=start + int(i * seconds * S / max(calls, 1))))
+    return w
+
+
+def test_the_fast_path_proposes_within_seconds_of_a_runaway() -> None:
+    d = _decider()
+    _warm(d)  # ~10 calls/s
+    runaway = d.on_partial("f", _open_window(250, 0.001, 2), 102 * S)  # 125 calls/s
+    assert runaway.new and runaway.proposal is not None
+    assert runaway.proposal.action is Action.THROTTLE
+    assert runaway.proposal.driver is Driver.INVOCATIONS
+    [anomaly] = runaway.anomalies
+    assert anomaly.window_end_unix_nano == 102 * S  # what it judged: the first 2 s
+    # at the close, the standing proposal carries on: no second anomaly
+    assert _on(d, _open_window(1250, 0.001, 10)) == []
+    assert d.proposal("f") is not None
+
+
+def test_the_fast_path_finds_a_cost_per_call_jump_on_a_few_calls() -> None:
+    d = _decider(min_rps=0.5)
+    _warm(d)
+    jump = d.on_partial("f", _open_window(20, 0.04, 2), 102 * S)  # 40x per call
+    assert jump.new and jump.proposal is not None
+    assert jump.proposal.driver is Driver.COST_PER_INVOCATION
+
+
+def test_the_fast_path_says_nothing_of_noise_or_of_a_window_just_begun() -> None:
+    d = _decider()
+    _warm(d)
+    assert not d.on_partial("f", _open_window(30, 0.001, 2), 102 * S).new  # 1.5x
+    assert not d.on_partial("f", _open_window(400, 0.001, 0.5), 100 * S + S // 2).new
+    assert d.proposal("f") is None
+    cold = _decider()
+    assert not cold.on_partial("f", _open_window(250, 0.001, 2), 102 * S).new  # no baseline
