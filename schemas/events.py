@@ -105,6 +105,13 @@ class Driver(StrEnum):
     EGRESS = "egress bytes per call"
 
 
+class Judgement(StrEnum):
+    """What on-call says of an incident."""
+
+    FALSE_ALARM = "false-alarm"
+    CONFIRMED = "confirmed"
+
+
 class ControlKind(StrEnum):
     THRESHOLDS = "thresholds"
     POLICY_BUNDLE = "policy_bundle"
@@ -361,6 +368,25 @@ class ThresholdChange(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Feedback(Event):
+    """On-call's word on an incident: a false alarm, or confirmed."""
+
+    TYPE: ClassVar[str] = "feedback"
+
+    incident_id: str = field(metadata=_meta("The incident judged.", min_len=1, max_len=64))
+    judgement: Judgement = field(metadata=_meta("false-alarm or confirmed."))
+    detector: str = field(default="", metadata=_meta("Detector behind the incident, if any.",
+                                                    max_len=128))
+    kind: str = field(default="", metadata=_meta("The incident's kind.", max_len=64))
+    ratio: float = field(default=0.0, metadata=_meta(
+        "The largest cost ratio its anomalies showed (observed / baseline); 0: none.", ge=0))
+    actor: str = field(default="", metadata=_meta("Who judged it.", max_len=256))
+    reason: str = field(default="", metadata=_meta("Why.", max_len=4096))
+    change_id: str = field(default="", metadata=_meta(
+        "The threshold change a false alarm made, if any (undo target).", max_len=64))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DeadLetter(Event):
     """Input the pipeline could not accept, with the reason."""
 
@@ -377,7 +403,7 @@ class DeadLetter(Event):
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls for cls in (Span, CostEvent, Anomaly, Verdict, ControlUpdate, PolicyDecision,
-                              Incident, ThresholdChange, DeadLetter)
+                              Incident, ThresholdChange, Feedback, DeadLetter)
 }
 """Event classes by their ``type`` discriminator."""
 

@@ -279,6 +279,28 @@ def cmd_verdict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_feedback(args: argparse.Namespace) -> int:
+    """On-call's word on an incident: recorded; a false alarm teaches the function."""
+    from schemas import Judgement
+    from streams.control.feedback import give_feedback, lookup
+    from streams.ops.query import run_query
+
+    settings = _settings(args)
+    facts = lookup(lambda sql: run_query(settings, sql), args.incident)
+    recorded = give_feedback(settings, facts, Judgement(args.judgement), args.reason,
+                             args.actor)
+    f = recorded.feedback
+    print(f"feedback {f.judgement.value} on incident {f.incident_id} ({f.function}, "
+          f"{f.kind or 'incident'}) recorded by {f.actor}")
+    for change in recorded.changes:
+        print(f"taught {change.function}: {change.key} {change.old or 'default'} -> "
+              f"{change.new} (change {change.change_id}; `governor thresholds undo` reverts)")
+    if f.judgement is Judgement.FALSE_ALARM and not recorded.changes:
+        print("nothing to teach: " + ("no cost ratio in its anomalies" if not f.ratio
+                                      else "min_ratio is already above what it showed"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="governor", description="Closed-loop FinOps and runtime governance for serverless "
@@ -375,6 +397,15 @@ def build_parser() -> argparse.ArgumentParser:
     verdict.add_argument("--reason", required=True, help="why, for the agents and the audit")
     verdict.add_argument("--actor", default=None, help="who (GOVERNOR_ACTOR, default the OS user)")
     verdict.set_defaults(run=cmd_verdict)
+    feedback = sub.add_parser(
+        "feedback", help="say whether an incident was a false alarm (the function learns "
+        "from it) or confirmed")
+    feedback.add_argument("incident", metavar="INCIDENT_ID",
+                          help="the id on the page (Alertmanager label incident_id)")
+    feedback.add_argument("judgement", choices=("false-alarm", "confirmed"))
+    feedback.add_argument("--reason", required=True, help="why, for the audit")
+    feedback.add_argument("--actor", default=None, help="who (GOVERNOR_ACTOR, default the OS user)")
+    feedback.set_defaults(run=cmd_feedback)
     return parser
 
 

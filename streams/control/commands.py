@@ -280,8 +280,8 @@ def publish_verdict(settings: Settings, function: str, action: Action,
     issuer = VerdictIssuer(key, int(ttl * 1e9), OPERATOR + actor)
     issuer.after(function, last)
     verdict = issuer.issue(function, action, reason.strip(), now_ns(), rate_rps=rate_rps)
-    [(partition, offset)] = _produce(bootstrap, [(topic, function.encode(), encode(verdict),
-                                                  partition)], timeout_s)
+    [(partition, offset)] = publish_records(
+        bootstrap, [(topic, function.encode(), encode(verdict), partition)], timeout_s)
     return PublishedVerdict(verdict, topic, partition, offset)
 
 
@@ -347,9 +347,9 @@ def _publish_change(bootstrap: str, settings: Settings, scope: str, current: dic
                             new=_json(new.get(k)), actor=actor, reason=reason,
                             change_id=change_id, undo_of=undo_of, time_unix_nano=now)
             for k in changed]
-    _produce(bootstrap, [(settings.topic("control"), control_key(scope), encode(update), None),
-                         *((settings.topic("audit"), scope.encode(), encode(row), None)
-                           for row in rows)])
+    publish_records(bootstrap, [
+        (settings.topic("control"), control_key(scope), encode(update), None),
+        *((settings.topic("audit"), scope.encode(), encode(row), None) for row in rows)])
     return rows
 
 
@@ -372,7 +372,7 @@ def _read(bootstrap: str, topic: str, partitions: list[int] | None,
     return reading.records
 
 
-def _produce(bootstrap: str, records: list[tuple[str, bytes, bytes, int | None]],
+def publish_records(bootstrap: str, records: list[tuple[str, bytes, bytes, int | None]],
              timeout_s: float = 10.0) -> list[tuple[int, int]]:
     """Produce ``(topic, key, value, partition)`` records, wait for every delivery and
     return their ``(partition, offset)``; a failed delivery raises ControlError."""

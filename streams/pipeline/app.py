@@ -32,6 +32,7 @@ from schemas import (
     CostEvent,
     DeadLetter,
     Event,
+    Feedback,
     Incident,
     PolicyDecision,
     Span,
@@ -63,7 +64,8 @@ class TopicOutbox:
                              key_serializer="raw", value_serializer="raw")
 
         self.topics = {kind: topic(kind) for kind in (
-            "anomalies", "verdicts", "dlq", "decisions", "incidents", "audit", "state")}
+            "anomalies", "verdicts", "dlq", "decisions", "incidents", "audit", "state",
+            "feedback")}
         self._verdict_partitions = verdict_partitions
         self._by_type = {Anomaly: "anomalies", PolicyDecision: "decisions",
                          Incident: "incidents", Verdict: "verdicts"}
@@ -113,7 +115,7 @@ def create_app(settings: Settings, prepared: Prepared) -> tuple[faust.App, Route
     sinks: list[tuple[str, type[Event], FollowUp | None]] = [
         ("verdicts", Verdict, on_verdicts), ("anomalies", Anomaly, None),
         ("decisions", PolicyDecision, None), ("incidents", Incident, None),
-        ("audit", ThresholdChange, None)]
+        ("audit", ThresholdChange, None), ("feedback", Feedback, None)]
     for kind, cls, then in sinks:
         app.agent(outbox.topics[kind], name=f"governor.{cls.TYPE}")(
             _sink(routes, cls, batch, within, then))

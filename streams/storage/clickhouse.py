@@ -22,6 +22,7 @@ from schemas import (
     Anomaly,
     CostEvent,
     Event,
+    Feedback,
     Incident,
     PolicyDecision,
     Span,
@@ -170,6 +171,13 @@ def _incident_row(e: Incident) -> list[Any]:
     ]
 
 
+def _feedback_row(e: Feedback) -> list[Any]:
+    return [
+        e.event_id, e.time_unix_nano, e.function, e.incident_id, e.judgement.value,
+        e.detector, e.kind, e.ratio, e.actor, e.reason, e.change_id,
+    ]
+
+
 def _change_row(e: ThresholdChange) -> list[Any]:
     return [e.event_id, e.time_unix_nano, e.function, e.key, e.old, e.new, e.actor, e.reason,
             e.change_id, e.undo_of]
@@ -207,6 +215,9 @@ _TABLES: dict[type[Event], _Table] = {
         "event_id", "time", "incident_id", "function", "team", "status", "severity", "title",
         "summary", "driver", "cost_impact_usd_per_hour", "actions", "runbook_url", "opened_at",
         "resolved_at", "updates", "kind", "folded_into"), _incident_row),
+    Feedback: _Table("feedback", (
+        "event_id", "time", "function", "incident_id", "judgement", "detector", "kind",
+        "ratio", "actor", "reason", "change_id"), _feedback_row),
     ThresholdChange: _Table("threshold_changes", (
         "event_id", "time", "scope", "key", "old", "new", "actor", "reason", "change_id",
         "undo_of"), _change_row),
