@@ -24,6 +24,7 @@ never read here.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 from collections import deque
@@ -53,6 +54,11 @@ SIGNIFICANCE = 1e-6
 """A window (or a few pooled ones) is anomalous only if chance would give its call count,
 its cost per call or its failed calls with at most this probability under the baseline:
 at a few calls a window a robust z-score alone pages for Poisson noise."""
+ROUTINE_BURSTS = 3
+"""A cost surge is routine — a batch, a cron — once it is the third at one period: it is
+reported (info) but not enforced."""
+ROUTINE_GROWTH = 2.0
+"""…unless it is more than this × the largest of the earlier ones (a growing burst)."""
 PARTIAL_MIN_SECONDS = 1.0
 """The fast path judges an open window once this much of it has passed."""
 PARTIAL_SIGNIFICANCE = 1e-9
@@ -156,6 +162,9 @@ class _Function:
     min_ratio: float = 0.0  # live-tuned (0: the setting)
     fast_path_factor: float = 0.0  # live-tuned (0: the setting)
     min_rps: float = -1.0  # live-tuned (negative: the setting)
+    # the last surges' (window start, cost ratio), to tell routine bursts
+    bursts: deque[tuple[int, float]] = field(
+        default_factory=lambda: deque(maxlen=ROUTINE_BURSTS))
     layout: int = LAYOUT
 
     def rebaseline(self) -> None:
@@ -335,6 +344,8 @@ class Decider:
             return Detection([])
         anomaly, proposal = self._propose(function, f, so_far, x, score,
                                           warm_cost / expected_cost, now_ns, base_call)
+        if proposal is None:  # a routine burst: said at the window's close
+            return Detection([])
         return Detection([anomaly], proposal, True)
 
     def _check_behaviour(self, function: str, f: _Function, window: Window,
@@ -491,7 +502,7 @@ class Decider:
 
     def _propose(self, function: str, f: _Function, window: Window, x: dict[str, float],
                  score: float, ratio: float, now_ns: int,
-                 base_call: float) -> tuple[Anomaly, Proposal]:
+                 base_call: float) -> tuple[Anomaly, Proposal | None]:
         """The anomaly and proposal of a cost surge ``ratio`` × the baseline."""
         base_cost = f.cost.median() or f.mean_cost
         base_rps = self._base_rps(f)
@@ -505,8 +516,30 @@ class Decider:
             f"cost/s {ratio:.1f}x baseline (${x['cost_per_s_warm'] * 60:.4f}/min vs "
             f"${base_cost * 60:.4f}/min); invocations {demand_ratio:.1f}x, "
             f"cost per invocation {per_call_ratio:.1f}x")
+        routine = self._routine(f, window.start_ns, ratio)
+        if routine is not None:
+            explanation += (f"; routine: the same burst every {routine:g} s, reported, "
+                            "not enforced")
         return self._proposal(function, f, window, x, f.cost.name, score, f.cost.threshold,
-                              ratio, base_cost, allowed, driver, explanation, now_ns)
+                              ratio, base_cost, allowed, driver, explanation, now_ns,
+                              enforce=routine is None)
+
+    def _routine(self, f: _Function, start_ns: int, ratio: float) -> float | None:
+        """The period in seconds if this surge (in the window starting ``start_ns``)
+        repeats the function's last ones at one period, give or take a window, and is no
+        more than :data:`ROUTINE_GROWTH` × them; the surge is recorded either way."""
+        earlier = [(s, r) for s, r in f.bursts if s != start_ns][-(ROUTINE_BURSTS - 1):]
+        if not f.bursts or f.bursts[-1][0] != start_ns:
+            f.bursts.append((start_ns, ratio))
+        if len(earlier) < ROUTINE_BURSTS - 1 or ratio > ROUTINE_GROWTH * max(
+                r for _, r in earlier):
+            return None
+        gaps = [b - a for a, b in itertools.pairwise([s for s, _ in earlier] + [start_ns])]
+        window_ns = int(self.settings.window_seconds * 1e9)
+        period = gaps[-1]
+        if period < 3 * window_ns or any(abs(g - period) > window_ns for g in gaps):
+            return None
+        return period / 1e9
 
     def _propose_leak(self, function: str, f: _Function, window: Window,
                       x: dict[str, float], score: float,
@@ -525,23 +558,28 @@ class Decider:
         anomaly, proposal = self._proposal(
             function, f, window, x, f.leak.name, score, f.leak.threshold, ratio, impact_base,
             allowed, Driver.COST_PER_INVOCATION, explanation, now_ns)
+        assert proposal is not None
         return [anomaly], proposal
 
     def _proposal(self, function: str, f: _Function, window: Window, x: dict[str, float],
                   detector: str, score: float, threshold: float, ratio: float,
                   impact_base: float, allowed: float, driver: Driver, explanation: str,
-                  now_ns: int) -> tuple[Anomaly, Proposal]:
-        """Make ``f``'s proposal: isolate below ``min_rps``, else throttle to ``allowed``."""
+                  now_ns: int, enforce: bool = True) -> tuple[Anomaly, Proposal | None]:
+        """Make ``f``'s proposal: isolate below ``min_rps``, else throttle to ``allowed``;
+        with ``enforce`` false only the anomaly, at info severity."""
         base_cost = f.cost.median() or f.mean_cost
         impact = max(0.0, x["cost_per_s_warm"] - impact_base) * 3600
         anomaly = Anomaly(
             function=function, detector=detector, score=score, threshold=threshold,
-            severity=Severity.CRITICAL if ratio >= 10 else Severity.WARNING,
+            severity=(Severity.INFO if not enforce
+                      else Severity.CRITICAL if ratio >= 10 else Severity.WARNING),
             window_start_unix_nano=window.start_ns, window_end_unix_nano=window.end_ns,
             features=x, baseline={"cost_per_s": base_cost, "attempts_per_s": self._base_rps(f),
                                   "cost_per_invocation": f.per_call.median()},
             explanation=f"{explanation}; driver: {driver.value}",
             cost_impact_usd_per_hour=impact, version=window.version, driver=driver)
+        if not enforce:
+            return anomaly, None
         if allowed < (f.min_rps if f.min_rps >= 0 else self.settings.min_rps):
             f.proposal = Proposal(Action.ISOLATE, driver, anomaly, explanation,
                                   since_ns=now_ns, evidence_ns=now_ns)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas import Action, Anomaly, CostEvent, Driver, Outcome
+from schemas import Action, Anomaly, CostEvent, Driver, Outcome, Severity
 from streams.decisions.detection import Decider
 from streams.decisions.proposal import Proposal
 from streams.decisions.windows import Window, WindowAggregator
@@ -336,3 +336,37 @@ def test_the_fast_path_says_nothing_of_noise_or_of_a_window_just_begun() -> None
     assert d.proposal("f") is None
     cold = _decider()
     assert not cold.on_partial("f", _open_window(250, 0.001, 2), 102 * S).new  # no baseline
+
+
+def _bursty(d: Decider, windows: int, bursts: dict[int, int], calls: int = 50
+            ) -> dict[int, list[Anomaly | Proposal]]:
+    """``windows`` windows of ``calls`` calls, ``bursts[i]`` calls in window ``i``; what
+    each window raised."""
+    raised = {}
+    for i in range(windows):
+        w = _window(bursts.get(i, calls + i % 3), 0.001, start=i * 10 * S)
+        found = [*(detection := d.on_window("f", w, w.end_ns)).anomalies,
+                 *([detection.proposal] if detection.new and detection.proposal else [])]
+        if found:
+            raised[i] = found
+    return raised
+
+
+def test_a_regular_batch_burst_becomes_routine_after_the_third() -> None:
+    d = _decider()
+    raised = _bursty(d, 40, {10: 500, 16: 520, 22: 480, 28: 510, 34: 500})
+    enforced = [i for i, found in raised.items() if any(isinstance(e, Proposal) for e in found)]
+    assert enforced == [10, 16]  # the first two are throttled ...
+    for i in (22, 28, 34):  # ... then the same burst every 60 s is reported, not enforced
+        [anomaly] = raised[i]
+        assert isinstance(anomaly, Anomaly) and anomaly.severity is Severity.INFO
+        assert "routine: the same burst every 60 s" in anomaly.explanation
+
+
+def test_an_irregular_or_growing_burst_is_not_routine() -> None:
+    d = _decider()
+    raised = _bursty(d, 40, {10: 500, 16: 500, 22: 500, 31: 500})
+    assert any(isinstance(e, Proposal) for e in raised[31])  # off the period
+    d = _decider()
+    raised = _bursty(d, 40, {10: 500, 16: 500, 22: 2500})
+    assert any(isinstance(e, Proposal) for e in raised[22])  # 5x the earlier bursts
