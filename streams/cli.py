@@ -87,7 +87,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_bench_nab(args: argparse.Namespace) -> int:
     """Run a detector over a NAB folder, score it, print the report."""
     from streams.bench.nab import bench, format_report
+    from streams.bench.nab.crossval import crossvalidate, format_crossvalidation
 
+    if args.cv:
+        if args.detector not in (None, "onset"):
+            raise StreamsError("--cv chooses the onset detector's parameters; drop --detector")
+        cv = crossvalidate(args.data, args.out, workers=args.workers)
+        print("\n".join(format_crossvalidation(cv)), flush=True)
+        return 0
     report = bench(args.data, args.out, args.detector, workers=args.workers)
     print("\n".join(format_report(report)), flush=True)
     return 0
@@ -333,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     nab.add_argument("--out", type=Path, required=True, help="results folder (NAB's layout)")
     nab.add_argument("--detector", default=None,
                      help="detector name from streams.detectors (default: its DEFAULT)")
+    nab.add_argument("--cv", action="store_true",
+                     help="leave one category out: the onset detector's parameters chosen on "
+                     "the other categories, each category scored with them")
     nab.add_argument("--workers", type=int, default=None,
                      help="processes running series (default: one per CPU)")
     nab.set_defaults(run=cmd_bench_nab)

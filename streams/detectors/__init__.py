@@ -38,6 +38,7 @@ __all__ = [
     "RollingQuantileScore",
     "SeasonalProfile",
     "WindowKNN",
+    "onset",
     "value_of",
 ]
 
@@ -82,15 +83,16 @@ def _combined() -> Detector:
     return Combiner([_rolling_quantile(), _seasonal()], patience=_PATIENCE, memory=_MEMORY)
 
 
-def _onset() -> Detector:
-    # The max of the fences + profile (one shared gate) and the shape novelty (its own
-    # gate; patience=0: the max defers to its children's gates), reported once per
-    # episode, except where it repeats the same shape at the same time of day as on two
-    # earlier days (a routine: a nightly job's spike). alarm, hold and the routine's
-    # tolerance are the hyper-parameters chosen on NAB's 35 series; its length is
-    # window_knn's, its slack the seasonal profile's slot.
+def onset(alarm: float = 0.25, hold: int = 200) -> Detector:
+    """The default detector: the max of the fences + profile (one shared gate) and the
+    shape novelty (its own gate), reported once per episode, except where it repeats
+    the same shape at the same time of day as on two earlier days (a routine: a nightly
+    job's spike). ``alarm`` (the level an onset needs) and ``hold`` (the points its
+    hold-off lasts) are the hyper-parameters ``governor bench nab --cv`` chooses by
+    leaving one NAB category out; the routine's tolerance was chosen on NAB's shipped
+    series, its length is window_knn's, its slack the seasonal profile's slot."""
     both = Combiner([_combined(), _window_knn()], patience=0, memory=1)
-    return OnsetAlert(both, alarm=0.25, hold=200, routine=2, tolerance=0.05, length=10,
+    return OnsetAlert(both, alarm=alarm, hold=hold, routine=2, tolerance=0.05, length=10,
                       slack=3600)
 
 
@@ -103,6 +105,6 @@ DETECTORS: dict[str, Callable[[], Detector]] = {
     CusumScore.name: _cusum,
     WindowKNN.name: _window_knn,
     Combiner.name: _combined,
-    OnsetAlert.name: _onset,
+    OnsetAlert.name: onset,
 }
 DEFAULT = OnsetAlert.name

@@ -145,3 +145,20 @@ def test_unknown_detectors_and_folders_are_clear_errors(
     assert "unknown detector 'nope'; known: " in capsys.readouterr().err
     assert main(["bench", "nab", "--data", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
     assert "not a NAB folder" in capsys.readouterr().err
+
+
+def test_leave_one_category_out_scores_each_category_with_parameters_chosen_without_it(
+        nab: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from streams.bench.nab.crossval import ALARMS, HOLDS, crossvalidate
+
+    cv = crossvalidate(nab, tmp_path / "cv", workers=1)
+    assert [f.category for f in cv.folds] == ["catA", "catB"]
+    for fold in cv.folds:
+        assert fold.chosen[0] in ALARMS and fold.chosen[1] in HOLDS
+    catb = cv.folds[1]
+    assert catb.held_perfect == catb.held_null == 0  # no window: counts only its false alarms
+    assert catb.held_score != catb.held_score  # NaN: not normalisable alone
+    assert main(["bench", "nab", "--data", str(nab), "--out", str(tmp_path / "cv2"), "--cv",
+                 "--workers", "1"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.fullmatch(r"nab held-out: -?\d+\.\d \(in-sample -?\d+\.\d\)", last)
