@@ -136,23 +136,27 @@ def test_the_health_route_says_not_ready_until_the_app_has_its_partitions(
     assert routes.health()["ready"] is True
 
 
-def test_the_fast_path_throttles_a_runaway_before_its_window_closes(routes: Routes) -> None:
-    async def run() -> list[Any]:
-        for w in range(6):
-            await routes.take(_records(_calls(w, 50)), CostEvent, routes.on_costs)
-            await routes.close_windows(T0 + (w + 1) * WINDOW + S)
-        outbox = routes.outbox
-        assert isinstance(outbox, InMemoryOutbox)
-        outbox.events.clear()
-        start = T0 + 6 * WINDOW
-        routes.clock = lambda: start + 2 * S  # 2 s into the window
-        burst = [CostEvent(function="checkout", invocation_id=f"b{i}", cost_usd=0.0001,
-                           team="payments", time_unix_nano=start + i * (2 * S // 250))
-                 for i in range(250)]  # 125 calls/s where 5 are usual
-        await routes.take(_records(burst), CostEvent, routes.on_costs)
-        return list(outbox.events)
+async def _burst_after_a_warm_up(routes: Routes, caught_up: bool) -> list[Any]:
+    """Six normal windows closed, then 250 calls in the first 2 s of the next one (125
+    calls/s where 5 are usual), taken 2 s into it; what the routes published for them."""
+    for w in range(6):
+        await routes.take(_records(_calls(w, 50)), CostEvent, routes.on_costs)
+        await routes.close_windows(T0 + (w + 1) * WINDOW + S)
+    outbox = routes.outbox
+    assert isinstance(outbox, InMemoryOutbox)
+    outbox.events.clear()
+    start = T0 + 6 * WINDOW
+    routes.clock = lambda: start + 2 * S
+    routes.caught_up = lambda: caught_up
+    burst = [CostEvent(function="checkout", invocation_id=f"b{i}", cost_usd=0.0001,
+                       team="payments", time_unix_nano=start + i * (2 * S // 250))
+             for i in range(250)]
+    await routes.take(_records(burst), CostEvent, routes.on_costs)
+    return list(outbox.events)
 
-    events = asyncio.run(run())
+
+def test_the_fast_path_throttles_a_runaway_before_its_window_closes(routes: Routes) -> None:
+    events = asyncio.run(_burst_after_a_warm_up(routes, caught_up=True))
     [verdict] = [e for e in events if isinstance(e, Verdict)]
     assert verdict.action is Action.THROTTLE  # and no window has closed since the warm-up
     assert verdict.issued_at_unix_nano == T0 + 6 * WINDOW + 2 * S
@@ -161,19 +165,4 @@ def test_the_fast_path_throttles_a_runaway_before_its_window_closes(routes: Rout
 
 
 def test_no_fast_path_while_the_ingest_works_through_a_backlog(routes: Routes) -> None:
-    async def run() -> list[Any]:
-        for w in range(6):
-            await routes.take(_records(_calls(w, 50)), CostEvent, routes.on_costs)
-            await routes.close_windows(T0 + (w + 1) * WINDOW + S)
-        outbox = routes.outbox
-        assert isinstance(outbox, InMemoryOutbox)
-        outbox.events.clear()
-        routes.caught_up = lambda: False
-        routes.clock = lambda: T0 + 6 * WINDOW + 2 * S
-        burst = [CostEvent(function="checkout", invocation_id=f"b{i}", cost_usd=0.0001,
-                           team="payments", time_unix_nano=T0 + 6 * WINDOW + i * (2 * S // 250))
-                 for i in range(250)]
-        await routes.take(_records(burst), CostEvent, routes.on_costs)
-        return list(outbox.events)
-
-    assert asyncio.run(run()) == []
+    assert asyncio.run(_burst_after_a_warm_up(routes, caught_up=False)) == []
