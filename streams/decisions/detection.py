@@ -59,6 +59,9 @@ ROUTINE_BURSTS = 3
 reported (info) but not enforced."""
 ROUTINE_GROWTH = 2.0
 """…unless it is more than this × the largest of the earlier ones (a growing burst)."""
+ESCALATE = 2.0
+"""A standing proposal is replaced when the cost rate reaches this × the one it was made
+on."""
 PARTIAL_MIN_SECONDS = 1.0
 """The fast path judges an open window once this much of it has passed."""
 PARTIAL_SIGNIFICANCE = 1e-9
@@ -93,6 +96,13 @@ class _Sums(NamedTuple):
     warm_ok_cost: float
     warm_cost: float  # the cost with cold starts priced as warm calls
     egress: float
+
+
+def _cost_ratio(anomaly: Anomaly) -> float:
+    """The cost rate an anomaly saw over its baseline (0.0 when it says none)."""
+    base = anomaly.baseline.get("cost_per_s", 0.0)
+    seen = anomaly.features.get("cost_per_s_warm", anomaly.features.get("cost_per_s", 0.0))
+    return seen / base if base > 0 else 0.0
 
 
 def poisson_tail(n: float, mean: float) -> float:
@@ -312,7 +322,32 @@ class Decider:
             anomalies, proposal = self._check_normal(function, f, window, x, now_ns)
             return Detection(behaviour + anomalies, proposal, proposal is not None)
         self._check_standing(f, x, now_ns)
+        stronger = self._escalate(function, f, window, x, now_ns) if f.proposal else None
+        if stronger is not None:
+            return Detection([*behaviour, stronger], f.proposal, True)
         return Detection(behaviour, f.proposal)
+
+    def _escalate(self, function: str, f: _Function, window: Window, x: dict[str, float],
+                  now_ns: int) -> Anomaly | None:
+        """A standing proposal never hides a stronger surge: cost ``ESCALATE`` × what it
+        was made on (a compounding creep, a loop that widens) makes a new one."""
+        standing = f.proposal
+        assert standing is not None
+        base_cost = f.cost.median() or f.mean_cost
+        if base_cost <= 0 or "cost_per_s_warm" not in x:
+            return None
+        ratio = x["cost_per_s_warm"] / base_cost
+        made_on = _cost_ratio(standing.anomaly)
+        score = f.cost.score_one(x)
+        if made_on <= 0 or ratio < ESCALATE * made_on or score < f.cost.threshold or not (
+                self._significant(f, [f.recent[-1]], window.seconds)):
+            return None
+        anomaly, proposal = self._propose(function, f, window, x, score, ratio, now_ns,
+                                          f.per_call.median())
+        if proposal is None:
+            f.proposal = standing  # a routine burst never lifts a standing proposal
+            return None
+        return anomaly
 
     def on_partial(self, function: str, window: Window, now_ns: int) -> Detection:
         """The fast path: ``window`` is still open, and its calls so far (up to

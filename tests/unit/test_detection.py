@@ -370,3 +370,21 @@ def test_an_irregular_or_growing_burst_is_not_routine() -> None:
     d = _decider()
     raised = _bursty(d, 40, {10: 500, 16: 500, 22: 2500})
     assert any(isinstance(e, Proposal) for e in raised[22])  # 5x the earlier bursts
+
+
+def test_a_standing_proposal_never_hides_a_stronger_surge() -> None:
+    """A compounding creep: flagged weakly at 3x, then 7x and 20x. Each doubling makes a
+    new proposal with a tighter rate, so the decision step can tighten the throttle."""
+    d = Decider(Settings(warmup_windows=5, hold_seconds=60), KEY)
+    for i in range(8):
+        assert d.on_window("f", _window(100 + i % 3, 0.001, start=i * 10 * S),
+                           (i + 1) * 10 * S).proposal is None
+    rates = []
+    for i, factor in enumerate((3, 4, 7, 8, 20), start=8):
+        detection = d.on_window("f", _window(100, 0.001 * factor, start=i * 10 * S),
+                                (i + 1) * 10 * S)
+        assert detection.proposal is not None
+        if detection.new:
+            rates.append((factor, detection.proposal.rate_rps))
+    assert [f for f, _ in rates] == [3, 7, 20]  # 4x and 8x are not twice the last
+    assert rates[0][1] > rates[1][1] > rates[2][1]  # each caps spend tighter
