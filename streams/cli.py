@@ -116,7 +116,8 @@ def cmd_bench_incidents(args: argparse.Namespace) -> int:
     """Labelled synthetic incidents through the real Decider; print the per-kind table."""
     from streams.bench.incidents import bench, format_report
 
-    report = bench(args.functions, args.days, args.seed, _settings(args), workers=args.workers)
+    report = bench(args.functions, args.days, args.seed, _settings(args), workers=args.workers,
+                   suite=args.suite)
     print("\n".join(format_report(report)), flush=True)
     return 0
 
@@ -369,6 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
     incidents.add_argument("--seed", type=int, default=1, help="seed of fleet and traffic (1)")
     incidents.add_argument("--workers", type=int, default=None,
                            help="processes (default: one per CPU)")
+    incidents.add_argument("--suite", choices=("standard", "hard"), default="standard",
+                           help="hard: subtle (1.5-3x) incidents and benign changes (a ramp, "
+                           "batch bursts, a launch step, noisy cost), false enforcements "
+                           "counted")
     incidents.set_defaults(run=cmd_bench_incidents)
 
     thresholds = sub.add_parser(

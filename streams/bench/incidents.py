@@ -35,7 +35,17 @@ from streams.bench.incident_runs import FunctionRun, run_scenarios, worker_count
 from streams.decisions.windows import quantile
 from streams.errors import BenchmarkError
 from streams.settings import Settings
-from streams.sim.scenarios import CONTROLS, INCIDENTS, Kind, control_scenarios, incident_scenarios
+from streams.sim.scenarios import (
+    BENIGN,
+    CONTROLS,
+    HARD_INCIDENTS,
+    INCIDENTS,
+    Kind,
+    Scenario,
+    control_scenarios,
+    hard_scenarios,
+    incident_scenarios,
+)
 
 LONG_WINDOW_SECONDS = 60.0
 AFTER = 2
@@ -76,6 +86,7 @@ class Report:
     labels: list[KindResult]
     long: list[KindResult]
     seconds: float
+    suite: str = "standard"
 
     @property
     def detected(self) -> float:
@@ -97,30 +108,45 @@ class Report:
 
 
 def bench(functions: int = 210, days: float = 1.0, seed: int = 1,
-          settings: Settings | None = None, *, workers: int | None = None) -> Report:
-    """Generate the fleet, run both passes through the Decider, score them."""
+          settings: Settings | None = None, *, workers: int | None = None,
+          suite: str = "standard") -> Report:
+    """Generate the fleet, run both passes through the Decider, score them.
+
+    ``suite`` "hard": other functions, with subtle (1.5-3x) incidents and benign
+    changes (a ramp, batch bursts, a launch step, noisy cost) on the labelled pass only;
+    a throttle or isolate of a benign function is a false enforcement.
+    """
     if functions < 1 or not days > 0:
         raise BenchmarkError(f"need at least 1 function and more than 0 days; got "
                              f"--functions {functions} --days {days}")
+    if suite not in ("standard", "hard"):
+        raise BenchmarkError(f"--suite {suite!r}: use standard or hard")
     settings = settings or Settings()
     started = time.perf_counter()
-    labels = incident_scenarios(functions, seed, settings.window_seconds)
-    long = control_scenarios(functions, seed, days, LONG_WINDOW_SECONDS)
+    if suite == "hard":
+        labels = hard_scenarios(functions, seed, settings.window_seconds)
+        long: list[Scenario] = []
+    else:
+        labels = incident_scenarios(functions, seed, settings.window_seconds)
+        long = control_scenarios(functions, seed, days, LONG_WINDOW_SECONDS)
     runs = run_scenarios(long + labels, settings, workers=workers)  # longest first
     return Report(functions, days, seed, settings, worker_count(workers, len(runs)),
                   score(runs[len(long):]), score(runs[:len(long)]),
-                  time.perf_counter() - started)
+                  time.perf_counter() - started, suite)
 
 
 def score(runs: Sequence[FunctionRun]) -> list[KindResult]:
     """Per label kind present in ``runs``, in :class:`Kind` order."""
     results = []
-    for kind in (*INCIDENTS, *CONTROLS):
+    for kind in (*INCIDENTS, *HARD_INCIDENTS, *CONTROLS, *BENIGN):
         mine = [r for r in runs if r.scenario.label.kind is kind]
         if not mine:
             continue
         ttd = [t for r in mine if (t := time_to_detect(r)) is not None]
-        enforced = sum(any("verdict" in found and r.scenario.label.covers(w, AFTER)
+        incident = mine[0].scenario.label.is_incident
+        # incidents: enforced in their range; others: enforced at all (false enforcements)
+        enforced = sum(any("verdict" in found and (r.scenario.label.covers(w, AFTER)
+                                                   or not incident)
                            for w, found in r.alarms) for r in mine)
         false = [w for r in mine for w in false_alarms(r)]
         sources: Counter[str] = Counter()
@@ -130,7 +156,7 @@ def score(runs: Sequence[FunctionRun]) -> list[KindResult]:
                     sources.update(found)
         factors = [r.cost_factor for r in mine if not math.isnan(r.cost_factor)]
         results.append(KindResult(
-            kind, len(mine), len(mine) if kind in INCIDENTS else 0, len(ttd), enforced,
+            kind, len(mine), len(mine) if incident else 0, len(ttd), enforced,
             tuple(ttd), sum(chance(r) for r in mine),
             float(statistics.median(factors)) if factors else math.nan,
             len(false), sum(r.scenario.function_days for r in mine), dict(sources)))
@@ -182,6 +208,8 @@ def format_report(report: Report) -> list[str]:
               f"{'cost x':>8}{'false alarms':>14}{'per 100 fd':>12}")
     for name, rows in ((f"labels, {s.window_seconds:g} s windows", report.labels),
                        (f"long, {LONG_WINDOW_SECONDS:g} s windows", report.long)):
+        if not rows:
+            continue
         lines.append(f"{name:<22}{header}")
         lines += [_row(str(r.kind), r) for r in rows]
         lines += [_row("all", _total(rows)), ""]
@@ -200,9 +228,19 @@ def format_report(report: Report) -> list[str]:
         "the 60 before",
         f"targets: >= 95% detected, median ttd <= 2 windows, <= 1 false alarm per 100 "
         f"function-days; wall time {report.seconds:.1f} s",
+        *(_hard_lines(report) if report.suite == "hard" else []),
         f"incidents: {report.detected:.1f}% detected, median {_g(report.median_ttd)} windows "
         f"to detect, {report.fa_per_100_days:.2f} false alarms per 100 function-days"]
     return lines
+
+
+def _hard_lines(report: Report) -> list[str]:
+    benign = [r for r in report.labels if r.kind in BENIGN]
+    return ["hard suite: the verdict column of a benign change counts the functions "
+            "throttled or isolated at all (false enforcements; target 0); subtle "
+            "incidents' targets: >= 80% detected",
+            f"false enforcements: {sum(r.enforced for r in benign)} of "
+            f"{sum(r.functions for r in benign)} benign functions"]
 
 
 def _row(name: str, r: KindResult) -> str:
@@ -214,7 +252,8 @@ def _row(name: str, r: KindResult) -> str:
         p95 = _g(quantile([float(t) for t in ttd], 0.95)) if ttd else "-"
         luck = f"{r.chance:.1f}"
     else:
-        detected = enforced = luck = p50 = p95 = "-"
+        detected = luck = p50 = p95 = "-"
+        enforced = f"{r.enforced} fn" if r.kind in BENIGN else "-"
     cost = "-" if math.isnan(r.cost_factor) else f"{r.cost_factor:.2f}"
     return (f"{name:<22}{r.functions:>5}{detected:>10}{enforced:>9}{luck:>8}{p50:>9}{p95:>9}"
             f"{cost:>8}{r.false_alarms:>14,}{r.fa_per_100_days:>12.2f}")
@@ -226,7 +265,7 @@ def _total(rows: Sequence[KindResult]) -> KindResult:
         sources.update(r.sources)
     return KindResult(None, sum(r.functions for r in rows),
                       sum(r.incidents for r in rows), sum(r.detected for r in rows),
-                      sum(r.enforced for r in rows),
+                      sum(r.enforced for r in rows if r.incidents),
                       tuple(t for r in rows for t in r.ttd), sum(r.chance for r in rows),
                       math.nan, sum(r.false_alarms for r in rows), _days(rows), dict(sources))
 

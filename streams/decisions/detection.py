@@ -57,6 +57,9 @@ at a few calls a window a robust z-score alone pages for Poisson noise."""
 ROUTINE_BURSTS = 3
 """A cost surge is routine — a batch, a cron — once it is the third at one period: it is
 reported (info) but not enforced."""
+ROUTINE_SLACK = 0.25
+"""…at one period give or take this share of it (at least two windows): a sparse
+function's burst is judged over pooled windows, so it is seen a window or two late."""
 ROUTINE_GROWTH = 2.0
 """…unless it is more than this × the largest of the earlier ones (a growing burst)."""
 ESCALATE = 2.0
@@ -532,6 +535,8 @@ class Decider:
         if surge:
             anomaly, proposal = self._propose(function, f, window, x, score, ratio, now_ns,
                                               f.per_call.median())
+            if proposal is None:  # a routine burst: pooled scans start after it
+                f.recent.clear()
             return [anomaly], proposal
         return self._propose_leak(function, f, window, x, leak_score, now_ns)
 
@@ -561,7 +566,7 @@ class Decider:
 
     def _routine(self, f: _Function, start_ns: int, ratio: float) -> float | None:
         """The period in seconds if this surge (in the window starting ``start_ns``)
-        repeats the function's last ones at one period, give or take a window, and is no
+        repeats the function's last ones at one period (:data:`ROUTINE_SLACK`), and is no
         more than :data:`ROUTINE_GROWTH` × them; the surge is recorded either way."""
         earlier = [(s, r) for s, r in f.bursts if s != start_ns][-(ROUTINE_BURSTS - 1):]
         if not f.bursts or f.bursts[-1][0] != start_ns:
@@ -572,7 +577,8 @@ class Decider:
         gaps = [b - a for a, b in itertools.pairwise([s for s, _ in earlier] + [start_ns])]
         window_ns = int(self.settings.window_seconds * 1e9)
         period = gaps[-1]
-        if period < 3 * window_ns or any(abs(g - period) > window_ns for g in gaps):
+        slack = max(2 * window_ns, ROUTINE_SLACK * period)  # a sparse burst is seen late
+        if period < 3 * window_ns or any(abs(g - period) > slack for g in gaps):
             return None
         return period / 1e9
 

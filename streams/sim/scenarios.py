@@ -77,10 +77,24 @@ class Kind(StrEnum):
     ERROR_STORM = "error storm"
     SEASONALITY = "daily seasonality"
     DEPLOY = "deploy +30 %"
+    # the hard suite (--suite hard): subtle incidents and benign changes
+    SUBTLE_RUNAWAY = "runaway 1.5-3x"
+    SUBTLE_JUMP = "cost jump 1.5-3x"
+    RAMP = "traffic ramp x3"
+    BATCH = "batch bursts x8"
+    LAUNCH = "launch step x2.5"
+    NOISY = "noisy cost"
 
 
 INCIDENTS = (Kind.RUNAWAY, Kind.COST_JUMP, Kind.SLOW_LEAK, Kind.EGRESS, Kind.ERROR_STORM)
 CONTROLS = (Kind.SEASONALITY, Kind.DEPLOY)
+HARD_INCIDENTS = (Kind.SUBTLE_RUNAWAY, Kind.SUBTLE_JUMP)
+BENIGN = (Kind.RAMP, Kind.BATCH, Kind.LAUNCH, Kind.NOISY)
+"""Benign changes: any throttle or isolate of them is a false enforcement."""
+BATCH_EVERY = 6
+"""A batch burst comes every this many windows (a minute at 10 s windows)."""
+RAMP_WINDOWS = 360
+"""A traffic ramp takes an hour (at 10 s windows) to triple."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +135,7 @@ class Label:
 
     @property
     def is_incident(self) -> bool:
-        return self.kind in INCIDENTS
+        return self.kind in INCIDENTS or self.kind in HARD_INCIDENTS
 
     def covers(self, window: int, after: int = 2) -> bool:
         """Is ``window`` in ``[start, end + after)``, where an alarm is no false alarm?"""
@@ -156,7 +170,8 @@ def fleet(n: int, seed: int) -> list[Profile]:
 
 def kinds(n: int, seed: int) -> list[Kind]:
     """Each function's label kind: the seven kinds in turn, shuffled by ``seed``."""
-    every = [list(Kind)[i % len(Kind)] for i in range(n)]
+    standard = (*INCIDENTS, *CONTROLS)
+    every = [standard[i % len(standard)] for i in range(n)]
     order = np.random.default_rng([seed, 1 << 30]).permutation(n)
     return [every[int(i)] for i in order]
 
@@ -171,6 +186,27 @@ def incident_scenarios(n: int, seed: int, window_seconds: float = 10.0,
     return [Scenario(i, p, _label(kind, np.random.default_rng([seed, i, 1]), windows),
                      windows, window_seconds, seed)
             for i, (p, kind) in enumerate(zip(profiles, kinds(n, seed), strict=True))]
+
+
+def hard_scenarios(n: int, seed: int, window_seconds: float = 10.0,
+                   windows: int = INCIDENT_WINDOWS) -> list[Scenario]:
+    """``n`` other functions (profiles apart from the standard fleet's) with subtle
+    incidents (1.5-3x) and benign changes, the six kinds in turn."""
+    hard = (*HARD_INCIDENTS, *BENIGN)
+    scenarios = []
+    for i in range(n):
+        index = 100_000 + i
+        rng = np.random.default_rng([seed, index, 1])
+        kind = hard[i % len(hard)]
+        start = int(rng.integers(FIRST_START, LAST_START + 1))
+        if kind in HARD_INCIDENTS:
+            label = Label(kind, start, start + int(rng.integers(6, 61)), start,
+                          float(rng.uniform(1.5, 3.0)))
+        else:
+            label = Label(kind, start, windows, start)
+        scenarios.append(Scenario(index, _profile(index, np.random.default_rng([seed, index, 0])),
+                                  label, windows, window_seconds, seed))
+    return scenarios
 
 
 def control_scenarios(n: int, seed: int, days: float,
@@ -266,6 +302,21 @@ class Effects:
         elif label.kind is Kind.DEPLOY:
             cost[a:] = label.factor
             deploy_at = a
+        elif label.kind is Kind.SUBTLE_RUNAWAY:
+            rate[a:b] = label.factor
+        elif label.kind is Kind.SUBTLE_JUMP:
+            cost[a:b] = label.factor
+        elif label.kind is Kind.RAMP:
+            ramp = min(RAMP_WINDOWS, windows - a)
+            rate[a:a + ramp] = np.linspace(1.0, 3.0, ramp)
+            rate[a + ramp:] = 3.0
+        elif label.kind is Kind.BATCH:
+            rate[a::BATCH_EVERY] = 8.0
+        elif label.kind is Kind.LAUNCH:
+            rate[a:] = 2.5
+        elif label.kind is Kind.NOISY:
+            noise = np.random.default_rng([a, windows]).lognormal(0.0, 0.4, windows - a)
+            cost[a:] = noise
         return cls(rate, cost, egress, error, deploy_at)
 
     def version(self, window: int) -> str:

@@ -15,7 +15,9 @@ from streams.decisions.windows import Window
 from streams.errors import BenchmarkError
 from streams.settings import Settings
 from streams.sim.scenarios import (
+    CONTROLS,
     DEPLOY_FACTOR,
+    INCIDENTS,
     Effects,
     Kind,
     Label,
@@ -47,7 +49,7 @@ def test_the_generator_is_deterministic_under_a_seed() -> None:
     assert [_summary(s) for s in first[:3]] == [_summary(s) for s in again[:3]]
     other = incident_scenarios(7, seed=6)
     assert [s.profile for s in other] != [s.profile for s in first]
-    assert sorted(s.label.kind for s in first) == sorted(Kind)  # each kind once in 7
+    assert sorted(s.label.kind for s in first) == sorted((*INCIDENTS, *CONTROLS))  # once each
 
 
 def test_labels_are_where_the_incidents_are() -> None:
@@ -144,10 +146,23 @@ def test_the_cli_prints_the_table_and_ends_with_the_summary_line(
     lines = capsys.readouterr().out.splitlines()
     assert re.fullmatch(r"incidents: \d+\.\d% detected, median (\d+(\.\d+)?|n/a) windows to "
                         r"detect, \d+\.\d\d false alarms per 100 function-days", lines[-1])
-    assert all(any(line.startswith(kind.value) for line in lines) for kind in Kind)
+    assert all(any(line.startswith(kind.value) for line in lines)
+               for kind in (*INCIDENTS, *CONTROLS))
 
 
 def test_bad_sizes_are_refused_with_the_flag_named() -> None:
     with pytest.raises(BenchmarkError, match="--functions 0"):
         bench(0, 1.0)
     assert main(["bench", "incidents", "--days", "0"]) == 2
+
+
+def test_the_hard_suite_counts_false_enforcements_of_benign_changes(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bench", "incidents", "--suite", "hard", "--functions", "6", "--seed", "3",
+            "--workers", "1"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for kind in ("runaway 1.5-3x", "cost jump 1.5-3x", "traffic ramp x3", "batch bursts x8",
+                 "launch step x2.5", "noisy cost"):
+        assert any(line.startswith(kind) for line in lines), kind
+    assert re.fullmatch(r"false enforcements: \d+ of 4 benign functions", lines[-2])
