@@ -130,10 +130,12 @@ class DecisionStep:
             self._resume(function)
         if not self.decider.warm(function) or self.decider.proposal(function) is not None:
             return []
-        profile, limits = self._begin(function, window)
+        # the detectors keep the thresholds of the window's last close: resolving them
+        # on every batch of every function is work the hot path need not do
         detection = self.decider.on_partial(function, window, now_ns)
         if not detection.new:
             return []
+        profile, limits = self._begin(function, window)
         return self._decide(function, window, profile, limits, detection.anomalies,
                             detection.proposal, now_ns)
 

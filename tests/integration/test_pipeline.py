@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 import agents
-from schemas import DeadLetter, decode
+from schemas import CostEvent, DeadLetter, decode, encode
 from streams.ops.query import query_endpoint
 from streams.storage.clickhouse import load_migrations
 from tests.integration.conftest import AgentFactory, WorkerStack, wait_for
@@ -71,7 +71,8 @@ def test_bad_input_goes_to_the_dlq_with_the_reason(worker: WorkerStack) -> None:
     producer = Producer({"bootstrap.servers": worker.bootstrap, "message.max.bytes": 4 << 20})
     huge = (1 << 20) + 100
     bad = [b"{not json", orjson.dumps({"type": "cost", "function": "x", "invocation_id": "i",
-                                       "cost_usd": "a lot"}), b"x" * huge]
+                                       "cost_usd": "a lot"}), b"x" * huge,
+           encode(CostEvent(function="x", invocation_id="j", time_unix_nano=4_102_444_800 * 10**9))]
     for payload in bad:
         producer.produce(f"{worker.prefix}.costs", payload, key)
     assert producer.flush(10) == 0
@@ -81,16 +82,17 @@ def test_bad_input_goes_to_the_dlq_with_the_reason(worker: WorkerStack) -> None:
     consumer.assign([TopicPartition(f"{worker.prefix}.dlq", 0, OFFSET_BEGINNING)])
     letters: list[DeadLetter] = []
     deadline = time.monotonic() + 30
-    while len(letters) < 3 and time.monotonic() < deadline:
+    while len(letters) < 4 and time.monotonic() < deadline:
         msg = consumer.poll(0.5)
         if msg is not None and not msg.error() and msg.key() == key:
             letters.append(decode(msg.value(), DeadLetter))
     consumer.close()
-    assert [letter.source_topic for letter in letters] == [f"{worker.prefix}.costs"] * 3
+    assert [letter.source_topic for letter in letters] == [f"{worker.prefix}.costs"] * 4
     reasons = [letter.reason for letter in letters]
     assert "not valid JSON" in reasons[0]
     assert "cost.cost_usd: expected a number" in reasons[1]
     assert "over the" in reasons[2] and letters[2].payload_size == huge
+    assert "ahead of the worker's clock" in reasons[3]  # dated 2100: no window opens there
     assert worker.process.poll() is None, "a bad record must never crash the worker"
 
 
