@@ -29,6 +29,14 @@ GOVERNOR_WARMUP_WINDOWS             windows of history before a function can be 
 GOVERNOR_BASELINE_WINDOWS           windows of history the baseline keeps (60)
 GOVERNOR_ZSCORE_THRESHOLD           robust z-score that makes a window anomalous (6)
 GOVERNOR_MIN_RATIO                  …and cost rate at least this × baseline (2)
+GOVERNOR_ENFORCE_RATIO              a cost surge this × baseline or more is enforced;
+                                    smaller ones are reported, not enforced (3)
+GOVERNOR_ADAPT_WINDOWS              a lasting change below the enforcement ratio (a
+                                    launch) becomes the new normal after this many
+                                    windows (30)
+GOVERNOR_LEARNING_WINDOWS           a function newly seen is watched this many windows
+                                    (reported, learning its bursts) before Governor
+                                    enforces on it (30)
 GOVERNOR_FAST_PATH_FACTOR           one invocation costing this × the baseline cost per
                                     invocation is reported at once, not at window close (20)
 GOVERNOR_VERDICT_TTL_SECONDS        lifetime of every verdict (300)
@@ -93,6 +101,9 @@ class Settings:
     baseline_windows: int = 60
     zscore_threshold: float = 6.0
     min_ratio: float = 2.0
+    enforce_ratio: float = 3.0
+    adapt_windows: int = 30
+    learning_windows: int = 30
     fast_path_factor: float = 20.0
     verdict_ttl_seconds: float = 300.0
     hold_seconds: float = 30.0
@@ -138,6 +149,10 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be > 0")
+        if self.enforce_ratio < 1 or self.adapt_windows < 1 or self.learning_windows < 0:
+            raise SettingsError(
+                f"{ENV_PREFIX}ENFORCE_RATIO must be >= 1, {ENV_PREFIX}ADAPT_WINDOWS >= 1 and "
+                f"{ENV_PREFIX}LEARNING_WINDOWS >= 0")
         if self.log_level not in ("debug", "info", "warn", "error"):
             raise SettingsError(
                 f"{ENV_PREFIX}LOG_LEVEL={self.log_level!r}; use debug, info, warn or error")

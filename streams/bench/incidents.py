@@ -68,6 +68,8 @@ class KindResult:
     false_alarms: int
     function_days: float
     sources: dict[str, int] = field(default_factory=dict)  # false-alarm windows by source
+    large: int = 0  # incidents whose cost rose at least enforce_ratio × (cost x)
+    large_enforced: int = 0  # …of them enforced in their range
 
     @property
     def fa_per_100_days(self) -> float:
@@ -131,12 +133,14 @@ def bench(functions: int = 210, days: float = 1.0, seed: int = 1,
         long = control_scenarios(functions, seed, days, LONG_WINDOW_SECONDS)
     runs = run_scenarios(long + labels, settings, workers=workers)  # longest first
     return Report(functions, days, seed, settings, worker_count(workers, len(runs)),
-                  score(runs[len(long):]), score(runs[:len(long)]),
+                  score(runs[len(long):], settings.enforce_ratio),
+                  score(runs[:len(long)], settings.enforce_ratio),
                   time.perf_counter() - started, suite)
 
 
-def score(runs: Sequence[FunctionRun]) -> list[KindResult]:
-    """Per label kind present in ``runs``, in :class:`Kind` order."""
+def score(runs: Sequence[FunctionRun], large_ratio: float = 3.0) -> list[KindResult]:
+    """Per label kind present in ``runs``, in :class:`Kind` order; an incident whose
+    cost rose at least ``large_ratio`` × is large (it must be enforced)."""
     results = []
     for kind in (*INCIDENTS, *HARD_INCIDENTS, *CONTROLS, *BENIGN):
         mine = [r for r in runs if r.scenario.label.kind is kind]
@@ -145,9 +149,9 @@ def score(runs: Sequence[FunctionRun]) -> list[KindResult]:
         ttd = [t for r in mine if (t := time_to_detect(r)) is not None]
         incident = mine[0].scenario.label.is_incident
         # incidents: enforced in their range; others: enforced at all (false enforcements)
-        enforced = sum(any("verdict" in found and (r.scenario.label.covers(w, AFTER)
-                                                   or not incident)
-                           for w, found in r.alarms) for r in mine)
+        hit = [any("verdict" in found and (r.scenario.label.covers(w, AFTER) or not incident)
+                   for w, found in r.alarms) for r in mine]
+        large = [incident and r.cost_factor >= large_ratio for r in mine]
         false = [w for r in mine for w in false_alarms(r)]
         sources: Counter[str] = Counter()
         for r in mine:
@@ -156,10 +160,11 @@ def score(runs: Sequence[FunctionRun]) -> list[KindResult]:
                     sources.update(found)
         factors = [r.cost_factor for r in mine if not math.isnan(r.cost_factor)]
         results.append(KindResult(
-            kind, len(mine), len(mine) if incident else 0, len(ttd), enforced,
+            kind, len(mine), len(mine) if incident else 0, len(ttd), sum(hit),
             tuple(ttd), sum(chance(r) for r in mine),
             float(statistics.median(factors)) if factors else math.nan,
-            len(false), sum(r.scenario.function_days for r in mine), dict(sources)))
+            len(false), sum(r.scenario.function_days for r in mine), dict(sources),
+            sum(large), sum(h and big for h, big in zip(hit, large, strict=True))))
     return results
 
 
@@ -196,7 +201,9 @@ def format_report(report: Report) -> list[str]:
         f"incident suite: {report.functions} functions, seed {report.seed}, "
         f"{report.workers} process(es); Decider: warm-up {s.warmup_windows}, baseline "
         f"{s.baseline_windows} windows, z >= {s.zscore_threshold:g}, cost >= "
-        f"{s.min_ratio:g}x baseline, fast path {s.fast_path_factor:g}x, hold "
+        f"{s.min_ratio:g}x baseline (enforced >= {s.enforce_ratio:g}x after "
+        f"{s.learning_windows} windows learning, adapts in {s.adapt_windows}), fast path "
+        f"{s.fast_path_factor:g}x, hold "
         f"{s.hold_seconds:g} s on a simulated clock",
         f"labels: each function {labels_windows // report.functions} windows of "
         f"{s.window_seconds:g} s with its label ({labels_windows:,} windows, "
@@ -229,9 +236,18 @@ def format_report(report: Report) -> list[str]:
         f"targets: >= 95% detected, median ttd <= 2 windows, <= 1 false alarm per 100 "
         f"function-days; wall time {report.seconds:.1f} s",
         *(_hard_lines(report) if report.suite == "hard" else []),
+        _large_line(report),
         f"incidents: {report.detected:.1f}% detected, median {_g(report.median_ttd)} windows "
         f"to detect, {report.fa_per_100_days:.2f} false alarms per 100 function-days"]
     return lines
+
+
+def _large_line(report: Report) -> str:
+    large = sum(r.large for r in report.labels)
+    enforced = sum(r.large_enforced for r in report.labels)
+    share = f"{100 * enforced / large:.1f}%" if large else "-"
+    return (f"incidents whose cost rose >= {report.settings.enforce_ratio:g}x (cost x): "
+            f"{large}, enforced in their range: {share} (target >= 95%)")
 
 
 def _hard_lines(report: Report) -> list[str]:
@@ -267,7 +283,8 @@ def _total(rows: Sequence[KindResult]) -> KindResult:
                       sum(r.incidents for r in rows), sum(r.detected for r in rows),
                       sum(r.enforced for r in rows if r.incidents),
                       tuple(t for r in rows for t in r.ttd), sum(r.chance for r in rows),
-                      math.nan, sum(r.false_alarms for r in rows), _days(rows), dict(sources))
+                      math.nan, sum(r.false_alarms for r in rows), _days(rows), dict(sources),
+                      sum(r.large for r in rows), sum(r.large_enforced for r in rows))
 
 
 def _days(rows: Sequence[KindResult]) -> float:

@@ -57,9 +57,15 @@ at a few calls a window a robust z-score alone pages for Poisson noise."""
 ROUTINE_BURSTS = 3
 """A cost surge is routine — a batch, a cron — once it is the third at one period: it is
 reported (info) but not enforced."""
-ROUTINE_SLACK = 0.25
-"""…at one period give or take this share of it (at least two windows): a sparse
-function's burst is judged over pooled windows, so it is seen a window or two late."""
+EPISODE_GAP = 3
+"""A held-back surge's episode ends after this many normal windows in a row (a window
+or two back within noise of the baseline is the same episode: one report)."""
+BURST_MEMORY = 8
+"""Surges remembered per function to tell a routine one (see :meth:`Decider._routine`)."""
+ROUTINE_SLACK = 0.1
+"""…at one period (or a multiple: a burst too small to flag is missed) give or take this
+share of it (at least two windows): a sparse function's burst is judged over pooled
+windows, so it is seen a window or two late."""
 ROUTINE_GROWTH = 2.0
 """…unless it is more than this × the largest of the earlier ones (a growing burst)."""
 ESCALATE = 2.0
@@ -83,7 +89,7 @@ POOL_WINDOWS = 12
 pooled until they hold enough calls (at most this many windows; duration p95 excepted)."""
 _Z_SIGNIFICANT = NormalDist().inv_cdf(1 - SIGNIFICANCE)
 _Z_PARTIAL = NormalDist().inv_cdf(1 - PARTIAL_SIGNIFICANCE)
-LAYOUT = 3
+LAYOUT = 4
 """Version of the per-function state; a snapshot of another layout warms up again."""
 _DRIVERS = {"error_rate": Driver.ERROR_RATE, "duration_ms_p95": Driver.DURATION,
             "egress_bytes_per_call": Driver.EGRESS}
@@ -99,6 +105,23 @@ class _Sums(NamedTuple):
     warm_ok_cost: float
     warm_cost: float  # the cost with cold starts priced as warm calls
     egress: float
+
+
+class _Evidence(NamedTuple):
+    """The windows a surge was judged on, ``seconds`` long in all, at ``level`` (``z``
+    its normal quantile): what the surge's lower bound (:meth:`Decider._lower_ratio`)
+    is computed from."""
+
+    windows: list[_Sums]
+    seconds: float
+    level: float = SIGNIFICANCE
+    z: float = 0.0
+    last: float = 0.0  # seconds of the last window (0: an equal share of ``seconds``)
+
+    def latest(self) -> _Evidence:
+        """The last window alone: a growing surge shows there before the pool does."""
+        last = self.last or self.seconds / max(len(self.windows), 1)
+        return self._replace(windows=self.windows[-1:], seconds=last, last=last)
 
 
 def _cost_ratio(anomaly: Anomaly) -> float:
@@ -128,6 +151,27 @@ def poisson_tail(n: float, mean: float) -> float:
         k += 1
         term *= mean / k
     return min(total, 1.0)
+
+
+def poisson_lower(n: float, level: float) -> float:
+    """The lowest Poisson mean that gives ``n`` or more with probability ``level``
+    (the one-sided lower confidence bound of a count ``n``; 0.0 for ``n`` ≤ 0).
+
+    >>> round(poisson_lower(100, 1e-6), 1), poisson_lower(0, 1e-6)
+    (59.4, 0.0)
+    """
+    if n <= 0:
+        return 0.0
+    low, high = 0.0, float(n)
+    for _ in range(60):
+        mid = (low + high) / 2
+        if poisson_tail(n, mid) > level:
+            high = mid
+        else:
+            low = mid
+        if high - low <= 1e-6 * high:
+            break
+    return low
 
 
 def binomial_tail(k: float, n: float, p: float) -> float:
@@ -175,9 +219,16 @@ class _Function:
     min_ratio: float = 0.0  # live-tuned (0: the setting)
     fast_path_factor: float = 0.0  # live-tuned (0: the setting)
     min_rps: float = -1.0  # live-tuned (negative: the setting)
+    enforce_ratio: float = 0.0  # live-tuned (0: the setting)
+    seen: int = 0  # windows closed since the function was first seen
+    # the windows of a surge held back from enforcement (reported once; it lasts while
+    # this is not empty): its evidence accumulates until it is enforced or normal
+    held: deque[_Sums] = field(default_factory=lambda: deque(maxlen=POOL_WINDOWS))
+    held_for: int = 0  # windows the held-back episode has lasted
+    calm: int = 0  # normal windows in a row since the last held-back one
     # the last surges' (window start, cost ratio), to tell routine bursts
     bursts: deque[tuple[int, float]] = field(
-        default_factory=lambda: deque(maxlen=ROUTINE_BURSTS))
+        default_factory=lambda: deque(maxlen=BURST_MEMORY))
     layout: int = LAYOUT
 
     def rebaseline(self) -> None:
@@ -235,8 +286,11 @@ class Decider:
                 f = None
         if f is None:
             s = self.settings
+            # a change flagged for adapt_windows (and not enforced) is the new normal
             make = functools.partial(RobustZScore, window=s.baseline_windows,
-                                       warmup=s.warmup_windows, threshold=s.zscore_threshold)
+                                     warmup=s.warmup_windows, threshold=s.zscore_threshold,
+                                     patience=s.adapt_windows,
+                                     memory=max(500, s.adapt_windows * (s.adapt_windows + 1) // 2))
             f = self._functions[function] = _Function(
                 make("cost_per_s_warm", count_feature="attempts"), make("attempts_per_s"),
                 make("cost_per_warm_call"),
@@ -258,12 +312,13 @@ class Decider:
             self._snapshots[function] = blob
 
     def tune(self, function: str, zscore_threshold: float, min_ratio: float,
-             fast_path_factor: float, min_rps: float) -> None:
+             fast_path_factor: float, min_rps: float, enforce_ratio: float = 0.0) -> None:
         """Apply live detection thresholds to ``function`` (see :mod:`.thresholds`)."""
         f = self._get(function)
         for detector in (f.cost, f.demand, f.per_call, *f.behaviour.values()):
             detector.threshold = zscore_threshold
         f.min_ratio, f.fast_path_factor, f.min_rps = min_ratio, fast_path_factor, min_rps
+        f.enforce_ratio = enforce_ratio
 
     def _min_ratio(self, f: _Function) -> float:
         return f.min_ratio or self.settings.min_ratio
@@ -303,6 +358,7 @@ class Decider:
     def on_window(self, function: str, window: Window, now_ns: int) -> Detection:
         """Score one closed window of ``function`` at ``now_ns`` (the step's clock)."""
         f = self._get(function)
+        f.seen += 1
         x = window.features()
         if "cost_per_s_warm" not in x:  # no warm call: price the cold ones at the baseline
             per_call = f.per_call.median()
@@ -319,6 +375,8 @@ class Decider:
                 f.rebaseline_pending = True
             f.version = window.version
         behaviour = self._check_behaviour(function, f, window, x)
+        if not f.cost.warm:
+            self._note_burst(f, window, x)
         if f.proposal is None:
             if f.rebaseline_pending:
                 f.rebaseline()
@@ -346,9 +404,11 @@ class Decider:
                 self._significant(f, [f.recent[-1]], window.seconds)):
             return None
         anomaly, proposal = self._propose(function, f, window, x, score, ratio, now_ns,
-                                          f.per_call.median())
+                                          f.per_call.median(),
+                                          _Evidence([f.recent[-1]], window.seconds),
+                                          record=False)
         if proposal is None:
-            f.proposal = standing  # a routine burst never lifts a standing proposal
+            f.proposal = standing  # a held-back surge never lifts a standing proposal
             return None
         return anomaly
 
@@ -380,9 +440,11 @@ class Decider:
         score = f.cost.score_one(x)
         if score < f.cost.threshold:
             return Detection([])
-        anomaly, proposal = self._propose(function, f, so_far, x, score,
-                                          warm_cost / expected_cost, now_ns, base_call)
-        if proposal is None:  # a routine burst: said at the window's close
+        anomaly, proposal = self._propose(
+            function, f, so_far, x, score, warm_cost / expected_cost, now_ns, base_call,
+            _Evidence([*f.held, sums], len(f.held) * window.seconds + seconds,
+                      PARTIAL_SIGNIFICANCE, _Z_PARTIAL, last=seconds), record=False)
+        if proposal is None:  # held back (routine, learning, small): said at the close
             return Detection([])
         return Detection([anomaly], proposal, True)
 
@@ -457,8 +519,8 @@ class Decider:
         return binomial_tail(x["errors"], x["invocations"], rate) <= SIGNIFICANCE
 
     def _surge(self, f: _Function, window: Window, score: float,
-               ratio: float) -> tuple[float, float] | None:
-        """(score, cost ratio) of a cost surge, or None.
+               ratio: float) -> tuple[float, float, _Evidence] | None:
+        """(score, cost ratio, evidence) of a cost surge, or None.
 
         A surge is a window whose cost rate scores at the threshold, is ``min_ratio`` ×
         the baseline or more, and is no chance event (:meth:`_significant`). A sparse
@@ -470,7 +532,7 @@ class Decider:
             return None
         if (base_cost > 0 and score >= f.cost.threshold and ratio >= min_ratio
                 and self._significant(f, [f.recent[-1]], window.seconds)):
-            return score, ratio
+            return score, ratio, _Evidence([f.recent[-1]], window.seconds)
         if f.mean_rps * window.seconds >= SPARSE_CALLS or f.mean_cost <= 0:
             return None
         recent = list(f.recent)[-SCAN_WINDOWS:]
@@ -479,7 +541,7 @@ class Decider:
             pooled_ratio = (sum(w.warm_cost for w in pooled)
                             / (k * window.seconds * f.mean_cost))
             if pooled_ratio >= min_ratio and self._significant(f, pooled, window.seconds):
-                return score, pooled_ratio
+                return score, pooled_ratio, _Evidence(pooled, k * window.seconds)
         return None
 
     def _significant(self, f: _Function, windows: list[_Sums], seconds: float,
@@ -516,34 +578,77 @@ class Decider:
         base_cost = f.cost.median()
         ratio = x["cost_per_s_warm"] / base_cost if base_cost > 0 else 0.0
         surge = self._surge(f, window, score, ratio)
+        evidence = _Evidence([], window.seconds)
         if surge is not None:
-            score, ratio = surge
+            score, ratio, evidence = surge
+            if f.held:  # judged with the episode's earlier windows
+                evidence = _Evidence([*f.held, f.recent[-1]],
+                                     (len(f.held) + 1) * window.seconds)
         leak_score = f.leak.score_one(x)
         leak = leak_score >= f.leak.threshold
         if not (surge or leak):
+            f.calm += 1
+            if f.calm >= EPISODE_GAP:
+                f.held.clear()
+                f.held_for = 0
             if self._storm(f, x):
                 return [], None  # failing calls are cheap: do not learn their cost as normal
             if window.blocked:
                 return [], None  # shaped by a verdict (a probe, a throttle): not normal
-            f.cost.learn_one(x)
-            f.demand.learn_one(x)
-            f.learn_means(x, self.settings.baseline_windows)
-            if window.warm_ok:
-                f.per_call.learn_one(x)
-                f.leak.learn_one(x)
+            self._learn(f, window, x)
             return [], None
         if surge:
             anomaly, proposal = self._propose(function, f, window, x, score, ratio, now_ns,
-                                              f.per_call.median())
-            if proposal is None:  # a routine burst: pooled scans start after it
+                                              f.per_call.median(), evidence)
+            if proposal is not None:
+                return [anomaly], proposal
+            if anomaly.severity is Severity.INFO:  # a routine burst: pooled scans start after
                 f.recent.clear()
-            return [anomaly], proposal
-        return self._propose_leak(function, f, window, x, leak_score, now_ns)
+                return [anomaly], None
+            # held back (learning, or below the enforcement ratio): reported once, and
+            # learned once it has lasted adapt_windows (the detectors' own gate)
+            return self._hold(f, window, x, [anomaly]), None
+        anomalies, proposal = self._propose_leak(function, f, window, x, leak_score, now_ns)
+        if proposal is None:
+            return self._hold(f, window, x, anomalies), None
+        return anomalies, proposal
+
+    def _hold(self, f: _Function, window: Window, x: dict[str, float],
+              anomalies: list[Anomaly]) -> list[Anomaly]:
+        """A surge or leak held back from enforcement: kept as evidence, reported only
+        at the start of its episode, and learned as normal once it has lasted
+        ``adapt_windows`` (a launch: the new level is the function's normal)."""
+        f.held_for += 1
+        f.calm = 0
+        if f.held_for >= self.settings.adapt_windows:
+            self._learn(f, window, x)
+        reported = bool(f.held)
+        f.held.append(f.recent[-1])
+        return [] if reported else anomalies
+
+    def _learn(self, f: _Function, window: Window, x: dict[str, float]) -> None:
+        """Learn ``x`` as normal (each detector's gate still refuses what it flags, until
+        it has flagged ``adapt_windows`` of late)."""
+        f.cost.learn_one(x)
+        f.demand.learn_one(x)
+        f.learn_means(x, self.settings.baseline_windows)
+        if window.warm_ok:
+            f.per_call.learn_one(x)
+            f.leak.learn_one(x)
+
+    def _note_burst(self, f: _Function, window: Window, x: dict[str, float]) -> None:
+        """During warm-up, remember a window that would be a surge against what was
+        learned so far, so that a batch job's bursts seen then count as routine."""
+        learned = f.cost.median() if f.cost.n_learned >= 2 else 0.0
+        if learned > 0 and x["cost_per_s_warm"] >= self._min_ratio(f) * learned:
+            f.bursts.append((window.start_ns, x["cost_per_s_warm"] / learned))
 
     def _propose(self, function: str, f: _Function, window: Window, x: dict[str, float],
-                 score: float, ratio: float, now_ns: int,
-                 base_call: float) -> tuple[Anomaly, Proposal | None]:
-        """The anomaly and proposal of a cost surge ``ratio`` × the baseline."""
+                 score: float, ratio: float, now_ns: int, base_call: float,
+                 evidence: _Evidence, record: bool = True) -> tuple[Anomaly, Proposal | None]:
+        """The anomaly and proposal of a cost surge ``ratio`` × the baseline: no
+        proposal when it is routine, the function is still being learned, or the surge
+        is not beyond chance at least ``enforce_ratio`` × (:meth:`_lower_ratio`)."""
         base_cost = f.cost.median() or f.mean_cost
         base_rps = self._base_rps(f)
         per_call = x.get("cost_per_warm_call") or x["cost_per_invocation"] or base_call
@@ -556,36 +661,95 @@ class Decider:
             f"cost/s {ratio:.1f}x baseline (${x['cost_per_s_warm'] * 60:.4f}/min vs "
             f"${base_cost * 60:.4f}/min); invocations {demand_ratio:.1f}x, "
             f"cost per invocation {per_call_ratio:.1f}x")
-        routine = self._routine(f, window.start_ns, ratio)
+        lower = min(ratio, max(self._lower_ratio(f, evidence),
+                               self._lower_ratio(f, evidence.latest())))
+        # a surge that goes on from held-back windows is sustained: no burst
+        routine = None if f.held else self._routine(f, window.start_ns, ratio, lower, record)
+        held = None
         if routine is not None:
             explanation += (f"; routine: the same burst every {routine:g} s, reported, "
                             "not enforced")
+        else:
+            held = self._held_back(f, lower)
+            explanation += held or ""
+        if routine is None and held is None:
+            return self._proposal(function, f, window, x, f.cost.name, score,
+                                  f.cost.threshold, ratio, base_cost, allowed, driver,
+                                  explanation, now_ns)
         return self._proposal(function, f, window, x, f.cost.name, score, f.cost.threshold,
                               ratio, base_cost, allowed, driver, explanation, now_ns,
-                              enforce=routine is None)
+                              enforce=False, routine=routine is not None)
 
-    def _routine(self, f: _Function, start_ns: int, ratio: float) -> float | None:
+    def _held_back(self, f: _Function, ratio: float) -> str | None:
+        """Why a surge or leak at least ``ratio`` × is reported but not enforced (the
+        function is still being learned, or the ratio is below ``enforce_ratio``), as
+        the explanation's tail; None: enforce it."""
+        enforce_ratio = max(f.enforce_ratio or self.settings.enforce_ratio, self._min_ratio(f))
+        if f.seen < self.settings.learning_windows:
+            return (f"; a function seen for {f.seen} windows: learning, reported, "
+                    f"enforced from window {self.settings.learning_windows}")
+        if ratio < enforce_ratio:
+            return (f"; not shown to be {enforce_ratio:g}x or more (at least {ratio:.1f}x): "
+                    f"reported, not enforced, normal if it lasts "
+                    f"{self.settings.adapt_windows} windows")
+        return None
+
+    def _lower_ratio(self, f: _Function, evidence: _Evidence) -> float:
+        """The cost ratio the evidence shows beyond chance (at its level): calls × cost
+        per call, each at its lower bound where it is above the baseline beyond chance,
+        else at what it shows (at most 1). ``inf`` without windows."""
+        if not evidence.windows:
+            return math.inf
+        expected = f.mean_rps * evidence.seconds
+        attempts = sum(w.attempts for w in evidence.windows)
+        demand = 1.0
+        if expected > 0:
+            demand = min(attempts / expected, 1.0)
+            if poisson_tail(attempts, expected) <= evidence.level:
+                demand = poisson_lower(attempts, evidence.level) / expected
+        calls, base_call = sum(w.warm_ok for w in evidence.windows), f.per_call.median()
+        if not calls or base_call <= 0:
+            return demand
+        per_call = sum(w.warm_ok_cost for w in evidence.windows) / calls / base_call
+        z = evidence.z or _Z_SIGNIFICANT
+        bound = math.log(per_call) - z * max(f.leak.noise, 0.1) / math.sqrt(calls)
+        return demand * (math.exp(bound) if bound > 0 else min(per_call, 1.0))
+
+    def _routine(self, f: _Function, start_ns: int, ratio: float, lower: float,
+                 record: bool) -> float | None:
         """The period in seconds if this surge (in the window starting ``start_ns``)
-        repeats the function's last ones at one period (:data:`ROUTINE_SLACK`), and is no
-        more than :data:`ROUTINE_GROWTH` × them; the surge is recorded either way."""
-        earlier = [(s, r) for s, r in f.bursts if s != start_ns][-(ROUTINE_BURSTS - 1):]
-        if not f.bursts or f.bursts[-1][0] != start_ns:
+        repeats earlier ones at one period — remembered surges lie at least
+        :data:`ROUTINE_BURSTS` - 1 different whole numbers of periods back, give or take
+        :data:`ROUTINE_SLACK` — and is not shown (its lower bound ``lower``) to be more
+        than :data:`ROUTINE_GROWTH` × them. With ``record`` (a closed window) the surge
+        is remembered at ``ratio``. The period is one of the gaps between remembered
+        surges, long enough that its multiples are told apart (more than twice the
+        slack)."""
+        earlier = [(s, r) for s, r in f.bursts if s != start_ns]
+        if record and (not f.bursts or f.bursts[-1][0] != start_ns):
             f.bursts.append((start_ns, ratio))
-        if len(earlier) < ROUTINE_BURSTS - 1 or ratio > ROUTINE_GROWTH * max(
-                r for _, r in earlier):
-            return None
-        gaps = [b - a for a, b in itertools.pairwise([s for s, _ in earlier] + [start_ns])]
         window_ns = int(self.settings.window_seconds * 1e9)
-        period = gaps[-1]
-        slack = max(2 * window_ns, ROUTINE_SLACK * period)  # a sparse burst is seen late
-        if period < 3 * window_ns or any(abs(g - period) > slack for g in gaps):
-            return None
-        return period / 1e9
+        starts = [when for when, _ in earlier] + [start_ns]
+        # candidate periods: the gaps between remembered surges, the latest first
+        for period in reversed([b - a for a, b in itertools.pairwise(starts)]):
+            slack = max(2 * window_ns, ROUTINE_SLACK * period)  # a sparse burst is seen late
+            if period <= 2 * slack:
+                continue
+            matched: dict[int, float] = {}  # periods back: the largest surge there
+            for s, r in earlier:
+                k = max(1, round((start_ns - s) / period))
+                if abs(start_ns - s - k * period) <= slack:
+                    matched[k] = max(r, matched.get(k, 0.0))
+            if (len(matched) >= ROUTINE_BURSTS - 1
+                    and lower <= ROUTINE_GROWTH * max(matched.values())):
+                return period / 1e9
+        return None
 
     def _propose_leak(self, function: str, f: _Function, window: Window,
                       x: dict[str, float], score: float,
-                      now_ns: int) -> tuple[list[Anomaly], Proposal]:
-        """The anomaly and proposal of a cost per call crept from its reference."""
+                      now_ns: int) -> tuple[list[Anomaly], Proposal | None]:
+        """The anomaly and proposal of a cost per call crept from its reference (held
+        back as a surge is, on its observed ratio: the CUSUM has already judged chance)."""
         base_rps, base_call = self._base_rps(f), f.per_call.median()
         per_call = x.get("cost_per_warm_call") or x["cost_per_invocation"] or base_call
         demand_ratio = x["attempts_per_s"] / base_rps if base_rps > 0 else 0.0
@@ -596,23 +760,25 @@ class Decider:
             f"cost per invocation {ratio:.1f}x its long-run reference (${per_call:.6f} vs "
             f"${reference:.6f}), risen over many windows; invocations {demand_ratio:.1f}x")
         impact_base = x["cost_per_s_warm"] / ratio if ratio > 0 else x["cost_per_s_warm"]
+        held = self._held_back(f, ratio)
         anomaly, proposal = self._proposal(
             function, f, window, x, f.leak.name, score, f.leak.threshold, ratio, impact_base,
-            allowed, Driver.COST_PER_INVOCATION, explanation, now_ns)
-        assert proposal is not None
+            allowed, Driver.COST_PER_INVOCATION, explanation + (held or ""), now_ns,
+            enforce=held is None)
         return [anomaly], proposal
 
     def _proposal(self, function: str, f: _Function, window: Window, x: dict[str, float],
                   detector: str, score: float, threshold: float, ratio: float,
                   impact_base: float, allowed: float, driver: Driver, explanation: str,
-                  now_ns: int, enforce: bool = True) -> tuple[Anomaly, Proposal | None]:
+                  now_ns: int, enforce: bool = True,
+                  routine: bool = False) -> tuple[Anomaly, Proposal | None]:
         """Make ``f``'s proposal: isolate below ``min_rps``, else throttle to ``allowed``;
-        with ``enforce`` false only the anomaly, at info severity."""
+        with ``enforce`` false only the anomaly (at info severity if ``routine``)."""
         base_cost = f.cost.median() or f.mean_cost
         impact = max(0.0, x["cost_per_s_warm"] - impact_base) * 3600
         anomaly = Anomaly(
             function=function, detector=detector, score=score, threshold=threshold,
-            severity=(Severity.INFO if not enforce
+            severity=(Severity.INFO if routine
                       else Severity.CRITICAL if ratio >= 10 else Severity.WARNING),
             window_start_unix_nano=window.start_ns, window_end_unix_nano=window.end_ns,
             features=x, baseline={"cost_per_s": base_cost, "attempts_per_s": self._base_rps(f),

@@ -148,7 +148,7 @@ class DecisionStep:
         limits = self.thresholds.effective(function, profile.team)
         self.decider.tune(function, float(limits["zscore_threshold"] or 0),
                           float(limits["min_ratio"] or 0), float(limits["fast_path_factor"] or 0),
-                          float(limits["min_rps"] or 0))
+                          float(limits["min_rps"] or 0), float(limits["enforce_ratio"] or 0))
         return profile, limits
 
     def _decide(self, function: str, window: Window, profile: Profile, limits: dict[str, Any],

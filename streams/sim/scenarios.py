@@ -38,8 +38,9 @@ which the Decider should re-baseline to, not page for).
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 import numpy as np
@@ -84,13 +85,18 @@ class Kind(StrEnum):
     BATCH = "batch bursts x8"
     LAUNCH = "launch step x2.5"
     NOISY = "noisy cost"
+    SLOWER = "deploy +25 % duration"
+    SPARSE = "sparse, cold starts"
 
 
 INCIDENTS = (Kind.RUNAWAY, Kind.COST_JUMP, Kind.SLOW_LEAK, Kind.EGRESS, Kind.ERROR_STORM)
 CONTROLS = (Kind.SEASONALITY, Kind.DEPLOY)
 HARD_INCIDENTS = (Kind.SUBTLE_RUNAWAY, Kind.SUBTLE_JUMP)
-BENIGN = (Kind.RAMP, Kind.BATCH, Kind.LAUNCH, Kind.NOISY)
-"""Benign changes: any throttle or isolate of them is a false enforcement."""
+BENIGN = (Kind.RAMP, Kind.BATCH, Kind.LAUNCH, Kind.NOISY, Kind.SLOWER, Kind.SPARSE)
+"""Benign changes: any throttle or isolate of them is a false enforcement. A batch job,
+a noisy and a sparse function are so from their first window (it is their nature, not a
+change); the others change at a random window after the baseline has filled."""
+NATURE = (Kind.BATCH, Kind.NOISY, Kind.SPARSE)
 BATCH_EVERY = 6
 """A batch burst comes every this many windows (a minute at 10 s windows)."""
 RAMP_WINDOWS = 360
@@ -191,7 +197,8 @@ def incident_scenarios(n: int, seed: int, window_seconds: float = 10.0,
 def hard_scenarios(n: int, seed: int, window_seconds: float = 10.0,
                    windows: int = INCIDENT_WINDOWS) -> list[Scenario]:
     """``n`` other functions (profiles apart from the standard fleet's) with subtle
-    incidents (1.5-3x) and benign changes, the six kinds in turn."""
+    incidents (1.5-3x) and benign changes, the eight kinds in turn. A sparse function
+    calls every 3 to 20 s and its instances live 30 s to 2 min (cold starts abound)."""
     hard = (*HARD_INCIDENTS, *BENIGN)
     scenarios = []
     for i in range(n):
@@ -202,10 +209,16 @@ def hard_scenarios(n: int, seed: int, window_seconds: float = 10.0,
         if kind in HARD_INCIDENTS:
             label = Label(kind, start, start + int(rng.integers(6, 61)), start,
                           float(rng.uniform(1.5, 3.0)))
+        elif kind in NATURE:  # a batch job's first burst comes in its first period
+            first = int(rng.integers(0, BATCH_EVERY)) if kind is Kind.BATCH else 0
+            label = Label(kind, first, windows, first)
         else:
-            label = Label(kind, start, windows, start)
-        scenarios.append(Scenario(index, _profile(index, np.random.default_rng([seed, index, 0])),
-                                  label, windows, window_seconds, seed))
+            label = Label(kind, start, windows, start, 1.25 if kind is Kind.SLOWER else 1.0)
+        profile = _profile(index, np.random.default_rng([seed, index, 0]))
+        if kind is Kind.SPARSE:
+            profile = replace(profile, rps=float(rng.uniform(0.05, 0.35)),
+                              instance_lifetime_s=float(rng.uniform(30.0, 120.0)))
+        scenarios.append(Scenario(index, profile, label, windows, window_seconds, seed))
     return scenarios
 
 
@@ -279,6 +292,7 @@ class Effects:
 
     rate: Floats
     cost: Floats
+    duration: Floats
     egress: Floats
     error: Floats
     deploy_at: int
@@ -286,6 +300,7 @@ class Effects:
     @classmethod
     def of(cls, label: Label, profile: Profile, windows: int) -> Effects:
         rate, cost, egress = np.ones(windows), np.ones(windows), np.ones(windows)
+        duration = np.ones(windows)
         error = np.full(windows, profile.error_rate)
         a, b = label.start, label.end
         deploy_at = windows
@@ -315,9 +330,13 @@ class Effects:
         elif label.kind is Kind.LAUNCH:
             rate[a:] = 2.5
         elif label.kind is Kind.NOISY:
-            noise = np.random.default_rng([a, windows]).lognormal(0.0, 0.4, windows - a)
+            seed = zlib.crc32(profile.name.encode())
+            noise = np.random.default_rng([seed, a, windows]).lognormal(0.0, 0.4, windows - a)
             cost[a:] = noise
-        return cls(rate, cost, egress, error, deploy_at)
+        elif label.kind is Kind.SLOWER:
+            duration[a:] = label.factor
+            deploy_at = a
+        return cls(rate, cost, duration, egress, error, deploy_at)
 
     def version(self, window: int) -> str:
         return "v2" if window >= self.deploy_at else "v1"
@@ -455,7 +474,8 @@ def _draw(p: Profile, price: Price, effects: Effects, cold_rate: Floats,
     total = len(window)
     error = rng.random(total) < effects.error[offset + window]
     cold = rng.random(total) < cold_rate[offset + window]
-    duration = p.duration_ms * np.exp(p.duration_sigma * rng.standard_normal(total))
+    duration = (p.duration_ms * effects.duration[offset + window]
+                * np.exp(p.duration_sigma * rng.standard_normal(total)))
     duration = np.where(error, duration * p.fail_fast, duration) + np.where(cold, p.init_ms, 0.0)
     step = price.granularity_ms
     billed = np.maximum(np.ceil(duration / step) * step, max(price.min_duration_ms, step))

@@ -33,7 +33,7 @@ S = 1_000_000_000
 WINDOW = 10 * S
 T0 = 1_800_000_000 * S
 SETTINGS = Settings(hold_seconds=0, release_after_seconds=20, cooldown_seconds=60,
-                    warmup_windows=6, policy_dir=Settings().policy_dir)
+                    warmup_windows=6, learning_windows=0, policy_dir=Settings().policy_dir)
 
 
 def window(index: int, calls: int, cost: float = 0.0001, team: str = "payments") -> Window:

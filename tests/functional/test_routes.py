@@ -40,7 +40,8 @@ WINDOW = 10 * S
 @pytest.fixture
 def routes(clickhouse: Any, tmp_path: Path) -> Iterator[Routes]:
     migrate(clickhouse)
-    settings = Settings(warmup_windows=3, hold_seconds=0, pager_file=str(tmp_path / "pages"))
+    settings = Settings(warmup_windows=3, learning_windows=0, hold_seconds=0,
+                        pager_file=str(tmp_path / "pages"))
     control = ControlFollower("127.0.0.1:9", settings)  # not started: defaults apply
     prepared = Prepared(clickhouse, KEY, 4, {}, PolicyEngine(settings.policy_dir), control)
     routes = Routes(settings, prepared, dispatcher_from_settings(settings))

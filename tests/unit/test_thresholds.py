@@ -28,7 +28,7 @@ def update(scope: str, **values: float | int | str) -> ControlUpdate:
 
 def test_registry_has_the_documented_keys() -> None:
     assert set(REGISTRY) == {
-        "zscore_threshold", "min_ratio", "fast_path_factor", "hold_seconds",
+        "zscore_threshold", "min_ratio", "enforce_ratio", "fast_path_factor", "hold_seconds",
         "release_after_seconds", "cooldown_seconds", "verdict_ttl_seconds", "min_rps",
         "budget_usd_per_hour", "budget_usd_per_day", "hard_cap_usd_per_day",
         "team_budget_usd_per_hour", "team_budget_usd_per_day", "monthly_cap_usd",
