@@ -176,14 +176,16 @@ def bench(settings: Settings, functions: int = 24, pace: str = "production",
                **{k: v for k, v in os.environ.items() if k.startswith("GOVERNOR_")}}
         settings = Settings.from_env(env, data_dir=settings.data_dir)
         window = settings.window_seconds
-        warmup_s = (settings.warmup_windows + 2) * window if warmup_s is None else warmup_s
+        learned = max(settings.warmup_windows, settings.learning_windows)
+        warmup_s = (learned + 2) * window if warmup_s is None else warmup_s
         duration_s = max(12.0, 2 * window) if duration_s is None else duration_s
         settle_s = (settings.hold_seconds + settings.release_after_seconds + 3 * window
                     if settle_s is None else settle_s)
         incidents = incidents_for(specs, warmup_s, every_s, duration_s)
         agent = agents.AgentSettings()
         used = (f"settings ({pace}): window {window:g} s, warm-up {settings.warmup_windows} "
-                f"windows, lateness {settings.lateness_seconds:g} s, hold "
+                f"windows, learning {settings.learning_windows} windows, lateness "
+                f"{settings.lateness_seconds:g} s, hold "
                 f"{settings.hold_seconds:g} s, agent export every {agent.export_interval_ms} ms")
         with local_stack(settings, env, app_id="governor-loop") as settings:
             agents.configure(replace(
