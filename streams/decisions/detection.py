@@ -36,6 +36,8 @@ from schemas import Action, Anomaly, CostEvent, Driver, Severity
 from streams.decisions.proposal import Detection, Proposal
 from streams.decisions.snapshots import SnapshotError, seal, unseal
 from streams.decisions.windows import Window
+from streams.detectors import onset
+from streams.detectors.base import Detector
 from streams.detectors.cusum import CusumScore
 from streams.detectors.zscore import RobustZScore
 from streams.settings import Settings
@@ -89,6 +91,13 @@ POOL_WINDOWS = 12
 pooled until they hold enough calls (at most this many windows; duration p95 excepted)."""
 _Z_SIGNIFICANT = NormalDist().inv_cdf(1 - SIGNIFICANCE)
 _Z_PARTIAL = NormalDist().inv_cdf(1 - PARTIAL_SIGNIFICANCE)
+ONSET = 0.75
+"""The shape detector's calibrated score at which an episode starts
+(:class:`streams.detectors.onset.OnsetAlert`)."""
+SHAPE_SEVERITY = Severity.INFO
+"""Not higher: on the incident suite's 10 s cost-rate windows the shape detector reports
+about 530 onsets per 100 function-days where nothing happened (NAB's 5-minute series are
+far smoother); it is the analysts' view, never a page."""
 LAYOUT = 4
 """Version of the per-function state; a snapshot of another layout warms up again."""
 _DRIVERS = {"error_rate": Driver.ERROR_RATE, "duration_ms_p95": Driver.DURATION,
@@ -229,6 +238,8 @@ class _Function:
     # the last surges' (window start, cost ratio), to tell routine bursts
     bursts: deque[tuple[int, float]] = field(
         default_factory=lambda: deque(maxlen=BURST_MEMORY))
+    # the cost rate's shape, by the detector `governor bench nab` scores by default
+    shape: Detector = field(default_factory=onset)
     layout: int = LAYOUT
 
     def rebaseline(self) -> None:
@@ -377,16 +388,42 @@ class Decider:
         behaviour = self._check_behaviour(function, f, window, x)
         if not f.cost.warm:
             self._note_burst(f, window, x)
+        shape = self._check_shape(function, f, window, x)
         if f.proposal is None:
             if f.rebaseline_pending:
                 f.rebaseline()
             anomalies, proposal = self._check_normal(function, f, window, x, now_ns)
+            if shape is not None and not anomalies and not f.held:
+                anomalies = [shape]
             return Detection(behaviour + anomalies, proposal, proposal is not None)
         self._check_standing(f, x, now_ns)
         stronger = self._escalate(function, f, window, x, now_ns) if f.proposal else None
         if stronger is not None:
             return Detection([*behaviour, stronger], f.proposal, True)
         return Detection(behaviour, f.proposal)
+
+    def _check_shape(self, function: str, f: _Function, window: Window,
+                     x: dict[str, float]) -> Anomaly | None:
+        """The cost rate through :func:`streams.detectors.onset` (NAB's default: fences
+        with a daily profile, the shape of the last ten windows, one report per episode,
+        a daily routine not reported): an episode's onset is reported, never enforced."""
+        point = {"value": x["cost_per_s_warm"], "t": window.start_ns / 1e9}
+        score = f.shape.score_one(point)
+        f.shape.learn_one(point)
+        calibrated = f.shape.calibrated(score)
+        if calibrated < ONSET or not f.cost.warm:
+            return None
+        base = f.cost.median() or f.mean_cost
+        ratio = x["cost_per_s_warm"] / base if base > 0 else 0.0
+        return Anomaly(
+            function=function, detector=f.shape.name, score=calibrated, threshold=ONSET,
+            severity=SHAPE_SEVERITY, window_start_unix_nano=window.start_ns,
+            window_end_unix_nano=window.end_ns, features=x,
+            baseline={"cost_per_s": base, "attempts_per_s": self._base_rps(f)},
+            explanation=(f"the cost rate departs from its learned shape ({ratio:.1f}x the "
+                         "baseline); reported, not enforced"),
+            cost_impact_usd_per_hour=max(0.0, x["cost_per_s_warm"] - base) * 3600,
+            version=window.version)
 
     def _escalate(self, function: str, f: _Function, window: Window, x: dict[str, float],
                   now_ns: int) -> Anomaly | None:

@@ -20,7 +20,8 @@ Which anomalies open an episode without a verdict
     A cost anomaly whose detector severity is critical, or whose cost impact is at
     least ``page_usd_per_hour``. A behaviour anomaly (error rate, latency, egress:
     detector ``behaviour.*``) only when its detector severity is critical, and then
-    as a warning. Anything else only updates an open episode (when material).
+    as a warning. Anything else only updates an open episode (when material); an info
+    anomaly (a routine burst, a shape onset) never opens one nor raises its severity.
 
 Severity rule
     critical when any of: Governor isolated the function; the estimated extra spend
@@ -382,15 +383,20 @@ class IncidentTracker:
     def on_anomaly(self, anomaly: Anomaly, team: str, now_ns: int,
                    limits: Mapping[str, object] | None = None) -> list[Incident]:
         """A high anomaly opens an episode if none is open; any updates an open one
-        (emitted only when material). ``limits``: as for :meth:`on_verdict`."""
+        (emitted only when material). An info anomaly (routine, a shape) never opens
+        one nor raises its severity. ``limits``: as for :meth:`on_verdict`."""
         ep = self._open.get(anomaly.function)
         severity = severity_of(anomaly, None, self.rules)
+        informative = anomaly.severity is Severity.INFO
         if ep is not None:
             if anomaly.event_id in ep.anomaly_ids:
                 return []
             self._absorb(ep, anomaly, now_ns)
-            ep.severity = _higher(ep.severity, severity)
+            if not informative:
+                ep.severity = _higher(ep.severity, severity)
             return self._updated(ep, now_ns, False)
+        if informative:
+            return []
         if _is_behaviour(anomaly):
             if anomaly.severity is not Severity.CRITICAL:
                 return []

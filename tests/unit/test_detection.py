@@ -237,7 +237,8 @@ def test_a_slow_leak_is_caught_against_the_long_run_reference() -> None:
         assert _on(d, _window(100 + i % 3, 0.001 * (1 + 0.02 * (i % 3 - 1)))) == []
     found = {}
     for n in range(1, 60):  # +3 % a window: each window is within noise of the last
-        events = _on(d, _window(100, 0.001 * 1.03 ** n))
+        events = [e for e in _on(d, _window(100, 0.001 * 1.03 ** n))
+                  if not isinstance(e, Anomaly) or e.severity is not Severity.INFO]
         if events:
             found[n] = events
         if any(isinstance(e, Proposal) for e in events):
@@ -417,6 +418,20 @@ def test_a_launch_below_the_enforcement_ratio_is_reported_once_then_learned() ->
     for i in range(40, 50):  # 125 calls a window is normal now
         w = _window(125 + i % 3, 0.001, start=i * 10 * S)
         assert d.on_window("f", w, w.end_ns).anomalies == []
+
+
+def test_the_cost_rate_also_runs_through_the_detector_nab_scores() -> None:
+    """`onset`, the default of `governor bench nab`, watches each function's cost rate:
+    a departure too small to be a surge is reported at info severity (never paged or
+    enforced), once per episode."""
+    d = _decider()
+    for i in range(80):
+        assert _on(d, _window(100 + i % 3, 0.001, start=i * 10 * S)) == []
+    raised = [_on(d, _window(170, 0.001, start=i * 10 * S)) for i in range(80, 84)]
+    [shape] = raised[0]
+    assert isinstance(shape, Anomaly) and shape.detector == "onset"
+    assert shape.severity is Severity.INFO and "not enforced" in shape.explanation
+    assert raised[1:] == [[], [], []]
 
 
 def test_an_irregular_or_growing_burst_is_not_routine() -> None:
