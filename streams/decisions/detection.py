@@ -91,6 +91,11 @@ POOL_WINDOWS = 12
 pooled until they hold enough calls (at most this many windows; duration p95 excepted)."""
 _Z_SIGNIFICANT = NormalDist().inv_cdf(1 - SIGNIFICANCE)
 _Z_PARTIAL = NormalDist().inv_cdf(1 - PARTIAL_SIGNIFICANCE)
+SIZE_LEVEL = 1e-4
+"""A surge is enforced when it is at least ``enforce_ratio`` × with this confidence (its
+lower bound at this level; whether it is a surge at all was judged at
+:data:`SIGNIFICANCE`)."""
+_Z_SIZE = NormalDist().inv_cdf(1 - SIZE_LEVEL)
 ONSET = 0.75
 """The shape detector's calibrated score at which an episode starts
 (:class:`streams.detectors.onset.OnsetAlert`)."""
@@ -117,14 +122,11 @@ class _Sums(NamedTuple):
 
 
 class _Evidence(NamedTuple):
-    """The windows a surge was judged on, ``seconds`` long in all, at ``level`` (``z``
-    its normal quantile): what the surge's lower bound (:meth:`Decider._lower_ratio`)
-    is computed from."""
+    """The windows a surge was judged on, ``seconds`` long in all: what the surge's
+    lower bound (:meth:`Decider._lower_ratio`) is computed from."""
 
     windows: list[_Sums]
     seconds: float
-    level: float = SIGNIFICANCE
-    z: float = 0.0
     last: float = 0.0  # seconds of the last window (0: an equal share of ``seconds``)
 
     def latest(self) -> _Evidence:
@@ -479,8 +481,8 @@ class Decider:
             return Detection([])
         anomaly, proposal = self._propose(
             function, f, so_far, x, score, warm_cost / expected_cost, now_ns, base_call,
-            _Evidence([*f.held, sums], len(f.held) * window.seconds + seconds,
-                      PARTIAL_SIGNIFICANCE, _Z_PARTIAL, last=seconds), record=False)
+            _Evidence([*f.held, sums], len(f.held) * window.seconds + seconds, last=seconds),
+            record=False)
         if proposal is None:  # held back (routine, learning, small): said at the close
             return Detection([])
         return Detection([anomaly], proposal, True)
@@ -732,9 +734,9 @@ class Decider:
         return None
 
     def _lower_ratio(self, f: _Function, evidence: _Evidence) -> float:
-        """The cost ratio the evidence shows beyond chance (at its level): calls × cost
-        per call, each at its lower bound where it is above the baseline beyond chance,
-        else at what it shows (at most 1). ``inf`` without windows."""
+        """The cost ratio the evidence shows beyond chance (:data:`SIZE_LEVEL`): calls ×
+        cost per call, each at its lower bound where it is above the baseline beyond
+        chance, else at what it shows (at most 1). ``inf`` without windows."""
         if not evidence.windows:
             return math.inf
         expected = f.mean_rps * evidence.seconds
@@ -742,13 +744,13 @@ class Decider:
         demand = 1.0
         if expected > 0:
             demand = min(attempts / expected, 1.0)
-            if poisson_tail(attempts, expected) <= evidence.level:
-                demand = poisson_lower(attempts, evidence.level) / expected
+            if poisson_tail(attempts, expected) <= SIZE_LEVEL:
+                demand = poisson_lower(attempts, SIZE_LEVEL) / expected
         calls, base_call = sum(w.warm_ok for w in evidence.windows), f.per_call.median()
         if not calls or base_call <= 0:
             return demand
         per_call = sum(w.warm_ok_cost for w in evidence.windows) / calls / base_call
-        z = evidence.z or _Z_SIGNIFICANT
+        z = _Z_SIZE
         bound = math.log(per_call) - z * max(f.leak.noise, 0.1) / math.sqrt(calls)
         return demand * (math.exp(bound) if bound > 0 else min(per_call, 1.0))
 
