@@ -4,6 +4,12 @@ Options resolve argument → environment (``GOVERNOR_*``) → Lambda context →
 default, once per process on the first call. The hot path starts an SDK span,
 checks the verdict cache (a dictionary lookup), runs the handler and queues the
 finished invocation; pricing and event building happen on the export thread.
+
+The agent never breaks its host: every step it takes around the handler is guarded,
+and a fault in one is counted (``agents.stats()["agent_faults"]``), logged once per
+kind, and the handler runs (or its result or exception passes) exactly as without
+the agent. Only a verdict refuses a call — and, with ``fail_closed``, a configuration
+error.
 """
 
 from __future__ import annotations
@@ -11,8 +17,10 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import logging
 import os
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar, cast, overload
 
@@ -32,14 +40,34 @@ from agents._errors import (
 from agents._runtime import Runtime, get_runtime
 from schemas import Outcome
 
+log = logging.getLogger("governor.agent")
 F = TypeVar("F", bound=Callable[..., Any])
-State = tuple[Any, Any, Any, Invocation, bool, str, str, int]
+State = tuple[Any, Any, Any, Invocation, bool, str, str, int, str]
 Fallback = Callable[[FunctionBlocked, Any], Any]
 _propagator = TraceContextTextMapPropagator()
 _RAISE = object()
 _set_span_in_context = trace.set_span_in_context
 _attach, _detach = otel_context.attach, otel_context.detach
 _perf_counter_ns = time.perf_counter_ns
+_environ = os.environ
+_faults_logged: set[tuple[str, str]] = set()
+
+
+def _fault(stage: str, exc: BaseException) -> None:
+    """Count an agent fault and log its kind once; never raises."""
+    try:
+        runtime = _runtime_module._runtime
+        if runtime is not None:
+            runtime.stats.add("agent_faults")
+        key = (stage, type(exc).__name__)
+        if key not in _faults_logged:
+            _faults_logged.add(key)
+            log.warning("Governor agent fault in %s (%s: %s); the handler was not affected. "
+                        "Later faults of this kind are counted in agents.stats()"
+                        "['agent_faults'], not logged.", stage, type(exc).__name__, exc,
+                        exc_info=exc)
+    except Exception:
+        pass
 
 
 def http_fallback(blocked: FunctionBlocked, event: Any) -> dict[str, Any]:
@@ -67,7 +95,8 @@ class _Bound:
                             or getattr(context, "function_name", None)
                             or settings.platform_function or handler.__name__)
         self.version = str(options["version"] or settings.version
-                           or getattr(context, "function_version", None) or "$LATEST")
+                           or getattr(context, "function_version", None)
+                           or ("$LATEST" if settings.platform_function else "unknown"))
         self.team = str(options["team"] or settings.team)
         self.memory_mb = int(options["memory_mb"] or settings.memory_mb
                              or getattr(context, "memory_limit_in_mb", None) or 128)
@@ -102,15 +131,16 @@ class _Bound:
         trigger = "other"
         if type(event) is dict:
             trigger = _trigger(event)
-            headers = event.get("headers")
-            if type(headers) is dict and "traceparent" in headers:
-                parent = _propagator.extract(headers)
-        # Per-invocation attributes (faas.invocation_id, faas.coldstart, faas.trigger) are
-        # added when the span is exported, off the hot path.
+            carrier = _carrier(event)
+            if carrier is not None:
+                parent = _propagator.extract(carrier)
+        # Per-invocation attributes (faas.invocation_id, faas.coldstart, faas.trigger) and
+        # the X-Ray link are added when the span is exported, off the hot path.
         span = self.tracer.start_span(self.function, parent, SpanKind.SERVER)
         invocation = Invocation(self.function, self.count_egress, None)
         return (span, _attach(_set_span_in_context(span)), current.set(invocation), invocation,
-                cold, invocation_id, trigger, _perf_counter_ns())
+                cold, invocation_id, trigger, _perf_counter_ns(),
+                _environ.get("_X_AMZN_TRACE_ID", ""))
 
     def gate(self) -> Any:
         """Raise if a verdict (or fail-closed) refuses the call; return its egress policy."""
@@ -120,7 +150,8 @@ class _Bound:
         return self.runtime.verdicts.check(self.function)
 
     def finish(self, state: State, error: BaseException | None) -> None:
-        span, token, invocation_token, invocation, cold, invocation_id, trigger, started = state
+        (span, token, invocation_token, invocation, cold, invocation_id, trigger, started,
+         xray) = state
         duration_ms = (_perf_counter_ns() - started) / 1e6
         current.reset(invocation_token)
         outcome = Outcome.OK
@@ -132,13 +163,24 @@ class _Bound:
                 span.set_status(Status(StatusCode.ERROR, str(error)))
             else:
                 outcome = Outcome.ERROR
-                span.record_exception(error)
+                # as the SDK's record_exception, with escaped a boolean (the SDK writes
+                # the string "True"): it leaves the handler
+                span.add_event("exception", {
+                    "exception.type": type(error).__name__,
+                    "exception.message": str(error),
+                    "exception.stacktrace": "".join(traceback.format_exception(error)),
+                    "exception.escaped": True})
                 span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
         if invocation.hosts:
             span.set_attribute("governor.egress.hosts", ",".join(sorted(invocation.hosts)))
         span.end()
         _detach(token)
         runtime = self.runtime
+        flush_ms = 0.0
+        if self.flush_s:  # earlier invocations' telemetry; its time is billed to this one
+            flushing = _perf_counter_ns()
+            runtime.flush_on_return(self.flush_s)
+            flush_ms = (_perf_counter_ns() - flushing) / 1e6
         # Keep plain values, not the SDK span: a queue of live spans (a dozen objects
         # and four locks each) costs the hot path more than copying these out.
         ctx = span.get_span_context()
@@ -146,10 +188,10 @@ class _Bound:
         runtime.processor.offer((
             self, ctx.trace_id, ctx.span_id, parent.span_id if parent else 0, ctx.trace_state,
             span.start_time, span.end_time, span.status, span.attributes, span.events,
-            invocation_id, cold, trigger, outcome, duration_ms, invocation.custom,
-            invocation.egress_bytes))
+            invocation_id, cold, trigger, outcome, duration_ms + flush_ms, invocation.custom,
+            invocation.egress_bytes, xray))
         if self.flush_s:
-            runtime.flush(self.flush_s)
+            runtime.processor.kick()  # to the producer before the platform freezes us
 
     def blocked(self, exc: FunctionBlocked, args: tuple[Any, ...]) -> Any:
         fallback = self.fallback
@@ -184,6 +226,40 @@ def _resource(b: _Bound, options: dict[str, Any], tenant_setting: str,
     return resource
 
 
+def _carrier(event: dict[str, Any]) -> dict[str, str] | None:
+    """The W3C trace context an event carries, keys lower-cased: HTTP headers in any
+    case (API Gateway v1 and v2, ALB, function URLs; multi-value headers too), else the
+    first record's message attributes (SQS, SNS), else an EventBridge event's
+    ``detail``; None when there is no ``traceparent``."""
+    carrier: dict[str, str] = {}
+    headers = event.get("headers")
+    if type(headers) is dict:
+        carrier = {k.lower(): v for k, v in headers.items()
+                   if type(k) is str and type(v) is str}
+    multi = event.get("multiValueHeaders")
+    if type(multi) is dict:
+        for k, v in multi.items():
+            if type(k) is str and type(v) is list and v and type(v[0]) is str:
+                carrier.setdefault(k.lower(), v[0])
+    if "traceparent" in carrier:
+        return carrier
+    records = event.get("Records")
+    if type(records) is list and records and type(records[0]) is dict:
+        record = records[0]
+        sns = record.get("Sns")
+        attributes, value = record.get("messageAttributes"), "stringValue"  # SQS
+        if type(sns) is dict:
+            attributes, value = sns.get("MessageAttributes"), "Value"
+        if type(attributes) is dict:
+            carrier = {k.lower(): a[value] for k, a in attributes.items()
+                       if type(k) is str and type(a) is dict and type(a.get(value)) is str}
+    detail = event.get("detail")
+    if "traceparent" not in carrier and type(detail) is dict:
+        carrier = {k.lower(): v for k, v in detail.items()
+                   if type(k) is str and type(v) is str}
+    return carrier if "traceparent" in carrier else None
+
+
 def _trigger(event: dict[str, Any]) -> str:
     if "httpMethod" in event or "requestContext" in event or "headers" in event:
         return "http"
@@ -194,6 +270,17 @@ def _trigger(event: dict[str, Any]) -> str:
     if event.get("source") == "aws.events":
         return "timer"
     return "other"
+
+
+def _finish(b: _Bound, state: State, error: BaseException | None) -> None:
+    try:
+        b.finish(state, error)
+    except Exception as exc:
+        _fault("finish", exc)
+
+
+def _fail_closed_env() -> bool:
+    return _environ.get("GOVERNOR_FAIL_CLOSED", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 @overload
@@ -230,15 +317,29 @@ def govern(
 
     def decorate(fn: F) -> F:
         bound: list[_Bound] = []
+        broken: list[Any] = []  # the runtime a binding failed on: run bare until it changes
 
         def resolve(args: tuple[Any, ...]) -> _Bound | None:
             if bound and bound[0].runtime is _runtime_module._runtime:
                 return bound[0]  # the hot path: bound to the live runtime already
-            runtime = get_runtime()
-            if runtime.settings.disabled:
+            if broken and broken[0] is _runtime_module._runtime:
                 return None
-            context = args[1] if len(args) > 1 else None
-            bound[:] = [_Bound(runtime, options, fn, context)]
+            try:
+                runtime = get_runtime()
+                if runtime.settings.disabled:
+                    return None
+                context = args[1] if len(args) > 1 else None
+                bound[:] = [_Bound(runtime, options, fn, context)]
+            except ConfigurationError as exc:
+                if options["fail_closed"] or _fail_closed_env():
+                    raise
+                _fault("configuration", exc)
+                broken[:] = [_runtime_module._runtime]
+                return None
+            except Exception as exc:
+                _fault("setup", exc)
+                broken[:] = [_runtime_module._runtime]
+                return None
             return bound[0]
 
         if inspect.iscoroutinefunction(fn):
@@ -247,18 +348,24 @@ def govern(
                 b = resolve(args)
                 if b is None:
                     return await fn(*args, **kwargs)
-                state = b.start(args)
+                try:
+                    state = b.start(args)
+                except Exception as exc:
+                    _fault("start", exc)
+                    return await fn(*args, **kwargs)
                 try:
                     state[3].allow = b.gate()
                 except FunctionBlocked as blocked:
-                    b.finish(state, blocked)
+                    _finish(b, state, blocked)
                     return b.blocked(blocked, args)
+                except Exception as exc:
+                    _fault("gate", exc)
                 try:
                     result = await fn(*args, **kwargs)
                 except BaseException as exc:
-                    b.finish(state, exc)
+                    _finish(b, state, exc)
                     raise
-                b.finish(state, None)
+                _finish(b, state, None)
                 return result
             return cast(F, async_wrapper)
 
@@ -267,18 +374,24 @@ def govern(
             b = resolve(args)
             if b is None:
                 return fn(*args, **kwargs)
-            state = b.start(args)
+            try:
+                state = b.start(args)
+            except Exception as exc:
+                _fault("start", exc)
+                return fn(*args, **kwargs)
             try:
                 state[3].allow = b.gate()
             except FunctionBlocked as blocked:
-                b.finish(state, blocked)
+                _finish(b, state, blocked)
                 return b.blocked(blocked, args)
+            except Exception as exc:
+                _fault("gate", exc)
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
-                b.finish(state, exc)
+                _finish(b, state, exc)
                 raise
-            b.finish(state, None)
+            _finish(b, state, None)
             return result
         return cast(F, wrapper)
 

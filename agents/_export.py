@@ -79,6 +79,9 @@ class KafkaExporter:
 
         self._stats = stats
         self._topics = {t: f"{topic_prefix}.{kind}" for t, kind in _TOPIC_KIND.items()}
+        self._logger = logging.getLogger("governor.agent.kafka")
+        self._limit = RateLimited(stats)
+        self._logger.addFilter(self._limit)
         self._producer = Producer({
             "bootstrap.servers": bootstrap,
             "enable.idempotence": True,
@@ -89,7 +92,7 @@ class KafkaExporter:
             "delivery.report.only.error": True,
             "message.timeout.ms": 30_000,
             "reconnect.backoff.max.ms": 5_000,
-            "logger": logging.getLogger("governor.agent.kafka"),
+            "logger": self._logger,
             "error_cb": self._on_error,
         })
 
@@ -117,6 +120,7 @@ class KafkaExporter:
         left = self._producer.flush(timeout_s)
         if left:
             self._stats.add("dropped_at_shutdown", left)
+        self._logger.removeFilter(self._limit)
 
     def _on_delivery(self, err: Any, _msg: Any) -> None:
         if err is not None:  # only failures are reported (delivery.report.only.error)
@@ -125,6 +129,29 @@ class KafkaExporter:
     def _on_error(self, err: Any) -> None:
         self._stats.add("broker_errors")
         log.debug("kafka: %s", err)
+
+
+class RateLimited(logging.Filter):
+    """Lets one log record a minute through per level and message start (librdkafka logs
+    every failed connection attempt: dozens a second while a broker is down); the rest
+    are counted as ``kafka_logs_suppressed``."""
+
+    def __init__(self, stats: Stats, every_s: float = 60.0) -> None:
+        super().__init__()
+        self._stats = stats
+        self._every_s = every_s
+        self._last: dict[tuple[int, str], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.levelno, str(record.msg)[:40])
+        now = time.monotonic()
+        if now - self._last.get(key, -self._every_s) < self._every_s:
+            self._stats.add("kafka_logs_suppressed")
+            return False
+        if len(self._last) > 256:
+            self._last.clear()
+        self._last[key] = now
+        return True
 
 
 class BatchProcessor:
@@ -167,6 +194,11 @@ class BatchProcessor:
         queue.append(record)
         if len(queue) >= self._max_batch:
             self._wake.set()
+
+    def kick(self) -> None:
+        """Hand what is queued to the exporter now, on the calling thread, without
+        waiting for delivery (before a process may be frozen, as Lambda does)."""
+        self._drain()
 
     def flush(self, timeout_s: float) -> bool:
         """Export what is queued and wait for delivery, within ``timeout_s``."""

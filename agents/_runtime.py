@@ -10,6 +10,7 @@ import atexit
 import json
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,14 @@ from agents._export import BatchProcessor, Exporter, ExportResult, KafkaExporter
 from agents._settings import AgentSettings
 from agents._stats import Stats
 from agents._verdicts import VerdictCache, VerdictFollower
-from schemas import CostEvent, Event, Span, SpanEvent, SpanKind, StatusCode
+from schemas import CostEvent, Event, Span, SpanEvent, SpanKind, SpanLink, StatusCode
 
 log = logging.getLogger("governor.agent")
 __version__ = "0.1.0"
+
+FLUSH_EVERY_S = 1.0
+"""Flush-on-return waits for delivery at most once a second (see
+:meth:`Runtime.flush_on_return`)."""
 
 _KINDS = {
     OtelKind.INTERNAL: SpanKind.INTERNAL, OtelKind.SERVER: SpanKind.SERVER,
@@ -64,6 +69,8 @@ class Runtime:
     def __init__(self, settings: AgentSettings, exporter: Exporter | None = None) -> None:
         self.settings = settings
         self.stats = Stats()
+        for problem in settings.problems:
+            log.warning("Governor agent: %s", problem)
         self.verdicts = VerdictCache(settings.verdict_key, self.stats)
         if exporter is None:
             exporter = (KafkaExporter(settings.kafka_bootstrap, settings.topic_prefix, self.stats)
@@ -72,6 +79,8 @@ class Runtime:
         self.processor = BatchProcessor(
             exporter, to_events, self.stats, max_queue=settings.queue_size,
             interval_s=settings.export_interval_ms / 1000.0)
+        self.breaker = Breaker()
+        self._flushed_at = -FLUSH_EVERY_S
         self.follower = (VerdictFollower(settings.kafka_bootstrap, settings.topic("verdicts"),
                                          self.verdicts, self.stats,
                                          stale_after_s=settings.verdict_stale_seconds)
@@ -97,6 +106,21 @@ class Runtime:
         """Export queued telemetry and wait for delivery within ``timeout_s``."""
         return self.processor.flush(timeout_s)
 
+    def flush_on_return(self, timeout_s: float) -> None:
+        """The flush at the end of an invocation (flush-on-return), of what earlier
+        invocations queued: at most one every :data:`FLUSH_EVERY_S` (records wait in
+        the producer's buffer, sent whenever the process runs), and skipped while the
+        broker is known to be down (:class:`Breaker`), so no call waits for it."""
+        now = time.monotonic()
+        if now - self._flushed_at < FLUSH_EVERY_S:
+            self.stats.add("flushes_batched")
+            return
+        if not self.breaker.allows():
+            self.stats.add("flushes_skipped")
+            return
+        self._flushed_at = now
+        self.breaker.record(self.processor.flush(timeout_s))
+
     def shutdown(self, timeout_s: float = 5.0) -> None:
         if self.follower is not None:
             self.follower.stop()
@@ -108,10 +132,12 @@ def to_events(record: tuple[Any, ...]) -> list[Event]:
 
     ``record`` is what the decorator queues: the bound function, the ended span's
     ids, trace state, times, status, attributes and events, then the invocation id,
-    cold start, trigger, outcome, duration, custom costs and egress bytes.
+    cold start, trigger, outcome, billed duration (the agent's flush included), custom
+    costs, egress bytes and the AWS X-Ray trace header (linked from the span).
     """
     (bound, trace_int, span_int, parent_int, trace_state, start, end, status, span_attributes,
-     span_events, invocation_id, cold, trigger, outcome, duration_ms, custom, egress) = record
+     span_events, invocation_id, cold, trigger, outcome, duration_ms, custom, egress,
+     xray) = record
     bill = bound.price.invocation(duration_ms=duration_ms, memory_mb=bound.memory_mb,
                                   egress_bytes=egress)
     total = bill.compute_usd + bill.request_usd + bill.egress_usd + sum(custom.values())
@@ -130,7 +156,8 @@ def to_events(record: tuple[Any, ...]) -> list[Event]:
         status_message=status.description or "", attributes=attributes,
         resource=bound.resource, scope_name="faas-governor", scope_version=__version__,
         events=[SpanEvent(name=e.name, time_unix_nano=e.timestamp,
-                          attributes=_attributes(e.attributes)) for e in span_events])
+                          attributes=_attributes(e.attributes)) for e in span_events],
+        links=_xray_link(xray))
     cost = CostEvent(
         function=bound.function, event_id=f"{trace_id}{span_id}c", time_unix_nano=end,
         invocation_id=invocation_id, trace_id=trace_id, span_id=span_id,
@@ -142,12 +169,65 @@ def to_events(record: tuple[Any, ...]) -> list[Event]:
     return [span_event, cost]
 
 
+def _xray_link(header: str) -> list[SpanLink]:
+    """The AWS X-Ray trace of the call (``Root=1-<8 hex>-<24 hex>;Parent=<16 hex>;…``) as
+    a span link; none when the header is absent or malformed."""
+    fields = dict(part.split("=", 1) for part in header.split(";") if "=" in part)
+    root, parent = fields.get("Root", "").split("-"), fields.get("Parent", "").lower()
+    trace_id = "".join(root[1:]).lower() if len(root) == 3 and root[0] == "1" else ""
+    if len(trace_id) != 32 or len(parent) != 16 or not _is_hex(trace_id + parent):
+        return []
+    return [SpanLink(trace_id=trace_id, span_id=parent,
+                     attributes={"link.source": "aws.xray",
+                                 "aws.xray.sampled": fields.get("Sampled", "") == "1"})]
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
+
+
 def _attributes(attrs: Any) -> dict[str, str | int | float | bool]:
     out: dict[str, str | int | float | bool] = {}
     for key, value in (attrs or {}).items():
         out[key] = value if isinstance(value, str | int | float | bool) else json.dumps(
             list(value), default=str)
     return out
+
+
+class Breaker:
+    """Stops flush-on-return waiting for a broker that is down.
+
+    After ``failures`` flushes in a row miss their deadline the breaker opens: flushes
+    are skipped (the export thread keeps delivering in the background) for
+    ``cooldown_s``, doubling on each failed trial up to ``max_cooldown_s``; then one
+    flush is tried, and a success closes it.
+    """
+
+    def __init__(self, failures: int = 3, cooldown_s: float = 5.0,
+                 max_cooldown_s: float = 300.0) -> None:
+        self.failures = failures
+        self.cooldown_s = cooldown_s
+        self.max_cooldown_s = max_cooldown_s
+        self._failed = 0
+        self._open_until = 0.0
+        self._cooldown = cooldown_s
+
+    def allows(self) -> bool:
+        return self._failed < self.failures or time.monotonic() >= self._open_until
+
+    def record(self, delivered: bool) -> None:
+        if delivered:
+            self._failed, self._cooldown = 0, self.cooldown_s
+            return
+        self._failed += 1
+        if self._failed >= self.failures:
+            if self._failed > self.failures:  # a trial failed: back off further
+                self._cooldown = min(2 * self._cooldown, self.max_cooldown_s)
+            self._open_until = time.monotonic() + self._cooldown
+            if self._failed == self.failures:
+                log.warning("Governor agent: telemetry not delivered by %d flushes in a row; "
+                            "calls no longer wait for the broker until it is back",
+                            self.failures)
 
 
 _runtime: Runtime | None = None

@@ -4,12 +4,18 @@
 variable                       meaning (default)
 =============================  ==========================================================
 GOVERNOR_DISABLED              ``1``/``true``: the decorator calls the handler untouched
-GOVERNOR_KAFKA_BOOTSTRAP       Kafka bootstrap servers; empty: telemetry stays in memory
+GOVERNOR_KAFKA_BOOTSTRAP       Kafka bootstrap servers, ``host:port[,host:port]`` (a
+                               ``kafka://`` prefix is dropped); empty: telemetry stays
+                               in memory
 GOVERNOR_TOPIC_PREFIX          topic name prefix (``governor`` → ``governor.spans`` …)
 GOVERNOR_VERDICT_KEY           HMAC-SHA256 key verdicts must be signed with; unset:
                                every verdict is rejected (and counted)
+GOVERNOR_REGION                cloud region (else ``AWS_REGION``, ``AWS_DEFAULT_REGION``,
+                               ``FUNCTION_REGION``, ``GOOGLE_CLOUD_REGION``,
+                               ``REGION_NAME``)
 GOVERNOR_FUNCTION              function name (else the Lambda context, else handler name)
-GOVERNOR_VERSION               function version (else ``AWS_LAMBDA_FUNCTION_VERSION``)
+GOVERNOR_VERSION               function version (else ``AWS_LAMBDA_FUNCTION_VERSION``,
+                               else the context; outside Lambda ``unknown``)
 GOVERNOR_TEAM                  owning team (empty)
 GOVERNOR_MEMORY_MB             configured memory (else ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``,
                                else the context, else 128)
@@ -29,15 +35,18 @@ GOVERNOR_FLUSH_ON_RETURN       flush telemetry before returning (on inside AWS L
 GOVERNOR_FLUSH_TIMEOUT_MS      time budget of that flush (50)
 =============================  ==========================================================
 
-The platform's own variables are read here too, once: ``AWS_LAMBDA_FUNCTION_NAME``,
+A bad value is never fatal: it is logged once (naming the variable, the value and what
+is accepted) and the default is used — unless ``GOVERNOR_FAIL_CLOSED`` is on, when it is
+a :class:`~agents.ConfigurationError`. The platform's own variables are read here too,
+once: ``AWS_LAMBDA_FUNCTION_NAME``,
 ``AWS_LAMBDA_FUNCTION_VERSION``, ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``,
-``AWS_LAMBDA_LOG_STREAM_NAME`` and the region (``AWS_REGION``, ``FUNCTION_REGION``,
-``REGION_NAME``).
+``AWS_LAMBDA_LOG_STREAM_NAME`` and the region.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -45,11 +54,20 @@ from agents._errors import ConfigurationError
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+_.-]*)://")
+_KAFKA_SCHEMES = {"kafka", "plaintext"}  # stripped: host:port is what librdkafka wants
+_LIBRDKAFKA_SCHEMES = {"ssl", "sasl_plaintext", "sasl_ssl"}  # librdkafka's own, kept
 
 
 @dataclass(frozen=True, slots=True)
 class AgentSettings:
-    """Resolved agent configuration. Build with :meth:`from_env` or directly in tests."""
+    """Resolved agent configuration. Build with :meth:`from_env` or directly in tests.
+
+    ``problems`` lists the variables that had a bad value, each with what was used
+    instead; the runtime logs them once. With ``fail_closed`` set they are raised
+    (:class:`ConfigurationError`) instead: a function that must not run ungoverned
+    must not run misconfigured either.
+    """
 
     disabled: bool = False
     kafka_bootstrap: str = ""
@@ -73,65 +91,103 @@ class AgentSettings:
     platform_function: str = ""  # the platform's name for the function, if it says
     region: str = ""
     instance: str = ""  # the platform's name for this instance (its log stream)
+    problems: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AgentSettings:
-        """Read every ``GOVERNOR_*`` variable the agent knows; reject bad values."""
+        """Read every ``GOVERNOR_*`` variable the agent knows. A bad value is a problem
+        (the default is used) — or, when fail-closed, a :class:`ConfigurationError`."""
         env = os.environ if env is None else env
+        r = _Reader(env)
         in_lambda = bool(env.get("AWS_LAMBDA_FUNCTION_NAME"))
-        return cls(
-            disabled=_flag(env, "GOVERNOR_DISABLED", False),
-            kafka_bootstrap=env.get("GOVERNOR_KAFKA_BOOTSTRAP", "").strip(),
+        settings = cls(
+            disabled=r.flag("GOVERNOR_DISABLED", False),
+            kafka_bootstrap=r.bootstrap("GOVERNOR_KAFKA_BOOTSTRAP"),
             topic_prefix=env.get("GOVERNOR_TOPIC_PREFIX", "governor").strip() or "governor",
             verdict_key=env.get("GOVERNOR_VERDICT_KEY", "").encode(),
             function=env.get("GOVERNOR_FUNCTION", "").strip(),
             version=env.get("GOVERNOR_VERSION", env.get("AWS_LAMBDA_FUNCTION_VERSION", "")),
             team=env.get("GOVERNOR_TEAM", ""),
-            memory_mb=_int(env, "GOVERNOR_MEMORY_MB",
-                           _int(env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 0)),
+            memory_mb=r.integer("GOVERNOR_MEMORY_MB",
+                            r.integer("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 0)),
             provider=env.get("GOVERNOR_PROVIDER", "aws").strip() or "aws",
             tenant=env.get("GOVERNOR_TENANT", ""),
             prices_file=env.get("GOVERNOR_PRICES_FILE", "").strip(),
-            egress=_flag(env, "GOVERNOR_EGRESS", False),
+            egress=r.flag("GOVERNOR_EGRESS", False),
             egress_internal=tuple(n.strip() for n in env["GOVERNOR_EGRESS_INTERNAL"].split(",")
                                   if n.strip()) if "GOVERNOR_EGRESS_INTERNAL" in env else None,
-            fail_closed=_flag(env, "GOVERNOR_FAIL_CLOSED", False),
-            verdict_stale_seconds=_int(env, "GOVERNOR_VERDICT_STALE_SECONDS", 60, minimum=1),
-            queue_size=_int(env, "GOVERNOR_QUEUE_SIZE", 2_000, minimum=1),
-            export_interval_ms=_int(env, "GOVERNOR_EXPORT_INTERVAL_MS", 200, minimum=1),
-            flush_on_return=_flag(env, "GOVERNOR_FLUSH_ON_RETURN", in_lambda),
-            flush_timeout_ms=_int(env, "GOVERNOR_FLUSH_TIMEOUT_MS", 50),
+            fail_closed=r.flag("GOVERNOR_FAIL_CLOSED", False),
+            verdict_stale_seconds=r.integer("GOVERNOR_VERDICT_STALE_SECONDS", 60, minimum=1),
+            queue_size=r.integer("GOVERNOR_QUEUE_SIZE", 2_000, minimum=1),
+            export_interval_ms=r.integer("GOVERNOR_EXPORT_INTERVAL_MS", 200, minimum=1),
+            flush_on_return=r.flag("GOVERNOR_FLUSH_ON_RETURN", in_lambda),
+            flush_timeout_ms=r.integer("GOVERNOR_FLUSH_TIMEOUT_MS", 50),
             platform_function=env.get("AWS_LAMBDA_FUNCTION_NAME", ""),
-            region=(env.get("AWS_REGION") or env.get("FUNCTION_REGION")
-                    or env.get("REGION_NAME") or ""),
+            region=(env.get("GOVERNOR_REGION") or env.get("AWS_REGION")
+                    or env.get("AWS_DEFAULT_REGION") or env.get("FUNCTION_REGION")
+                    or env.get("GOOGLE_CLOUD_REGION") or env.get("REGION_NAME") or ""),
             instance=env.get("AWS_LAMBDA_LOG_STREAM_NAME", ""),
+            problems=tuple(r.problems),
         )
+        if settings.fail_closed and settings.problems:
+            raise ConfigurationError("; ".join(settings.problems)
+                                     + " (GOVERNOR_FAIL_CLOSED is set: refusing to run)")
+        return settings
 
     def topic(self, kind: str) -> str:
         """Full topic name for ``spans``, ``costs``, ``verdicts`` …"""
         return f"{self.topic_prefix}.{kind}"
 
 
-def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None:
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigurationError(f"{name}={raw!r} is not a boolean; use 1/0, true/false, on/off")
+class _Reader:
+    """Parses variables leniently, noting each bad value and the default used."""
 
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.env.get(name)
+        if raw is None:
+            return default
+        value = raw.strip().lower()
+        if value in _TRUE:
+            return True
+        if value in _FALSE:
+            return False
+        self.problems.append(f"{name}={raw!r} is not a boolean (use 1/0, true/false, "
+                             f"on/off); using {'on' if default else 'off'}")
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise ConfigurationError(f"{name}={value} must be >= {minimum}")
-    return value
+
+    def integer(self, name: str, default: int, minimum: int = 0) -> int:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            self.problems.append(f"{name}={raw!r} is not an integer; using {default}")
+            return default
+        if value < minimum:
+            self.problems.append(f"{name}={value} must be >= {minimum}; using {default}")
+            return default
+        return value
+
+    def bootstrap(self, name: str) -> str:
+        """host:port[,host:port]: a ``kafka://`` or ``PLAINTEXT://`` prefix is dropped
+        (what ``governor up`` prints pastes as is); another scheme turns telemetry off."""
+        servers = []
+        for item in (i.strip() for i in self.env.get(name, "").split(",")):
+            if not item:
+                continue
+            match = _SCHEME.match(item)
+            scheme = match.group(1).lower() if match else ""
+            if scheme in _KAFKA_SCHEMES:
+                item = item[match.end():] if match else item
+            elif match and scheme not in _LIBRDKAFKA_SCHEMES:
+                self.problems.append(
+                    f"{name}={self.env.get(name)!r}: {scheme}:// is not a Kafka address "
+                    "(use host:port[,host:port]); telemetry stays in memory")
+                return ""
+            servers.append(item.rstrip("/"))
+        return ",".join(servers)

@@ -165,6 +165,18 @@ class SpanEvent:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SpanLink:
+    """A link to a span of another trace (for example the AWS X-Ray trace of the call)."""
+
+    trace_id: str = field(metadata=_meta("Linked trace id, 32 lowercase hex.", pattern=_HEX32))
+    span_id: str = field(metadata=_meta("Linked span id, 16 lowercase hex.", pattern=_HEX16))
+    trace_state: str = field(default="", metadata=_meta("W3C tracestate.", max_len=512))
+    attributes: dict[str, AttributeValue] = field(
+        default_factory=dict, metadata=_meta("Link attributes (e.g. link.source).")
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Span(Event):
     """The part of an OpenTelemetry span the pipeline needs, plus resource attributes."""
 
@@ -191,6 +203,7 @@ class Span(Event):
     scope_name: str = field(default="", metadata=_meta("Instrumentation scope name."))
     scope_version: str = field(default="", metadata=_meta("Instrumentation scope version."))
     events: list[SpanEvent] = field(default_factory=list, metadata=_meta("Span events."))
+    links: list[SpanLink] = field(default_factory=list, metadata=_meta("Links to other traces."))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -438,6 +451,6 @@ def _fast_init(cls: type) -> None:
     setattr(cls, "__init__", init)  # noqa: B010
 
 
-_CLASSES: tuple[type, ...] = (SpanEvent, *EVENT_TYPES.values())
+_CLASSES: tuple[type, ...] = (SpanEvent, SpanLink, *EVENT_TYPES.values())
 for _cls in _CLASSES:
     _fast_init(_cls)

@@ -126,6 +126,8 @@ def _span_row(e: Span) -> list[Any]:
         e.status_code.value, e.status_message,
         [x.time_unix_nano for x in e.events], [x.name for x in e.events],
         [_str_map(x.attributes) for x in e.events],
+        [x.trace_id for x in e.links], [x.span_id for x in e.links],
+        [x.trace_state for x in e.links], [_str_map(x.attributes) for x in e.links],
     ]
 
 
@@ -195,7 +197,8 @@ _TABLES: dict[type[Event], _Table] = {
         "Timestamp", "TraceId", "SpanId", "ParentSpanId", "TraceState", "SpanName", "SpanKind",
         "ServiceName", "ResourceAttributes", "ScopeName", "ScopeVersion", "SpanAttributes",
         "Duration", "StatusCode", "StatusMessage", "Events.Timestamp", "Events.Name",
-        "Events.Attributes"), _span_row),
+        "Events.Attributes", "Links.TraceId", "Links.SpanId", "Links.TraceState",
+        "Links.Attributes"), _span_row),
     CostEvent: _Table("cost_events", (
         "event_id", "time", "function", "invocation_id", "trace_id", "span_id", "provider",
         "version", "team", "memory_mb", "duration_ms", "billed_duration_ms", "cold_start",

@@ -4,6 +4,7 @@ directly to the cache (no broker needed)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -209,5 +210,182 @@ def test_broker_down_the_handler_still_returns_its_result() -> None:
 
         assert [handler(i) for i in range(2000)] == list(range(1, 2001))
         assert not agents.flush(0.2)
+    finally:
+        agents.shutdown(0.5)
+
+
+def test_an_agent_fault_never_reaches_the_handler_or_its_caller(
+        exporter: agents.InMemoryExporter, caplog: pytest.LogCaptureFixture) -> None:
+    """A fault in the agent's own steps (here its span could not be queued) is counted
+    and logged once; results and exceptions are exactly the handler's."""
+    runtime = agents.get_runtime()
+
+    def broken_offer(record: object) -> None:
+        raise RuntimeError("queue exploded")
+
+    runtime.processor.offer = broken_offer  # type: ignore[method-assign]
+
+    @agents.govern(function="robust")
+    def handler(x: int) -> int:
+        if x < 0:
+            raise ValueError("negative")
+        return x * 2
+
+    assert [handler(i) for i in range(3)] == [0, 2, 4]
+    with pytest.raises(ValueError, match="negative"):
+        handler(-1)
+    assert agents.stats()["agent_faults"] == 4
+    faults = [r for r in caplog.records if "Governor agent fault in finish" in r.getMessage()]
+    assert len(faults) == 1 and "handler was not affected" in faults[0].getMessage()
+
+
+def test_a_misconfiguration_runs_the_handler_bare_unless_fail_closed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    memory = agents.InMemoryExporter()
+    agents.configure(agents.AgentSettings(verdict_key=KEY), memory)
+    try:
+        @agents.govern(function="priced", provider="moon")  # no such price list
+        def handler() -> str:
+            return "ran"
+
+        assert handler() == handler() == "ran"
+        assert agents.stats()["agent_faults"] == 1  # the binding is not retried per call
+        assert memory.events == []
+
+        @agents.govern(function="strict", provider="moon", fail_closed=True)
+        def strict() -> str:
+            return "ran"
+
+        with pytest.raises(agents.ConfigurationError, match="provider 'moon'"):
+            strict()
+    finally:
+        agents.shutdown(1.0)
+
+
+def test_an_escaping_exception_is_marked_escaped(exporter: agents.InMemoryExporter) -> None:
+    @agents.govern(function="fails")
+    def handler() -> None:
+        raise KeyError("id")
+
+    with pytest.raises(KeyError):
+        handler()
+    agents.flush()
+    [span] = exporter.of_type(Span)
+    assert span.events[0].attributes["exception.escaped"] is True
+
+
+PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.mark.parametrize("event", [
+    {"version": "2.0", "headers": {"traceparent": PARENT}},  # API Gateway v2, URLs
+    {"httpMethod": "GET", "headers": {"Traceparent": PARENT}},  # API Gateway v1
+    {"httpMethod": "GET", "multiValueHeaders": {"TRACEPARENT": [PARENT]}},  # ALB
+    {"Records": [{"eventSource": "aws:sqs", "messageAttributes": {
+        "traceparent": {"stringValue": PARENT, "dataType": "String"}}}]},
+    {"Records": [{"EventSource": "aws:sns", "Sns": {"MessageAttributes": {
+        "traceparent": {"Type": "String", "Value": PARENT}}}}]},
+    {"source": "orders", "detail-type": "placed", "detail": {"traceparent": PARENT}},
+], ids=["apigw-v2", "apigw-v1", "alb-multi", "sqs", "sns", "eventbridge"])
+def test_w3c_context_is_read_wherever_the_event_carries_it(
+        exporter: agents.InMemoryExporter, event: dict[str, object]) -> None:
+    @agents.govern(function="traced")
+    def handler(event: dict[str, object], context: None) -> None:
+        return None
+
+    handler(event, None)
+    agents.flush()
+    [span] = exporter.of_type(Span)
+    assert (span.trace_id, span.parent_span_id) == ("0af7651916cd43dd8448eb211c80319c",
+                                                    "b7ad6b7169203331")
+
+
+def test_the_xray_trace_is_a_span_link_and_outside_lambda_the_version_is_unknown(
+        exporter: agents.InMemoryExporter, monkeypatch: pytest.MonkeyPatch) -> None:
+    @agents.govern(function="linked")
+    def handler() -> None:
+        return None
+
+    monkeypatch.setenv("_X_AMZN_TRACE_ID",
+                       "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1")
+    handler()
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", "Root=garbage")
+    handler()
+    agents.flush()
+    linked, unlinked = exporter.of_type(Span)
+    [link] = linked.links
+    assert (link.trace_id, link.span_id) == ("5759e988bd862e3fe1be46a994272793",
+                                             "53995c3f42cd8ad8")
+    assert link.attributes == {"link.source": "aws.xray", "aws.xray.sampled": True}
+    assert unlinked.links == []
+    assert linked.resource["service.version"] == "unknown"
+
+
+class _SlowFlush(agents.InMemoryExporter):
+    """Delivery takes 30 ms: what a flush-on-return waits for a broker's round trip."""
+
+    def flush(self, timeout_s: float) -> bool:
+        time.sleep(0.03)
+        return True
+
+
+def test_the_agents_flush_is_billed_to_the_invocation_that_waited() -> None:
+    memory = _SlowFlush()
+    agents.configure(agents.AgentSettings(verdict_key=KEY, flush_on_return=True,
+                                          flush_timeout_ms=100), memory)
+    try:
+        @agents.govern(function="lambda-like")
+        def handler() -> None:
+            return None
+
+        handler()  # flushes (what was queued before it: nothing yet), then hands its own on
+        handler()  # within a second: no wait, its record joins the batch
+        [first, second] = memory.of_type(CostEvent)
+        assert first.duration_ms >= 30 > second.duration_ms
+    finally:
+        agents.shutdown(1.0)
+
+
+def test_the_breaker_stops_calls_waiting_for_a_dead_broker() -> None:
+    from agents._runtime import Breaker
+
+    breaker = Breaker(failures=3, cooldown_s=0.05)
+    for _ in range(3):
+        assert breaker.allows()
+        breaker.record(False)
+    assert not breaker.allows()  # open: nobody waits
+    time.sleep(0.06)
+    assert breaker.allows()  # half-open: one trial
+    breaker.record(False)
+    assert not breaker.allows()
+    time.sleep(0.06)
+    assert not breaker.allows()  # the cooldown doubled after a failed trial
+    time.sleep(0.05)
+    assert breaker.allows()
+    breaker.record(True)
+    assert breaker.allows() and breaker.allows()
+
+
+def test_librdkafkas_logs_are_rate_limited_while_the_broker_is_down(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A real producer against a closed port: librdkafka logs each failed connection;
+    one line per kind gets through a minute, the rest are counted."""
+    from streams.ops.broker import free_port
+
+    caplog.set_level(logging.DEBUG, logger="governor.agent.kafka")
+    agents.configure(agents.AgentSettings(kafka_bootstrap=f"127.0.0.1:{free_port()}",
+                                          verdict_key=KEY))
+    try:
+        @agents.govern(function="offline")
+        def handler() -> int:
+            return 1
+
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            handler()
+            time.sleep(0.01)
+        lines = [r for r in caplog.records if r.name == "governor.agent.kafka"]
+        assert 1 <= len(lines) <= 3
+        assert agents.stats().get("kafka_logs_suppressed", 0) >= 1
     finally:
         agents.shutdown(0.5)

@@ -31,6 +31,7 @@ from schemas.events import (
     Span,
     SpanEvent,
     SpanKind,
+    SpanLink,
     StatusCode,
     ThresholdChange,
     Verdict,
@@ -78,6 +79,17 @@ span_events: Strategy = st.lists(
     max_size=3,
 )
 
+span_links: Strategy = st.lists(
+    st.builds(
+        SpanLink,
+        trace_id=hex_id(32),
+        span_id=hex_id(16),
+        trace_state=text(max_size=512),
+        attributes=attributes,
+    ),
+    max_size=2,
+)
+
 FIELD_STRATEGIES: dict[type[Event], dict[str, Strategy]] = {
     Span: {
         **common(),
@@ -96,6 +108,7 @@ FIELD_STRATEGIES: dict[type[Event], dict[str, Strategy]] = {
         "scope_name": text(),
         "scope_version": text(),
         "events": span_events,
+        "links": span_links,
     },
     CostEvent: {
         **common(),

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -32,9 +33,29 @@ def test_agent_settings_fall_back_to_lambda_variables() -> None:
     ("GOVERNOR_MEMORY_MB", "lots", "is not an integer"),
     ("GOVERNOR_QUEUE_SIZE", "0", "must be >= 1"),
 ])
-def test_agent_settings_reject_bad_values(name: str, value: str, message: str) -> None:
-    with pytest.raises(ConfigurationError, match=f"{name}.*{message}"):
-        AgentSettings.from_env({name: value})
+def test_a_bad_agent_setting_is_a_problem_named_with_the_default_used_not_an_error(
+        name: str, value: str, message: str) -> None:
+    settings = AgentSettings.from_env({name: value})
+    [problem] = settings.problems
+    assert name in problem and value in problem
+    assert message in problem and "using" in problem
+    assert dataclasses.replace(settings, problems=()) == AgentSettings.from_env({})
+    # fail-closed functions refuse to run misconfigured
+    with pytest.raises(ConfigurationError, match=f"{name}.*{message}.*FAIL_CLOSED"):
+        AgentSettings.from_env({name: value, "GOVERNOR_FAIL_CLOSED": "1"})
+
+
+@pytest.mark.parametrize(("raw", "servers", "problem"), [
+    ("kafka://127.0.0.1:9092", "127.0.0.1:9092", ""),
+    ("PLAINTEXT://a:1, kafka://b:2/", "a:1,b:2", ""),
+    ("SASL_SSL://broker:9096", "SASL_SSL://broker:9096", ""),
+    ("http://broker:9092", "", "http:// is not a Kafka address"),
+])
+def test_bootstrap_schemes_are_accepted_or_refused_clearly(raw: str, servers: str,
+                                                           problem: str) -> None:
+    settings = AgentSettings.from_env({"GOVERNOR_KAFKA_BOOTSTRAP": raw})
+    assert settings.kafka_bootstrap == servers
+    assert (problem in settings.problems[0]) if problem else settings.problems == ()
 
 
 def test_worker_settings_from_environment_and_overrides() -> None:
