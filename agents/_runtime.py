@@ -25,6 +25,7 @@ from opentelemetry.trace import Tracer
 from agents import _egress
 from agents._cost import load_prices
 from agents._export import BatchProcessor, Exporter, ExportResult, KafkaExporter
+from agents._redact import Redactor
 from agents._settings import AgentSettings
 from agents._stats import Stats
 from agents._verdicts import VerdictCache, VerdictFollower
@@ -80,6 +81,8 @@ class Runtime:
             exporter, to_events, self.stats, max_queue=settings.queue_size,
             interval_s=settings.export_interval_ms / 1000.0)
         self.breaker = Breaker()
+        self.redactor = (Redactor(settings.redact_values, settings.redact_keys,
+                                  settings.redact_patterns) if settings.redact else None)
         self._flushed_at = -FLUSH_EVERY_S
         self.follower = (VerdictFollower(settings.kafka_bootstrap, settings.topic("verdicts"),
                                          self.verdicts, self.stats,
@@ -142,7 +145,13 @@ def to_events(record: tuple[Any, ...]) -> list[Event]:
                                   egress_bytes=egress)
     total = bill.compute_usd + bill.request_usd + bill.egress_usd + sum(custom.values())
     trace_id, span_id = f"{trace_int:032x}", f"{span_int:016x}"
+    redactor = bound.runtime.redactor
     attributes = _attributes(span_attributes) if span_attributes else {}
+    message = status.description or ""
+    events = [(e.name, e.timestamp, _attributes(e.attributes)) for e in span_events]
+    if redactor is not None:  # before anything leaves the function
+        attributes, message = redactor.attributes(attributes), redactor.text(message)
+        events = [(name, at, redactor.attributes(a)) for name, at, a in events]
     attributes.update({"faas.invocation_id": invocation_id, "faas.coldstart": cold,
                        "faas.trigger": trigger, "governor.cost.usd": total,
                        "governor.egress.bytes": egress})
@@ -153,10 +162,10 @@ def to_events(record: tuple[Any, ...]) -> list[Event]:
         trace_state=trace_state.to_header() if trace_state else "",
         name=bound.function, kind=SpanKind.SERVER, start_time_unix_nano=start,
         end_time_unix_nano=end, status_code=_STATUS[status.status_code],
-        status_message=status.description or "", attributes=attributes,
+        status_message=message, attributes=attributes,
         resource=bound.resource, scope_name="faas-governor", scope_version=__version__,
-        events=[SpanEvent(name=e.name, time_unix_nano=e.timestamp,
-                          attributes=_attributes(e.attributes)) for e in span_events],
+        events=[SpanEvent(name=name, time_unix_nano=at, attributes=a)
+                for name, at, a in events],
         links=_xray_link(xray))
     cost = CostEvent(
         function=bound.function, event_id=f"{trace_id}{span_id}c", time_unix_nano=end,

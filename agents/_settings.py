@@ -33,6 +33,12 @@ GOVERNOR_QUEUE_SIZE            invocations held for export before dropping (2000
 GOVERNOR_EXPORT_INTERVAL_MS    background export period (200)
 GOVERNOR_FLUSH_ON_RETURN       flush telemetry before returning (on inside AWS Lambda)
 GOVERNOR_FLUSH_TIMEOUT_MS      time budget of that flush (50)
+GOVERNOR_REDACT                ``0``: export span attributes as they are (on: personal
+                               data is scrubbed before export, see ``agents._redact``)
+GOVERNOR_REDACT_VALUES         value patterns scrubbed inside strings, comma-separated
+                               (``email,card,token,ip``; ``none``)
+GOVERNOR_REDACT_KEYS           extra attribute-key regex whose values are scrubbed whole
+GOVERNOR_REDACT_PATTERNS       extra value regexes, as a JSON list of strings
 =============================  ==========================================================
 
 A bad value is never fatal: it is logged once (naming the variable, the value and what
@@ -45,13 +51,16 @@ once: ``AWS_LAMBDA_FUNCTION_NAME``,
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from agents._errors import ConfigurationError
+from agents._redact import VALUES
 
+REDACT_VALUES = tuple(VALUES)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+_.-]*)://")
@@ -91,6 +100,10 @@ class AgentSettings:
     platform_function: str = ""  # the platform's name for the function, if it says
     region: str = ""
     instance: str = ""  # the platform's name for this instance (its log stream)
+    redact: bool = True
+    redact_values: tuple[str, ...] = REDACT_VALUES
+    redact_keys: str = ""
+    redact_patterns: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
 
     @classmethod
@@ -127,6 +140,10 @@ class AgentSettings:
                     or env.get("AWS_DEFAULT_REGION") or env.get("FUNCTION_REGION")
                     or env.get("GOOGLE_CLOUD_REGION") or env.get("REGION_NAME") or ""),
             instance=env.get("AWS_LAMBDA_LOG_STREAM_NAME", ""),
+            redact=r.flag("GOVERNOR_REDACT", True),
+            redact_values=r.choices("GOVERNOR_REDACT_VALUES", REDACT_VALUES),
+            redact_keys=r.regex("GOVERNOR_REDACT_KEYS"),
+            redact_patterns=r.regexes("GOVERNOR_REDACT_PATTERNS"),
             problems=tuple(r.problems),
         )
         if settings.fail_closed and settings.problems:
@@ -172,6 +189,46 @@ class _Reader:
             self.problems.append(f"{name}={value} must be >= {minimum}; using {default}")
             return default
         return value
+
+    def choices(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        raw = self.env.get(name)
+        if raw is None:
+            return default
+        chosen = tuple(c.strip().lower() for c in raw.split(",") if c.strip())
+        if chosen == ("none",):
+            return ()
+        unknown = [c for c in chosen if c not in default]
+        if unknown:
+            self.problems.append(f"{name}={raw!r}: unknown {', '.join(unknown)} (use some of "
+                                 f"{', '.join(default)}, or none); using all")
+            return default
+        return chosen
+
+    def regex(self, name: str) -> str:
+        raw = self.env.get(name, "").strip()
+        try:
+            re.compile(raw)
+        except re.error as exc:
+            self.problems.append(f"{name}={raw!r} is not a regular expression ({exc}); "
+                                 "ignored")
+            return ""
+        return raw
+
+    def regexes(self, name: str) -> tuple[str, ...]:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return ()
+        try:
+            patterns = json.loads(raw)
+            if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+                raise ValueError("not a list of strings")
+            for pattern in patterns:
+                re.compile(pattern)
+        except (ValueError, re.error) as exc:
+            self.problems.append(f"{name}={raw!r} is not a JSON list of regular expressions "
+                                 f"({exc}); ignored")
+            return ()
+        return tuple(patterns)
 
     def bootstrap(self, name: str) -> str:
         """host:port[,host:port]: a ``kafka://`` or ``PLAINTEXT://`` prefix is dropped

@@ -389,3 +389,71 @@ def test_librdkafkas_logs_are_rate_limited_while_the_broker_is_down(
         assert agents.stats().get("kafka_logs_suppressed", 0) >= 1
     finally:
         agents.shutdown(0.5)
+
+
+@pytest.mark.parametrize(("kind", "value", "scrubbed"), [
+    ("email", "reply to ann.lee+x@example.co.uk now", "reply to [REDACTED:email] now"),
+    ("card", "paid with 4111 1111 1111 1111", "paid with [REDACTED:card]"),
+    ("card", "order 4111111111111112 (not Luhn)", "order 4111111111111112 (not Luhn)"),
+    ("token", "Authorization: Bearer eyJhbGciOi.eyJzdWIi.c2lnbmF0dXJl",
+     "Authorization: [REDACTED:token]"),
+    ("token", "key AKIAIOSFODNN7EXAMPLE leaked", "key [REDACTED:token] leaked"),
+    ("ip", "from 203.0.113.9 and 2001:db8::8a2e:370:7334", "from [REDACTED:ip] and "
+     "[REDACTED:ip]"),
+])
+def test_personal_data_is_scrubbed_before_export(kind: str, value: str, scrubbed: str) -> None:
+    """Span attributes, the exception's message and stack trace, and the status message
+    leave the function scrubbed; sensitive keys lose their whole value; Governor's own
+    attributes stay (the egress policy reads the hosts)."""
+    memory = agents.InMemoryExporter()
+    agents.configure(agents.AgentSettings(verdict_key=KEY), memory)
+    try:
+        @agents.govern(function="private")
+        def handler() -> None:
+            span = trace.get_current_span()
+            span.set_attribute("note", value)
+            span.set_attribute("http.request.header.cookie", "sid=abc")
+            span.set_attribute("enduser.id", "ann")
+            raise RuntimeError(value)
+
+        with pytest.raises(RuntimeError):
+            handler()
+        agents.flush()
+        [span] = memory.of_type(Span)
+        assert span.attributes["note"] == scrubbed
+        assert span.attributes["http.request.header.cookie"] == "[REDACTED]"
+        assert span.attributes["enduser.id"] == "[REDACTED]"
+        assert span.events[0].attributes["exception.message"] == scrubbed
+        assert value not in str(span.events[0].attributes["exception.stacktrace"]) or \
+            value == scrubbed
+        assert value not in span.status_message or value == scrubbed
+    finally:
+        agents.shutdown(1.0)
+
+
+def test_redaction_is_configurable_and_bad_patterns_are_problems() -> None:
+    settings = agents.AgentSettings.from_env({
+        "GOVERNOR_REDACT_VALUES": "email", "GOVERNOR_REDACT_KEYS": "tenant_secret",
+        "GOVERNOR_REDACT_PATTERNS": '["ORD-\\\\d+"]'})
+    memory = agents.InMemoryExporter()
+    agents.configure(settings, memory)
+    try:
+        @agents.govern(function="configured")
+        def handler() -> None:
+            span = trace.get_current_span()
+            span.set_attribute("note", "ORD-42 for a@b.io from 10.0.0.1")
+            span.set_attribute("x.tenant_secret", "s3")
+
+        handler()
+        agents.flush()
+        [span] = memory.of_type(Span)
+        assert span.attributes["note"] == "[REDACTED:custom0] for [REDACTED:email] from 10.0.0.1"
+        assert span.attributes["x.tenant_secret"] == "[REDACTED]"
+    finally:
+        agents.shutdown(1.0)
+    bad = agents.AgentSettings.from_env({"GOVERNOR_REDACT_VALUES": "email,dna",
+                                         "GOVERNOR_REDACT_PATTERNS": "[oops"})
+    assert bad.redact_values == ("email", "card", "token", "ip") and bad.redact_patterns == ()
+    assert [p.split("=")[0] for p in bad.problems] == ["GOVERNOR_REDACT_VALUES",
+                                                       "GOVERNOR_REDACT_PATTERNS"]
+    assert not agents.AgentSettings.from_env({"GOVERNOR_REDACT": "0"}).redact
