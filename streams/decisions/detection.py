@@ -95,7 +95,8 @@ SIZE_LEVEL = 1e-4
 """A surge is enforced when it is at least ``enforce_ratio`` × with this confidence (its
 lower bound at this level; whether it is a surge at all was judged at
 :data:`SIGNIFICANCE`)."""
-_Z_SIZE = NormalDist().inv_cdf(1 - SIZE_LEVEL)
+PARTIAL_SIZE_LEVEL = 1e-6
+""":data:`SIZE_LEVEL` on the fast path, which bounds many parts of each open window."""
 ONSET = 0.75
 """The shape detector's calibrated score at which an episode starts
 (:class:`streams.detectors.onset.OnsetAlert`)."""
@@ -120,6 +121,13 @@ class _Sums(NamedTuple):
     warm_cost: float  # the cost with cold starts priced as warm calls
     egress: float
 
+    def minus(self, earlier: _Sums) -> _Sums:
+        """What was added since ``earlier`` (the same window, looked at before)."""
+        return _Sums(self.attempts - earlier.attempts, self.invocations - earlier.invocations,
+                     self.errors - earlier.errors, self.warm_ok - earlier.warm_ok,
+                     self.warm_ok_cost - earlier.warm_ok_cost,
+                     self.warm_cost - earlier.warm_cost, self.egress - earlier.egress)
+
 
 class _Evidence(NamedTuple):
     """The windows a surge was judged on, ``seconds`` long in all: what the surge's
@@ -127,6 +135,7 @@ class _Evidence(NamedTuple):
 
     windows: list[_Sums]
     seconds: float
+    level: float = SIZE_LEVEL
     last: float = 0.0  # seconds of the last window (0: an equal share of ``seconds``)
 
     def latest(self) -> _Evidence:
@@ -236,6 +245,8 @@ class _Function:
     # this is not empty): its evidence accumulates until it is enforced or normal
     held: deque[_Sums] = field(default_factory=lambda: deque(maxlen=POOL_WINDOWS))
     held_for: int = 0  # windows the held-back episode has lasted
+    # the fast path's last looks: (window start, elapsed ns, the window's sums so far)
+    looks: deque[tuple[int, int, _Sums]] = field(default_factory=lambda: deque(maxlen=8))
     calm: int = 0  # normal windows in a row since the last held-back one
     # the last surges' (window start, cost ratio), to tell routine bursts
     bursts: deque[tuple[int, float]] = field(
@@ -463,28 +474,48 @@ class Decider:
                 or elapsed_ns < PARTIAL_MIN_SECONDS * 1e9):
             return Detection([])
         so_far = replace(window, end_ns=window.start_ns + elapsed_ns)
-        seconds, min_ratio = so_far.seconds, self._min_ratio(f)
-        base_call = f.per_call.median()
         warm_cost = (so_far.warm_ok_cost_usd / so_far.warm_ok * so_far.invocations
                      if so_far.warm_ok else so_far.cost_usd)
-        expected_cost = f.mean_cost * seconds
-        if expected_cost <= 0 or warm_cost < min_ratio * expected_cost:
-            return Detection([])  # spend so far is within the ratio: nothing to see yet
         sums = _Sums(so_far.attempts, so_far.invocations, so_far.errors, so_far.warm_ok,
                      so_far.warm_ok_cost_usd, warm_cost, float(so_far.egress_bytes))
-        if not self._significant(f, [sums], seconds, PARTIAL_SIGNIFICANCE, _Z_PARTIAL):
-            return Detection([])
+        looks = [(e, w) for start, e, w in f.looks if start == window.start_ns]
+        f.looks.append((window.start_ns, elapsed_ns, sums))
+        # the window so far, and what came since each earlier look at least a second
+        # back: a runaway that starts late in a window is not diluted by its start
+        candidates = [(sums, elapsed_ns / 1e9)] + [
+            (sums.minus(w), (elapsed_ns - e) / 1e9)
+            for e, w in reversed(looks) if elapsed_ns - e >= PARTIAL_MIN_SECONDS * 1e9]
+        for part, seconds in candidates:
+            detection = self._judge_part(function, f, so_far, part, seconds, now_ns)
+            if detection is not None:
+                return detection
+        return Detection([])
+
+    def _judge_part(self, function: str, f: _Function, so_far: Window, part: _Sums,
+                    seconds: float, now_ns: int) -> Detection | None:
+        """A proposal if ``part`` (the calls of the last ``seconds`` of the open window
+        ``so_far``) proves a cost surge; None otherwise."""
+        expected_cost = f.mean_cost * seconds
+        if expected_cost <= 0 or part.warm_cost < self._min_ratio(f) * expected_cost:
+            return None  # spend is within the ratio: nothing to see yet
+        if not self._significant(f, [part], seconds, PARTIAL_SIGNIFICANCE, _Z_PARTIAL):
+            return None
         x = so_far.features()
-        x["cost_per_s_warm"] = warm_cost / seconds
+        x["cost_per_s_warm"] = part.warm_cost / seconds
+        x["attempts_per_s"] = part.attempts / seconds
+        if part.warm_ok:
+            x["cost_per_warm_call"] = part.warm_ok_cost / part.warm_ok
         score = f.cost.score_one(x)
         if score < f.cost.threshold:
-            return Detection([])
+            return None
         anomaly, proposal = self._propose(
-            function, f, so_far, x, score, warm_cost / expected_cost, now_ns, base_call,
-            _Evidence([*f.held, sums], len(f.held) * window.seconds + seconds, last=seconds),
+            function, f, so_far, x, score, part.warm_cost / expected_cost, now_ns,
+            f.per_call.median(),
+            _Evidence([*f.held, part], len(f.held) * self.settings.window_seconds + seconds,
+                      PARTIAL_SIZE_LEVEL, last=seconds),
             record=False)
         if proposal is None:  # held back (routine, learning, small): said at the close
-            return Detection([])
+            return None
         return Detection([anomaly], proposal, True)
 
     def _check_behaviour(self, function: str, f: _Function, window: Window,
@@ -734,7 +765,7 @@ class Decider:
         return None
 
     def _lower_ratio(self, f: _Function, evidence: _Evidence) -> float:
-        """The cost ratio the evidence shows beyond chance (:data:`SIZE_LEVEL`): calls ×
+        """The cost ratio the evidence shows beyond chance (at its level): calls ×
         cost per call, each at its lower bound where it is above the baseline beyond
         chance, else at what it shows (at most 1). ``inf`` without windows."""
         if not evidence.windows:
@@ -744,13 +775,13 @@ class Decider:
         demand = 1.0
         if expected > 0:
             demand = min(attempts / expected, 1.0)
-            if poisson_tail(attempts, expected) <= SIZE_LEVEL:
-                demand = poisson_lower(attempts, SIZE_LEVEL) / expected
+            if poisson_tail(attempts, expected) <= evidence.level:
+                demand = poisson_lower(attempts, evidence.level) / expected
         calls, base_call = sum(w.warm_ok for w in evidence.windows), f.per_call.median()
         if not calls or base_call <= 0:
             return demand
         per_call = sum(w.warm_ok_cost for w in evidence.windows) / calls / base_call
-        z = _Z_SIZE
+        z = NormalDist().inv_cdf(1 - evidence.level)
         bound = math.log(per_call) - z * max(f.leak.noise, 0.1) / math.sqrt(calls)
         return demand * (math.exp(bound) if bound > 0 else min(per_call, 1.0))
 
