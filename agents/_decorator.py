@@ -84,8 +84,8 @@ class _Bound:
     """One governed function, resolved against one runtime."""
 
     __slots__ = ("cold", "count_egress", "fail_closed", "fallback", "flush_s", "function",
-                 "memory_mb", "next_id", "price", "provider", "resource", "runtime", "team",
-                 "tracer", "version")
+                 "handoff", "memory_mb", "next_id", "price", "provider", "resource", "runtime",
+                 "team", "tracer", "version")
 
     def __init__(self, runtime: Runtime, options: dict[str, Any], handler: Callable[..., Any],
                  context: Any) -> None:
@@ -115,7 +115,9 @@ class _Bound:
         self.fail_closed = bool(options["fail_closed"] if options["fail_closed"] is not None
                                 else settings.fail_closed)
         self.fallback = options["fallback"]
-        self.flush_s = settings.flush_timeout_ms / 1000.0 if settings.flush_on_return else 0.0
+        self.flush_s = (settings.flush_timeout_ms / 1000.0
+                        if settings.flush_on_return and not runtime.handoff else 0.0)
+        self.handoff = runtime.handoff
         self.resource = _resource(self, options, settings.tenant, context)
         self.tracer = runtime.tracer(self.function, self.resource)
         self.cold = True
@@ -190,8 +192,8 @@ class _Bound:
             span.start_time, span.end_time, span.status, span.attributes, span.events,
             invocation_id, cold, trigger, outcome, duration_ms + flush_ms, invocation.custom,
             invocation.egress_bytes, xray))
-        if self.flush_s:
-            runtime.processor.kick()  # to the producer before the platform freezes us
+        if self.flush_s or self.handoff:
+            runtime.processor.kick()  # handed on before the platform freezes us
 
     def blocked(self, exc: FunctionBlocked, args: tuple[Any, ...]) -> Any:
         fallback = self.fallback

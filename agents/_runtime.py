@@ -73,7 +73,12 @@ class Runtime:
         for problem in settings.problems:
             log.warning("Governor agent: %s", problem)
         self.verdicts = VerdictCache(settings.verdict_key, self.stats)
-        if exporter is None:
+        self.handoff = exporter is None and bool(settings.extension_socket)
+        if self.handoff:  # the Lambda extension delivers; the function only hands over
+            from agents.extension import ExtensionExporter
+
+            exporter = ExtensionExporter(settings.extension_socket, self.stats)
+        elif exporter is None:
             exporter = (KafkaExporter(settings.kafka_bootstrap, settings.topic_prefix, self.stats)
                         if settings.kafka_bootstrap else _DiscardExporter(self.stats))
         self.prices = load_prices(Path(settings.prices_file) if settings.prices_file else None)

@@ -33,6 +33,10 @@ GOVERNOR_QUEUE_SIZE            invocations held for export before dropping (2000
 GOVERNOR_EXPORT_INTERVAL_MS    background export period (200)
 GOVERNOR_FLUSH_ON_RETURN       flush telemetry before returning (on inside AWS Lambda)
 GOVERNOR_FLUSH_TIMEOUT_MS      time budget of that flush (50)
+GOVERNOR_EXTENSION             ``0``: do not use the Lambda extension even where the
+                               layer runs it (on: hand telemetry to it when its socket
+                               is there; no flush-on-return then)
+GOVERNOR_EXTENSION_SOCKET      the extension's socket (/tmp/governor-extension.sock)
 GOVERNOR_REDACT                ``0``: export span attributes as they are (on: personal
                                data is scrubbed before export, see ``agents._redact``)
 GOVERNOR_REDACT_VALUES         value patterns scrubbed inside strings, comma-separated
@@ -61,6 +65,8 @@ from agents._errors import ConfigurationError
 from agents._redact import VALUES
 
 REDACT_VALUES = tuple(VALUES)
+EXTENSION_SOCKET = "/tmp/governor-extension.sock"
+"""Where the Lambda extension listens (Lambda's ``/tmp`` is shared with the function)."""
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+_.-]*)://")
@@ -100,6 +106,7 @@ class AgentSettings:
     platform_function: str = ""  # the platform's name for the function, if it says
     region: str = ""
     instance: str = ""  # the platform's name for this instance (its log stream)
+    extension_socket: str = ""  # the Lambda extension's socket, when it is there
     redact: bool = True
     redact_values: tuple[str, ...] = REDACT_VALUES
     redact_keys: str = ""
@@ -140,6 +147,7 @@ class AgentSettings:
                     or env.get("AWS_DEFAULT_REGION") or env.get("FUNCTION_REGION")
                     or env.get("GOOGLE_CLOUD_REGION") or env.get("REGION_NAME") or ""),
             instance=env.get("AWS_LAMBDA_LOG_STREAM_NAME", ""),
+            extension_socket=_extension(env, r.flag("GOVERNOR_EXTENSION", True)),
             redact=r.flag("GOVERNOR_REDACT", True),
             redact_values=r.choices("GOVERNOR_REDACT_VALUES", REDACT_VALUES),
             redact_keys=r.regex("GOVERNOR_REDACT_KEYS"),
@@ -154,6 +162,12 @@ class AgentSettings:
     def topic(self, kind: str) -> str:
         """Full topic name for ``spans``, ``costs``, ``verdicts`` …"""
         return f"{self.topic_prefix}.{kind}"
+
+
+def _extension(env: Mapping[str, str], wanted: bool) -> str:
+    """The Lambda extension's socket if it is listening (the layer is installed)."""
+    path = env.get("GOVERNOR_EXTENSION_SOCKET", EXTENSION_SOCKET)
+    return path if wanted and os.path.exists(path) else ""
 
 
 class _Reader:
