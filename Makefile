@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: demo test lint types unit integration up schemas clean
+.PHONY: demo test lint types unit integration up schemas layer clean
 
 demo: $(VENV)/.local  ## set up and run the closed-loop demo on the embedded stack
 	$(BIN)/governor demo
@@ -27,6 +27,9 @@ integration: $(VENV)/.dev
 up: $(VENV)/.local  ## embedded broker + ClickHouse + worker until Ctrl-C
 	$(BIN)/governor up
 
+layer: $(VENV)/.local  ## the Lambda layer zips (agent + extension), x86_64 and arm64, in dist/
+	$(BIN)/governor package lambda-layer --out dist
+
 schemas: $(VENV)/.dev  ## regenerate schemas/json from the event classes
 	$(BIN)/python -m schemas.jsonschema
 
@@ -46,4 +49,4 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.venv
 	touch $@ $(VENV)/.local
 
 clean:
-	rm -rf $(VENV) .governor .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .governor .pytest_cache .mypy_cache .ruff_cache *.egg-info dist

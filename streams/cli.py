@@ -287,6 +287,18 @@ def cmd_verdict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_package(args: argparse.Namespace) -> int:
+    """Build the Lambda layer zips (agent + extension) for each architecture asked."""
+    from streams.ops.layer import build_layer
+
+    for architecture in args.arch:
+        for python in args.python:
+            path = build_layer(args.out, architecture, python)
+            print(f"{path} ({path.stat().st_size / 1e6:.1f} MB): python {python}, "
+                  f"{architecture}")
+    return 0
+
+
 def cmd_feedback(args: argparse.Namespace) -> int:
     """On-call's word on an incident: recorded; a false alarm teaches the function."""
     from schemas import Judgement
@@ -421,6 +433,17 @@ def build_parser() -> argparse.ArgumentParser:
     feedback.add_argument("--reason", required=True, help="why, for the audit")
     feedback.add_argument("--actor", default=None, help="who (GOVERNOR_ACTOR, default the OS user)")
     feedback.set_defaults(run=cmd_feedback)
+    package = sub.add_parser("package", help="build deployment artefacts").add_subparsers(
+        dest="artefact", required=True, metavar="ARTEFACT")
+    layer = package.add_parser(
+        "lambda-layer", help="the agent and its Lambda extension as a layer zip")
+    layer.add_argument("--arch", nargs="+", choices=("x86_64", "arm64"),
+                       default=["x86_64", "arm64"], help="architectures (both)")
+    layer.add_argument("--python", nargs="+", choices=("3.11", "3.12", "3.13"),
+                       default=["3.11", "3.12", "3.13"], help="Lambda Python runtimes (all)")
+    layer.add_argument("--out", type=Path, default=Path("dist"),
+                       help="where the zips go (dist/)")
+    layer.set_defaults(run=cmd_package)
     return parser
 
 

@@ -1,16 +1,20 @@
-"""The Lambda extension and the layer's path, end to end against the real broker.
+"""The Lambda layer, end to end against the real broker.
 
 AWS Lambda itself cannot run here: :mod:`tests.integration.lambda_platform` serves the
-platform's documented Runtime and Extensions APIs, a real ``awslambdaric`` runs a
-governed handler against them, and the extension runs as its own process, exactly as
-the layer starts it (``python -m agents.extension``).
+platform's documented Runtime and Extensions APIs. The layer is built as users build
+it (``governor package lambda-layer``, this machine's architecture and Python) and
+unpacked as Lambda unpacks it; a real ``awslambdaric`` runs a governed handler with the
+layer's ``python/`` on its path, and the extension runs as its own process, started by
+the layer's ``extensions/governor`` launcher.
 """
 
 from __future__ import annotations
 
 import os
+import platform as platform_module
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,18 +64,35 @@ def _read(broker: str, topic: str, count: int) -> list[bytes]:
     return values
 
 
+@pytest.fixture(scope="module")
+def layer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The layer for this machine, unpacked (Lambda's ``/opt``)."""
+    from streams.ops.layer import build_layer
+
+    arch = {"x86_64": "x86_64", "aarch64": "arm64"}[platform_module.machine()]
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    built = build_layer(tmp_path_factory.mktemp("dist"), arch, python)
+    opt = tmp_path_factory.mktemp("opt")
+    with zipfile.ZipFile(built) as archive:
+        for info in archive.infolist():
+            archive.extract(info, opt)
+            (opt / info.filename).chmod(info.external_attr >> 16 & 0o777)
+    return opt
+
+
 def test_the_handler_hands_off_and_the_extension_delivers_through_a_shutdown(
-        platform: LambdaPlatform, broker: str, prefix: str, tmp_path: Path) -> None:
+        platform: LambdaPlatform, broker: str, prefix: str, tmp_path: Path,
+        layer: Path) -> None:
     (tmp_path / "handler.py").write_text(HANDLER)
     socket = str(tmp_path / "governor.sock")
-    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "AWS_LAMBDA_RUNTIME_API": platform.address,
            "GOVERNOR_KAFKA_BOOTSTRAP": broker, "GOVERNOR_TOPIC_PREFIX": prefix,
            "GOVERNOR_VERDICT_KEY": "k", "GOVERNOR_EXTENSION_SOCKET": socket,
            "AWS_LAMBDA_FUNCTION_NAME": "layer-fn", "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256", "AWS_REGION": "eu-west-1",
-           "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root)])}
-    extension = subprocess.Popen([sys.executable, "-m", "agents.extension"], env=env,
+           "GOVERNOR_LAYER_DIR": str(layer), "GOVERNOR_EXTENSION_PYTHON": sys.executable,
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), str(layer / "python")])}
+    extension = subprocess.Popen([str(layer / "extensions" / "governor")], env=env,
                                  stderr=subprocess.PIPE, text=True)
     runtime = None
     try:
