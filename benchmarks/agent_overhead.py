@@ -20,7 +20,10 @@ Run: ``.venv/bin/python benchmarks/agent_overhead.py [--batches N] [--memory-cal
   broker up, batches of 1,500 calls interleaved with the bare handler's; median of the
   rounds' differences.
 * Lambda mode (flush-on-return, as inside AWS Lambda without the layer): wall time of
-  each invocation, broker up and down, against the bare handler's, median and p99.
+  each invocation, broker up and down, against the bare handler's, median and p99; and
+  with the layer, each invocation's records handed to the extension's socket (a
+  separate process reading it stands in for the extension, whose delivery to Kafka is
+  off the function's path).
 * Memory: RSS before and after ``--memory-calls`` wrapped calls with the broker down.
 
 Each configuration runs in a fresh interpreter, so one's threads (a producer still
@@ -143,11 +146,38 @@ def wall(bootstrap: str, prefix: str, batches: int) -> dict[str, float]:
             "dropped": sum(v for k, v in stats.items() if k.startswith("dropped_"))}
 
 
-def in_lambda(bootstrap: str, prefix: str) -> dict[str, float]:
+RECEIVER = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+print("ready", flush=True)
+while True:
+    s.recv(262144)
+"""
+
+
+def with_extension(bootstrap: str, prefix: str) -> dict[str, float]:
+    """Lambda mode with the layer: records handed to a separate process over the
+    extension's socket (this receiver stands in for it, reading and discarding)."""
+    path = f"/tmp/governor-bench-{uuid.uuid4().hex[:8]}.sock"
+    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER, path], stdout=subprocess.PIPE,
+                                text=True)
+    try:
+        assert receiver.stdout is not None and receiver.stdout.readline().strip() == "ready"
+        return in_lambda(bootstrap, prefix, extension_socket=path)
+    finally:
+        receiver.kill()
+        receiver.wait()
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+def in_lambda(bootstrap: str, prefix: str, extension_socket: str = "") -> dict[str, float]:
     """µs of wall time per invocation in flush-on-return mode, and the bare handler's."""
     agents.configure(agents.AgentSettings(kafka_bootstrap=bootstrap, topic_prefix=prefix,
                                           verdict_key=b"bench", flush_on_return=True,
-                                          flush_timeout_ms=50))
+                                          flush_timeout_ms=50,
+                                          extension_socket=extension_socket))
     wrapped = agents.govern(function="bench-lambda", memory_mb=128)(bare)
     governed, plain = [], []
     for i in range(LAMBDA_CALLS):
@@ -163,7 +193,8 @@ def in_lambda(bootstrap: str, prefix: str) -> dict[str, float]:
     return {"median": statistics.median(governed) - statistics.median(plain),
             "p99": governed[int(0.99 * len(governed))],
             "flushes_skipped": stats.get("flushes_skipped", 0),
-            "flushes_batched": stats.get("flushes_batched", 0)}
+            "flushes_batched": stats.get("flushes_batched", 0),
+            "handed": stats.get("handed_to_extension", 0)}
 
 
 def rss_mb() -> float:
@@ -192,6 +223,8 @@ def run_part(part: str, args: argparse.Namespace) -> Any:
         return measure(f"127.0.0.1:{free_port()}", "bench", args.batches, wait=0.0)
     if part == "lambda-down":
         return in_lambda(f"127.0.0.1:{free_port()}", "bench")
+    if part == "lambda-extension":
+        return with_extension(f"127.0.0.1:{free_port()}", "bench")
     if part == "memory":
         return memory_growth(args.memory_calls)
     broker = start_broker()
@@ -219,7 +252,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--memory-calls", type=int, default=1_000_000)
     parser.add_argument("--part", choices=("up", "down", "wall", "lambda-up", "lambda-down",
-                                           "memory"), help=argparse.SUPPRESS)
+                                           "lambda-extension", "memory"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.part:
         print(json.dumps(run_part(args.part, args)))
@@ -229,7 +263,8 @@ def main() -> None:
     up, down = in_child("up", args), in_child("down", args)
     walled = in_child("wall", args)
     lambdas = {"broker up": in_child("lambda-up", args),
-               "broker down": in_child("lambda-down", args)}
+               "broker down": in_child("lambda-down", args),
+               "with the layer's extension": in_child("lambda-extension", args)}
     growth, stats = in_child("memory", args)
 
     def row(name: str, value: str, target: str = "", ok: bool | None = None) -> None:
