@@ -93,9 +93,13 @@ def _build(cls: type[E], raw: dict[str, Any]) -> E:
             "upgrade faas-governor",
         )
     try:
-        return cls(**_check_object(cls, raw, ""))
+        event = cls(**_check_object(cls, raw, ""))
     except _Invalid as exc:
         raise SchemaError(cls.TYPE, exc.path, exc.problem) from None
+    invalid = event.invalid()
+    if invalid is not None:
+        raise SchemaError(cls.TYPE, *invalid)
+    return event
 
 
 def _check_object(cls: type, raw: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -214,7 +218,7 @@ def _str_checker(meta: dict[str, Any]) -> Check:
 
 
 def _number_checker(tp: type, meta: dict[str, Any]) -> Check:
-    ge = meta.get("ge")
+    ge, le = meta.get("ge"), meta.get("le")
     integral = tp is int
     expected = "an integer" if integral else "a number"
 
@@ -227,11 +231,18 @@ def _number_checker(tp: type, meta: dict[str, Any]) -> Check:
             v = float(v)
             if not math.isfinite(v):
                 raise _Invalid(p, "must be finite")
+        elif not -_INT64 <= v < _INT64:
+            raise _Invalid(p, f"{v} is outside the 64-bit integer range")
         if ge is not None and v < ge:
             raise _Invalid(p, f"must be >= {ge}, got {v}")
+        if le is not None and v > le:
+            raise _Invalid(p, f"must be <= {le:g}, got {v:g}")
         return v
 
     return check
+
+
+_INT64 = 2**63
 
 
 def _kind(v: Any) -> str:

@@ -7,6 +7,8 @@ validator in :mod:`schemas.codec` and the JSON Schema files in ``schemas/json``.
 from __future__ import annotations
 
 import dataclasses
+import math
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -33,6 +35,20 @@ def new_event_id() -> str:
     return uuid.uuid4().hex
 
 
+MAX_TIME_NS = 4_102_444_800 * 10**9
+"""Latest time an event may carry: 2100-01-01 (and before 2262, where nanoseconds
+overflow 64 bits and ClickHouse's DateTime64(9))."""
+_NS = {"ge": 0, "le": MAX_TIME_NS}
+MAX_MEMORY_MB = 1_048_576
+"""Largest configured memory taken: 1 TiB (AWS Lambda's is 10,240 MB)."""
+MAX_DURATION_MS = 86_400_000.0
+"""Longest duration taken: a day (AWS Lambda's limit is 15 minutes)."""
+MAX_BYTES = 10**13
+"""Most egress one invocation may report: 10 TB."""
+MAX_USD = 100_000.0
+"""Most one invocation may cost, in USD, any part of it."""
+
+
 def _meta(doc: str, **constraints: Any) -> dict[str, Any]:
     return {"doc": doc, **constraints}
 
@@ -49,7 +65,8 @@ def _event_id() -> Any:
 
 
 def _time() -> Any:
-    return field(default_factory=now_ns, metadata=_meta("UTC, Unix epoch nanoseconds.", ge=0))
+    return field(default_factory=now_ns,
+                 metadata=_meta("UTC, Unix epoch nanoseconds.", **_NS))
 
 
 class SpanKind(StrEnum):
@@ -152,13 +169,17 @@ class Event:
         if not self.type:
             object.__setattr__(self, "type", self.TYPE)
 
+    def invalid(self) -> tuple[str, str] | None:
+        """(field, problem) if the fields contradict each other; checked on decode."""
+        return None
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SpanEvent:
     """A timestamped annotation on a span (for example a recorded exception)."""
 
     name: str = field(metadata=_meta("Event name, e.g. 'exception'.", min_len=1, max_len=256))
-    time_unix_nano: int = field(metadata=_meta("UTC, Unix epoch nanoseconds.", ge=0))
+    time_unix_nano: int = field(metadata=_meta("UTC, Unix epoch nanoseconds.", **_NS))
     attributes: dict[str, AttributeValue] = field(
         default_factory=dict, metadata=_meta("Event attributes.")
     )
@@ -190,8 +211,8 @@ class Span(Event):
     trace_state: str = field(default="", metadata=_meta("W3C tracestate.", max_len=512))
     name: str = field(metadata=_meta("Span name.", min_len=1, max_len=256))
     kind: SpanKind = field(default=SpanKind.SERVER, metadata=_meta("Span kind."))
-    start_time_unix_nano: int = field(metadata=_meta("Span start, Unix ns.", ge=0))
-    end_time_unix_nano: int = field(metadata=_meta("Span end, Unix ns.", ge=0))
+    start_time_unix_nano: int = field(metadata=_meta("Span start, Unix ns.", **_NS))
+    end_time_unix_nano: int = field(metadata=_meta("Span end, Unix ns.", **_NS))
     status_code: StatusCode = field(default=StatusCode.UNSET, metadata=_meta("Span status."))
     status_message: str = field(default="", metadata=_meta("Status description.", max_len=4096))
     attributes: dict[str, AttributeValue] = field(
@@ -204,6 +225,12 @@ class Span(Event):
     scope_version: str = field(default="", metadata=_meta("Instrumentation scope version."))
     events: list[SpanEvent] = field(default_factory=list, metadata=_meta("Span events."))
     links: list[SpanLink] = field(default_factory=list, metadata=_meta("Links to other traces."))
+
+    def invalid(self) -> tuple[str, str] | None:
+        if self.end_time_unix_nano < self.start_time_unix_nano:
+            return ("end_time_unix_nano", f"the span ends ({self.end_time_unix_nano}) before "
+                    f"it starts ({self.start_time_unix_nano})")
+        return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -218,16 +245,22 @@ class CostEvent(Event):
     provider: str = field(default="aws", metadata=_meta("Cloud provider.", max_len=64))
     version: str = field(default="", metadata=_meta("Function version.", max_len=128))
     team: str = field(default="", metadata=_meta("Owning team.", max_len=128))
-    memory_mb: int = field(default=128, metadata=_meta("Configured memory, MB.", ge=0))
-    duration_ms: float = field(default=0.0, metadata=_meta("Measured duration, ms.", ge=0))
-    billed_duration_ms: float = field(default=0.0, metadata=_meta("Billed duration, ms.", ge=0))
+    memory_mb: int = field(default=128, metadata=_meta("Configured memory, MB.", ge=0,
+                                                       le=MAX_MEMORY_MB))
+    duration_ms: float = field(default=0.0, metadata=_meta("Measured duration, ms.", ge=0,
+                                                           le=MAX_DURATION_MS))
+    billed_duration_ms: float = field(default=0.0, metadata=_meta("Billed duration, ms.", ge=0,
+                                                                  le=MAX_DURATION_MS))
     cold_start: bool = field(default=False, metadata=_meta("First invocation of an instance."))
     outcome: Outcome = field(default=Outcome.OK, metadata=_meta("How the invocation ended."))
-    egress_bytes: int = field(default=0, metadata=_meta("Outbound bytes counted.", ge=0))
-    cost_usd: float = field(default=0.0, metadata=_meta("Total cost, USD.", ge=0))
-    compute_usd: float = field(default=0.0, metadata=_meta("Duration x memory part.", ge=0))
-    request_usd: float = field(default=0.0, metadata=_meta("Per-request part.", ge=0))
-    egress_usd: float = field(default=0.0, metadata=_meta("Egress part.", ge=0))
+    egress_bytes: int = field(default=0, metadata=_meta("Outbound bytes counted.", ge=0,
+                                                        le=MAX_BYTES))
+    cost_usd: float = field(default=0.0, metadata=_meta("Total cost, USD.", ge=0, le=MAX_USD))
+    compute_usd: float = field(default=0.0, metadata=_meta("Duration x memory part.", ge=0,
+                                                           le=MAX_USD))
+    request_usd: float = field(default=0.0, metadata=_meta("Per-request part.", ge=0,
+                                                           le=MAX_USD))
+    egress_usd: float = field(default=0.0, metadata=_meta("Egress part.", ge=0, le=MAX_USD))
     custom_usd: dict[str, float] = field(
         default_factory=dict, metadata=_meta("Custom units by kind, USD (e.g. llm_tokens).")
     )
@@ -243,8 +276,8 @@ class Anomaly(Event):
     score: float = field(metadata=_meta("Raw score, higher is more anomalous."))
     threshold: float = field(default=0.0, metadata=_meta("Score threshold in force."))
     severity: Severity = field(default=Severity.WARNING, metadata=_meta("Severity."))
-    window_start_unix_nano: int = field(default=0, metadata=_meta("Window start, Unix ns.", ge=0))
-    window_end_unix_nano: int = field(default=0, metadata=_meta("Window end, Unix ns.", ge=0))
+    window_start_unix_nano: int = field(default=0, metadata=_meta("Window start, Unix ns.", **_NS))
+    window_end_unix_nano: int = field(default=0, metadata=_meta("Window end, Unix ns.", **_NS))
     features: dict[str, float] = field(
         default_factory=dict, metadata=_meta("Observed window features.")
     )
@@ -260,6 +293,23 @@ class Anomaly(Event):
         default=Driver.NONE, metadata=_meta("The figure that drives it; empty when unknown.")
     )
 
+    def __post_init__(self) -> None:
+        """A figure beyond the float range (a score over a zero spread) is kept as the
+        largest float, so the anomaly stays encodable: JSON has no infinity."""
+        Event.__post_init__(self)
+        for name in ("score", "threshold", "cost_impact_usd_per_hour"):
+            object.__setattr__(self, name, _finite(getattr(self, name)))
+        for name in ("features", "baseline"):
+            values = getattr(self, name)
+            if not all(math.isfinite(v) for v in values.values()):
+                object.__setattr__(self, name, {k: _finite(v) for k, v in values.items()})
+
+
+def _finite(value: float) -> float:
+    if math.isfinite(value):
+        return value
+    return 0.0 if math.isnan(value) else math.copysign(sys.float_info.max, value)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Verdict(Event):
@@ -271,8 +321,8 @@ class Verdict(Event):
     rate_rps: float | None = field(
         default=None, metadata=_meta("Allowed calls per second per instance (throttle).", ge=0)
     )
-    issued_at_unix_nano: int = field(default_factory=now_ns, metadata=_meta("Issue time.", ge=0))
-    expires_at_unix_nano: int = field(metadata=_meta("After this the verdict is void.", ge=0))
+    issued_at_unix_nano: int = field(default_factory=now_ns, metadata=_meta("Issue time.", **_NS))
+    expires_at_unix_nano: int = field(metadata=_meta("After this the verdict is void.", **_NS))
     sequence: int = field(metadata=_meta("Per-function, strictly increasing.", ge=0))
     reason: str = field(default="", metadata=_meta("Why, for humans.", max_len=4096))
     anomaly_id: str = field(default="", metadata=_meta("Anomaly that caused it, if any."))
@@ -322,7 +372,7 @@ class PolicyDecision(Event):
     severity: Severity = field(default=Severity.WARNING, metadata=_meta("Severity."))
     team: str = field(default="", metadata=_meta("Owning team.", max_len=128))
     version: str = field(default="", metadata=_meta("Function version seen.", max_len=128))
-    window_start_unix_nano: int = field(default=0, metadata=_meta("Window start, Unix ns.", ge=0))
+    window_start_unix_nano: int = field(default=0, metadata=_meta("Window start, Unix ns.", **_NS))
     anomaly_id: str = field(default="", metadata=_meta("Anomaly in the input, if any."))
     bundle: str = field(default="", metadata=_meta("Digest of the policy bundle.", max_len=128))
     inputs: dict[str, AttributeValue] = field(
@@ -352,9 +402,9 @@ class Incident(Event):
         default_factory=list, metadata=_meta("What Governor already did, oldest first.")
     )
     runbook_url: str = field(default="", metadata=_meta("Runbook link.", max_len=2048))
-    opened_at_unix_nano: int = field(default=0, metadata=_meta("Episode start, Unix ns.", ge=0))
+    opened_at_unix_nano: int = field(default=0, metadata=_meta("Episode start, Unix ns.", **_NS))
     resolved_at_unix_nano: int = field(default=0, metadata=_meta("Resolution, Unix ns; 0 while "
-                                                                 "open.", ge=0))
+                                                                 "open.", **_NS))
     updates: int = field(default=0, metadata=_meta("Updates so far in the episode.", ge=0))
     kind: str = field(default="", metadata=_meta(
         "What it is about (cost-anomaly, budget, egress, ...): its runbook section.",

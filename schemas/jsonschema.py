@@ -56,7 +56,7 @@ def _object(cls: type) -> dict[str, Any]:
         if "doc" in meta:
             prop["description"] = meta["doc"]
         for key, word in (("min_len", "minLength"), ("max_len", "maxLength"),
-                          ("pattern", "pattern"), ("ge", "minimum")):
+                          ("pattern", "pattern"), ("ge", "minimum"), ("le", "maximum")):
             if key in meta:
                 prop[word] = meta[key]
         properties[f.name] = prop

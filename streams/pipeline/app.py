@@ -127,7 +127,7 @@ def create_app(settings: Settings, prepared: Prepared) -> tuple[faust.App, Route
                                                      int(settings.max_event_lead_seconds * 1e9))),
         {settings.topic("spans"): Route(Span, routes.on_spans),
          settings.topic("costs"): Route(CostEvent, routes.on_costs)},
-        routes.write, outbox.dead, routes.counters)
+        routes.write, outbox.dead, routes.counters, probe=routes.sink_answers)
     routes.ingest_ready = lambda: ingest.ready
     routes.caught_up = lambda: ingest.caught_up
     app.service(ingest)  # type: ignore[arg-type]

@@ -16,9 +16,13 @@ spans) are consumed here instead, a batch at a time, pipelined::
   crash replays at most the two batches in flight, whose rows replace themselves.
 * Partition revoke (a rebalance) and stop *settle* first: the loop finishes the batch
   in hand, writes and commits it, and parks; only then do the partitions go.
-* A sink that keeps failing is retried with back-off, then crashes the worker
-  rather than commit or drop anything; a restarted worker resumes from the
-  committed offsets.
+* A failed sink write is told apart by a probe of the sink. If the sink answers, the
+  data is at fault: the batch is split in halves until the events it refuses are
+  alone, and those go to the dead-letter topic with the sink's reason; the rest is
+  stored and committed. If it does not answer (an outage), the write is retried with
+  back-off for as long as it takes, and nothing further is consumed meanwhile
+  (back-pressure): nothing is dropped, nothing committed past it. Without a probe, a
+  write that fails ``sink_retries`` times crashes the worker instead.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
 )
 from mode import Service
 
-from schemas import DeadLetter, Event
+from schemas import DeadLetter, Event, encode
 from streams.pipeline.decoding import TimeBounds, decode_records
 
 log = logging.getLogger("governor.ingest")
@@ -56,8 +60,11 @@ Write = Callable[[Sequence[Event]], Awaitable[None]]
 SendDead = Callable[[DeadLetter], Awaitable[Awaitable[Any]]]
 #: ``handle(events)``: what a topic's valid events go through before the sink write.
 Handle = Callable[[Sequence[Any]], Awaitable[None]]
+#: ``probe()``: whether the sink answers at all (tells bad data from an outage).
+Probe = Callable[[], Awaitable[bool]]
 
 _BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 5.0)
+_KEEP = 64 * 1024  # payload kept in a dead letter
 
 
 @dataclass(frozen=True)
@@ -98,10 +105,12 @@ class BatchIngest(Service):
     """
 
     def __init__(self, config: IngestConfig, routes: Mapping[str, Route], write: Write,
-                 send_dead: SendDead, counters: Counter[str], **kwargs: Any) -> None:
+                 send_dead: SendDead, counters: Counter[str], probe: Probe | None = None,
+                 **kwargs: Any) -> None:
         self.config = config
         self.routes = dict(routes)
         self._write = write
+        self._probe = probe
         self._send_dead = send_dead
         self.counters = counters
         self._consumer: AIOKafkaConsumer | None = None
@@ -249,20 +258,7 @@ class BatchIngest(Service):
         return _Batch(events, offsets, deliveries)
 
     async def _write_and_commit(self, batch: _Batch) -> None:
-        retries = self.config.sink_retries
-        for attempt in range(retries + 1):
-            try:
-                await self._write(batch.events)
-                break
-            except Exception as exc:
-                self.counters["sink_errors"] += 1
-                if attempt == retries or self._stopping:
-                    raise
-                pause = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
-                log.warning("ingest: the sink write of %d events failed (%r); retry %d of "
-                            "%d in %.1f s", len(batch.events), exc, attempt + 1,
-                            retries, pause)
-                await asyncio.sleep(pause)
+        await self._store(batch.events, batch.deliveries)
         for delivery in batch.deliveries:
             await delivery  # a dead letter not delivered must not be skipped by the commit
         try:
@@ -276,6 +272,52 @@ class BatchIngest(Service):
             self.counters["commit_failures"] += 1
             log.warning("ingest: offset commit failed (%r); the records are read again "
                         "after a restart or rebalance", exc)
+
+    async def _store(self, events: Sequence[Event], deliveries: list[Awaitable[Any]]) -> None:
+        """Write ``events``; see the module docstring for what a failure leads to."""
+        attempt = 0
+        while True:
+            try:
+                await self._write(events)
+                return
+            except Exception as exc:
+                self.counters["sink_errors"] += 1
+                if self._stopping:
+                    raise
+                if self._probe is not None and await self._probe():
+                    await self._isolate(events, exc, deliveries)
+                    return
+                if self._probe is None and attempt == self.config.sink_retries:
+                    raise
+                pause = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
+                attempt += 1
+                if attempt == 1 or attempt % 12 == 0:
+                    log.warning("ingest: the sink does not take writes (%r); %d events wait, "
+                                "retrying every %.1f s; consumption paused", exc, len(events),
+                                pause)
+                await asyncio.sleep(pause)
+
+    async def _isolate(self, events: Sequence[Event], error: Exception,
+                       deliveries: list[Awaitable[Any]]) -> None:
+        """The sink answers but refused ``events``: store all it takes, one dead letter
+        for each event it refuses alone."""
+        if len(events) == 1:
+            [event] = events
+            reason = (f"the sink refused this event: {error!r:.500}; fix the producer "
+                      "(the rest of its batch was stored)")
+            deliveries.append(await self._send_dead(_refused(event, reason)))
+            self.counters[f"dlq_{event.type}"] += 1
+            self.counters["sink_refused"] += 1
+            log.warning("ingest: the sink refused one %s event of %s (%r); sent to the DLQ",
+                        event.type, event.function, error)
+            return
+        half = len(events) // 2
+        for part in (events[:half], events[half:]):
+            try:
+                await self._write(part)
+            except Exception as exc:
+                self.counters["sink_errors"] += 1
+                await self._isolate(part, exc, deliveries)
 
     # Rebalance ------------------------------------------------------------------
 
@@ -312,6 +354,14 @@ def tune_gc(gen0: int = 10_000, gen1: int = 20, gen2: int = 20) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(gen0, gen1, gen2)
+
+
+def _refused(event: Event, reason: str) -> DeadLetter:
+    payload = encode(event)
+    return DeadLetter(function=event.function, source_topic=f"<{event.type} stream>",
+                      key=event.function, reason=reason,
+                      payload=payload[:_KEEP].decode("utf-8", "replace"),
+                      payload_size=len(payload))
 
 
 async def _settle(task: asyncio.Task[None] | None) -> None:

@@ -143,6 +143,15 @@ class Routes:
                 self.db, self.sink.write, events)
             self.counters.update({f"rows_{k}": v for k, v in written.items()})
 
+    async def sink_answers(self) -> bool:
+        """Whether ClickHouse answers a trivial query (an outage, not bad data)."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self.db, self.sink.ping)
+        except Exception:
+            return False
+        return True
+
     async def on_costs(self, events: Sequence[CostEvent]) -> None:
         """Each event into its own window (in event time); a late one, whose window has
         closed, is stored but decides nothing. Then the fast path: each function's open

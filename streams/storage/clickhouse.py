@@ -237,6 +237,10 @@ class ClickHouseSink:
     def __init__(self, client: Any) -> None:
         self._client = client
 
+    def ping(self) -> None:
+        """Raise unless ClickHouse answers."""
+        self._client.query("SELECT 1")
+
     def write(self, events: Iterable[Event]) -> dict[str, int]:
         """Insert ``events``; return rows written per table."""
         rows: dict[type[Event], list[list[Any]]] = defaultdict(list)

@@ -167,3 +167,28 @@ def test_the_fast_path_throttles_a_runaway_before_its_window_closes(routes: Rout
 
 def test_no_fast_path_while_the_ingest_works_through_a_backlog(routes: Routes) -> None:
     assert asyncio.run(_burst_after_a_warm_up(routes, caught_up=False)) == []
+
+
+def test_a_row_the_sink_refuses_is_isolated_to_the_dlq_and_the_rest_stored(
+        routes: Routes, clickhouse: Any) -> None:
+    """The real ClickHouse engine refuses one row (a table constraint stands in for any
+    row-level refusal); the ingest's probe finds the sink answering, so the batch is
+    split until that row is alone: it goes to the DLQ with the sink's reason, every
+    other row is stored once."""
+    from streams.pipeline.batch_ingest import BatchIngest, IngestConfig
+
+    clickhouse.command("ALTER TABLE cost_events ADD CONSTRAINT sane CHECK cost_usd < 1000")
+    events = _calls(0, 9)
+    poison = CostEvent(function="checkout", invocation_id="poison", cost_usd=5000.0,
+                       team="payments", time_unix_nano=T0)
+    batch = [*events[:4], poison, *events[4:]]
+    outbox = InMemoryOutbox()
+    ingest = BatchIngest(IngestConfig("127.0.0.1:9", "g"), {}, routes.write, outbox.dead,
+                         routes.counters, probe=routes.sink_answers)
+    deliveries: list[Any] = []
+    asyncio.run(ingest._store(batch, deliveries))
+    [letter] = outbox.dead_letters
+    assert "poison" in letter.payload and "sane" in letter.reason
+    assert "the rest of its batch was stored" in letter.reason
+    assert _count(routes, "SELECT count() FROM cost_events") == 9
+    assert routes.counters["sink_refused"] == 1

@@ -12,6 +12,11 @@ from typing import Any
 from hypothesis import strategies as st
 
 from schemas.events import (
+    MAX_BYTES,
+    MAX_DURATION_MS,
+    MAX_MEMORY_MB,
+    MAX_TIME_NS,
+    MAX_USD,
     Action,
     Anomaly,
     ControlKind,
@@ -53,10 +58,12 @@ def hex_id(length: int) -> Strategy:
     return st.text(alphabet="0123456789abcdef", min_size=length, max_size=length)
 
 
-unix_ns: Strategy = st.integers(min_value=0, max_value=INT64_MAX)
+unix_ns: Strategy = st.integers(min_value=0, max_value=MAX_TIME_NS)
 any_int: Strategy = st.integers(min_value=-INT64_MAX - 1, max_value=INT64_MAX)
 finite: Strategy = st.floats(allow_nan=False, allow_infinity=False)
 non_negative: Strategy = st.floats(min_value=0.0, allow_nan=False, allow_infinity=False)
+duration: Strategy = st.floats(min_value=0.0, max_value=MAX_DURATION_MS)
+usd: Strategy = st.floats(min_value=0.0, max_value=MAX_USD)
 function_name: Strategy = text(1, 256)
 event_id: Strategy = text(1, 64)
 attribute_value: Strategy = st.one_of(text(), any_int, finite, st.booleans())
@@ -118,16 +125,16 @@ FIELD_STRATEGIES: dict[type[Event], dict[str, Strategy]] = {
         "provider": text(max_size=64),
         "version": text(max_size=128),
         "team": text(max_size=128),
-        "memory_mb": st.integers(min_value=0, max_value=INT64_MAX),
-        "duration_ms": non_negative,
-        "billed_duration_ms": non_negative,
+        "memory_mb": st.integers(min_value=0, max_value=MAX_MEMORY_MB),
+        "duration_ms": duration,
+        "billed_duration_ms": duration,
         "cold_start": st.booleans(),
         "outcome": st.sampled_from(Outcome),
-        "egress_bytes": st.integers(min_value=0, max_value=INT64_MAX),
-        "cost_usd": non_negative,
-        "compute_usd": non_negative,
-        "request_usd": non_negative,
-        "egress_usd": non_negative,
+        "egress_bytes": st.integers(min_value=0, max_value=MAX_BYTES),
+        "cost_usd": usd,
+        "compute_usd": usd,
+        "request_usd": usd,
+        "egress_usd": usd,
         "custom_usd": float_map,
     },
     Anomaly: {
@@ -232,7 +239,8 @@ FIELD_STRATEGIES: dict[type[Event], dict[str, Strategy]] = {
 """An explicit strategy for every field of every event class."""
 
 EVENT_STRATEGIES: dict[type[Event], st.SearchStrategy[Event]] = {
-    cls: st.builds(cls, **fields) for cls, fields in FIELD_STRATEGIES.items()
+    cls: st.builds(cls, **fields).filter(lambda e: e.invalid() is None)
+    for cls, fields in FIELD_STRATEGIES.items()
 }
 """A strategy of valid instances for every event class."""
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import sys
 from typing import Any
 
 import orjson
@@ -15,6 +17,7 @@ from schemas import (
     MAX_PAYLOAD_BYTES,
     SCHEMA_VERSION,
     Action,
+    Anomaly,
     ControlKind,
     ControlUpdate,
     CostEvent,
@@ -453,3 +456,41 @@ def test_integral_floats_are_integers_as_in_json_schema() -> None:
     raw["memory_mb"] = 256.0
     event = decode(orjson.dumps(raw), CostEvent)
     assert event.memory_mb == 256 and type(event.memory_mb) is int
+
+
+@pytest.mark.parametrize(("cls", "changes", "field", "problem"), [
+    (CostEvent, {"memory_mb": 2**32}, "memory_mb", "must be <="),
+    (CostEvent, {}, "egress_bytes", "64-bit"),
+    (CostEvent, {"time_unix_nano": 2**63}, "time_unix_nano", "64-bit"),
+    (CostEvent, {"cost_usd": 1e300}, "cost_usd", "must be <="),
+    (CostEvent, {"duration_ms": 1e12}, "duration_ms", "must be <="),
+    (Span, {"start_time_unix_nano": 20, "end_time_unix_nano": 10}, "end_time_unix_nano",
+     "ends (10) before it starts (20)"),
+    (Span, {"start_time_unix_nano": 2**63}, "start_time_unix_nano", "64-bit"),
+    (Span, {"start_time_unix_nano": 5_000_000_000 * 10**9}, "start_time_unix_nano",
+     "must be <="),
+])
+def test_physically_impossible_values_are_refused_with_the_field_named(
+        cls: type[Event], changes: dict[str, Any], field: str, problem: str) -> None:
+    """Each of these once halted ingest for good or poisoned a function's models."""
+    base: dict[str, Any] = {
+        CostEvent: {"type": "cost", "function": "f", "invocation_id": "i",
+                    "time_unix_nano": 10**18},
+        Span: {"type": "span", "function": "f", "trace_id": "a" * 32, "span_id": "b" * 16,
+               "name": "f", "start_time_unix_nano": 1, "end_time_unix_nano": 2,
+               "time_unix_nano": 10**18}}[cls]
+    if field == "egress_bytes":  # a float literal above 2**64, as a hostile producer sends
+        payload = orjson.dumps(base)[:-1] + b',"egress_bytes":184467440737095516160}'
+    else:
+        payload = orjson.dumps({**base, **changes})
+    with pytest.raises(SchemaError) as refused:
+        decode(payload, cls)
+    assert refused.value.field == field and problem in refused.value.problem
+
+
+def test_an_anomaly_with_an_infinite_score_still_round_trips() -> None:
+    anomaly = Anomaly(function="f", detector="d", score=math.inf,
+                      features={"x": math.nan, "y": 2.0}, baseline={"x": -math.inf})
+    back = decode(encode(anomaly), Anomaly)
+    assert back.score == sys.float_info.max and back.features == {"x": 0.0, "y": 2.0}
+    assert back.baseline == {"x": -sys.float_info.max}
