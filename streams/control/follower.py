@@ -81,6 +81,7 @@ class ControlFollower:
     def __init__(self, bootstrap: str, settings: Settings, thresholds: Thresholds | None = None,
                  on_update: Listener | None = None) -> None:
         self.thresholds = thresholds if thresholds is not None else Thresholds(settings)
+        self.rejected = 0  # control records refused (undecodable, or any invalid value)
         self._on_update = on_update
         self._follower = Follower(bootstrap, settings.topic("control"), self._handle,
                                   name="governor-control")
@@ -102,5 +103,7 @@ class ControlFollower:
 
     def _handle(self, msg: Message) -> None:
         applied = apply_record(self.thresholds, msg)
+        if (applied is None and msg.value() is not None) or (applied and applied[1]):
+            self.rejected += 1
         if applied is not None and self._on_update is not None:
             self._on_update(*applied)

@@ -306,30 +306,35 @@ class Thresholds:
         """Replace the scope ``update.function`` with ``update.values``; an empty map
         clears it. Updates of another kind (policy bundles) are ignored.
 
-        Lenient, so one bad record cannot stop a worker: unknown keys and invalid
-        values are skipped, and returned as one problem line each (log them).
+        All or nothing: an update with an unknown key or an invalid value changes
+        nothing (the scope keeps its last valid values) and is returned as problem
+        lines, one per bad key (log them and count the record as rejected). A worker
+        never stops on a control record, and a bad one never lifts a budget.
         """
         if update.kind is not ControlKind.THRESHOLDS:
             return []
         scope = update.function
-        problems: list[str] = []
         try:
             validate_scope(scope)
         except ThresholdError as exc:
-            return [f"control update {update.event_id} ignored: {exc}"]
+            return [f"control update {update.event_id} rejected: {exc}"]
         values: dict[str, Value] = {}
+        problems: list[str] = []
         for key, value in update.values.items():
             try:
                 values[key] = spec_for(key).validate(value)
             except ThresholdError as exc:
-                problems.append(f"scope {scope}: {exc} (ignored)")
+                problems.append(f"control update {update.event_id} for scope {scope} "
+                                f"rejected whole, nothing changed: {exc}")
+        if problems:
+            return problems
         if values:
             self._scopes[scope] = values
             self._updates[scope] = update
         else:
             self._scopes.pop(scope, None)
             self._updates.pop(scope, None)
-        return problems
+        return []
 
     def clear(self, scope: str) -> None:
         """Forget ``scope`` (a tombstone on the control topic)."""

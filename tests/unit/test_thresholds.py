@@ -192,15 +192,22 @@ def test_scopes_lists_all_then_teams_then_functions() -> None:
     assert t.values("*") == {"min_ratio": 3.0}
 
 
-def test_apply_is_lenient_with_bad_records() -> None:
+def test_a_control_record_with_any_bad_value_is_rejected_whole() -> None:
+    """A record whose only value is invalid once cleared the scope and lifted a budget
+    throttle within seconds; now the scope keeps its last valid values."""
     t = Thresholds()
+    assert t.apply(update("checkout", budget_usd_per_hour=2.0, zscore_threshold=5.0)) == []
+    for bad in ({"budget_usd_per_hour": "abc"}, {"budget_usd_per_hour": -1},
+                {"zscore_threshold": 4.0, "from_future": 1}):
+        problems = t.apply(update("checkout", **bad))
+        assert problems and all("rejected whole, nothing changed" in p for p in problems)
+        assert t.values("checkout") == {"budget_usd_per_hour": 2.0, "zscore_threshold": 5.0}
     problems = t.apply(update("checkout", min_ratio=0.5, zscore_threshold=5.0, from_future=1))
-    assert t.values("checkout") == {"zscore_threshold": 5.0}
     assert len(problems) == 2
     assert any("min_ratio" in p for p in problems)
     assert any("from_future" in p for p in problems)
     assert t.apply(update("", min_ratio=3.0)) != []
-    assert t.scopes() == {"checkout": {"zscore_threshold": 5.0}}
+    assert t.scopes() == {"checkout": {"budget_usd_per_hour": 2.0, "zscore_threshold": 5.0}}
 
 
 def test_apply_ignores_other_control_kinds() -> None:
