@@ -23,6 +23,7 @@ log = logging.getLogger("governor.agent")
 
 _TOPIC_KIND = {"span": "spans", "cost": "costs"}
 REPORT_EVERY_S = 60.0
+STALL_S = 10.0
 
 
 class ExportResult(Enum):
@@ -70,33 +71,64 @@ class KafkaExporter:
     """Produces events to ``<prefix>.spans`` / ``<prefix>.costs`` keyed by function.
 
     Idempotent producer, murmur2 partitioning (the same as the workers and the
-    Java client), bounded librdkafka buffer; a full buffer or a failed delivery is
-    counted as a drop.
+    Java client), bounded librdkafka buffer. Counters: ``produced`` (handed to the
+    producer), ``delivered`` (acknowledged by the broker), ``dropped_*`` by reason (a
+    full buffer, a failed delivery, a stalled or failed producer). A producer that hit
+    a fatal error, or that holds messages and has had none acknowledged for
+    :data:`STALL_S` (a broker that came back empty no longer knows the idempotent
+    producer's id, and the producer never recovers), is retired: a new one is built on
+    the next export, and what the old one still held is counted as dropped.
     """
 
     def __init__(self, bootstrap: str, topic_prefix: str, stats: Stats) -> None:
-        from confluent_kafka import Producer
-
         self._stats = stats
+        self._bootstrap = bootstrap
         self._topics = {t: f"{topic_prefix}.{kind}" for t, kind in _TOPIC_KIND.items()}
         self._logger = logging.getLogger("governor.agent.kafka")
         self._limit = RateLimited(stats)
         self._logger.addFilter(self._limit)
-        self._producer = Producer({
-            "bootstrap.servers": bootstrap,
+        self._fatal = False
+        self._built_at = 0.0
+        self._delivered_at = 0.0
+        self._producer = self._build()
+
+    def _build(self) -> Any:
+        from confluent_kafka import Producer
+
+        self._fatal = False
+        self._built_at = self._delivered_at = time.monotonic()
+        return Producer({
+            "bootstrap.servers": self._bootstrap,
             "enable.idempotence": True,
             "partitioner": "murmur2_random",
             "linger.ms": 20,
             "queue.buffering.max.messages": 20_000,
             "queue.buffering.max.kbytes": 16_384,
-            "delivery.report.only.error": True,
             "message.timeout.ms": 30_000,
             "reconnect.backoff.max.ms": 5_000,
             "logger": self._logger,
             "error_cb": self._on_error,
         })
 
+    def _renew(self, why: str) -> None:
+        """Replace a failed or stalled producer (see the class docstring)."""
+        old = self._producer
+        left = len(old)
+        if left:
+            self._stats.add("dropped_producer_reset", left)
+        old.purge(in_queue=True, in_flight=True)
+        old.flush(0)
+        self._producer = self._build()
+        self._stats.add("producer_rebuilt")
+        log.warning("Governor agent: the Kafka producer %s (the broker may have restarted "
+                    "empty); a new producer was built, %d queued records dropped", why, left)
+
     def export(self, events: Sequence[Event]) -> ExportResult:
+        now = time.monotonic()
+        if self._fatal:
+            self._renew("hit a fatal error")
+        elif now - self._delivered_at > STALL_S and len(self._producer):
+            self._renew(f"delivered nothing for {STALL_S:.0f} s")
         produce = self._producer.produce
         produced = 0
         for event in events:
@@ -123,11 +155,16 @@ class KafkaExporter:
         self._logger.removeFilter(self._limit)
 
     def _on_delivery(self, err: Any, _msg: Any) -> None:
-        if err is not None:  # only failures are reported (delivery.report.only.error)
+        if err is not None:
             self._stats.add("dropped_delivery_failed")
+            return
+        self._stats.add("delivered")
+        self._delivered_at = time.monotonic()
 
     def _on_error(self, err: Any) -> None:
         self._stats.add("broker_errors")
+        if err.fatal():
+            self._fatal = True
         log.debug("kafka: %s", err)
 
 
@@ -207,11 +244,13 @@ class BatchProcessor:
         return self.exporter.flush(max(0.0, deadline - time.monotonic()))
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
+        """Stop, exporting what is queued; returns within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
         self._stopped = True
         self._wake.set()
-        self._thread.join(timeout_s)
+        self._thread.join(timeout_s / 2)
         self._drain()
-        self.exporter.shutdown(timeout_s)
+        self.exporter.shutdown(max(0.0, deadline - time.monotonic()))
 
     def _run(self) -> None:
         next_report = time.monotonic() + REPORT_EVERY_S

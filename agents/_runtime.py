@@ -130,9 +130,11 @@ class Runtime:
         self.breaker.record(self.processor.flush(timeout_s))
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
+        """Stop following verdicts and export what is queued, within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
         if self.follower is not None:
-            self.follower.stop()
-        self.processor.shutdown(timeout_s)
+            self.follower.stop(min(1.0, timeout_s / 4))
+        self.processor.shutdown(max(0.0, deadline - time.monotonic()))
 
 
 def to_events(record: tuple[Any, ...]) -> list[Event]:

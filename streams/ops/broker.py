@@ -51,9 +51,11 @@ class Broker:
                 self.process.wait()
 
 
-def start_broker(log_path: Path | None = None, timeout_s: float = 15.0) -> Broker:
-    """Start Tansu on a free loopback port and wait until it answers Kafka metadata."""
-    port = free_port()
+def start_broker(log_path: Path | None = None, timeout_s: float = 15.0,
+                 port: int | None = None) -> Broker:
+    """Start Tansu on ``port`` (a free loopback port by default) and wait until it
+    answers Kafka metadata."""
+    port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     process = subprocess.Popen(

@@ -57,3 +57,46 @@ def test_spans_and_cost_events_arrive_and_decode(
     stats = agents.stats()
     assert stats.get("produced") == 50
     assert not [k for k in stats if k.startswith("dropped_")]
+
+
+def test_telemetry_resumes_after_the_broker_restarts_empty(tmp_path: object) -> None:
+    """The broker comes back on the same port with nothing (no topics, no producer
+    ids): the idempotent producer's fatal error retires it, a new one is built, and
+    the function's telemetry is delivered again within seconds."""
+    from streams.kafka import ensure_topics
+    from streams.ops.broker import start_broker
+
+    first = start_broker()
+    port = int(first.bootstrap.rsplit(":", 1)[1])
+    prefix = f"r{uuid.uuid4().hex[:8]}"
+    ensure_topics(first.bootstrap, prefix)
+    agents.configure(agents.AgentSettings(kafka_bootstrap=first.bootstrap, topic_prefix=prefix,
+                                          verdict_key=b"k"))
+    second = None
+    try:
+        @agents.govern(function="survivor")
+        def handler() -> int:
+            return 1
+
+        for _ in range(50):
+            handler()
+        assert agents.flush(10)
+        before = agents.stats().get("delivered", 0)
+        assert before == 100
+        first.stop()
+        second = start_broker(port=port)
+        ensure_topics(second.bootstrap, prefix)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and agents.stats().get("delivered", 0) < before + 40:
+            handler()
+            time.sleep(0.05)
+        stats = agents.stats()
+        assert stats.get("delivered", 0) >= before + 40, stats
+        assert _read(second.bootstrap, f"{prefix}.costs", b"survivor", 20)
+        started = time.monotonic()
+        agents.shutdown(1.0)
+        assert time.monotonic() - started < 1.5  # shutdown keeps to its timeout
+    finally:
+        agents.shutdown(0.5)
+        if second is not None:
+            second.stop()
