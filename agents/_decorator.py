@@ -84,8 +84,8 @@ class _Bound:
     """One governed function, resolved against one runtime."""
 
     __slots__ = ("cold", "count_egress", "fail_closed", "fallback", "flush_s", "function",
-                 "handoff", "memory_mb", "next_id", "price", "provider", "resource", "runtime",
-                 "team", "tracer", "version")
+                 "handoff", "in_lambda", "memory_mb", "next_id", "price", "provider",
+                 "resource", "runtime", "team", "tracer", "version")
 
     def __init__(self, runtime: Runtime, options: dict[str, Any], handler: Callable[..., Any],
                  context: Any) -> None:
@@ -118,6 +118,7 @@ class _Bound:
         self.flush_s = (settings.flush_timeout_ms / 1000.0
                         if settings.flush_on_return and not runtime.handoff else 0.0)
         self.handoff = runtime.handoff
+        self.in_lambda = bool(settings.platform_function)  # where an X-Ray trace is set
         self.resource = _resource(self, options, settings.tenant, context)
         self.tracer = runtime.tracer(self.function, self.resource)
         self.cold = True
@@ -142,7 +143,7 @@ class _Bound:
         invocation = Invocation(self.function, self.count_egress, None)
         return (span, _attach(_set_span_in_context(span)), current.set(invocation), invocation,
                 cold, invocation_id, trigger, _perf_counter_ns(),
-                _environ.get("_X_AMZN_TRACE_ID", ""))
+                _environ.get("_X_AMZN_TRACE_ID", "") if self.in_lambda else "")
 
     def gate(self) -> Any:
         """Raise if a verdict (or fail-closed) refuses the call; return its egress policy."""

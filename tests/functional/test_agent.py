@@ -300,25 +300,43 @@ def test_w3c_context_is_read_wherever_the_event_carries_it(
                                                     "b7ad6b7169203331")
 
 
-def test_the_xray_trace_is_a_span_link_and_outside_lambda_the_version_is_unknown(
+def test_the_xray_trace_is_a_span_link_in_lambda(monkeypatch: pytest.MonkeyPatch) -> None:
+    memory = agents.InMemoryExporter()
+    agents.configure(agents.AgentSettings(verdict_key=KEY, platform_function="linked"), memory)
+    try:
+        @agents.govern
+        def handler() -> None:
+            return None
+
+        monkeypatch.setenv("_X_AMZN_TRACE_ID", "Root=1-5759e988-bd862e3fe1be46a994272793;"
+                                               "Parent=53995c3f42cd8ad8;Sampled=1")
+        handler()
+        monkeypatch.setenv("_X_AMZN_TRACE_ID", "Root=garbage")
+        handler()
+        agents.flush()
+        linked, unlinked = memory.of_type(Span)
+        [link] = linked.links
+        assert (link.trace_id, link.span_id) == ("5759e988bd862e3fe1be46a994272793",
+                                                 "53995c3f42cd8ad8")
+        assert link.attributes == {"link.source": "aws.xray", "aws.xray.sampled": True}
+        assert unlinked.links == []
+        assert linked.resource["service.version"] == "$LATEST"
+    finally:
+        agents.shutdown(1.0)
+
+
+def test_outside_lambda_the_version_is_unknown_and_no_xray_is_read(
         exporter: agents.InMemoryExporter, monkeypatch: pytest.MonkeyPatch) -> None:
-    @agents.govern(function="linked")
+    @agents.govern(function="local")
     def handler() -> None:
         return None
 
-    monkeypatch.setenv("_X_AMZN_TRACE_ID",
-                       "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1")
-    handler()
-    monkeypatch.setenv("_X_AMZN_TRACE_ID", "Root=garbage")
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", "Root=1-5759e988-bd862e3fe1be46a994272793;"
+                                           "Parent=53995c3f42cd8ad8;Sampled=1")
     handler()
     agents.flush()
-    linked, unlinked = exporter.of_type(Span)
-    [link] = linked.links
-    assert (link.trace_id, link.span_id) == ("5759e988bd862e3fe1be46a994272793",
-                                             "53995c3f42cd8ad8")
-    assert link.attributes == {"link.source": "aws.xray", "aws.xray.sampled": True}
-    assert unlinked.links == []
-    assert linked.resource["service.version"] == "unknown"
+    [span] = exporter.of_type(Span)
+    assert span.resource["service.version"] == "unknown" and span.links == []
 
 
 class _SlowFlush(agents.InMemoryExporter):
