@@ -11,6 +11,8 @@ import random
 from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams import detectors
 from streams.detectors import (
@@ -292,3 +294,24 @@ def test_onset_alert_does_not_report_a_daily_routine() -> None:
     assert onsets == [288 + 36, 2 * 288 + 36, 4 * 288 + 180]
     with pytest.raises(ValueError, match="routine"):
         OnsetAlert(EWMAZScore("value"), routine=-1)
+
+
+extreme = st.one_of(st.floats(min_value=-1e300, max_value=1e300, allow_nan=False),
+                    st.sampled_from([0.0, 1e-300, 1e300, -1e300, 1.7e308, math.inf, math.nan]))
+
+
+@settings(max_examples=25, deadline=None)
+@given(values=st.lists(extreme, min_size=1, max_size=40))
+def test_extreme_inputs_never_break_a_detector(values: list[float]) -> None:
+    """Absurd values (1e300, the largest float, infinities, NaN) anywhere in a stream:
+    every detector keeps scoring, its scores are never NaN, and once ordinary values
+    come back it scores them as numbers in [0, 1] when calibrated."""
+    for factory in DETECTORS.values():
+        detector = factory()
+        _feed(detector, _stream(3, 120))
+        for i, v in enumerate(values):
+            x = {"value": v, "t": T0 + STEP * (120 + i)}
+            assert not math.isnan(detector.score_one(x))
+            detector.learn_one(x)
+        after = _feed(detector, _stream(4, 30, start=120 + len(values)))
+        assert all(not math.isnan(s) and 0.0 <= detector.calibrated(s) <= 1.0 for s in after)
