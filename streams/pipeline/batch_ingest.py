@@ -49,8 +49,8 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
 )
 from mode import Service
 
-from schemas import DeadLetter, Event, encode
-from streams.pipeline.decoding import TimeBounds, decode_records
+from schemas import DeadLetter, Event
+from streams.pipeline.decoding import TimeBounds, decode_records, event_dead_letter
 
 log = logging.getLogger("governor.ingest")
 
@@ -64,7 +64,6 @@ Handle = Callable[[Sequence[Any]], Awaitable[None]]
 Probe = Callable[[], Awaitable[bool]]
 
 _BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 5.0)
-_KEEP = 64 * 1024  # payload kept in a dead letter
 
 
 @dataclass(frozen=True)
@@ -305,7 +304,7 @@ class BatchIngest(Service):
             [event] = events
             reason = (f"the sink refused this event: {error!r:.500}; fix the producer "
                       "(the rest of its batch was stored)")
-            deliveries.append(await self._send_dead(_refused(event, reason)))
+            deliveries.append(await self._send_dead(event_dead_letter(event, reason)))
             self.counters[f"dlq_{event.type}"] += 1
             self.counters["sink_refused"] += 1
             log.warning("ingest: the sink refused one %s event of %s (%r); sent to the DLQ",
@@ -354,14 +353,6 @@ def tune_gc(gen0: int = 10_000, gen1: int = 20, gen2: int = 20) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(gen0, gen1, gen2)
-
-
-def _refused(event: Event, reason: str) -> DeadLetter:
-    payload = encode(event)
-    return DeadLetter(function=event.function, source_topic=f"<{event.type} stream>",
-                      key=event.function, reason=reason,
-                      payload=payload[:_KEEP].decode("utf-8", "replace"),
-                      payload_size=len(payload))
 
 
 async def _settle(task: asyncio.Task[None] | None) -> None:

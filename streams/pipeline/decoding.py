@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from schemas import MAX_PAYLOAD_BYTES, DeadLetter, Event, SchemaError, decode
+from schemas import MAX_PAYLOAD_BYTES, DeadLetter, Event, SchemaError, decode, encode
 
 E = TypeVar("E", bound=Event)
 _KEEP = 64 * 1024
@@ -81,6 +81,15 @@ def decode_records(records: Iterable[RecordLike], cls: type[E],
         else:
             good.append(event)
     return good, dead
+
+
+def event_dead_letter(event: Event, reason: str) -> DeadLetter:
+    """A dead letter for a valid event the pipeline could still not take (the sink or
+    the decision step refused it); its source is named by type, not by offset."""
+    payload = encode(event)
+    return DeadLetter(function=event.function, source_topic=f"<{event.type} stream>",
+                      key=event.function, reason=reason, payload_size=len(payload),
+                      payload=payload[: min(_KEEP, MAX_PAYLOAD_BYTES)].decode("utf-8", "replace"))
 
 
 def dead_letter(record: RecordLike, reason: str) -> DeadLetter:

@@ -45,7 +45,7 @@ from streams.decisions.step import DecisionStep
 from streams.decisions.windows import WindowAggregator
 from streams.errors import QueryError
 from streams.paging.dispatch import PageDispatcher
-from streams.pipeline.decoding import RecordLike, decode_records
+from streams.pipeline.decoding import RecordLike, decode_records, event_dead_letter
 from streams.pipeline.prepare import Prepared
 from streams.settings import Settings
 from streams.storage.clickhouse import ClickHouseSink, read_only_query
@@ -159,11 +159,16 @@ class Routes:
         window_ns = self.windows.window_ns
         touched: set[str] = set()
         for event in events:
-            if not self.windows.add(event):
-                self.counters["late_cost"] += 1
+            try:
+                if not self.windows.add(event):
+                    self.counters["late_cost"] += 1
+                    continue
+                touched.add(event.function)
+                found = self.step.on_event(event, window_ns)
+            except Exception as exc:  # one event the decision step cannot take: DLQ
+                await self._undecidable(event, exc)
                 continue
-            touched.add(event.function)
-            for anomaly in self.step.on_event(event, window_ns):
+            for anomaly in found:
                 await self.publish(anomaly)
         if not self.caught_up():
             return
@@ -183,7 +188,20 @@ class Routes:
 
     async def on_spans(self, events: Sequence[Span]) -> None:
         for span in events:
-            self.step.on_span(span)
+            try:
+                self.step.on_span(span)
+            except Exception as exc:
+                await self._undecidable(span, exc)
+
+    async def _undecidable(self, event: Event, error: Exception) -> None:
+        """Dead-letter an event the decision step failed on (it is still stored); the
+        rest of the batch goes on."""
+        log.exception("the decision step failed on a %s event of %s; sent to the DLQ",
+                      event.type, event.function)
+        self.counters["decision_errors"] += 1
+        await self.outbox.dead(event_dead_letter(
+            event, f"the decision step failed on this event ({error!r:.300}); it was stored "
+                   "but decides nothing: report it with this record"))
 
     async def on_verdicts(self, verdicts: Sequence[Verdict], now_ns: int) -> None:
         for verdict in verdicts:

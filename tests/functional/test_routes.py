@@ -192,3 +192,27 @@ def test_a_row_the_sink_refuses_is_isolated_to_the_dlq_and_the_rest_stored(
     assert "the rest of its batch was stored" in letter.reason
     assert _count(routes, "SELECT count() FROM cost_events") == 9
     assert routes.counters["sink_refused"] == 1
+
+
+def test_an_event_the_decision_step_fails_on_is_dead_lettered_and_the_batch_goes_on(
+        routes: Routes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fault in the decision step on one event (a bug its data triggers) costs that
+    event its decision, not the batch: it is stored, dead-lettered with the reason, and
+    every other event is windowed and decided."""
+    step_on_event = routes.step.on_event
+
+    def fragile(event: CostEvent, window_ns: int) -> list[Anomaly]:
+        if event.invocation_id == "0-3":
+            raise ZeroDivisionError("a bug this event triggers")
+        return step_on_event(event, window_ns)
+
+    monkeypatch.setattr(routes.step, "on_event", fragile)
+    outbox = InMemoryOutbox()
+    routes.outbox = outbox
+    asyncio.run(routes.take(_records(_calls(0, 6)), CostEvent, routes.on_costs))
+    [letter] = outbox.dead_letters
+    assert "ZeroDivisionError" in letter.reason and '"0-3"' in letter.payload
+    assert routes.counters["decision_errors"] == 1
+    assert _count(routes, "SELECT count() FROM cost_events") == 6
+    [(_, window)] = routes.windows.close_due(T0 + 2 * WINDOW)
+    assert window.invocations == 6  # windowed before the step failed
