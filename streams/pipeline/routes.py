@@ -25,6 +25,7 @@ A cost event's path: :meth:`BatchIngest._take <streams.pipeline.batch_ingest.Bat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -48,7 +49,7 @@ from streams.paging.dispatch import PageDispatcher
 from streams.pipeline.decoding import RecordLike, decode_records, event_dead_letter
 from streams.pipeline.prepare import Prepared
 from streams.settings import Settings
-from streams.storage.clickhouse import ClickHouseSink, read_only_query
+from streams.storage.clickhouse import ClickHouseSink, QueryResult, connect, read_only_query
 
 YIELD_EVERY = 100
 """Functions decided on between yields to the event loop when windows close."""
@@ -101,6 +102,9 @@ class Routes:
         self.clickhouse = prepared.clickhouse
         self.sink = ClickHouseSink(prepared.clickhouse)
         self.db = ThreadPoolExecutor(1, thread_name_prefix="governor-clickhouse")
+        # analysts' queries: their own connection and threads, so reads never stall ingest
+        self.reads = ThreadPoolExecutor(2, thread_name_prefix="governor-query")
+        self._read_client: Any = None
         self.windows = WindowAggregator(int(settings.window_seconds * 1e9),
                                         lateness_ns=int(settings.lateness_seconds * 1e9))
         self.step = DecisionStep(settings, VerdictIssuer(
@@ -260,11 +264,24 @@ class Routes:
             return 400, {"error": "send JSON {\"sql\": \"SELECT ...\"}"}
         try:
             result = await asyncio.get_running_loop().run_in_executor(
-                self.db, read_only_query, self.clickhouse, sql)
+                self.reads, self._read_only, sql)
         except QueryError as exc:
             return 400, {"error": str(exc)}
         return 200, {"columns": list(result.columns), "rows": [list(r) for r in result.rows],
                      "elapsed_s": result.elapsed_s}
+
+    def _read_only(self, sql: str) -> QueryResult:
+        if self._read_client is None:
+            self._read_client = connect(self.settings.clickhouse_dsn,
+                                        getattr(self.clickhouse, "database", None))
+        try:
+            return read_only_query(self._read_client, sql)
+        except QueryError:
+            # a refused result may leave the connection mid-read: start a fresh one
+            client, self._read_client = self._read_client, None
+            with contextlib.suppress(Exception):
+                client.close()
+            raise
 
     def health(self) -> dict[str, Any]:
         pager = self.pager.stats
@@ -281,3 +298,4 @@ class Routes:
         self.pager.close(timeout_s)
         self.control.stop()
         self.db.shutdown(wait=False)
+        self.reads.shutdown(wait=False)

@@ -36,13 +36,16 @@ _READ_ONLY = re.compile(r"^(\s*--[^\n]*\n)*\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EX
                         re.I)  # after any leading comment lines
 
 
-def connect(dsn: str) -> Any:
-    """A ``clickhouse-connect`` client for ``dsn`` (``http(s)://…`` or ``chdb:///path``)."""
+def connect(dsn: str, database: str | None = None) -> Any:
+    """A ``clickhouse-connect`` client for ``dsn`` (``http(s)://…`` or ``chdb:///path``),
+    on ``database`` when given (else the DSN's)."""
     import clickhouse_connect
 
     if dsn.startswith("chdb://"):
         Path(dsn.removeprefix("chdb://")).mkdir(parents=True, exist_ok=True)
     try:
+        if database:
+            return clickhouse_connect.get_client(dsn=dsn, database=database)
         return clickhouse_connect.get_client(dsn=dsn)
     except Exception as exc:
         raise StackError(f"cannot open ClickHouse at {_redact(dsn)}: {exc}") from exc
@@ -263,14 +266,23 @@ class QueryResult:
     elapsed_s: float
 
 
+QUERY_SECONDS = 30
+"""An analyst's query is stopped after this long (``max_execution_time``)."""
+QUERY_ROWS = 100_000
+"""…and refused if its result would hold more rows than this."""
+
+
 def read_only_query(client: Any, sql: str) -> QueryResult:
-    """Run an analyst's query with ``readonly=1``; refuse anything but reads."""
+    """Run an analyst's query with ``readonly=1``, a time limit and a result-size
+    limit; refuse anything but reads."""
     sql = sql.strip().removesuffix(";")
     if not _READ_ONLY.match(sql):
         raise QueryError("only read queries (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN) are allowed")
     started = time.perf_counter()
     try:
-        result = client.query(sql, settings={"readonly": 1})
+        result = client.query(sql, settings={
+            "readonly": 1, "max_execution_time": QUERY_SECONDS,
+            "max_result_rows": QUERY_ROWS, "result_overflow_mode": "throw"})
     except Exception as exc:
         raise QueryError(str(exc).strip().splitlines()[0]) from exc
     return QueryResult(result.column_names, result.result_rows, time.perf_counter() - started)

@@ -38,10 +38,10 @@ WINDOW = 10 * S
 
 
 @pytest.fixture
-def routes(clickhouse: Any, tmp_path: Path) -> Iterator[Routes]:
+def routes(clickhouse: Any, chdb_dir: Path, tmp_path: Path) -> Iterator[Routes]:
     migrate(clickhouse)
     settings = Settings(warmup_windows=3, learning_windows=0, hold_seconds=0,
-                        pager_file=str(tmp_path / "pages"))
+                        pager_file=str(tmp_path / "pages"), clickhouse_url=f"chdb://{chdb_dir}")
     control = ControlFollower("127.0.0.1:9", settings)  # not started: defaults apply
     prepared = Prepared(clickhouse, KEY, 4, {}, PolicyEngine(settings.policy_dir), control)
     routes = Routes(settings, prepared, dispatcher_from_settings(settings))
@@ -216,3 +216,11 @@ def test_an_event_the_decision_step_fails_on_is_dead_lettered_and_the_batch_goes
     assert _count(routes, "SELECT count() FROM cost_events") == 6
     [(_, window)] = routes.windows.close_due(T0 + 2 * WINDOW)
     assert window.invocations == 6  # windowed before the step failed
+
+
+def test_analyst_queries_are_limited_in_rows_and_run_beside_ingest(routes: Routes) -> None:
+    status, body = asyncio.run(routes.query({"sql": "SELECT number FROM numbers(200000)"}))
+    assert status == 400 and "limit" in body["error"].lower()
+    status, body = asyncio.run(routes.query({"sql": "SELECT count() FROM numbers(1000)"}))
+    assert status == 200 and body["rows"] == [[1000]]
+    assert routes._read_client is not routes.clickhouse  # its own connection
