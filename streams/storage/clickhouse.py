@@ -245,18 +245,45 @@ class ClickHouseSink:
         self._client.query("SELECT 1")
 
     def write(self, events: Iterable[Event]) -> dict[str, int]:
-        """Insert ``events``; return rows written per table."""
-        rows: dict[type[Event], list[list[Any]]] = defaultdict(list)
+        """Insert ``events``; return rows written per table. A table's rows go in one
+        insert unless they span more than :data:`DAYS_PER_INSERT` days (ClickHouse
+        refuses an insert into over 100 partitions; some tables have one a day)."""
+        by_table: dict[type[Event], list[Event]] = defaultdict(list)
         for event in events:
-            table = _TABLES.get(type(event))
-            if table is not None:
-                rows[type(event)].append(table.row(event))
+            if type(event) in _TABLES:
+                by_table[type(event)].append(event)
         written = {}
-        for cls, batch in rows.items():
+        for cls, batch in by_table.items():
             table = _TABLES[cls]
-            self._client.insert(table.name, batch, column_names=table.columns)
+            for part in _by_days(batch):
+                self._client.insert(table.name, [table.row(e) for e in part],
+                                    column_names=table.columns)
             written[table.name] = len(batch)
         return written
+
+
+DAYS_PER_INSERT = 90
+
+
+def _by_days(events: list[Event]) -> list[list[Event]]:
+    """``events`` in runs covering at most :data:`DAYS_PER_INSERT` days each (by the
+    day that partitions them: a span's start, any other event's time)."""
+    def day(e: Event) -> int:
+        return (e.start_time_unix_nano if isinstance(e, Span) else e.time_unix_nano) \
+            // 86_400_000_000_000
+    if len({day(e) for e in events}) <= DAYS_PER_INSERT:
+        return [events]
+    parts: list[list[Event]] = []
+    days: set[int] = set()
+    for event in sorted(events, key=day):
+        if day(event) not in days and len(days) == DAYS_PER_INSERT:
+            parts.append([])
+            days = set()
+        if not parts:
+            parts.append([])
+        parts[-1].append(event)
+        days.add(day(event))
+    return parts
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,19 @@ def test_shipped_analyst_queries_run(clickhouse: Any, path: Path) -> None:
     if path.stem == "what_happened_to_function":
         kinds = [row[1] for row in result.rows]
         assert sorted(kinds) == ["anomaly", "decision", "page", "verdict"]
+
+
+def test_a_batch_over_150_days_is_stored_in_inserts_clickhouse_accepts(clickhouse: Any) -> None:
+    """ClickHouse refuses one insert into more than 100 partitions (a day each for costs
+    and spans): such a batch once failed for good and halted ingest."""
+    migrate(clickhouse)
+    day = 86_400 * 10**9
+    start = time.time_ns() - 160 * day
+    costs = [CostEvent(function="old", invocation_id=str(i), time_unix_nano=start + i * day)
+             for i in range(150)]
+    spans = [Span(function="old", trace_id=f"{i:032x}", span_id=f"{i + 1:016x}", name="old",
+                  start_time_unix_nano=start + i * day, end_time_unix_nano=start + i * day + 5,
+                  time_unix_nano=start + i * day + 5) for i in range(150)]
+    written = ClickHouseSink(clickhouse).write([*costs, *spans])
+    assert written == {"cost_events": 150, "otel_traces": 150}
+    assert clickhouse.query("SELECT count() FROM cost_events").result_rows == [(150,)]
