@@ -67,7 +67,8 @@ def start_worker(broker: str, prefix: str, data_dir: Path,
     env = {**os.environ, "GOVERNOR_KAFKA_BOOTSTRAP": broker, "GOVERNOR_TOPIC_PREFIX": prefix,
            "GOVERNOR_DATA_DIR": str(data_dir), "GOVERNOR_VERDICT_KEY": VERDICT_KEY,
            "GOVERNOR_QUERY_PORT": str(port), "GOVERNOR_WINDOW_SECONDS": "1",
-           "GOVERNOR_WARMUP_WINDOWS": "3", "GOVERNOR_HOLD_SECONDS": "2",
+           "GOVERNOR_WARMUP_WINDOWS": "3", "GOVERNOR_LEARNING_WINDOWS": "3",
+           "GOVERNOR_HOLD_SECONDS": "2",
            "GOVERNOR_SINK_WITHIN_SECONDS": "0.2", "GOVERNOR_LOG_LEVEL": "info",
            **(extra_env or {})}
     log = open(data_dir / "worker.log", "ab")  # noqa: SIM115
