@@ -76,7 +76,10 @@ def test_a_steady_function_is_not_flagged_for_the_backlog_of_a_worker_outage(
         wait_for(lambda: _count(second, f"SELECT count() FROM cost_events FINAL "
                                         f"WHERE function = '{name}'") == calls, 20)
         time.sleep(3)  # the last windows close and are decided
-        assert _count(second, f"SELECT count() FROM anomalies WHERE function = '{name}'") == 0
+        # no alarm: the shape detector's info reports (the traffic's end is a drop) are
+        # the analysts' view, never paged or enforced
+        assert _count(second, f"SELECT count() FROM anomalies WHERE function = '{name}' "
+                              "AND severity != 'info'") == 0
         assert _count(second, f"SELECT count() FROM verdicts WHERE function = '{name}'") == 0
         assert traffic.refused == 0 and runtime.verdicts.current(name) is None
     finally:
