@@ -147,6 +147,10 @@ def create_app(settings: Settings, prepared: Prepared) -> tuple[faust.App, Route
 
     class QueryView(View):
         async def post(self, request: Request) -> Response:
+            refused = _cross_site(request.headers)
+            if refused is not None:
+                return self.bytes(orjson.dumps({"error": refused}), status=403,
+                                  content_type="application/json")
             status, body = await routes.query(await request.json())
             return self.bytes(orjson.dumps(body, default=str), status=status,
                               content_type="application/json")
@@ -158,6 +162,17 @@ def create_app(settings: Settings, prepared: Prepared) -> tuple[faust.App, Route
     app.page("/query")(QueryView)
     app.page("/health")(HealthView)
     return app, routes
+
+
+def _cross_site(headers: Any) -> str | None:
+    """Why a query request is refused: the endpoint serves the CLI and tools, never web
+    pages, so a request a browser sent (it carries ``Origin``) or one that is not JSON
+    (a page's form or ``text/plain`` post needs no CORS preflight) is refused."""
+    if headers.get("Origin"):
+        return "requests from web pages are refused (Origin header); use governor query"
+    if not str(headers.get("Content-Type", "")).startswith("application/json"):
+        return "send Content-Type: application/json with {\"sql\": \"SELECT ...\"}"
+    return None
 
 
 def _sink(routes: Routes, cls: type[Event], batch: int, within: float,

@@ -103,13 +103,28 @@ def test_sink_writes_every_event_type_idempotently(clickhouse: Any) -> None:
     assert trace[0][0] == "a" * 32
 
 
-@pytest.mark.parametrize("sql", ["DROP TABLE otel_traces", "INSERT INTO verdicts VALUES ()",
-                                 "SELECT 1; DROP TABLE otel_traces"])
+@pytest.mark.parametrize("sql", [
+    "DROP TABLE otel_traces", "INSERT INTO verdicts VALUES ()",
+    "SELECT 1; DROP TABLE otel_traces; SELECT 2",
+    "SELECT 1; ALTER TABLE cost_events UPDATE cost_usd = 20000 WHERE 1; SELECT 2",
+    "SELECT 1; SET readonly = 1; SELECT 2",
+    "SELECT * FROM file('/etc/hostname', 'LineAsString')",
+    "SELECT 1 INTO OUTFILE '/tmp/governor-out.csv'",
+    "SELECT * FROM url('http://127.0.0.1:9/x', 'CSV', 'a String')",
+    "SELECT * FROM remote('127.0.0.1:9', system.one)",
+    "SELECT * FROM s3('http://127.0.0.1:9/b/k', 'CSV', 'a String')",
+])
 def test_analyst_queries_are_read_only(clickhouse: Any, sql: str) -> None:
+    """Each of these once wrote, read local files or opened connections through the
+    "read-only" surface; now each is refused before it reaches the engine."""
     migrate(clickhouse)
+    ClickHouseSink(clickhouse).write(_events())
+    before = read_only_query(clickhouse, "SELECT sum(cost_usd) FROM cost_events").rows
     with pytest.raises(QueryError):
         read_only_query(clickhouse, sql)
     assert read_only_query(clickhouse, "EXISTS TABLE otel_traces").rows[0][0] == 1
+    assert read_only_query(clickhouse, "SELECT sum(cost_usd) FROM cost_events").rows == before
+    assert read_only_query(clickhouse, "SELECT ';' AS s").rows == [(";",)]  # literals are fine
 
 
 @pytest.mark.parametrize("path", sorted((MIGRATIONS_DIR.parent / "queries").glob("*.sql")),

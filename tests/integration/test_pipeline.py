@@ -6,6 +6,8 @@ import asyncio
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 
 import orjson
@@ -108,6 +110,21 @@ def test_governor_query_reaches_the_running_worker(worker: WorkerStack) -> None:
          "DROP TABLE cost_events"], env=worker.env(), capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2
     assert "only read queries" in refused.stderr
+
+
+@pytest.mark.parametrize(("headers", "why"), [
+    ({"Content-Type": "application/json", "Origin": "http://evil.example"}, "web pages"),
+    ({"Content-Type": "text/plain"}, "application/json"),
+])
+def test_the_query_endpoint_refuses_what_a_web_page_can_send(
+        worker: WorkerStack, headers: dict[str, str], why: str) -> None:
+    """A page in a browser on the same host could POST text/plain (no preflight) or
+    send an Origin; neither reaches the history."""
+    request = urllib.request.Request(worker.query_url + "/query", method="POST",
+                                     data=b'{"sql": "SELECT 1"}', headers=headers)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 403 and why in refused.value.read().decode()
 
 
 def test_a_runaway_function_is_throttled_by_the_loop(
