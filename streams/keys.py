@@ -17,6 +17,21 @@ KEY_FILE = "verdict.key"
 """The verdict key's file in the data dir (written by the embedded stack)."""
 
 
+WEAK_KEYS = frozenset({"change-me-in-production", "change-me", "changeme", "secret",
+                       "password", "governor", "test", "key", "default"})
+"""Secrets a verdict key must never be (placeholders from examples)."""
+MIN_KEY_CHARS = 32
+
+
+def _weak(key: str) -> str:
+    """Why ``key`` is too weak to sign verdicts with ("" when it is not)."""
+    if key.strip().lower() in WEAK_KEYS:
+        return "a known placeholder"
+    if len(key) < MIN_KEY_CHARS:
+        return f"{len(key)} characters long (at least {MIN_KEY_CHARS} are needed)"
+    return ""
+
+
 def load_verdict_key(settings: Settings, *, create: bool = False) -> bytes:
     """The key verdicts are signed with; ``create`` (the embedded stack only) writes a
     new random one into the data dir when there is none.
@@ -24,6 +39,12 @@ def load_verdict_key(settings: Settings, *, create: bool = False) -> bytes:
     Raises :class:`~streams.errors.VerdictKeyError` naming how to set one.
     """
     if settings.verdict_key:
+        weak = _weak(settings.verdict_key)
+        if weak:
+            raise VerdictKeyError(
+                f"GOVERNOR_VERDICT_KEY is {weak}: anyone who guesses it can sign verdicts "
+                "for every function. Set a random secret of at least 32 characters, e.g. "
+                "`python -c \"import secrets; print(secrets.token_hex(32))\"`")
         return settings.verdict_key.encode()
     path = settings.data_dir / KEY_FILE
     if create and not path.exists():

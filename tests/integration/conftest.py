@@ -22,7 +22,7 @@ from streams.ops.broker import free_port, start_broker
 
 pytestmark = pytest.mark.integration
 
-VERDICT_KEY = "integration-test-key"
+VERDICT_KEY = "integration-test-key-0f3c9a1e5b7d2468ace"
 
 
 @pytest.fixture(scope="session")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.keys import murmur2, partition_for
+from streams.errors import VerdictKeyError
+from streams.keys import load_verdict_key
+from streams.settings import Settings
 
 KAFKA_VECTORS = [
     # From the Java client's UtilsTest.testMurmur2.
@@ -99,3 +104,11 @@ def test_partition_for_known_keys() -> None:
 
 def test_partition_for_non_ascii_key_uses_utf8() -> None:
     assert partition_for("façade", 7) == (murmur2("façade".encode()) & 0x7FFFFFFF) % 7
+
+
+@pytest.mark.parametrize("key", ["change-me-in-production", "secret", "short-but-random-9f3"])
+def test_a_placeholder_or_short_verdict_key_is_refused(key: str, tmp_path: Path) -> None:
+    with pytest.raises(VerdictKeyError, match="GOVERNOR_VERDICT_KEY is"):
+        load_verdict_key(Settings(verdict_key=key, data_dir=tmp_path))
+    strong = "9f3c" * 8
+    assert load_verdict_key(Settings(verdict_key=strong, data_dir=tmp_path)) == strong.encode()
