@@ -3,7 +3,7 @@
     GovernorError (agents)
     └── StreamsError
         ├── SettingsError        a GOVERNOR_* variable has a bad value
-        │   └── VerdictKeyError  no verdict key is set (and none may be made here)
+        │   └── VerdictKeyError  no verdict key is set (none may be made here), or a weak one
         ├── StackError           the embedded broker or engine could not start
         ├── MigrationError       a ClickHouse migration failed or was edited after applying
         ├── QueryError           a query was refused or failed
