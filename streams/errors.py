@@ -28,7 +28,7 @@ class SettingsError(StreamsError, ValueError):
 
 
 class VerdictKeyError(SettingsError):
-    """No verdict key: the message says how to set one."""
+    """No verdict key, or a weak one: the message says how to set one."""
 
 
 class StackError(StreamsError):
