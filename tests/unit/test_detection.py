@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from schemas import Action, Anomaly, CostEvent, Driver, Outcome, Severity
 from streams.decisions.detection import Decider
 from streams.decisions.proposal import Proposal
@@ -459,3 +463,30 @@ def test_a_standing_proposal_never_hides_a_stronger_surge() -> None:
             rates.append((factor, detection.proposal.rate_rps))
     assert [f for f, _ in rates] == [4, 9, 25]  # 5x and 10x are not twice the last
     assert rates[0][1] > rates[1][1] > rates[2][1]  # each caps spend tighter
+
+
+class _Payload:
+    """A pickle that would run a command when loaded by a plain unpickler."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_snapshot_with_a_valid_mac_still_cannot_run_code(tmp_path: Path) -> None:
+    """Whoever holds the key can seal anything; the restricted unpickler still makes
+    only decision-state classes, so a sealed command is refused, never run."""
+    from streams.decisions.snapshots import SnapshotError, seal, unseal
+
+    marker = tmp_path / "ran"
+    blob = seal({"detectors": _Payload(str(marker))}, KEY)
+    with pytest.raises(SnapshotError, match=r"(posix|os|nt)\.system"):
+        unseal(blob, KEY)
+    assert not marker.exists()
+    d = _decider()  # real state still round-trips
+    _warm(d)
+    assert unseal(d.snapshot("f") or b"", KEY).cost.warm
