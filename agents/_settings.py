@@ -55,6 +55,7 @@ once: ``AWS_LAMBDA_FUNCTION_NAME``,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -154,6 +155,11 @@ class AgentSettings:
             redact_patterns=r.regexes("GOVERNOR_REDACT_PATTERNS"),
             problems=tuple(r.problems),
         )
+        if settings.verdict_key.startswith(b"ed25519:"):
+            settings = dataclasses.replace(settings, problems=(*settings.problems, (
+                "GOVERNOR_VERDICT_KEY holds the workers' private key: this function could "
+                "sign verdicts for every other; give it the public key (ed25519-pub:…, "
+                "printed by `governor up`)")))
         if settings.fail_closed and settings.problems:
             raise ConfigurationError("; ".join(settings.problems)
                                      + " (GOVERNOR_FAIL_CLOSED is set: refusing to run)")

@@ -21,7 +21,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Embedded broker (unless GOVERNOR_KAFKA_BOOTSTRAP is set) + the worker."""
-    from streams.keys import load_verdict_key
+    from streams.keys import agent_key, load_verdict_key
     from streams.ops.broker import start_broker
     from streams.pipeline.worker import run_worker
 
@@ -29,11 +29,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     broker = None
     if settings.embedded_broker:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        load_verdict_key(settings, create=True)  # agents point at it: see the README
+        load_verdict_key(settings, create=True)  # the workers' key; agents get the public one
         broker = start_broker(settings.data_dir / "broker.log")
         settings = settings.replace(kafka_bootstrap=broker.bootstrap)
         print(f"broker    kafka://{broker.bootstrap} (embedded Tansu)", flush=True)
     print(f"clickhouse {settings.clickhouse_dsn}", flush=True)
+    print(f"agents    GOVERNOR_VERDICT_KEY={agent_key(settings).decode()}", flush=True)
     print(f"queries   http://{settings.query_host}:{settings.query_port}/query "
           "(governor query \"SELECT ...\")", flush=True)
     try:

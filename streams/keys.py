@@ -2,19 +2,29 @@
 
 ``GOVERNOR_VERDICT_KEY`` when set; else the key file in the data dir. Only the
 embedded stack (``governor up``, ``governor demo``, ``governor bench loop``) creates
-that file; everything else refuses to run without a key, so two workers can never
-sign with two different keys that agents would both reject.
+that file — an Ed25519 private key, whose public half (:func:`agent_key`) is what
+functions get; everything else refuses to run without a key, so two workers can never
+sign with two different keys that agents would both reject. A shared HMAC secret is
+still accepted (every function holding it could sign verdicts); a placeholder or short
+one is refused.
 """
 
 from __future__ import annotations
 
-import secrets
-
+from schemas.signing import PRIVATE, PUBLIC, SignatureError, new_private_key, public_key
 from streams.errors import VerdictKeyError
 from streams.settings import Settings
 
 KEY_FILE = "verdict.key"
 """The verdict key's file in the data dir (written by the embedded stack)."""
+KEY_ID = "governor-1"
+"""The key id of a key the embedded stack makes."""
+
+
+def agent_key(settings: Settings) -> bytes:
+    """What functions' agents set as ``GOVERNOR_VERDICT_KEY``: the public key of the
+    workers' Ed25519 key (the shared secret itself for an HMAC key)."""
+    return public_key(load_verdict_key(settings))
 
 
 WEAK_KEYS = frozenset({"change-me-in-production", "change-me", "changeme", "secret",
@@ -38,6 +48,17 @@ def load_verdict_key(settings: Settings, *, create: bool = False) -> bytes:
 
     Raises :class:`~streams.errors.VerdictKeyError` naming how to set one.
     """
+    if settings.verdict_key.startswith(PUBLIC.decode()):
+        raise VerdictKeyError(
+            "GOVERNOR_VERDICT_KEY holds a public key (ed25519-pub:…): workers and operators "
+            "sign verdicts and need the private key (ed25519:<id>:<seed>); functions get the "
+            "public one")
+    if settings.verdict_key.startswith(PRIVATE.decode()):
+        try:
+            public_key(settings.verdict_key.encode())
+        except SignatureError as exc:
+            raise VerdictKeyError(f"GOVERNOR_VERDICT_KEY: {exc}") from None
+        return settings.verdict_key.encode()
     if settings.verdict_key:
         weak = _weak(settings.verdict_key)
         if weak:
@@ -49,7 +70,7 @@ def load_verdict_key(settings: Settings, *, create: bool = False) -> bytes:
     path = settings.data_dir / KEY_FILE
     if create and not path.exists():
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(32))
+        path.write_text(new_private_key(KEY_ID).decode())
         path.chmod(0o600)
     try:
         key = path.read_text().strip()

@@ -32,7 +32,7 @@ import orjson
 
 import agents
 from streams.errors import BenchmarkError
-from streams.keys import load_verdict_key
+from streams.keys import agent_key
 from streams.ops.embedded import local_stack
 from streams.settings import Settings
 from streams.sim.demo import DEMO_DEFAULTS
@@ -190,7 +190,7 @@ def bench(settings: Settings, functions: int = 24, pace: str = "production",
         with local_stack(settings, env, app_id="governor-loop") as settings:
             agents.configure(replace(
                 agent, kafka_bootstrap=settings.kafka_bootstrap,
-                topic_prefix=settings.topic_prefix, verdict_key=load_verdict_key(settings)))
+                topic_prefix=settings.topic_prefix, verdict_key=agent_key(settings)))
             try:
                 fleet = Fleet(specs, incidents)
                 end_s = incidents[-1].end_s + settle_s

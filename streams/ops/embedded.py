@@ -33,7 +33,7 @@ def local_stack(settings: Settings, env: dict[str, str], app_id: str) -> Iterato
         raise StackError(f"a Governor stack already runs on {settings.data_dir}; stop "
                          "it or pass --data-dir to use another directory")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    load_verdict_key(settings, create=True)  # the worker and the agents share it
+    load_verdict_key(settings, create=True)  # the workers' private key (agents: public)
     broker = start_broker(settings.data_dir / "broker.log")
     worker: subprocess.Popen[bytes] | None = None
     try:

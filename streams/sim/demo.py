@@ -26,7 +26,7 @@ import agents
 from schemas import Action, IncidentStatus, Verdict, decode
 from schemas import Incident as IncidentEvent
 from streams.control.commands import set_thresholds
-from streams.keys import load_verdict_key
+from streams.keys import agent_key
 from streams.ops.embedded import local_stack
 from streams.ops.query import run_query
 from streams.settings import Settings
@@ -69,7 +69,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
 def _run(console: Console, settings: Settings, options: DemoOptions) -> int:
     agents.configure(agents.AgentSettings(
         kafka_bootstrap=settings.kafka_bootstrap, topic_prefix=settings.topic_prefix,
-        verdict_key=load_verdict_key(settings), export_interval_ms=100))
+        verdict_key=agent_key(settings), export_interval_ms=100))
     w, d = options.warmup_s, options.incident_s
     incidents = [
         Fault("runaway loop", "webhook-relay", w, w + d, rate_factor=25),

@@ -475,3 +475,35 @@ def test_redaction_is_configurable_and_bad_patterns_are_problems() -> None:
     assert [p.split("=")[0] for p in bad.problems] == ["GOVERNOR_REDACT_VALUES",
                                                        "GOVERNOR_REDACT_PATTERNS"]
     assert not agents.AgentSettings.from_env({"GOVERNOR_REDACT": "0"}).redact
+
+
+def test_with_the_public_key_a_function_obeys_the_workers_and_cannot_forge() -> None:
+    """Agents hold the workers' Ed25519 public key: a verdict the workers signed is
+    enforced; one a compromised function made — with the public key as an HMAC secret,
+    or with a key of its own — is rejected and counted."""
+    from schemas.signing import new_private_key, public_key
+
+    private = new_private_key("governor-1")
+    memory = agents.InMemoryExporter()
+    agents.configure(agents.AgentSettings(verdict_key=public_key(private)), memory)
+    try:
+        cache = agents.get_runtime().verdicts
+        public = public_key(private)  # what every function holds
+        assert not cache.offer(_verdict("svc", Action.ISOLATE, 1, key=public.split(b":", 1)[1]))
+        assert not cache.offer(_verdict("svc", Action.ISOLATE, 2,
+                                        key=new_private_key("governor-1")))
+        assert cache.current("svc") is None
+        assert cache.offer(_verdict("svc", Action.THROTTLE, 3, rate_rps=5, key=private))
+        current = cache.current("svc")
+        assert current is not None and current.action is Action.THROTTLE
+        assert agents.stats()["verdicts_rejected_forged"] == 2
+    finally:
+        agents.shutdown(1.0)
+
+
+def test_a_function_given_the_private_key_is_warned() -> None:
+    from schemas.signing import new_private_key
+
+    settings = agents.AgentSettings.from_env(
+        {"GOVERNOR_VERDICT_KEY": new_private_key("governor-1").decode()})
+    assert any("private key" in p for p in settings.problems)

@@ -41,6 +41,10 @@ def signed() -> Verdict:
     return sign_verdict(verdict, KEY)
 
 
+def _verdict() -> Verdict:
+    return dataclasses.replace(signed(), signature="")
+
+
 def test_sign_then_verify() -> None:
     verdict = signed()
     verify_verdict(verdict, KEY)
@@ -121,7 +125,8 @@ def test_signature_survives_encode_decode() -> None:
     verify_verdict(event, KEY)
 
 
-@given(verdict=verdicts, key=st.binary(min_size=1, max_size=64))
+@given(verdict=verdicts,  # any shared HMAC secret (the Ed25519 prefixes name key kinds)
+       key=st.binary(min_size=1, max_size=64).filter(lambda k: not k.startswith(b"ed25519")))
 def test_any_verdict_signs_verifies_and_round_trips(verdict: Verdict, key: bytes) -> None:
     verdict = sign_verdict(verdict, key)
     verify_verdict(verdict, key)
@@ -150,3 +155,38 @@ def test_integer_rate_signature_survives_encode_decode() -> None:
     assert (
         verdict.signature == sign_verdict(dataclasses.replace(verdict, rate_rps=5.0), KEY).signature
     )
+
+
+def test_ed25519_agents_check_verdicts_but_cannot_make_them() -> None:
+    """The workers sign with a private key; a function holding the public key can
+    verify, and whatever it signs — with that string as an HMAC secret, or as a key
+    of its own — is refused."""
+    from schemas.signing import new_private_key, public_key
+
+    private = new_private_key("k1")
+    public = public_key(private)
+    assert public.startswith(b"ed25519-pub:k1:") and private not in public
+    signed = sign_verdict(_verdict(), private)
+    verify_verdict(signed, public)
+    with pytest.raises(SignatureError, match="public key cannot sign"):
+        sign_verdict(_verdict(), public)
+    forged = sign_verdict(_verdict(), public.replace(b"ed25519-pub:", b"hmac:"))
+    with pytest.raises(SignatureError, match="not an Ed25519 signature"):
+        verify_verdict(forged, public)
+    other = sign_verdict(_verdict(), new_private_key("k1"))  # same id, another key
+    with pytest.raises(SignatureError, match="does not match"):
+        verify_verdict(other, public)
+    altered = dataclasses.replace(signed, action=Action.RELEASE)
+    with pytest.raises(SignatureError, match="does not match"):
+        verify_verdict(altered, public)
+
+
+def test_ed25519_keys_rotate_with_two_public_keys_valid() -> None:
+    from schemas.signing import new_private_key, public_key
+
+    old, new = new_private_key("2025"), new_private_key("2026")
+    ring = public_key(old) + b"," + public_key(new)[len(b"ed25519-pub:"):]
+    verify_verdict(sign_verdict(_verdict(), old), ring)
+    verify_verdict(sign_verdict(_verdict(), new), ring)
+    with pytest.raises(SignatureError, match="not among"):
+        verify_verdict(sign_verdict(_verdict(), new_private_key("2024")), ring)
