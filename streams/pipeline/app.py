@@ -19,12 +19,14 @@ replays rows that replace themselves.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import faust
 import orjson
+from faust.exceptions import NotReady
 from faust.web import Request, Response, View
 
 from schemas import (
@@ -50,6 +52,8 @@ from streams.settings import Settings
 
 POLICY_CHECK_SECONDS = 2.0
 """How often a worker looks for a changed policy bundle."""
+
+log = logging.getLogger("governor.worker")
 
 
 class TopicOutbox:
@@ -134,7 +138,13 @@ def create_app(settings: Settings, prepared: Prepared) -> tuple[faust.App, Route
 
     @app.timer(interval=min(1.0, settings.window_seconds / 4))
     async def close_windows() -> None:
-        await routes.close_windows(time.time_ns())
+        if app.should_stop:
+            return
+        try:
+            await routes.close_windows(time.time_ns())
+        except NotReady:  # stopping: the producer is already gone
+            log.info("stopping: the windows still open are not decided (their events are "
+                     "stored)")
 
     @app.timer(interval=POLICY_CHECK_SECONDS)
     async def reload_policies() -> None:

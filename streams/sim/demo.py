@@ -42,7 +42,7 @@ class DemoOptions:
 
 # Demo pacing: short windows and holds so the whole loop fits in about a minute.
 DEMO_DEFAULTS = {"GOVERNOR_WINDOW_SECONDS": "2", "GOVERNOR_WARMUP_WINDOWS": "5",
-                 "GOVERNOR_LEARNING_WINDOWS": "10",
+                 "GOVERNOR_LEARNING_WINDOWS": "5",
                  "GOVERNOR_HOLD_SECONDS": "10", "GOVERNOR_RELEASE_AFTER_SECONDS": "6",
                  "GOVERNOR_VERDICT_TTL_SECONDS": "120"}
 BUDGET = ("invoice-pdf", 0.0004)

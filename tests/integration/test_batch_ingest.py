@@ -294,6 +294,8 @@ def test_a_restarted_worker_resumes_from_the_committed_offsets(
     stack = start_worker(broker, prefix, tmp_path)
     try:
         wait_for(lambda: _counter(stack, "in_cost") == 1_000)
-        assert _count(stack.query_url, "SELECT count() FROM cost_events FINAL") == 3_000
+        # reads run beside the sink's writes, not behind them: wait for the rows
+        wait_for(lambda: _count(stack.query_url,
+                                "SELECT count() FROM cost_events FINAL") == 3_000)
     finally:
         stop_worker(stack)
