@@ -24,11 +24,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from agents import load_prices
-from schemas import Anomaly, Severity
+from schemas import Anomaly, IncidentStatus, Severity
 from streams.decisions.detection import Decider
 from streams.decisions.proposal import Detection
 from streams.decisions.windows import Window
 from streams.errors import BenchmarkError
+from streams.paging.incidents import IncidentTracker, PageRules
 from streams.settings import Settings
 from streams.sim.scenarios import Floats, Scenario, simulate
 
@@ -65,11 +66,16 @@ class FunctionRun:
     ``cost_factor``: mean cost over the label's first :data:`BEFORE` anomalous windows
     (from ``onset``, before ``end``) ÷ the :data:`BEFORE` windows before ``start`` (NaN
     without a label window).
+    ``pages``: the windows in which on-call would have been paged — a new enforcement
+    proposal (its verdict pages), or an episode the incident tracker opens for
+    anomalies alone (the worker's paging rules, :class:`~streams.paging.incidents.
+    IncidentTracker` with the settings' page rules).
     """
 
     scenario: Scenario
     alarms: tuple[tuple[int, frozenset[str]], ...]
     cost_factor: float
+    pages: tuple[int, ...] = ()
 
     @property
     def alarm_windows(self) -> tuple[int, ...]:
@@ -80,31 +86,49 @@ def run_scenario(scenario: Scenario, settings: Settings, *, events: bool = False
     """Every window of ``scenario`` through a fresh Decider; see the module docstring."""
     settings = settings.replace(window_seconds=scenario.window_seconds)
     decider = Decider(settings, KEY)
+    tracker = IncidentTracker(PageRules.from_settings(settings))
+    pages: list[int] = []
     name, window_ns = scenario.profile.name, scenario.window_ns
     alarms: list[tuple[int, frozenset[str]]] = []
     costs = np.zeros(scenario.windows)
     rng = np.random.default_rng([scenario.seed, scenario.index, 3, scenario.stream])
     for sim in simulate(scenario, _PRICES):
         window, sources = sim.window, set()
+        found: list[Anomaly] = []
+        enforced = False
         arrivals = rng.random(sim.last - sim.first)  # each call's place in the window
         for look in LOOKS:
             detection = decider.on_partial(name, sim.opening(int((arrivals < look).sum())),
                                            window.start_ns + int(look * window_ns))
             sources |= alarm_sources(detection.anomalies, detection)
+            found += detection.anomalies
+            enforced |= detection.new and detection.proposal is not None
         if events:
             w = sim.window
             window = Window(w.start_ns, w.end_ns, version=w.version, team=w.team)
             for event in sim.events():
-                sources |= alarm_sources(decider.on_event(event, window_ns))
+                single = decider.on_event(event, window_ns)
+                sources |= alarm_sources(single)
+                found += single
                 window.add(event)
         elif (costliest := sim.costliest()) is not None:
-            sources |= alarm_sources(decider.on_event(costliest, window_ns))
-        detection = decider.on_window(name, window, window.end_ns + GRACE_NS)
+            single = decider.on_event(costliest, window_ns)
+            sources |= alarm_sources(single)
+            found += single
+        now_ns = window.end_ns + GRACE_NS
+        detection = decider.on_window(name, window, now_ns)
         sources |= alarm_sources(detection.anomalies, detection)
+        found += detection.anomalies
+        enforced |= detection.new and detection.proposal is not None
+        opened = [i for a in found for i in tracker.on_anomaly(a, scenario.profile.team, now_ns)
+                  if i.status is IncidentStatus.OPEN]
+        tracker.on_quiet(name, now_ns)
+        if enforced or opened:
+            pages.append(sim.index)
         if sources:
             alarms.append((sim.index, frozenset(sources)))
         costs[sim.index] = window.cost_usd
-    return FunctionRun(scenario, tuple(alarms), _cost_factor(scenario, costs))
+    return FunctionRun(scenario, tuple(alarms), _cost_factor(scenario, costs), tuple(pages))
 
 
 def run_scenarios(scenarios: Sequence[Scenario], settings: Settings, *,

@@ -70,6 +70,7 @@ class KindResult:
     sources: dict[str, int] = field(default_factory=dict)  # false-alarm windows by source
     large: int = 0  # incidents whose cost rose at least enforce_ratio × (cost x)
     large_enforced: int = 0  # …of them enforced in their range
+    false_pages: int = 0  # windows that paged outside any incident (paging rules in force)
 
     @property
     def fa_per_100_days(self) -> float:
@@ -164,7 +165,8 @@ def score(runs: Sequence[FunctionRun], large_ratio: float = 3.0) -> list[KindRes
             tuple(ttd), sum(chance(r) for r in mine),
             float(statistics.median(factors)) if factors else math.nan,
             len(false), sum(r.scenario.function_days for r in mine), dict(sources),
-            sum(large), sum(h and big for h, big in zip(hit, large, strict=True))))
+            sum(large), sum(h and big for h, big in zip(hit, large, strict=True)),
+            sum(1 for r in mine for w in r.pages if not r.scenario.label.covers(w, AFTER))))
     return results
 
 
@@ -237,9 +239,18 @@ def format_report(report: Report) -> list[str]:
         f"function-days; wall time {report.seconds:.1f} s",
         *(_hard_lines(report) if report.suite == "hard" else []),
         _large_line(report),
+        _pages_line(report),
         f"incidents: {report.detected:.1f}% detected, median {_g(report.median_ttd)} windows "
         f"to detect, {report.fa_per_100_days:.2f} false alarms per 100 function-days"]
     return lines
+
+
+def _pages_line(report: Report) -> str:
+    rows = report.labels + report.long
+    pages, days = sum(r.false_pages for r in rows), _days(rows)
+    rate = 100 * pages / days if days else 0.0
+    return (f"false pages (the worker's paging rules; both passes): {pages} over "
+            f"{days:.1f} function-days = {rate:.2f} per 100 function-days (target <= 1)")
 
 
 def _large_line(report: Report) -> str:
@@ -284,7 +295,8 @@ def _total(rows: Sequence[KindResult]) -> KindResult:
                       sum(r.enforced for r in rows if r.incidents),
                       tuple(t for r in rows for t in r.ttd), sum(r.chance for r in rows),
                       math.nan, sum(r.false_alarms for r in rows), _days(rows), dict(sources),
-                      sum(r.large for r in rows), sum(r.large_enforced for r in rows))
+                      sum(r.large for r in rows), sum(r.large_enforced for r in rows),
+                      sum(r.false_pages for r in rows))
 
 
 def _days(rows: Sequence[KindResult]) -> float:
