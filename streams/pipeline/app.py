@@ -26,7 +26,7 @@ from typing import Any
 
 import faust
 import orjson
-from faust.exceptions import NotReady
+from faust.exceptions import NotReady, ProducerSendError
 from faust.web import Request, Response, View
 
 from schemas import (
@@ -142,7 +142,10 @@ def create_app(settings: Settings, prepared: Prepared) -> tuple[faust.App, Route
             return
         try:
             await routes.close_windows(time.time_ns())
-        except NotReady:  # stopping: the producer is already gone
+        except (NotReady, ProducerSendError):
+            if not app.should_stop:
+                raise
+            # stopping: the producer went away under the windows being decided
             log.info("stopping: the windows still open are not decided (their events are "
                      "stored)")
 
