@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import hmac
 import os
@@ -127,7 +128,9 @@ def _private(key: bytes) -> tuple[str, Any]:
                              "32-byte seed>") from None
 
 
+@functools.lru_cache(maxsize=8)
 def _keyring(ring: bytes) -> dict[str, Any]:
+    """The public keys of ``ring`` by key id, parsed once per ring (never mutated)."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     keys = {}

@@ -89,8 +89,14 @@ MIN_ERRORS = 5
 POOL_WINDOWS = 12
 """A window with too few calls for a behaviour rate is judged with the windows before it,
 pooled until they hold enough calls (at most this many windows; duration p95 excepted)."""
-_Z_SIGNIFICANT = NormalDist().inv_cdf(1 - SIGNIFICANCE)
-_Z_PARTIAL = NormalDist().inv_cdf(1 - PARTIAL_SIGNIFICANCE)
+@functools.cache
+def _quantile(level: float) -> float:
+    """The normal quantile a one-sided test at ``level`` needs (two levels in use)."""
+    return NormalDist().inv_cdf(1 - level)
+
+
+_Z_SIGNIFICANT = _quantile(SIGNIFICANCE)
+_Z_PARTIAL = _quantile(PARTIAL_SIGNIFICANCE)
 SIZE_LEVEL = 1e-4
 """A surge is enforced when it is at least ``enforce_ratio`` × with this confidence (its
 lower bound at this level; whether it is a surge at all was judged at
@@ -781,7 +787,7 @@ class Decider:
         if not calls or base_call <= 0:
             return demand
         per_call = sum(w.warm_ok_cost for w in evidence.windows) / calls / base_call
-        z = NormalDist().inv_cdf(1 - evidence.level)
+        z = _quantile(evidence.level)
         bound = math.log(per_call) - z * max(f.leak.noise, 0.1) / math.sqrt(calls)
         return demand * (math.exp(bound) if bound > 0 else min(per_call, 1.0))
 
