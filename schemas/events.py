@@ -122,6 +122,18 @@ class Driver(StrEnum):
     EGRESS = "egress bytes per call"
 
 
+class Hold(StrEnum):
+    """Why a cost anomaly was reported but not enforced; empty when it was not held back."""
+
+    NONE = ""
+    LEARNING = "learning"
+    """The function is new: its normal is still being learned."""
+    BELOW_RATIO = "below enforce ratio"
+    """Not shown, beyond chance, to be ``enforce_ratio`` x its baseline or more."""
+    ROUTINE = "routine"
+    """A burst that repeats at a regular period."""
+
+
 class Judgement(StrEnum):
     """What on-call says of an incident."""
 
@@ -291,6 +303,11 @@ class Anomaly(Event):
     version: str = field(default="", metadata=_meta("Function version seen.", max_len=128))
     driver: Driver = field(
         default=Driver.NONE, metadata=_meta("The figure that drives it; empty when unknown.")
+    )
+    held: Hold = field(
+        default=Hold.NONE,
+        metadata=_meta("Why it was reported but not enforced (a held-back anomaly never "
+                       "pages); empty when it was not held back."),
     )
 
     def __post_init__(self) -> None:

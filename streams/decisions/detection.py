@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from statistics import NormalDist
 from typing import NamedTuple
 
-from schemas import Action, Anomaly, CostEvent, Driver, Severity
+from schemas import Action, Anomaly, CostEvent, Driver, Hold, Severity
 from streams.decisions.proposal import Detection, Proposal
 from streams.decisions.snapshots import SnapshotError, seal, unseal
 from streams.decisions.windows import Window
@@ -741,34 +741,30 @@ class Decider:
                                self._lower_ratio(f, evidence.latest())))
         # a surge that goes on from held-back windows is sustained: no burst
         routine = None if f.held else self._routine(f, window.start_ns, ratio, lower, record)
-        held = None
         if routine is not None:
-            explanation += (f"; routine: the same burst every {routine:g} s, reported, "
-                            "not enforced")
+            held, why = Hold.ROUTINE, (f"; routine: the same burst every {routine:g} s, "
+                                       "reported, not enforced")
         else:
-            held = self._held_back(f, lower)
-            explanation += held or ""
-        if routine is None and held is None:
-            return self._proposal(function, f, window, x, f.cost.name, score,
-                                  f.cost.threshold, ratio, base_cost, allowed, driver,
-                                  explanation, now_ns)
+            held, why = self._held_back(f, lower)
         return self._proposal(function, f, window, x, f.cost.name, score, f.cost.threshold,
-                              ratio, base_cost, allowed, driver, explanation, now_ns,
-                              enforce=False, routine=routine is not None)
+                              ratio, base_cost, allowed, driver, explanation + why, now_ns,
+                              held)
 
-    def _held_back(self, f: _Function, ratio: float) -> str | None:
-        """Why a surge or leak at least ``ratio`` × is reported but not enforced (the
-        function is still being learned, or the ratio is below ``enforce_ratio``), as
-        the explanation's tail; None: enforce it."""
+    def _held_back(self, f: _Function, ratio: float) -> tuple[Hold, str]:
+        """Whether and why a surge or leak at least ``ratio`` × is reported but not
+        enforced (the function is still being learned, or the ratio is below
+        ``enforce_ratio``), with the explanation's tail; ``Hold.NONE``: enforce it."""
         enforce_ratio = max(f.enforce_ratio or self.settings.enforce_ratio, self._min_ratio(f))
         if f.seen < self.settings.learning_windows:
-            return (f"; a function seen for {f.seen} windows: learning, reported, "
-                    f"enforced from window {self.settings.learning_windows}")
+            return Hold.LEARNING, (f"; a function seen for {f.seen} windows: learning, "
+                                   f"reported, enforced from window "
+                                   f"{self.settings.learning_windows}")
         if ratio < enforce_ratio:
-            return (f"; not shown to be {enforce_ratio:g}x or more (at least {ratio:.1f}x): "
-                    f"reported, not enforced, normal if it lasts "
-                    f"{self.settings.adapt_windows} windows")
-        return None
+            return Hold.BELOW_RATIO, (
+                f"; not shown to be {enforce_ratio:g}x or more (at least {ratio:.1f}x): "
+                f"reported, not enforced, normal if it lasts "
+                f"{self.settings.adapt_windows} windows")
+        return Hold.NONE, ""
 
     def _lower_ratio(self, f: _Function, evidence: _Evidence) -> float:
         """The cost ratio the evidence shows beyond chance (at its level): calls ×
@@ -836,32 +832,31 @@ class Decider:
             f"cost per invocation {ratio:.1f}x its long-run reference (${per_call:.6f} vs "
             f"${reference:.6f}), risen over many windows; invocations {demand_ratio:.1f}x")
         impact_base = x["cost_per_s_warm"] / ratio if ratio > 0 else x["cost_per_s_warm"]
-        held = self._held_back(f, ratio)
+        held, why = self._held_back(f, ratio)
         anomaly, proposal = self._proposal(
             function, f, window, x, f.leak.name, score, f.leak.threshold, ratio, impact_base,
-            allowed, Driver.COST_PER_INVOCATION, explanation + (held or ""), now_ns,
-            enforce=held is None)
+            allowed, Driver.COST_PER_INVOCATION, explanation + why, now_ns, held)
         return [anomaly], proposal
 
     def _proposal(self, function: str, f: _Function, window: Window, x: dict[str, float],
                   detector: str, score: float, threshold: float, ratio: float,
                   impact_base: float, allowed: float, driver: Driver, explanation: str,
-                  now_ns: int, enforce: bool = True,
-                  routine: bool = False) -> tuple[Anomaly, Proposal | None]:
+                  now_ns: int, held: Hold = Hold.NONE) -> tuple[Anomaly, Proposal | None]:
         """Make ``f``'s proposal: isolate below ``min_rps``, else throttle to ``allowed``;
-        with ``enforce`` false only the anomaly (at info severity if ``routine``)."""
+        when ``held`` back only the anomaly (at info severity if routine)."""
         base_cost = f.cost.median() or f.mean_cost
         impact = max(0.0, x["cost_per_s_warm"] - impact_base) * 3600
         anomaly = Anomaly(
             function=function, detector=detector, score=score, threshold=threshold,
-            severity=(Severity.INFO if routine
+            severity=(Severity.INFO if held is Hold.ROUTINE
                       else Severity.CRITICAL if ratio >= 10 else Severity.WARNING),
             window_start_unix_nano=window.start_ns, window_end_unix_nano=window.end_ns,
             features=x, baseline={"cost_per_s": base_cost, "attempts_per_s": self._base_rps(f),
                                   "cost_per_invocation": f.per_call.median()},
             explanation=f"{explanation}; driver: {driver.value}",
-            cost_impact_usd_per_hour=impact, version=window.version, driver=driver)
-        if not enforce:
+            cost_impact_usd_per_hour=impact, version=window.version, driver=driver,
+            held=held)
+        if held is not Hold.NONE:
             return anomaly, None
         if allowed < (f.min_rps if f.min_rps >= 0 else self.settings.min_rps):
             f.proposal = Proposal(Action.ISOLATE, driver, anomaly, explanation,

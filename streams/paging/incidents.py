@@ -21,7 +21,10 @@ Which anomalies open an episode without a verdict
     least ``page_usd_per_hour``. A behaviour anomaly (error rate, latency, egress:
     detector ``behaviour.*``) only when its detector severity is critical, and then
     as a warning. Anything else only updates an open episode (when material); an info
-    anomaly (a routine burst, a shape onset) never opens one nor raises its severity.
+    anomaly (a routine burst, a shape onset) never opens one nor raises its severity,
+    nor does a held-back one (``Anomaly.held``: a new function still being learned, or
+    a surge not shown to be ``enforce_ratio`` x its baseline — a launch and a subtle
+    creep look alike; the anomalies table and the budget policies are where they show).
 
 Severity rule
     critical when any of: Governor isolated the function; the estimated extra spend
@@ -67,6 +70,7 @@ from schemas import (
     Action,
     Anomaly,
     Driver,
+    Hold,
     Incident,
     IncidentStatus,
     Severity,
@@ -383,11 +387,12 @@ class IncidentTracker:
     def on_anomaly(self, anomaly: Anomaly, team: str, now_ns: int,
                    limits: Mapping[str, object] | None = None) -> list[Incident]:
         """A high anomaly opens an episode if none is open; any updates an open one
-        (emitted only when material). An info anomaly (routine, a shape) never opens
-        one nor raises its severity. ``limits``: as for :meth:`on_verdict`."""
+        (emitted only when material). An info anomaly (routine, a shape) or a held-back
+        one (reported, not enforced) never opens one nor raises its severity.
+        ``limits``: as for :meth:`on_verdict`."""
         ep = self._open.get(anomaly.function)
         severity = severity_of(anomaly, None, self.rules)
-        informative = anomaly.severity is Severity.INFO
+        informative = anomaly.severity is Severity.INFO or anomaly.held is not Hold.NONE
         if ep is not None:
             if anomaly.event_id in ep.anomaly_ids:
                 return []

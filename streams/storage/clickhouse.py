@@ -148,6 +148,7 @@ def _anomaly_row(e: Anomaly) -> list[Any]:
         e.event_id, e.time_unix_nano, e.function, e.detector, e.score, e.threshold,
         e.severity.value, e.window_start_unix_nano, e.window_end_unix_nano, e.features,
         e.baseline, e.explanation, e.cost_impact_usd_per_hour, e.version, e.driver.value,
+        e.held.value,
     ]
 
 
@@ -210,7 +211,7 @@ _TABLES: dict[type[Event], _Table] = {
     Anomaly: _Table("anomalies", (
         "event_id", "time", "function", "detector", "score", "threshold", "severity",
         "window_start", "window_end", "features", "baseline", "explanation",
-        "cost_impact_usd_per_hour", "version", "driver"), _anomaly_row),
+        "cost_impact_usd_per_hour", "version", "driver", "held"), _anomaly_row),
     Verdict: _Table("verdicts", (
         "event_id", "time", "function", "action", "rate_rps", "issued_at", "expires_at",
         "sequence", "reason", "anomaly_id", "issuer", "signature"), _verdict_row),

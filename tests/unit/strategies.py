@@ -27,6 +27,7 @@ from schemas.events import (
     Driver,
     Event,
     Feedback,
+    Hold,
     Incident,
     IncidentStatus,
     Judgement,
@@ -151,6 +152,7 @@ FIELD_STRATEGIES: dict[type[Event], dict[str, Strategy]] = {
         "cost_impact_usd_per_hour": finite,
         "version": text(max_size=128),
         "driver": st.sampled_from(Driver),
+        "held": st.sampled_from(Hold),
     },
     Verdict: {
         **common(),

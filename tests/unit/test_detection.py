@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas import Action, Anomaly, CostEvent, Driver, Outcome, Severity
+from schemas import Action, Anomaly, CostEvent, Driver, Hold, Outcome, Severity
 from streams.decisions.detection import Decider
 from streams.decisions.proposal import Proposal
 from streams.decisions.windows import Window, WindowAggregator
@@ -406,7 +406,10 @@ def test_a_function_being_learned_is_reported_not_enforced_and_learns_its_bursts
     warned = [i for i, found in raised.items()
               if any(a.severity is not Severity.INFO for a in found)]
     assert warned and max(warned) < 30  # after learning: routine (info) only
-    assert all("learning" in a.explanation for i in warned for a in raised[i])
+    assert all("learning" in a.explanation and a.held is Hold.LEARNING
+               for i in warned for a in raised[i])
+    assert all(a.held is Hold.ROUTINE for i, found in raised.items() if i >= 30
+               for a in found if isinstance(a, Anomaly))
     d = _decider(learning_windows=30)  # a runaway is enforced once learning is over
     raised = _bursty(d, 40, dict.fromkeys(range(25, 40), 1000))
     enforced = [i for i, f in raised.items() if any(isinstance(e, Proposal) for e in f)]
@@ -419,6 +422,7 @@ def test_a_launch_below_the_enforcement_ratio_is_reported_once_then_learned() ->
     d = _decider(adapt_windows=10)
     raised = _bursty(d, 40, dict.fromkeys(range(10, 40), 125))
     assert list(raised) == [10] and not any(isinstance(e, Proposal) for e in raised[10])
+    assert [a.held for a in raised[10]] == [Hold.BELOW_RATIO]
     for i in range(40, 50):  # 125 calls a window is normal now
         w = _window(125 + i % 3, 0.001, start=i * 10 * S)
         assert d.on_window("f", w, w.end_ns).anomalies == []

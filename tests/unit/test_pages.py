@@ -11,6 +11,7 @@ from schemas import (
     Action,
     Anomaly,
     Driver,
+    Hold,
     Incident,
     IncidentStatus,
     Severity,
@@ -176,6 +177,18 @@ def test_which_anomalies_open_an_incident_without_a_verdict() -> None:
     assert storm.title == "e: error rate 45% vs baseline 2%, reported, not enforced"
     assert incident_kind(storm) == "error-storm" and storm.driver == "error rate"
     assert "Governor did: nothing yet" in storm.summary
+
+
+@pytest.mark.parametrize("held", [Hold.LEARNING, Hold.BELOW_RATIO, Hold.ROUTINE])
+def test_a_held_back_anomaly_never_opens_nor_escalates_an_incident(held: Hold) -> None:
+    t = _tracker()
+    surge = dataclasses.replace(_cost_anomaly(impact=500.0), held=held)
+    assert surge.severity is Severity.CRITICAL and t.on_anomaly(surge, "p", T0) == []
+    [opened] = t.on_anomaly(_cost_anomaly(ratio=3, impact=2.0, severity=Severity.WARNING),
+                            "p", T0)
+    assert opened.severity is Severity.WARNING
+    later = dataclasses.replace(surge, event_id="later")
+    assert all(i.severity is Severity.WARNING for i in t.on_anomaly(later, "p", T0 + 1))
 
 
 def test_anomaly_only_incidents_resolve_after_quiet_time_verdict_ones_do_not() -> None:
