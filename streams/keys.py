@@ -83,3 +83,12 @@ def load_verdict_key(settings: Settings, *, create: bool = False) -> bytes:
             f"print(secrets.token_hex(32))\"`), or run in the data dir of `governor up`, "
             f"which keeps one in {path}")
     return key.encode()
+
+
+def checking_key(settings: Settings) -> bytes:
+    """The key signed records (control records, verdicts) are checked with: a public
+    keyring set in ``GOVERNOR_VERDICT_KEY`` as it is (an operator who only reads),
+    else the signing key of :func:`load_verdict_key`."""
+    if settings.verdict_key.startswith(PUBLIC.decode()):
+        return settings.verdict_key.encode()
+    return load_verdict_key(settings)

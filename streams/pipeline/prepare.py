@@ -54,7 +54,7 @@ def prepare(settings: Settings) -> Prepared:
                          "'governor up' or create it from infra/kafka/topics.toml")
     snapshots = load_snapshots(settings.kafka_bootstrap, settings.topic("state"))
     log.info("restoring the state of %d functions", len(snapshots))
-    control = ControlFollower(settings.kafka_bootstrap, settings).start()
+    control = ControlFollower(settings.kafka_bootstrap, settings, key).start()
     if not control.wait_synced(30):
         log.warning("live thresholds not fully read in 30s; defaults apply until they are")
     return Prepared(client, key, partitions, snapshots, policies, control)

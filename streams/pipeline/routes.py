@@ -290,6 +290,7 @@ class Routes:
             "ready": self.ready, "counters": dict(self.counters),
             "policy_bundle": policies.digest, "policy_error": policies.last_error,
             "thresholds_synced": self.control.synced,
+            "control_rejected": self.control.rejected,
             "pages": {k: getattr(pager, k) for k in (
                 "submitted", "delivered", "retried", "failed", "dropped", "skipped")}}
 
