@@ -202,7 +202,7 @@ def test_control_records_are_signed_like_verdicts(update: ControlUpdate) -> None
     signed_update = sign_record(update, private)
     verify_record(decode(encode(signed_update), ControlUpdate), public_key(private))
     lifted = dataclasses.replace(signed_update, values={"budget_usd_per_hour": 1e9})
-    with pytest.raises(SignatureError, match=r"control .* does not match"):
+    with pytest.raises(SignatureError, match="signature does not match"):
         verify_record(lifted, public_key(private))
     with pytest.raises(SignatureError, match="unsigned"):
         verify_record(dataclasses.replace(update, signature=""), private)
