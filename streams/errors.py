@@ -31,6 +31,10 @@ class VerdictKeyError(SettingsError):
     """No verdict key, or a weak one: the message says how to set one."""
 
 
+class TelemetryKeyError(SettingsError):
+    """No usable telemetry key while telemetry authentication is on."""
+
+
 class StackError(StreamsError):
     """The embedded broker or ClickHouse engine could not be started or reached."""
 

@@ -1,4 +1,5 @@
-"""The verdict key: one loader for the workers and the operator commands.
+"""The verdict key and the telemetry key: one loader each for the workers and the
+operator commands.
 
 ``GOVERNOR_VERDICT_KEY`` when set; else the key file in the data dir. Only the
 embedded stack (``governor up``, ``governor demo``, ``governor bench loop``) creates
@@ -11,8 +12,11 @@ one is refused.
 
 from __future__ import annotations
 
+import secrets
+
+from agents._auth import function_key
 from schemas.signing import PRIVATE, PUBLIC, SignatureError, new_private_key, public_key
-from streams.errors import VerdictKeyError
+from streams.errors import TelemetryKeyError, VerdictKeyError
 from streams.settings import Settings
 
 KEY_FILE = "verdict.key"
@@ -92,3 +96,63 @@ def checking_key(settings: Settings) -> bytes:
     if settings.verdict_key.startswith(PUBLIC.decode()):
         return settings.verdict_key.encode()
     return load_verdict_key(settings)
+
+
+TELEMETRY_KEY_FILE = "telemetry.key"
+"""The telemetry key's file in the data dir (written by the embedded stack)."""
+
+
+def load_telemetry_keys(settings: Settings, *, create: bool = False) -> dict[bytes, bytes] | None:
+    """The telemetry keys (key id → secret) functions' keys are derived from; ``None``
+    when telemetry is not authenticated (``GOVERNOR_TELEMETRY_AUTH``).
+    ``GOVERNOR_TELEMETRY_KEY`` when set, else the key file in the data dir, which
+    ``create`` (the embedded stack only) writes.
+
+    Raises :class:`~streams.errors.TelemetryKeyError` naming how to set one.
+    """
+    if not settings.authenticates_telemetry:
+        return None
+    text = settings.telemetry_key
+    path = settings.data_dir / TELEMETRY_KEY_FILE
+    if not text:
+        if create and not path.exists():
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"{KEY_ID}:{secrets.token_urlsafe(32)}")
+            path.chmod(0o600)
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            raise TelemetryKeyError(
+                "no telemetry key: set GOVERNOR_TELEMETRY_KEY=<key id>:<secret> on every "
+                "worker (e.g. `prod-1:` followed by the output of `python -c \"import secrets; "
+                "print(secrets.token_hex(32))\"`) and give each function its own key "
+                "(`governor keys function NAME`), or set GOVERNOR_TELEMETRY_AUTH=off to "
+                "trust telemetry by the name it claims") from None
+    try:
+        keys = parse_telemetry_keys(text)
+    except ValueError as exc:
+        raise TelemetryKeyError(str(exc)) from None
+    return keys
+
+
+def function_key_for(settings: Settings, function: str) -> str:
+    """``GOVERNOR_FUNCTION_KEY`` for ``function``: derived from the current (first)
+    telemetry key."""
+    keys = load_telemetry_keys(settings)
+    if keys is None:
+        raise TelemetryKeyError("GOVERNOR_TELEMETRY_AUTH is off: functions need no key")
+    key_id, secret = next(iter(keys.items()))
+    return function_key(key_id, secret, function).decode()
+
+
+def parse_telemetry_keys(text: str) -> dict[bytes, bytes]:
+    """``<key id>:<secret>[,<key id>:<secret>…]`` → key id → secret; the first is the
+    one new function keys are derived from. ValueError naming what is wrong."""
+    keys: dict[bytes, bytes] = {}
+    for item in text.split(","):
+        key_id, sep, secret = item.strip().partition(":")
+        if not sep or not key_id or len(secret) < 32:
+            raise ValueError("GOVERNOR_TELEMETRY_KEY is <key id>:<secret of at least 32 "
+                             "characters>[,<key id>:<secret>…]")
+        keys[key_id.encode()] = secret.encode()
+    return keys

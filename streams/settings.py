@@ -16,6 +16,14 @@ GOVERNOR_DATA_DIR                   local state: chDB data, keys, stack file (.g
 GOVERNOR_TOPIC_PREFIX               topic name prefix (governor)
 GOVERNOR_VERDICT_KEY                HMAC-SHA256 key verdicts are signed with; empty with
                                     the embedded stack: generated into the data dir
+GOVERNOR_TELEMETRY_AUTH             ``on``: telemetry decides only with its function's
+                                    MAC (``GOVERNOR_FUNCTION_KEY`` on the function); the
+                                    rest is stored flagged and counted. ``off``: trusted
+                                    by the name it claims. Unset: on, except in the
+                                    embedded stack
+GOVERNOR_TELEMETRY_KEY              the workers' telemetry key, ``<id>:<secret>[,…]``,
+                                    functions' keys are derived from; empty with the
+                                    embedded stack: generated into the data dir
 GOVERNOR_APP_ID                     Faust app id / consumer group (governor-worker)
 GOVERNOR_WINDOW_SECONDS             feature window length (10)
 GOVERNOR_LATENESS_SECONDS           windows close this long after their end; a cost
@@ -92,6 +100,8 @@ class Settings:
     data_dir: Path = Path(".governor")
     topic_prefix: str = "governor"
     verdict_key: str = ""
+    telemetry_auth: str = ""
+    telemetry_key: str = ""
     app_id: str = "governor-worker"
     window_seconds: float = 10.0
     lateness_seconds: float = 0.5
@@ -153,6 +163,9 @@ class Settings:
             raise SettingsError(
                 f"{ENV_PREFIX}ENFORCE_RATIO must be >= 1, {ENV_PREFIX}ADAPT_WINDOWS >= 1 and "
                 f"{ENV_PREFIX}LEARNING_WINDOWS >= 0")
+        if self.telemetry_auth not in ("", "on", "off"):
+            raise SettingsError(
+                f"{ENV_PREFIX}TELEMETRY_AUTH={self.telemetry_auth!r}; use on or off")
         if self.log_level not in ("debug", "info", "warn", "error"):
             raise SettingsError(
                 f"{ENV_PREFIX}LOG_LEVEL={self.log_level!r}; use debug, info, warn or error")
@@ -164,6 +177,13 @@ class Settings:
     @property
     def embedded_broker(self) -> bool:
         return not self.kafka_bootstrap
+
+    @property
+    def authenticates_telemetry(self) -> bool:
+        """Whether telemetry must carry its function's MAC to decide (see
+        ``GOVERNOR_TELEMETRY_AUTH``)."""
+        return self.telemetry_auth == "on" or (not self.telemetry_auth
+                                               and not self.embedded_broker)
 
     @property
     def clickhouse_dsn(self) -> str:

@@ -13,7 +13,8 @@ from streams.decisions.policy import PolicyEngine
 from streams.decisions.snapshots import load_snapshots
 from streams.errors import StackError
 from streams.kafka import ensure_topics, partition_count, wait_for_kafka
-from streams.keys import load_verdict_key
+from streams.keys import load_telemetry_keys, load_verdict_key
+from streams.pipeline.authn import TelemetryAuth
 from streams.settings import Settings
 from streams.storage.clickhouse import connect, migrate
 
@@ -30,6 +31,7 @@ class Prepared:
     snapshots: dict[str, bytes]
     policies: PolicyEngine
     control: ControlFollower  # live thresholds, followed from the control topic
+    telemetry_auth: TelemetryAuth | None = None  # None: telemetry trusted by its name
 
 
 def prepare(settings: Settings) -> Prepared:
@@ -39,6 +41,7 @@ def prepare(settings: Settings) -> Prepared:
     what to fix.
     """
     key = load_verdict_key(settings)
+    telemetry_keys = load_telemetry_keys(settings)
     policies = PolicyEngine(settings.policy_dir)
     wait_for_kafka(settings.kafka_bootstrap, timeout_s=30)
     created = ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
@@ -57,4 +60,5 @@ def prepare(settings: Settings) -> Prepared:
     control = ControlFollower(settings.kafka_bootstrap, settings, key).start()
     if not control.wait_synced(30):
         log.warning("live thresholds not fully read in 30s; defaults apply until they are")
-    return Prepared(client, key, partitions, snapshots, policies, control)
+    return Prepared(client, key, partitions, snapshots, policies, control,
+                    TelemetryAuth(telemetry_keys) if telemetry_keys else None)
