@@ -79,7 +79,8 @@ class Runtime:
 
             exporter = ExtensionExporter(settings.extension_socket, self.stats)
         elif exporter is None:
-            exporter = (KafkaExporter(settings.kafka_bootstrap, settings.topic_prefix, self.stats)
+            exporter = (KafkaExporter(settings.kafka_bootstrap, settings.topic_prefix, self.stats,
+                                      settings.kafka_security)
                         if settings.kafka_bootstrap else _DiscardExporter(self.stats))
         self.prices = load_prices(Path(settings.prices_file) if settings.prices_file else None)
         self.processor = BatchProcessor(
@@ -91,7 +92,8 @@ class Runtime:
         self._flushed_at = -FLUSH_EVERY_S
         self.follower = (VerdictFollower(settings.kafka_bootstrap, settings.topic("verdicts"),
                                          self.verdicts, self.stats,
-                                         stale_after_s=settings.verdict_stale_seconds)
+                                         stale_after_s=settings.verdict_stale_seconds,
+                                         security=settings.kafka_security)
                          if settings.kafka_bootstrap else None)
         internal = settings.egress_internal
         _egress.set_internal(_egress.INTERNAL_DEFAULT if internal is None else internal)

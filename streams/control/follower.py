@@ -58,7 +58,8 @@ def load_control(bootstrap: str, settings: Settings, timeout_s: float = 10.0) ->
     in order; :class:`TimeoutError` naming the partitions not read in ``timeout_s``."""
     thresholds = Thresholds(settings)
     topic = settings.topic("control")
-    records, unread = read_to_end(bootstrap, topic, None, timeout_s)
+    records, unread = read_to_end(bootstrap, topic, None, timeout_s,
+                                  security=settings.kafka_security)
     if unread:
         raise TimeoutError(f"timed out after {timeout_s:.0f}s reading {topic} "
                            f"(partitions {unread} not read to the end)")
@@ -84,7 +85,7 @@ class ControlFollower:
         self.rejected = 0  # control records refused (undecodable, or any invalid value)
         self._on_update = on_update
         self._follower = Follower(bootstrap, settings.topic("control"), self._handle,
-                                  name="governor-control")
+                                  name="governor-control", security=settings.kafka_security)
 
     def start(self) -> ControlFollower:
         self._follower.start()

@@ -33,7 +33,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import (  # type: ignore[import-untyped]
@@ -87,6 +87,7 @@ class IngestConfig:
     sink_retries: int = 5  # failed writes retried (after 0.5, 1, 2, 4, 5 s) before a crash
     tune_gc: bool = False  # the worker process: see tune_gc()
     bounds: TimeBounds | None = None  # events dated too far from now: dead letters
+    auth: Mapping[str, Any] = field(default_factory=dict)  # TLS/SASL: kafka_auth.aiokafka_auth
 
 
 @dataclass
@@ -149,6 +150,7 @@ class BatchIngest(Service):
             rebalance_timeout_ms=int(c.rebalance_timeout_s * 1000),
             session_timeout_ms=int(max(6.0, 2 * c.rebalance_timeout_s) * 1000),
             heartbeat_interval_ms=1000,
+            **c.auth,
         )
         self._consumer.subscribe(list(self.routes), listener=_Listener(self))
         await self._consumer.start()
