@@ -9,6 +9,7 @@ from pathlib import Path
 
 import faust
 import pytest
+from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
 from agents import AgentSettings, ConfigurationError
 from agents.kafka_security import (
@@ -185,6 +186,12 @@ def test_the_same_settings_map_to_aiokafka_and_faust(pki: Pki) -> None:
     assert isinstance(credentials, faust.SASLCredentials)
     assert (credentials.protocol.value, credentials.mechanism.value, credentials.username) == (
         "SASL_SSL", "SCRAM-SHA-512", "governor")
+    # what Faust's aiokafka driver hands its consumers and producers, from the app's
+    # settings (faust-streaming#794: credentials lost on the way to a producer)
+    app = faust.App("governor-test", broker="kafka://b1:9096", broker_credentials=credentials)
+    handed = credentials_to_aiokafka_auth(app.conf.broker_credentials, app.conf.ssl_context)
+    assert handed.pop("ssl_context") is credentials.ssl_context
+    assert handed == auth
     tls_only, _ = read_security({f"{P}SECURITY_PROTOCOL": "SSL",
                                  f"{P}SSL_CA_LOCATION": str(pki.ca)})
     assert isinstance(faust_credentials(tls_only), faust.SSLCredentials)
