@@ -204,7 +204,7 @@ class Settings:
                 f"{ENV_PREFIX}LOG_LEVEL={self.log_level!r}; use debug, info, warn or error")
         if self.kafka_bootstrap:
             self.kafka_security  # noqa: B018  (raises naming what is wrong)
-        elif self.kafka_security_protocol not in ("", "PLAINTEXT", "plaintext"):
+        elif self.kafka_security_protocol.upper() not in ("", "PLAINTEXT"):
             raise SettingsError(
                 f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
                 f"{ENV_PREFIX}KAFKA_BOOTSTRAP: the embedded broker is plaintext on loopback")
