@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from agents._auth import Sealer
 from agents._stats import Stats
+from agents.kafka_security import PLAINTEXT, KafkaSecurity
 from schemas import Event, encode
 
 log = logging.getLogger("governor.agent")
@@ -74,7 +75,8 @@ class KafkaExporter:
     Idempotent producer, murmur2 partitioning (the same as the workers and the
     Java client), bounded librdkafka buffer. Counters: ``produced`` (handed to the
     producer), ``delivered`` (acknowledged by the broker), ``dropped_*`` by reason (a
-    full buffer, a failed delivery, a stalled or failed producer). A producer that hit
+    full buffer, a failed delivery, a stalled or failed producer), ``broker_refused``
+    (TLS or SASL refused: a warning names it, once a minute). A producer that hit
     a fatal error, or that holds messages and has had none acknowledged for
     :data:`STALL_S` (a broker that came back empty no longer knows the idempotent
     producer's id, and the producer never recovers), is retired: a new one is built on
@@ -82,15 +84,18 @@ class KafkaExporter:
     """
 
     def __init__(self, bootstrap: str, topic_prefix: str, stats: Stats,
-                 sealer: Sealer | None = None) -> None:
+                 sealer: Sealer | None = None,
+                 security: KafkaSecurity = PLAINTEXT) -> None:
         self._stats = stats
         self._headers = sealer.headers if sealer is not None else _no_headers
         self._bootstrap = bootstrap
+        self._security = security
         self._topics = {t: f"{topic_prefix}.{kind}" for t, kind in _TOPIC_KIND.items()}
         self._logger = logging.getLogger("governor.agent.kafka")
         self._limit = RateLimited(stats)
         self._logger.addFilter(self._limit)
         self._fatal = False
+        self._refused_at = -REPORT_EVERY_S
         self._built_at = 0.0
         self._delivered_at = 0.0
         self._producer = self._build()
@@ -100,8 +105,7 @@ class KafkaExporter:
 
         self._fatal = False
         self._built_at = self._delivered_at = time.monotonic()
-        return Producer({
-            "bootstrap.servers": self._bootstrap,
+        return Producer(self._security.client_config(self._bootstrap, {
             "enable.idempotence": True,
             "partitioner": "murmur2_random",
             "linger.ms": 20,
@@ -111,7 +115,7 @@ class KafkaExporter:
             "reconnect.backoff.max.ms": 5_000,
             "logger": self._logger,
             "error_cb": self._on_error,
-        })
+        }))
 
     def _renew(self, why: str) -> None:
         """Replace a failed or stalled producer (see the class docstring)."""
@@ -166,10 +170,20 @@ class KafkaExporter:
         self._delivered_at = time.monotonic()
 
     def _on_error(self, err: Any) -> None:
+        from confluent_kafka import KafkaError
+
         self._stats.add("broker_errors")
         if err.fatal():
             self._fatal = True
         log.debug("kafka: %s", err)
+        if err.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL):
+            self._stats.add("broker_refused")
+            now = time.monotonic()
+            if now - self._refused_at >= REPORT_EVERY_S:
+                self._refused_at = now
+                log.warning("Governor agent: Kafka refused the connection (%s); telemetry "
+                            "is dropped until the GOVERNOR_KAFKA_SECURITY_PROTOCOL, _SSL_* "
+                            "and _SASL_* settings match the broker", err.str())
 
 
 def _no_headers(_value: bytes) -> None:

@@ -82,7 +82,7 @@ class Runtime:
         elif exporter is None:
             sealer = Sealer(settings.function_key) if settings.function_key else None
             exporter = (KafkaExporter(settings.kafka_bootstrap, settings.topic_prefix,
-                                      self.stats, sealer)
+                                      self.stats, sealer, settings.kafka_security)
                         if settings.kafka_bootstrap else _DiscardExporter(self.stats))
         self.prices = load_prices(Path(settings.prices_file) if settings.prices_file else None)
         self.processor = BatchProcessor(
@@ -94,7 +94,8 @@ class Runtime:
         self._flushed_at = -FLUSH_EVERY_S
         self.follower = (VerdictFollower(settings.kafka_bootstrap, settings.topic("verdicts"),
                                          self.verdicts, self.stats,
-                                         stale_after_s=settings.verdict_stale_seconds)
+                                         stale_after_s=settings.verdict_stale_seconds,
+                                         security=settings.kafka_security)
                          if settings.kafka_bootstrap else None)
         internal = settings.egress_internal
         _egress.set_internal(_egress.INTERNAL_DEFAULT if internal is None else internal)

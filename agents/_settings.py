@@ -5,8 +5,13 @@ variable                       meaning (default)
 =============================  ==========================================================
 GOVERNOR_DISABLED              ``1``/``true``: the decorator calls the handler untouched
 GOVERNOR_KAFKA_BOOTSTRAP       Kafka bootstrap servers, ``host:port[,host:port]`` (a
-                               ``kafka://`` prefix is dropped); empty: telemetry stays
-                               in memory
+                               ``kafka://`` prefix is dropped; ``ssl://`` and
+                               ``sasl_ssl://`` also say the security protocol); empty:
+                               telemetry stays in memory
+GOVERNOR_KAFKA_SECURITY_*,     TLS and SASL: see :mod:`agents.kafka_security` (the same
+GOVERNOR_KAFKA_SSL_*,          variables as the workers'); a bad one turns telemetry
+GOVERNOR_KAFKA_SASL_*,         off (never plaintext instead), with the problem named
+GOVERNOR_KAFKA_OAUTH_*
 GOVERNOR_TOPIC_PREFIX          topic name prefix (``governor`` → ``governor.spans`` …)
 GOVERNOR_VERDICT_KEY           HMAC-SHA256 key verdicts must be signed with; unset:
                                every verdict is rejected (and counted)
@@ -68,15 +73,13 @@ from dataclasses import dataclass
 from agents._auth import parse_function_key
 from agents._errors import ConfigurationError
 from agents._redact import VALUES
+from agents.kafka_security import PLAINTEXT, KafkaSecurity, parse_bootstrap, read_security
 
 REDACT_VALUES = tuple(VALUES)
 EXTENSION_SOCKET = "/tmp/governor-extension.sock"
 """Where the Lambda extension listens (Lambda's ``/tmp`` is shared with the function)."""
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+_.-]*)://")
-_KAFKA_SCHEMES = {"kafka", "plaintext"}  # stripped: host:port is what librdkafka wants
-_LIBRDKAFKA_SCHEMES = {"ssl", "sasl_plaintext", "sasl_ssl"}  # librdkafka's own, kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,7 @@ class AgentSettings:
 
     disabled: bool = False
     kafka_bootstrap: str = ""
+    kafka_security: KafkaSecurity = PLAINTEXT
     topic_prefix: str = "governor"
     verdict_key: bytes = b""
     function: str = ""
@@ -126,9 +130,11 @@ class AgentSettings:
         env = os.environ if env is None else env
         r = _Reader(env)
         in_lambda = bool(env.get("AWS_LAMBDA_FUNCTION_NAME"))
+        bootstrap, security = r.kafka("GOVERNOR_KAFKA_BOOTSTRAP")
         settings = cls(
             disabled=r.flag("GOVERNOR_DISABLED", False),
-            kafka_bootstrap=r.bootstrap("GOVERNOR_KAFKA_BOOTSTRAP"),
+            kafka_bootstrap=bootstrap,
+            kafka_security=security,
             topic_prefix=env.get("GOVERNOR_TOPIC_PREFIX", "governor").strip() or "governor",
             verdict_key=env.get("GOVERNOR_VERDICT_KEY", "").encode(),
             function=env.get("GOVERNOR_FUNCTION", "").strip(),
@@ -268,21 +274,21 @@ class _Reader:
             return ()
         return tuple(patterns)
 
-    def bootstrap(self, name: str) -> str:
-        """host:port[,host:port]: a ``kafka://`` or ``PLAINTEXT://`` prefix is dropped
-        (what ``governor up`` prints pastes as is); another scheme turns telemetry off."""
-        servers = []
-        for item in (i.strip() for i in self.env.get(name, "").split(",")):
-            if not item:
-                continue
-            match = _SCHEME.match(item)
-            scheme = match.group(1).lower() if match else ""
-            if scheme in _KAFKA_SCHEMES:
-                item = item[match.end():] if match else item
-            elif match and scheme not in _LIBRDKAFKA_SCHEMES:
-                self.problems.append(
-                    f"{name}={self.env.get(name)!r}: {scheme}:// is not a Kafka address "
-                    "(use host:port[,host:port]); telemetry stays in memory")
-                return ""
-            servers.append(item.rstrip("/"))
-        return ",".join(servers)
+    def kafka(self, name: str) -> tuple[str, KafkaSecurity]:
+        """The bootstrap servers (host:port[,host:port]; a ``kafka://`` prefix is
+        dropped, ``ssl://`` and the like say the security protocol) and how to connect
+        (:mod:`agents.kafka_security`). A problem with either turns telemetry off:
+        never plaintext instead of the protocol asked for."""
+        raw = self.env.get(name, "")
+        try:
+            bootstrap, hint = parse_bootstrap(raw)
+        except ValueError as exc:
+            self.problems.append(f"{name}={raw!r}: {exc}; telemetry stays in memory")
+            return "", PLAINTEXT
+        if not bootstrap:
+            return "", PLAINTEXT
+        security, problems = read_security(self.env, hint)
+        if problems:
+            self.problems.extend(f"{p}; telemetry stays in memory" for p in problems)
+            return "", PLAINTEXT
+        return bootstrap, security

@@ -20,6 +20,7 @@ from agents._egress import EgressPolicy
 from agents._errors import FunctionIsolated, FunctionThrottled
 from agents._stats import Stats
 from agents.compacted import Follower
+from agents.kafka_security import PLAINTEXT, KafkaSecurity
 from schemas import (
     Action,
     SchemaError,
@@ -165,14 +166,15 @@ class VerdictFollower:
     """
 
     def __init__(self, bootstrap: str, topic: str, cache: VerdictCache, stats: Stats,
-                 stale_after_s: float = 60.0) -> None:
+                 stale_after_s: float = 60.0, security: KafkaSecurity = PLAINTEXT) -> None:
         self._cache = cache
         self._stats = stats
         self._stale_after_s = stale_after_s
         self._functions: set[bytes] = set()
         self._follower = Follower(
             bootstrap, topic, self._on_record, name="governor-verdicts", select=self._select,
-            on_problem=self._on_problem, logger=logging.getLogger("governor.agent.kafka"))
+            on_problem=self._on_problem, logger=logging.getLogger("governor.agent.kafka"),
+            security=security)
         self._follower.start()
 
     def in_sync(self) -> bool:

@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from agents.kafka_security import PLAINTEXT, KafkaSecurity
+
 if TYPE_CHECKING:
     from confluent_kafka import Consumer, Message
 
@@ -37,20 +39,18 @@ def all_partitions(count: int) -> Iterable[int]:
 
 
 def make_consumer(bootstrap: str, logger: logging.Logger | None = None,
-                  **overrides: Any) -> Consumer:
+                  security: KafkaSecurity = PLAINTEXT, **overrides: Any) -> Consumer:
     """A consumer that never joins its group (librdkafka requires a ``group.id``)."""
     from confluent_kafka import Consumer
 
-    config: dict[str, Any] = {
-        "bootstrap.servers": bootstrap,
+    return Consumer(security.client_config(bootstrap, {
         "group.id": "governor-unused",
         "enable.auto.commit": False,
         "enable.partition.eof": False,
         "fetch.wait.max.ms": 100,
         **({"logger": logger} if logger is not None else {"log_level": 0}),
         **overrides,
-    }
-    return Consumer(config)
+    }))
 
 
 def end_offsets(consumer: Consumer, topic: str, partitions: Iterable[int] | None,
@@ -79,7 +79,8 @@ class Reading(NamedTuple):
 
 
 def read_to_end(bootstrap: str, topic: str, partitions: Iterable[int] | None = None,
-                timeout_s: float = 10.0, logger: logging.Logger | None = None) -> Reading:
+                timeout_s: float = 10.0, logger: logging.Logger | None = None,
+                security: KafkaSecurity = PLAINTEXT) -> Reading:
     """Every record of ``topic`` (or of its ``partitions``) from the beginning up to the
     high watermarks at the time of the call, in offset order per partition.
 
@@ -87,7 +88,7 @@ def read_to_end(bootstrap: str, topic: str, partitions: Iterable[int] | None = N
     """
     from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-    consumer = make_consumer(bootstrap, logger)
+    consumer = make_consumer(bootstrap, logger, security)
     try:
         ends = end_offsets(consumer, topic, partitions, timeout_s)
         if not ends:
@@ -124,11 +125,13 @@ class Follower:
     def __init__(self, bootstrap: str, topic: str, on_record: Callable[[Message], None], *,
                  name: str, select: Select = all_partitions,
                  on_problem: Callable[[str], None] | None = None,
-                 logger: logging.Logger | None = None) -> None:
+                 logger: logging.Logger | None = None,
+                 security: KafkaSecurity = PLAINTEXT) -> None:
         self.topic = topic
         self.last_contact = 0.0
         """``time.monotonic()`` when the broker last answered."""
         self._bootstrap = bootstrap
+        self._security = security
         self._on_record = on_record
         self._select = select
         self._on_problem = on_problem or (lambda what: None)
@@ -162,7 +165,7 @@ class Follower:
     def _run(self) -> None:
         from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
-        consumer = make_consumer(self._bootstrap, self._logger)
+        consumer = make_consumer(self._bootstrap, self._logger, self._security)
         assigned: set[int] = set()
         count = 0
         next_check = 0.0

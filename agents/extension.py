@@ -89,12 +89,13 @@ class Extension:
         self.path = path
         self.stats = Stats()
         self.sealer = Sealer(settings.function_key) if settings.function_key else None
-        self.producer = Producer({
-            "bootstrap.servers": settings.kafka_bootstrap or "127.0.0.1:1",
-            "enable.idempotence": True, "partitioner": "murmur2_random", "linger.ms": 20,
-            "message.timeout.ms": 30_000, "reconnect.backoff.max.ms": 5_000,
-            "error_cb": lambda err: self.stats.add("broker_errors"),
-        })
+        self.producer = Producer(settings.kafka_security.client_config(
+            settings.kafka_bootstrap or "127.0.0.1:1", {
+                "enable.idempotence": True, "partitioner": "murmur2_random",
+                "linger.ms": 20, "message.timeout.ms": 30_000,
+                "reconnect.backoff.max.ms": 5_000,
+                "error_cb": lambda err: self.stats.add("broker_errors"),
+            }))
         if os.path.exists(path):
             os.unlink(path)
         self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

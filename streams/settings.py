@@ -1,14 +1,33 @@
 """Every setting the workers and the ``governor`` CLI read, parsed once.
 
 The agent's own variables live in :mod:`agents._settings`; names shared by both
-(``GOVERNOR_KAFKA_BOOTSTRAP``, ``GOVERNOR_TOPIC_PREFIX``, ``GOVERNOR_VERDICT_KEY``)
-mean the same thing on both sides.
+(``GOVERNOR_KAFKA_BOOTSTRAP``, ``GOVERNOR_TOPIC_PREFIX``, ``GOVERNOR_VERDICT_KEY``, the
+``GOVERNOR_KAFKA_*`` security settings) mean the same thing on both sides: the security
+settings are read by one parser, :func:`agents.kafka_security.read_security`.
 
 ==================================  =====================================================
 variable                            meaning (default)
 ==================================  =====================================================
 GOVERNOR_KAFKA_BOOTSTRAP            Kafka bootstrap servers; empty: start the embedded
-                                    broker (``governor up`` / ``demo``)
+                                    broker (``governor up`` / ``demo``). A ``kafka://``
+                                    prefix is dropped; ``ssl://``, ``kafka+ssl://``,
+                                    ``sasl_ssl://`` set the security protocol
+GOVERNOR_KAFKA_SECURITY_PROTOCOL    PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (PLAINTEXT)
+GOVERNOR_KAFKA_SSL_CA_LOCATION      CA certificate (PEM) of the brokers' certificates
+                                    (the system's CAs)
+GOVERNOR_KAFKA_SSL_CERT_LOCATION    client certificate (PEM) (none)
+GOVERNOR_KAFKA_SSL_KEY_LOCATION     its private key (PEM) (none)
+GOVERNOR_KAFKA_SSL_KEY_PASSWORD     the key's password; ``…_FILE``: a file holding it
+GOVERNOR_KAFKA_SSL_KEY_PASSWORD_FILE
+GOVERNOR_KAFKA_SASL_MECHANISM       PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER
+GOVERNOR_KAFKA_SASL_USERNAME        SASL user (PLAIN, SCRAM)
+GOVERNOR_KAFKA_SASL_PASSWORD        its password; ``…_FILE``: a file holding it
+GOVERNOR_KAFKA_SASL_PASSWORD_FILE
+GOVERNOR_KAFKA_OAUTH_TOKEN_URL      OAUTHBEARER: OIDC token endpoint (client credentials)
+GOVERNOR_KAFKA_OAUTH_CLIENT_ID      OAUTHBEARER: client id
+GOVERNOR_KAFKA_OAUTH_CLIENT_SECRET  OAUTHBEARER: client secret; ``…_FILE``: a file
+GOVERNOR_KAFKA_OAUTH_CLIENT_SECRET_FILE
+GOVERNOR_KAFKA_OAUTH_SCOPE          OAUTHBEARER: scope to ask for (none)
 GOVERNOR_CLICKHOUSE_URL             ``http(s)://user:pass@host:8123/db`` or
                                     ``chdb:///abs/path``; empty: embedded chDB in the
                                     data dir
@@ -88,6 +107,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agents.kafka_security import KafkaSecurity, parse_bootstrap, read_security
 from streams.errors import SettingsError
 
 ENV_PREFIX = "GOVERNOR_"
@@ -98,6 +118,21 @@ class Settings:
     """Resolved worker configuration; field ``x`` comes from ``GOVERNOR_X``."""
 
     kafka_bootstrap: str = ""
+    kafka_security_protocol: str = ""
+    kafka_ssl_ca_location: str = ""
+    kafka_ssl_cert_location: str = ""
+    kafka_ssl_key_location: str = ""
+    kafka_ssl_key_password: str = dataclasses.field(default="", repr=False)
+    kafka_ssl_key_password_file: str = ""
+    kafka_sasl_mechanism: str = ""
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = dataclasses.field(default="", repr=False)
+    kafka_sasl_password_file: str = ""
+    kafka_oauth_token_url: str = ""
+    kafka_oauth_client_id: str = ""
+    kafka_oauth_client_secret: str = dataclasses.field(default="", repr=False)
+    kafka_oauth_client_secret_file: str = ""
+    kafka_oauth_scope: str = ""
     clickhouse_url: str = ""
     data_dir: Path = Path(".governor")
     topic_prefix: str = "governor"
@@ -149,6 +184,17 @@ class Settings:
             if raw:
                 values[f.name] = _parse(name, raw, f.type)
         values.update({k: v for k, v in overrides.items() if v is not None})
+        try:  # a prefix on the servers says the protocol; the servers go on without it
+            values["kafka_bootstrap"], hint = parse_bootstrap(values.get("kafka_bootstrap", ""))
+        except ValueError as exc:
+            raise SettingsError(f"{ENV_PREFIX}KAFKA_BOOTSTRAP: {exc}") from None
+        given = str(values.get("kafka_security_protocol", "")).upper()
+        if hint and given and given != hint:
+            raise SettingsError(
+                f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL={given} but the {ENV_PREFIX}KAFKA_BOOTSTRAP "
+                f"prefix says {hint}; make them agree (or drop the prefix)")
+        if hint:
+            values["kafka_security_protocol"] = hint
         settings = cls(**values)
         settings.validate()
         return settings
@@ -179,10 +225,27 @@ class Settings:
                 f"this host: set {ENV_PREFIX}QUERY_TOKEN to a random token of at least 32 "
                 "characters (clients send it as `Authorization: Bearer <token>`; governor "
                 "query reads it from the same variable)")
+        if self.kafka_bootstrap:
+            self.kafka_security  # noqa: B018  (raises naming what is wrong)
+        elif self.kafka_security_protocol.upper() not in ("", "PLAINTEXT"):
+            raise SettingsError(
+                f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                f"{ENV_PREFIX}KAFKA_BOOTSTRAP: the embedded broker is plaintext on loopback")
         url = self.clickhouse_url
         if url and not url.startswith(("chdb://", "http://", "https://")):
             raise SettingsError(
                 f"{ENV_PREFIX}CLICKHOUSE_URL={url!r}; use http(s)://host:8123 or chdb:///path")
+
+    @property
+    def kafka_security(self) -> KafkaSecurity:
+        """How every Kafka client of the workers and the CLI connects (TLS, SASL); a
+        :class:`SettingsError` naming the variable when the settings do not fit."""
+        env = {f"{ENV_PREFIX}{f.name.upper()}": str(getattr(self, f.name))
+               for f in dataclasses.fields(self) if f.name.startswith("kafka_")}
+        security, problems = read_security(env)
+        if problems:
+            raise SettingsError("; ".join(problems))
+        return security
 
     @property
     def embedded_broker(self) -> bool:

@@ -190,6 +190,7 @@ def bench(settings: Settings, functions: int = 24, pace: str = "production",
         with local_stack(settings, env, app_id="governor-loop") as settings:
             agents.configure(replace(
                 agent, kafka_bootstrap=settings.kafka_bootstrap,
+                kafka_security=settings.kafka_security,
                 topic_prefix=settings.topic_prefix, verdict_key=agent_key(settings)))
             try:
                 fleet = Fleet(specs, incidents)

@@ -42,6 +42,7 @@ from typing import Any
 import orjson
 
 from agents._auth import Sealer, function_key
+from agents.kafka_security import PLAINTEXT, KafkaSecurity
 from schemas import CostEvent, encode
 from streams.decisions.detection import Decider
 from streams.decisions.windows import WindowAggregator
@@ -144,6 +145,7 @@ def run_throughput(events: int = 200_000, functions: int = 1_000,
     if events < 1 or functions < 1:
         raise BenchmarkError("--events and --functions must be at least 1")
     settings = settings or Settings.from_env()
+    security = PLAINTEXT if bootstrap is None else settings.kafka_security
     broker = None
     with tempfile.TemporaryDirectory(prefix="governor-throughput-") as tmp:
         data_dir = Path(tmp)
@@ -153,13 +155,13 @@ def run_throughput(events: int = 200_000, functions: int = 1_000,
             if bootstrap is None:
                 broker = start_broker(data_dir / "broker.log")
                 bootstrap = broker.bootstrap
-            ensure_topics(bootstrap, prefix)
+            ensure_topics(bootstrap, prefix, security=security)
             port = free_port()
             worker = _start_worker(bootstrap, prefix, data_dir, port)
             health = f"http://127.0.0.1:{port}/health"
             payloads = _sealed(make_events(events, functions))
             samples, produce_s = _produce_and_watch(bootstrap, f"{prefix}.costs", payloads,
-                                                    health, worker, data_dir)
+                                                    health, worker, data_dir, security)
             final = _wait_written(health, events, samples[-1].counters)
             rss_mb, peak_mb = _rss_mb(worker.pid)
         finally:
@@ -168,7 +170,7 @@ def run_throughput(events: int = 200_000, functions: int = 1_000,
             if broker is not None:
                 broker.stop()
             elif bootstrap is not None:
-                _delete_topics(bootstrap, prefix)
+                _delete_topics(bootstrap, prefix, security)
     first = next(s for s in samples if s.counters.get("in_cost", 0) > 0)
     last = samples[-1]
     if first is last:  # all of it in one poll interval: count from the first produce
@@ -230,7 +232,8 @@ def _sealed(events: Iterable[CostEvent]) -> list[Payload]:
 
 def _produce_and_watch(bootstrap: str, topic: str, payloads: list[Payload],
                        health: str, worker: subprocess.Popen[bytes],
-                       data_dir: Path) -> tuple[list[Sample], float]:
+                       data_dir: Path, security: KafkaSecurity = PLAINTEXT
+                       ) -> tuple[list[Sample], float]:
     """Produce ``payloads`` while a thread polls ``health`` until all are consumed."""
     from confluent_kafka import Producer
 
@@ -251,10 +254,10 @@ def _produce_and_watch(bootstrap: str, topic: str, payloads: list[Payload],
         except (OSError, ValueError, KeyError) as exc:
             failure.append(exc)
 
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20,
-                         "batch.num.messages": 10_000, "partitioner": "murmur2_random",
-                         "queue.buffering.max.messages": max(100_000, total + 1),
-                         "queue.buffering.max.kbytes": 1_048_576, "log_level": 0})
+    producer = Producer(security.client_config(bootstrap, {
+        "linger.ms": 20, "batch.num.messages": 10_000, "partitioner": "murmur2_random",
+        "queue.buffering.max.messages": max(100_000, total + 1),
+        "queue.buffering.max.kbytes": 1_048_576, "log_level": 0}))
     watcher = threading.Thread(target=watch, name="throughput-watch", daemon=True)
     started = time.monotonic()
     samples.append(Sample(started, {}, _cpu_s(worker.pid)))
@@ -407,11 +410,11 @@ def _status_lines(pid: int) -> Iterator[tuple[str, int]]:
                 yield name, int(value.split()[0])
 
 
-def _delete_topics(bootstrap: str, prefix: str) -> None:
+def _delete_topics(bootstrap: str, prefix: str, security: KafkaSecurity = PLAINTEXT) -> None:
     """Remove the run's topics from a broker this benchmark did not start."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    admin = AdminClient(security.client_config(bootstrap, {"log_level": 0}))
     with contextlib.suppress(Exception):
         names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix + ".")]
         for future in admin.delete_topics(names, request_timeout=10).values() if names else ():

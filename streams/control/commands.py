@@ -29,6 +29,7 @@ import orjson
 from confluent_kafka import KafkaException
 
 from agents.compacted import read_to_end
+from agents.kafka_security import PLAINTEXT, KafkaSecurity
 from schemas import (
     Action,
     ControlKind,
@@ -117,7 +118,7 @@ def bootstrap_for(settings: Settings, timeout_s: float = 5.0) -> str:
                                f"(no running stack found in {settings.data_dir})")
         bootstrap, origin = str(stack["bootstrap"]), f"the stack file in {settings.data_dir}"
     try:
-        wait_for_kafka(bootstrap, timeout_s)
+        wait_for_kafka(bootstrap, timeout_s, security=settings.kafka_security)
     except StackError as exc:
         raise ControlError(f"{exc} (from {origin}); {_NO_BROKER}") from None
     return bootstrap
@@ -265,13 +266,14 @@ def publish_verdict(settings: Settings, function: str, action: Action,
     actor = actor or default_actor(settings)
     bootstrap = bootstrap_for(settings)
     topic = settings.topic("verdicts")
-    partitions = partition_count(bootstrap, topic)
+    security = settings.kafka_security
+    partitions = partition_count(bootstrap, topic, security=security)
     if not partitions:
         raise ControlError(f"topic {topic} does not exist: {_NO_BROKER}, or create it from "
                            "infra/kafka/topics.toml")
     partition = partition_for(function, partitions)
     last = 0
-    for msg in _read(bootstrap, topic, [partition], timeout_s):
+    for msg in _read(bootstrap, topic, [partition], timeout_s, security):
         value = msg.value()
         if msg.key() == function.encode() and value is not None:
             try:
@@ -282,7 +284,8 @@ def publish_verdict(settings: Settings, function: str, action: Action,
     issuer.after(function, last)
     verdict = issuer.issue(function, action, reason.strip(), now_ns(), rate_rps=rate_rps)
     [(partition, offset)] = publish_records(
-        bootstrap, [(topic, function.encode(), encode(verdict), partition)], timeout_s)
+        bootstrap, [(topic, function.encode(), encode(verdict), partition)], timeout_s,
+        security=security)
     return PublishedVerdict(verdict, topic, partition, offset)
 
 
@@ -291,7 +294,7 @@ def publish_verdict(settings: Settings, function: str, action: Action,
 
 def _read_audit(bootstrap: str, settings: Settings) -> list[ThresholdChange]:
     rows = []
-    for msg in _read(bootstrap, settings.topic("audit"), None, 10.0):
+    for msg in _read(bootstrap, settings.topic("audit"), None, 10.0, settings.kafka_security):
         value = msg.value()
         if value is None:
             continue
@@ -351,21 +354,23 @@ def _publish_change(bootstrap: str, settings: Settings, scope: str, current: dic
             for k in changed]
     publish_records(bootstrap, [
         (settings.topic("control"), control_key(scope), encode(update), None),
-        *((settings.topic("audit"), scope.encode(), encode(row), None) for row in rows)])
+        *((settings.topic("audit"), scope.encode(), encode(row), None) for row in rows)],
+        security=settings.kafka_security)
     return rows
 
 
 def _ensure_topics(bootstrap: str, settings: Settings) -> None:
-    if not (partition_count(bootstrap, settings.topic("control"))
-            and partition_count(bootstrap, settings.topic("audit"))):
-        ensure_topics(bootstrap, settings.topic_prefix)
+    security = settings.kafka_security
+    if not (partition_count(bootstrap, settings.topic("control"), security=security)
+            and partition_count(bootstrap, settings.topic("audit"), security=security)):
+        ensure_topics(bootstrap, settings.topic_prefix, security=security)
 
 
 def _read(bootstrap: str, topic: str, partitions: list[int] | None,
-          timeout_s: float) -> list[Message]:
+          timeout_s: float, security: KafkaSecurity) -> list[Message]:
     """Every record of ``topic`` (or of its ``partitions``) up to its end, or an error."""
     try:
-        reading = read_to_end(bootstrap, topic, partitions, timeout_s)
+        reading = read_to_end(bootstrap, topic, partitions, timeout_s, security=security)
     except KafkaException as exc:
         raise ControlError(f"cannot read {topic}: {exc}") from None
     if reading.unread:
@@ -375,18 +380,18 @@ def _read(bootstrap: str, topic: str, partitions: list[int] | None,
 
 
 def publish_records(bootstrap: str, records: list[tuple[str, bytes, bytes, int | None]],
-             timeout_s: float = 10.0) -> list[tuple[int, int]]:
+             timeout_s: float = 10.0, security: KafkaSecurity = PLAINTEXT
+             ) -> list[tuple[int, int]]:
     """Produce ``(topic, key, value, partition)`` records, wait for every delivery and
     return their ``(partition, offset)``; a failed delivery raises ControlError."""
     from confluent_kafka import KafkaException, Producer
 
-    producer = Producer({
-        "bootstrap.servers": bootstrap,
+    producer = Producer(security.client_config(bootstrap, {
         "enable.idempotence": True,
         "partitioner": "murmur2_random",
         "message.timeout.ms": int(timeout_s * 1000),
         "log_level": 0,
-    })
+    }))
     delivered: dict[int, tuple[int, int]] = {}
     failures: list[str] = []
 

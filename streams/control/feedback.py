@@ -109,7 +109,8 @@ def give_feedback(settings: Settings, facts: IncidentFacts, judgement: Judgement
         detector=facts.detector, kind=facts.kind, ratio=round(facts.ratio, 4), actor=actor,
         reason=reason.strip(), change_id=changes[0].change_id if changes else "")
     publish_records(bootstrap_for(settings), [
-        (settings.topic("feedback"), facts.function.encode(), encode(feedback), None)])
+        (settings.topic("feedback"), facts.function.encode(), encode(feedback), None)],
+        security=settings.kafka_security)
     return Recorded(feedback, changes)
 
 

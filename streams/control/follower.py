@@ -68,7 +68,8 @@ def load_control(bootstrap: str, settings: Settings, key: bytes,
     ``timeout_s``."""
     thresholds = Thresholds(settings)
     topic = settings.topic("control")
-    records, unread = read_to_end(bootstrap, topic, None, timeout_s)
+    records, unread = read_to_end(bootstrap, topic, None, timeout_s,
+                                  security=settings.kafka_security)
     if unread:
         raise TimeoutError(f"timed out after {timeout_s:.0f}s reading {topic} "
                            f"(partitions {unread} not read to the end)")
@@ -96,7 +97,7 @@ class ControlFollower:
         self._key = key
         self._on_update = on_update
         self._follower = Follower(bootstrap, settings.topic("control"), self._handle,
-                                  name="governor-control")
+                                  name="governor-control", security=settings.kafka_security)
 
     def start(self) -> ControlFollower:
         self._follower.start()

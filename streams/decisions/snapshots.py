@@ -24,6 +24,7 @@ import pickle
 from typing import Any
 
 from agents.compacted import read_to_end
+from agents.kafka_security import PLAINTEXT, KafkaSecurity
 from streams.errors import SnapshotError
 
 log = logging.getLogger("governor.worker")
@@ -83,9 +84,11 @@ class _StateUnpickler(pickle.Unpickler):
         raise _Refused(f"it names {module}.{name}, which decision state never holds")
 
 
-def load_snapshots(bootstrap: str, topic: str, timeout_s: float = 30.0) -> dict[str, bytes]:
+def load_snapshots(bootstrap: str, topic: str, timeout_s: float = 30.0,
+                   security: KafkaSecurity = PLAINTEXT) -> dict[str, bytes]:
     """The latest snapshot per function, read from every partition up to its end."""
-    records, unread = read_to_end(bootstrap, topic, None, timeout_s, logger=log)
+    records, unread = read_to_end(bootstrap, topic, None, timeout_s, logger=log,
+                                  security=security)
     if unread:
         log.warning("snapshots of partitions %s not fully read in %.0fs; those functions "
                     "warm up again", unread, timeout_s)

@@ -47,6 +47,7 @@ from schemas import (
 from streams.paging.dispatch import dispatcher_from_settings
 from streams.pipeline.batch_ingest import BatchIngest, IngestConfig, Route
 from streams.pipeline.decoding import Record, TimeBounds
+from streams.pipeline.kafka_auth import aiokafka_auth, faust_credentials
 from streams.pipeline.prepare import Prepared
 from streams.pipeline.routes import FollowUp, Routes
 from streams.settings import Settings
@@ -94,9 +95,11 @@ class TopicOutbox:
 def create_app(settings: Settings, prepared: Prepared) -> tuple[faust.App, Routes]:
     """Build the worker's Faust app for ``settings`` from what
     :func:`~streams.pipeline.prepare.prepare` found; the app and its routes."""
+    security = settings.kafka_security
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=faust_credentials(security),
         store="memory://",
         datadir=str(settings.data_dir / "faust"),
         web_enabled=True,
@@ -130,7 +133,8 @@ def create_app(settings: Settings, prepared: Prepared) -> tuple[faust.App, Route
                      within_s=within, rebalance_timeout_s=settings.rebalance_timeout_seconds,
                      tune_gc=True, bounds=TimeBounds(int(settings.max_event_age_seconds * 1e9),
                                                      int(settings.max_event_lead_seconds * 1e9)),
-                     auth=prepared.telemetry_auth),
+                     auth=aiokafka_auth(security),
+                     telemetry_auth=prepared.telemetry_auth),
         {settings.topic("spans"): Route(Span, routes.on_spans),
          settings.topic("costs"): Route(CostEvent, routes.on_costs)},
         routes.write, outbox.dead, routes.counters, probe=routes.sink_answers)

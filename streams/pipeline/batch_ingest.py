@@ -33,7 +33,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import (  # type: ignore[import-untyped]
@@ -89,7 +89,9 @@ class IngestConfig:
     sink_retries: int = 5  # failed writes retried (after 0.5, 1, 2, 4, 5 s) before a crash
     tune_gc: bool = False  # the worker process: see tune_gc()
     bounds: TimeBounds | None = None  # events dated too far from now: dead letters
-    auth: TelemetryAuth | None = None  # telemetry not authenticated as its function: flagged
+    auth: Mapping[str, Any] = field(default_factory=dict)  # TLS/SASL: kafka_auth.aiokafka_auth
+    telemetry_auth: TelemetryAuth | None = None  # telemetry not authenticated as its
+    # function: stored flagged, decides nothing
 
 
 @dataclass
@@ -153,6 +155,7 @@ class BatchIngest(Service):
             rebalance_timeout_ms=int(c.rebalance_timeout_s * 1000),
             session_timeout_ms=int(max(6.0, 2 * c.rebalance_timeout_s) * 1000),
             heartbeat_interval_ms=1000,
+            **c.auth,
         )
         self._consumer.subscribe(list(self.routes), listener=_Listener(self))
         await self._consumer.start()
@@ -252,7 +255,7 @@ class BatchIngest(Service):
         for topic, records in by_topic.items():
             route = self.routes[topic]
             decoded = decode_records(records, route.cls, self.config.bounds, time.time_ns(),
-                                     self.config.auth)
+                                     self.config.telemetry_auth)
             for letter in decoded.dead:
                 deliveries.append(await self._send_dead(letter))
             self.counters[f"dlq_{route.cls.TYPE}"] += len(decoded.dead)

@@ -43,19 +43,22 @@ def prepare(settings: Settings) -> Prepared:
     key = load_verdict_key(settings)
     telemetry_keys = load_telemetry_keys(settings)
     policies = PolicyEngine(settings.policy_dir)
-    wait_for_kafka(settings.kafka_bootstrap, timeout_s=30)
-    created = ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
+    security = settings.kafka_security
+    wait_for_kafka(settings.kafka_bootstrap, timeout_s=30, security=security)
+    created = ensure_topics(settings.kafka_bootstrap, settings.topic_prefix, security=security)
     if created:
         log.info("created topics: %s", ", ".join(created))
     client = connect(settings.clickhouse_dsn)
     applied = migrate(client)
     if applied:
         log.info("applied migrations: %s", ", ".join(applied))
-    partitions = partition_count(settings.kafka_bootstrap, settings.topic("verdicts"))
+    partitions = partition_count(settings.kafka_bootstrap, settings.topic("verdicts"),
+                                 security=security)
     if not partitions:
         raise StackError(f"topic {settings.topic('verdicts')} does not exist; run "
                          "'governor up' or create it from infra/kafka/topics.toml")
-    snapshots = load_snapshots(settings.kafka_bootstrap, settings.topic("state"))
+    snapshots = load_snapshots(settings.kafka_bootstrap, settings.topic("state"),
+                               security=security)
     log.info("restoring the state of %d functions", len(snapshots))
     control = ControlFollower(settings.kafka_bootstrap, settings, key).start()
     if not control.wait_synced(30):

@@ -68,8 +68,9 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
 
 def _run(console: Console, settings: Settings, options: DemoOptions) -> int:
     agents.configure(agents.AgentSettings(
-        kafka_bootstrap=settings.kafka_bootstrap, topic_prefix=settings.topic_prefix,
-        verdict_key=agent_key(settings), export_interval_ms=100))
+        kafka_bootstrap=settings.kafka_bootstrap, kafka_security=settings.kafka_security,
+        topic_prefix=settings.topic_prefix, verdict_key=agent_key(settings),
+        export_interval_ms=100))
     w, d = options.warmup_s, options.incident_s
     incidents = [
         Fault("runaway loop", "webhook-relay", w, w + d, rate_factor=25),

@@ -69,7 +69,7 @@ class Harness:
         self.counters: Counter[str] = Counter()
         self.ingest = BatchIngest(
             IngestConfig(bootstrap, group, batch=batch, within_s=0.1, sink_retries=sink_retries,
-                         stop_timeout_s=15, auth=auth),
+                         stop_timeout_s=15, telemetry_auth=auth),
             {topic: Route(CostEvent, self.decide)}, write or self.write, self.send_dead,
             self.counters)
 

@@ -48,7 +48,7 @@ def test_a_bad_agent_setting_is_a_problem_named_with_the_default_used_not_an_err
 @pytest.mark.parametrize(("raw", "servers", "problem"), [
     ("kafka://127.0.0.1:9092", "127.0.0.1:9092", ""),
     ("PLAINTEXT://a:1, kafka://b:2/", "a:1,b:2", ""),
-    ("SASL_SSL://broker:9096", "SASL_SSL://broker:9096", ""),
+    ("SSL://broker:9093", "broker:9093", ""),  # and the protocol: test_kafka_security
     ("http://broker:9092", "", "http:// is not a Kafka address"),
 ])
 def test_bootstrap_schemes_are_accepted_or_refused_clearly(raw: str, servers: str,
