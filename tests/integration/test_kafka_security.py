@@ -66,7 +66,8 @@ def tls_env(pki: Pki, bootstrap: str) -> dict[str, str]:
             "GOVERNOR_KAFKA_SSL_CA_LOCATION": str(pki.ca),
             "GOVERNOR_KAFKA_SSL_CERT_LOCATION": str(pki.client_cert),
             "GOVERNOR_KAFKA_SSL_KEY_LOCATION": str(pki.client_key),
-            "GOVERNOR_KAFKA_SSL_KEY_PASSWORD_FILE": str(pki.key_password_file)}
+            "GOVERNOR_KAFKA_SSL_KEY_PASSWORD_FILE": str(pki.key_password_file),
+            "GOVERNOR_TELEMETRY_AUTH": "off"}  # telemetry authentication has its own tests
 
 
 def security_of(env: dict[str, str]) -> KafkaSecurity:
