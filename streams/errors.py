@@ -7,7 +7,9 @@
         ├── StackError           the embedded broker or engine could not start
         ├── MigrationError       a ClickHouse migration failed or was edited after applying
         ├── QueryError           a query was refused or failed
-        ├── SnapshotError        a saved decision state failed its MAC check
+        ├── SnapshotError        a saved decision state is refused (its reason: format,
+        │   │                    pickle, size, key, function or shape)
+        │   └── StateError       …of the wrong shape (streams.state)
         ├── PolicyError          a policy bundle is malformed (path:line: message)
         ├── ThresholdError       a threshold key, value or scope is not acceptable
         ├── ControlError         an operator command could not be carried out
@@ -49,7 +51,15 @@ class BenchmarkError(StreamsError):
 
 
 class SnapshotError(StreamsError):
-    """A snapshot of decision state is truncated or its MAC does not match the key."""
+    """A snapshot of decision state is refused; ``reason`` names the check it failed
+    (one word, counted as ``snapshots_refused_<reason>``), the message says how."""
+
+    reason = "format"
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        if reason:
+            self.reason = reason
 
 
 class PolicyError(StreamsError):
