@@ -21,7 +21,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Embedded broker (unless GOVERNOR_KAFKA_BOOTSTRAP is set) + the worker."""
-    from streams.keys import agent_key, load_verdict_key
+    from streams.keys import agent_key, load_state_key, load_verdict_key
     from streams.ops.broker import start_broker
     from streams.pipeline.worker import run_worker
 
@@ -30,6 +30,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if settings.embedded_broker:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         load_verdict_key(settings, create=True)  # the workers' key; agents get the public one
+        load_state_key(settings, create=True)  # the workers' snapshot key (theirs alone)
         broker = start_broker(settings.data_dir / "broker.log")
         settings = settings.replace(kafka_bootstrap=broker.bootstrap)
         print(f"broker    kafka://{broker.bootstrap} (embedded Tansu)", flush=True)

@@ -3,7 +3,8 @@
     GovernorError (agents)
     └── StreamsError
         ├── SettingsError        a GOVERNOR_* variable has a bad value
-        │   └── VerdictKeyError  no verdict key is set (none may be made here), or a weak one
+        │   ├── VerdictKeyError  no verdict key is set (none may be made here), or a weak one
+        │   └── StateKeyError    no state key is set (none may be made here), or a weak one
         ├── StackError           the embedded broker or engine could not start
         ├── MigrationError       a ClickHouse migration failed or was edited after applying
         ├── QueryError           a query was refused or failed
@@ -31,6 +32,10 @@ class SettingsError(StreamsError, ValueError):
 
 class VerdictKeyError(SettingsError):
     """No verdict key, or a weak one: the message says how to set one."""
+
+
+class StateKeyError(SettingsError):
+    """No state key, a weak one, or the verdict key reused: the message says what to set."""
 
 
 class StackError(StreamsError):

@@ -16,6 +16,10 @@ GOVERNOR_DATA_DIR                   local state: chDB data, keys, stack file (.g
 GOVERNOR_TOPIC_PREFIX               topic name prefix (governor)
 GOVERNOR_VERDICT_KEY                HMAC-SHA256 key verdicts are signed with; empty with
                                     the embedded stack: generated into the data dir
+GOVERNOR_STATE_KEY                  secret (32+ characters) the workers' state snapshots
+                                    are authenticated with (HMAC-SHA256); workers only,
+                                    never functions; empty with the embedded stack:
+                                    generated into the data dir
 GOVERNOR_APP_ID                     Faust app id / consumer group (governor-worker)
 GOVERNOR_WINDOW_SECONDS             feature window length (10)
 GOVERNOR_LATENESS_SECONDS           windows close this long after their end; a cost
@@ -92,6 +96,7 @@ class Settings:
     data_dir: Path = Path(".governor")
     topic_prefix: str = "governor"
     verdict_key: str = ""
+    state_key: str = ""
     app_id: str = "governor-worker"
     window_seconds: float = 10.0
     lateness_seconds: float = 0.5

@@ -141,8 +141,9 @@ class Detector(ABC):
         kind = r.text("kind", 64)
         found = _KINDS.get(kind)
         if found is None or not issubclass(found, cls):
+            known = sorted(k for k, c in _KINDS.items() if issubclass(c, cls))
             raise StateError(f"{where}.kind: {kind!r:.70} is not a {cls.__name__} "
-                             f"({', '.join(sorted(k for k, c in _KINDS.items() if issubclass(c, cls)))})")
+                             f"({', '.join(known)})")
         try:
             detector = found._from_state(r)
             detector.threshold = r.number("threshold", 0.0)

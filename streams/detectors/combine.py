@@ -8,7 +8,6 @@ from typing import Any
 from streams.detectors.base import Detector, Features
 from streams.state import Reader
 
-
 MAX_CHILDREN = 16
 """Children a combiner may have in a snapshot (the registry's have two)."""
 
@@ -21,8 +20,9 @@ class Combiner(Detector):
     a point the combiner flags is offered to no child (until the combiner's own
     patience runs out), and each child still refuses what it flags itself, so a
     sustained new level flagged by a child is learned after both patiences.
-    :meth:`rebaseline` rebaselines every child; its state holds its children's. The combiner warms up with its
-    quickest child (and scores 0 until then); each child scores 0 until it is warm.
+    :meth:`rebaseline` rebaselines every child. The combiner warms up with its quickest
+    child (and scores 0 until then); each child scores 0 until it is warm. Its state
+    holds its children's.
 
     >>> from streams.detectors import EWMAZScore, RobustZScore
     >>> d = Combiner([RobustZScore("cost", warmup=3), EWMAZScore("cost", warmup=3)])

@@ -14,9 +14,9 @@ class EWMAZScore(Detector):
     """Distance from the exponentially weighted mean in exponentially weighted SDs.
 
     River's ``EWMean``/``EWVar`` arithmetic (:mod:`.running`) with fading factor
-    ``alpha`` (memory ≈ 2/alpha points). The scale has a floor of ``rel_floor`` × |mean|. :meth:`rebaseline`
-    keeps nothing: the level and spread are re-learned from the next ``warmup``
-    values.
+    ``alpha`` (memory ≈ 2/alpha points). The scale has a floor of ``rel_floor`` ×
+    |mean|. :meth:`rebaseline` keeps nothing: the level and spread are re-learned from
+    the next ``warmup`` values.
 
     >>> d = EWMAZScore("latency", alpha=0.2, warmup=3)
     >>> for v in (10.0, 11.0, 9.0, 10.0, 10.5):
