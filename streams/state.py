@@ -31,7 +31,10 @@ MAX_ITEMS = 10_000
 """No list in a snapshot is longer (each reader asks for its own, smaller, bound)."""
 MAX_CHARS = 16_384
 """No string in a snapshot is longer."""
-MAX_INT = 2**63 - 1
+MAX_INT = 2**62
+"""Largest integer read (and :data:`MIN_INT` the smallest): a clock in ns or a count
+moved on from there still fits the 64 bits JSON numbers are written with."""
+MIN_INT = -MAX_INT
 
 E = TypeVar("E", bound=Enum)
 

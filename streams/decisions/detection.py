@@ -42,7 +42,7 @@ from streams.detectors.base import Detector
 from streams.detectors.cusum import CusumScore
 from streams.detectors.zscore import RobustZScore
 from streams.settings import Settings
-from streams.state import MAX_INT, Reader, StateError, integer, number, rows
+from streams.state import MAX_INT, MIN_INT, Reader, StateError, integer, number, rows
 
 log = logging.getLogger("governor.worker")
 
@@ -327,12 +327,12 @@ class _Function:
         f.held.extend(_Sums.from_state(s, f"{at}.held[{i}]")
                       for i, s in enumerate(r.items("held", POOL_WINDOWS)))
         maxlen = f.looks.maxlen or 0
-        f.looks.extend((integer(start, f"{at}.looks[{i}][0]", -(2**63)),
+        f.looks.extend((integer(start, f"{at}.looks[{i}][0]", MIN_INT),
                         integer(elapsed, f"{at}.looks[{i}][1]"),
                         _Sums.from_state(sums, f"{at}.looks[{i}][2]"))
                        for i, (start, elapsed, sums) in enumerate(rows(r.raw("looks"),
                                                                        f"{at}.looks", maxlen, 3)))
-        f.bursts.extend((integer(start, f"{at}.bursts[{i}][0]", -(2**63)),
+        f.bursts.extend((integer(start, f"{at}.bursts[{i}][0]", MIN_INT),
                          number(ratio, f"{at}.bursts[{i}][1]", 0.0))
                         for i, (start, ratio) in enumerate(r.rows("bursts", BURST_MEMORY, 2)))
         return f

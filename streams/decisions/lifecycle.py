@@ -31,9 +31,7 @@ from enum import StrEnum
 from typing import Any
 
 from schemas import Action, Verdict, sign_verdict
-from streams.state import MAX_INT, Reader, StateError
-
-_NS_MIN = -(2**63)
+from streams.state import MAX_INT, MIN_INT, Reader, StateError
 
 OPERATOR = "operator:"
 """Issuer prefix of verdicts made by hand (``governor verdict``)."""
@@ -79,7 +77,7 @@ class Order:
                    egress_allow=(r.texts("egress_allow", 1000, 512) if r.has("egress_allow")
                                  else None),
                    probe=r.flag("probe"),
-                   evidence_ns=(r.integer("evidence_ns", _NS_MIN) if r.has("evidence_ns")
+                   evidence_ns=(r.integer("evidence_ns", MIN_INT) if r.has("evidence_ns")
                                 else None))
 
 
@@ -125,7 +123,7 @@ class _Track:
                     manual=r.choice("manual", Action) if r.has("manual") else None,
                     manual_sequence=r.integer("manual_sequence", 0, MAX_INT))
         for name in cls._TIMES:
-            setattr(track, name, r.integer(name, _NS_MIN))
+            setattr(track, name, r.integer(name, MIN_INT))
         return track
 
 

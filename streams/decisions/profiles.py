@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas import Span
-from streams.state import Reader, StateError, integer, number, rows
+from streams.state import MIN_INT, Reader, StateError, integer, number, rows
 
 AI_KEYS = ("model_card", "fairness_report", "explanation", "data_provenance")
 DATASET_KEYS = ("governor.datasets", "db.namespace", "db.name")
@@ -170,7 +170,7 @@ class _Buckets:
 
     def restore(self, state: object, where: str) -> None:
         for i, (bucket, value) in enumerate(rows(state, where, self.keep, 2)):
-            self.spend[integer(bucket, f"{where}[{i}][0]", -(2**63))] = number(
+            self.spend[integer(bucket, f"{where}[{i}][0]", MIN_INT)] = number(
                 value, f"{where}[{i}][1]", 0.0)
 
 
@@ -197,7 +197,7 @@ class _Ledger:
 
     @classmethod
     def from_state(cls, r: Reader) -> _Ledger:
-        ledger = cls(first_ns=r.integer("first_ns", -(2**63)))
+        ledger = cls(first_ns=r.integer("first_ns", MIN_INT))
         for name in ("minutes", "hours", "calls"):
             buckets = getattr(ledger, name)
             buckets.restore(r.raw(name), f"{r.where}.{name}")

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from schemas import Action, Anomaly, Driver, SchemaError, decode, encode
-from streams.state import Reader, StateError
+from streams.state import MIN_INT, Reader, StateError
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +54,8 @@ class Proposal:
             raise StateError(f"{r.where}.anomaly: {exc}") from None
         return cls(action, r.choice("driver", Driver), anomaly, r.text("explanation"),
                    rate_rps=r.number("rate_rps", 0.0) if r.has("rate_rps") else None,
-                   since_ns=r.integer("since_ns", -(2**63)),
-                   evidence_ns=r.integer("evidence_ns", -(2**63)))
+                   since_ns=r.integer("since_ns", MIN_INT),
+                   evidence_ns=r.integer("evidence_ns", MIN_INT))
 
 
 class Detection(NamedTuple):

@@ -21,6 +21,7 @@ from typing import Any
 from streams.detectors.base import Detector, Features, value_of
 from streams.state import (
     MAX_ITEMS,
+    MIN_INT,
     Reader,
     StateError,
     finite_or_none,
@@ -188,7 +189,7 @@ class OnsetAlert(Detector):
                 routine=r.integer("routine"), tolerance=r.number("tolerance"), length=length,
                 slack=r.number("slack"), period=r.number("period"), keep=keep,
                 feature=r.text("feature"), time_feature=r.text("time_feature"))
-        d._held = r.integer("held", -(2**63), d.hold)
+        d._held = r.integer("held", MIN_INT, d.hold)
         d._recent.extend(r.numbers("recent", length))
         where = f"{r.where}.onsets"
         for i, (when, shape) in enumerate(rows(r.raw("onsets"), where, keep, 2)):

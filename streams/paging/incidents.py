@@ -76,7 +76,7 @@ from schemas import (
     Severity,
     Verdict,
 )
-from streams.state import MAX_INT, Reader
+from streams.state import MAX_INT, MIN_INT, Reader
 
 __all__ = [
     "FOLDED",
@@ -320,7 +320,7 @@ class _Episode:
     @classmethod
     def from_state(cls, r: Reader) -> _Episode:
         values: dict[str, Any] = {name: r.text(name) for name in cls._TEXTS}
-        values.update({name: r.integer(name, -(2**63), MAX_INT) for name in cls._TIMES})
+        values.update({name: r.integer(name, MIN_INT, MAX_INT) for name in cls._TIMES})
         values.update({name: r.number(name, 0.0) for name in cls._FIGURES})
         values.update({name: r.texts(name, 1000) for name in cls._LISTS})
         return cls(**values, verdict=r.flag("verdict"), kind=r.choice("kind", Kind),

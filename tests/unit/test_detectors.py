@@ -16,9 +16,6 @@ from hypothesis import strategies as st
 from river import stats
 
 from streams import detectors
-from streams.detectors.base import _KINDS
-from streams.detectors.running import EWMean, EWVar
-from streams.state import StateError
 from streams.detectors import (
     DEFAULT,
     DETECTORS,
@@ -32,6 +29,9 @@ from streams.detectors import (
     SeasonalProfile,
     WindowKNN,
 )
+from streams.detectors.base import _KINDS
+from streams.detectors.running import EWMean, EWVar
+from streams.state import StateError
 
 STEP = 300.0  # seconds between points: 288 a day, like most NAB series
 T0 = 1_400_000_000.0
