@@ -35,6 +35,9 @@ MAX_INT = 2**62
 """Largest integer read (and :data:`MIN_INT` the smallest): a clock in ns or a count
 moved on from there still fits the 64 bits JSON numbers are written with."""
 MIN_INT = -MAX_INT
+LIMIT = 1e18
+"""Largest magnitude of a number read unless a reader asks for another bound: no figure
+of a function comes near it, and sums and squares of a few such numbers stay finite."""
 
 E = TypeVar("E", bound=Enum)
 
@@ -49,7 +52,7 @@ def _kind(value: object) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def number(value: object, where: str, low: float = -math.inf, high: float = math.inf) -> float:
+def number(value: object, where: str, low: float = -LIMIT, high: float = LIMIT) -> float:
     """``value`` as a finite float within [``low``, ``high``]."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise StateError(f"{where}: a number was expected, not {_kind(value)}")
@@ -87,8 +90,8 @@ def items(value: object, where: str, max_items: int) -> list[Any]:
     return value
 
 
-def numbers(value: object, where: str, max_items: int, low: float = -math.inf,
-            high: float = math.inf) -> list[float]:
+def numbers(value: object, where: str, max_items: int, low: float = -LIMIT,
+            high: float = LIMIT) -> list[float]:
     """``value`` as a list of at most ``max_items`` finite floats within [``low``, ``high``]."""
     return [number(v, f"{where}[{i}]", low, high)
             for i, v in enumerate(items(value, where, max_items))]
@@ -137,7 +140,7 @@ class Reader:
         """Whether ``name`` is present and not ``null`` (an optional field is set)."""
         return self._data.get(name) is not None
 
-    def number(self, name: str, low: float = -math.inf, high: float = math.inf) -> float:
+    def number(self, name: str, low: float = -LIMIT, high: float = LIMIT) -> float:
         return number(self._get(name), self._at(name), low, high)
 
     def integer(self, name: str, low: int = 0, high: int = MAX_INT) -> int:
@@ -158,8 +161,8 @@ class Reader:
     def items(self, name: str, max_items: int) -> list[Any]:
         return items(self._get(name), self._at(name), max_items)
 
-    def numbers(self, name: str, max_items: int, low: float = -math.inf,
-                high: float = math.inf) -> list[float]:
+    def numbers(self, name: str, max_items: int, low: float = -LIMIT,
+                high: float = LIMIT) -> list[float]:
         return numbers(self._get(name), self._at(name), max_items, low, high)
 
     def texts(self, name: str, max_items: int, max_chars: int = MAX_CHARS) -> list[str]:

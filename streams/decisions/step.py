@@ -285,7 +285,7 @@ class DecisionStep:
 
     def retire(self, function: str) -> bool:
         """An idle function may be forgotten unless a verdict or an incident holds; its
-        detectors stay sealed in memory (a few KB) so it resumes warm, and its spend
+        detectors stay in memory as JSON (a few KB) so it resumes warm, and its spend
         ledger stays (budgets count the last 24 hours)."""
         if self.lifecycle.phase(function) is not Phase.NORMAL or self.tracker.is_open(function):
             return False

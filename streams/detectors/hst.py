@@ -21,8 +21,8 @@ from streams.state import (
     text,
 )
 
-MAX_NODES = 4096
-"""Nodes a tree may have in a snapshot (height 11)."""
+MAX_NODES = 2047
+"""Nodes a tree may have in a snapshot (height 10)."""
 
 
 class HalfSpaceScore(Detector):
@@ -144,7 +144,7 @@ class HalfSpaceScore(Detector):
 
     @classmethod
     def _from_state(cls, r: Reader) -> HalfSpaceScore:
-        d = cls(n_trees=r.integer("n_trees", 1, 256), height=r.integer("height", 1, 11),
+        d = cls(n_trees=r.integer("n_trees", 1, 64), height=r.integer("height", 1, 10),
                 window=r.integer("window", 1, MAX_ITEMS),
                 scale_window=(r.integer("scale_window", 1, MAX_ITEMS)
                               if r.has("scale_window") else None),
