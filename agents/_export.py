@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Any, Protocol
 
+from agents._auth import Sealer
 from agents._stats import Stats
 from schemas import Event, encode
 
@@ -80,8 +81,10 @@ class KafkaExporter:
     the next export, and what the old one still held is counted as dropped.
     """
 
-    def __init__(self, bootstrap: str, topic_prefix: str, stats: Stats) -> None:
+    def __init__(self, bootstrap: str, topic_prefix: str, stats: Stats,
+                 sealer: Sealer | None = None) -> None:
         self._stats = stats
+        self._headers = sealer.headers if sealer is not None else _no_headers
         self._bootstrap = bootstrap
         self._topics = {t: f"{topic_prefix}.{kind}" for t, kind in _TOPIC_KIND.items()}
         self._logger = logging.getLogger("governor.agent.kafka")
@@ -129,12 +132,13 @@ class KafkaExporter:
             self._renew("hit a fatal error")
         elif now - self._delivered_at > STALL_S and len(self._producer):
             self._renew(f"delivered nothing for {STALL_S:.0f} s")
-        produce = self._producer.produce
+        produce, headers = self._producer.produce, self._headers
         produced = 0
         for event in events:
             try:
-                produce(self._topics[event.type], encode(event), event.function.encode(),
-                        on_delivery=self._on_delivery)
+                value = encode(event)
+                produce(self._topics[event.type], value, event.function.encode(),
+                        headers=headers(value), on_delivery=self._on_delivery)
                 produced += 1
             except BufferError:
                 self._stats.add("dropped_buffer_full")
@@ -166,6 +170,10 @@ class KafkaExporter:
         if err.fatal():
             self._fatal = True
         log.debug("kafka: %s", err)
+
+
+def _no_headers(_value: bytes) -> None:
+    return None
 
 
 class RateLimited(logging.Filter):

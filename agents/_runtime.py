@@ -23,6 +23,7 @@ from opentelemetry.trace import StatusCode as OtelStatus
 from opentelemetry.trace import Tracer
 
 from agents import _egress
+from agents._auth import Sealer
 from agents._cost import load_prices
 from agents._export import BatchProcessor, Exporter, ExportResult, KafkaExporter
 from agents._redact import Redactor
@@ -79,7 +80,9 @@ class Runtime:
 
             exporter = ExtensionExporter(settings.extension_socket, self.stats)
         elif exporter is None:
-            exporter = (KafkaExporter(settings.kafka_bootstrap, settings.topic_prefix, self.stats)
+            sealer = Sealer(settings.function_key) if settings.function_key else None
+            exporter = (KafkaExporter(settings.kafka_bootstrap, settings.topic_prefix,
+                                      self.stats, sealer)
                         if settings.kafka_bootstrap else _DiscardExporter(self.stats))
         self.prices = load_prices(Path(settings.prices_file) if settings.prices_file else None)
         self.processor = BatchProcessor(

@@ -43,6 +43,9 @@ GOVERNOR_REDACT_VALUES         value patterns scrubbed inside strings, comma-sep
                                (``email,card,token,ip``; ``none``)
 GOVERNOR_REDACT_KEYS           extra attribute-key regex whose values are scrubbed whole
 GOVERNOR_REDACT_PATTERNS       extra value regexes, as a JSON list of strings
+GOVERNOR_FUNCTION_KEY          this function's telemetry key (``governor keys function
+                               NAME``): records carry its MAC, so workers trust them
+                               as this function's; unset: sent unauthenticated
 =============================  ==========================================================
 
 A bad value is never fatal: it is logged once (naming the variable, the value and what
@@ -62,6 +65,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from agents._auth import parse_function_key
 from agents._errors import ConfigurationError
 from agents._redact import VALUES
 
@@ -112,6 +116,7 @@ class AgentSettings:
     redact_values: tuple[str, ...] = REDACT_VALUES
     redact_keys: str = ""
     redact_patterns: tuple[str, ...] = ()
+    function_key: str = ""
     problems: tuple[str, ...] = ()
 
     @classmethod
@@ -153,6 +158,7 @@ class AgentSettings:
             redact_values=r.choices("GOVERNOR_REDACT_VALUES", REDACT_VALUES),
             redact_keys=r.regex("GOVERNOR_REDACT_KEYS"),
             redact_patterns=r.regexes("GOVERNOR_REDACT_PATTERNS"),
+            function_key=r.function_key("GOVERNOR_FUNCTION_KEY"),
             problems=tuple(r.problems),
         )
         if settings.verdict_key.startswith(b"ed25519:"):
@@ -232,6 +238,18 @@ class _Reader:
             self.problems.append(f"{name}={raw!r} is not a regular expression ({exc}); "
                                  "ignored")
             return ""
+        return raw
+
+    def function_key(self, name: str) -> str:
+        raw = self.env.get(name, "").strip()
+        if raw:
+            try:
+                parse_function_key(raw)
+            except ValueError as exc:
+                self.problems.append(f"{name} is malformed ({exc}); telemetry is sent "
+                                     "unauthenticated: workers store it flagged and it "
+                                     "drives no verdict")
+                return ""
         return raw
 
     def regexes(self, name: str) -> tuple[str, ...]:

@@ -33,6 +33,7 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
+from agents._auth import Sealer
 from agents._export import ExportResult
 from agents._settings import EXTENSION_SOCKET, AgentSettings
 from agents._stats import Stats
@@ -87,6 +88,7 @@ class Extension:
         self.settings = settings
         self.path = path
         self.stats = Stats()
+        self.sealer = Sealer(settings.function_key) if settings.function_key else None
         self.producer = Producer({
             "bootstrap.servers": settings.kafka_bootstrap or "127.0.0.1:1",
             "enable.idempotence": True, "partitioner": "murmur2_random", "linger.ms": 20,
@@ -173,7 +175,8 @@ class Extension:
             self.stats.add("dropped_bad_frame")
             return
         try:
-            self.producer.produce(self.settings.topic(topic), payload, key)
+            headers = self.sealer.headers(payload) if self.sealer is not None else None
+            self.producer.produce(self.settings.topic(topic), payload, key, headers=headers)
             self.stats.add("produced")
         except BufferError:
             self.stats.add("dropped_buffer_full")

@@ -44,7 +44,13 @@ from schemas.events import (
     now_ns,
 )
 from schemas.keys import partition_for
-from schemas.signing import SignatureError, sign_verdict, verify_verdict
+from schemas.signing import (
+    SignatureError,
+    sign_record,
+    sign_verdict,
+    verify_record,
+    verify_verdict,
+)
 
 __all__ = [
     "EVENT_TYPES",
@@ -82,6 +88,8 @@ __all__ = [
     "new_event_id",
     "now_ns",
     "partition_for",
+    "sign_record",
     "sign_verdict",
+    "verify_record",
     "verify_verdict",
 ]

@@ -350,7 +350,8 @@ class Verdict(Event):
                        "IPs, CIDRs. With action isolate, calls still run but may only reach "
                        "these destinations (network isolation); null: egress unrestricted."))
     signature: str = field(
-        default="", metadata=_meta("'hmac-sha256:<hex>' over the other fields.", max_len=256)
+        default="", metadata=_meta("The workers' or an operator's signature over the other "
+                                   "fields (see schemas.signing).", max_len=256)
     )
 
     def __post_init__(self) -> None:
@@ -371,6 +372,11 @@ class ControlUpdate(Event):
     )
     actor: str = field(default="", metadata=_meta("Who made the change.", max_len=256))
     reason: str = field(default="", metadata=_meta("Why.", max_len=4096))
+    signature: str = field(
+        default="", metadata=_meta("An operator's signature over the other fields (see "
+                                   "schemas.signing); unsigned records are ignored.",
+                                   max_len=256)
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

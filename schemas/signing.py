@@ -1,7 +1,10 @@
-"""Verdict signatures over the canonical JSON of the unsigned verdict.
+"""Signatures of verdicts and control records over the canonical JSON of the unsigned
+record.
 
-The canonical form is the verdict encoded with sorted keys and an empty
-``signature``; producers in other languages sign the same bytes. Two schemes:
+The canonical form is the record encoded with sorted keys and an empty ``signature``;
+producers in other languages sign the same bytes. Verdicts and control records (live
+thresholds) are signed alike, with the same key: only workers and operators can make
+either. Two schemes:
 
 * **Ed25519** (asymmetric; what a deployment should use). Workers and operators hold a
   private key, ``ed25519:<key id>:<base64 32-byte seed>``; agents hold only public keys,
@@ -31,11 +34,14 @@ import functools
 import hashlib
 import hmac
 import os
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
-from schemas.events import Verdict
+from schemas.events import ControlUpdate, Verdict
+
+Signed = TypeVar("Signed", Verdict, ControlUpdate)
+"""The records that carry a ``signature``."""
 
 _HMAC = "hmac-sha256:"
 PRIVATE = b"ed25519:"
@@ -43,11 +49,11 @@ PUBLIC = b"ed25519-pub:"
 
 
 class SignatureError(ValueError):
-    """A verdict is unsigned, signed with another key, or altered after signing."""
+    """A record is unsigned, signed with another key, or altered after signing."""
 
 
-def _canonical(verdict: Verdict) -> bytes:
-    return orjson.dumps(dataclasses.replace(verdict, signature=""), option=orjson.OPT_SORT_KEYS)
+def _canonical(record: Verdict | ControlUpdate) -> bytes:
+    return orjson.dumps(dataclasses.replace(record, signature=""), option=orjson.OPT_SORT_KEYS)
 
 
 def new_private_key(key_id: str) -> bytes:
@@ -67,52 +73,56 @@ def public_key(key: bytes) -> bytes:
     return PUBLIC + key_id.encode() + b":" + base64.b64encode(raw)
 
 
-def sign_verdict(verdict: Verdict, key: bytes) -> Verdict:
-    """Return ``verdict`` with its ``signature`` set for ``key`` (an Ed25519 private key
+def sign_record(record: Signed, key: bytes) -> Signed:
+    """Return ``record`` with its ``signature`` set for ``key`` (an Ed25519 private key
     or a shared HMAC secret)."""
     if key.startswith(PUBLIC):
-        raise SignatureError("a public key cannot sign verdicts: give workers and operators "
-                             "the private key (ed25519:<id>:<seed>)")
+        raise SignatureError(f"a public key cannot sign a {record.TYPE}: give workers and "
+                             "operators the private key (ed25519:<id>:<seed>)")
     if key.startswith(PRIVATE):
         key_id, private = _private(key)
-        signature = base64.b64encode(private.sign(_canonical(verdict))).decode()
-        return dataclasses.replace(verdict, signature=f"ed25519:{key_id}:{signature}")
-    digest = hmac.new(key, _canonical(verdict), hashlib.sha256).hexdigest()
-    return dataclasses.replace(verdict, signature=_HMAC + digest)
+        signature = base64.b64encode(private.sign(_canonical(record))).decode()
+        return dataclasses.replace(record, signature=f"ed25519:{key_id}:{signature}")
+    digest = hmac.new(key, _canonical(record), hashlib.sha256).hexdigest()
+    return dataclasses.replace(record, signature=_HMAC + digest)
 
 
-def verify_verdict(verdict: Verdict, key: bytes) -> None:
-    """Raise :class:`SignatureError` unless ``verdict`` is signed for ``key``: a public
+def verify_record(record: Verdict | ControlUpdate, key: bytes) -> None:
+    """Raise :class:`SignatureError` unless ``record`` is signed for ``key``: a public
     keyring (Ed25519 signatures by one of its key ids only), a private key (checked
     against its own public key) or a shared HMAC secret."""
-    where = f"verdict {verdict.event_id} for {verdict.function}"
-    if not verdict.signature:
+    where = f"{record.TYPE} {record.event_id} for {record.function}"
+    if not record.signature:
         raise SignatureError(f"{where} is unsigned")
     if key.startswith((PUBLIC, PRIVATE)):
-        _verify_ed25519(verdict, public_key(key), where)
+        _verify_ed25519(record, public_key(key), where)
         return
-    if not verdict.signature.startswith(_HMAC):
+    if not record.signature.startswith(_HMAC):
         raise SignatureError(f"{where}: unknown signature scheme")
-    expected = hmac.new(key, _canonical(verdict), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, verdict.signature[len(_HMAC):]):
+    expected = hmac.new(key, _canonical(record), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, record.signature[len(_HMAC):]):
         raise SignatureError(f"{where}: signature does not match (forged, altered, or "
                              "signed with another GOVERNOR_VERDICT_KEY)")
 
 
-def _verify_ed25519(verdict: Verdict, ring: bytes, where: str) -> None:
+sign_verdict = sign_record
+verify_verdict = verify_record
+
+
+def _verify_ed25519(record: Verdict | ControlUpdate, ring: bytes, where: str) -> None:
     from cryptography.exceptions import InvalidSignature
 
-    scheme, _, rest = verdict.signature.partition(":")
+    scheme, _, rest = record.signature.partition(":")
     key_id, _, signature = rest.partition(":")
     if scheme != "ed25519":
-        raise SignatureError(f"{where}: not an Ed25519 signature (this agent accepts only "
-                             "verdicts signed with the workers' private key)")
+        raise SignatureError(f"{where}: not an Ed25519 signature (only records signed with "
+                             "the workers' and operators' private key are accepted)")
     keys = _keyring(ring)
     if key_id not in keys:
         raise SignatureError(f"{where}: signed with key {key_id!r}, which is not among "
-                             f"this agent's public keys ({', '.join(sorted(keys))})")
+                             f"the public keys held here ({', '.join(sorted(keys))})")
     try:
-        keys[key_id].verify(base64.b64decode(signature, validate=True), _canonical(verdict))
+        keys[key_id].verify(base64.b64decode(signature, validate=True), _canonical(record))
     except (InvalidSignature, ValueError):
         raise SignatureError(f"{where}: signature does not match (forged or altered)") from None
 

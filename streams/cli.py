@@ -21,7 +21,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Embedded broker (unless GOVERNOR_KAFKA_BOOTSTRAP is set) + the worker."""
-    from streams.keys import agent_key, load_state_key, load_verdict_key
+    from streams.keys import agent_key, load_state_key, load_telemetry_keys, load_verdict_key
     from streams.ops.broker import start_broker
     from streams.pipeline.worker import run_worker
 
@@ -31,11 +31,17 @@ def cmd_up(args: argparse.Namespace) -> int:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         load_verdict_key(settings, create=True)  # the workers' key; agents get the public one
         load_state_key(settings, create=True)  # the workers' snapshot key (theirs alone)
+        if settings.telemetry_auth == "on":  # opted in: functions need their keys
+            load_telemetry_keys(settings, create=True)
         broker = start_broker(settings.data_dir / "broker.log")
-        settings = settings.replace(kafka_bootstrap=broker.bootstrap)
+        settings = settings.replace(kafka_bootstrap=broker.bootstrap,
+                                    telemetry_auth=settings.telemetry_auth or "off")
         print(f"broker    kafka://{broker.bootstrap} (embedded Tansu)", flush=True)
     print(f"clickhouse {settings.clickhouse_dsn}", flush=True)
     print(f"agents    GOVERNOR_VERDICT_KEY={agent_key(settings).decode()}", flush=True)
+    if settings.authenticates_telemetry:
+        print("          GOVERNOR_FUNCTION_KEY=$(governor keys function NAME) for each "
+              "function (telemetry without it decides nothing)", flush=True)
     print(f"queries   http://{settings.query_host}:{settings.query_port}/query "
           "(governor query \"SELECT ...\")", flush=True)
     try:
@@ -289,6 +295,14 @@ def cmd_verdict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_function(args: argparse.Namespace) -> int:
+    """Print a function's telemetry key (its ``GOVERNOR_FUNCTION_KEY``)."""
+    from streams.keys import function_key_for
+
+    print(function_key_for(_settings(args), args.function))
+    return 0
+
+
 def cmd_package(args: argparse.Namespace) -> int:
     """Build the Lambda layer zips (agent + extension) for each architecture asked."""
     from streams.ops.layer import build_layer
@@ -435,6 +449,13 @@ def build_parser() -> argparse.ArgumentParser:
     feedback.add_argument("--reason", required=True, help="why, for the audit")
     feedback.add_argument("--actor", default=None, help="who (GOVERNOR_ACTOR, default the OS user)")
     feedback.set_defaults(run=cmd_feedback)
+    keys = sub.add_parser("keys", help="keys functions are given").add_subparsers(
+        dest="keys_command", required=True, metavar="KEY")
+    fkey = keys.add_parser(
+        "function", help="a function's telemetry key, for its GOVERNOR_FUNCTION_KEY (derived "
+        "from GOVERNOR_TELEMETRY_KEY; give each function only its own)")
+    fkey.add_argument("function", metavar="FUNCTION")
+    fkey.set_defaults(run=cmd_keys_function)
     package = sub.add_parser("package", help="build deployment artefacts").add_subparsers(
         dest="artefact", required=True, metavar="ARTEFACT")
     layer = package.add_parser(

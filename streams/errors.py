@@ -38,6 +38,10 @@ class StateKeyError(SettingsError):
     """No state key, a weak one, or the verdict key reused: the message says what to set."""
 
 
+class TelemetryKeyError(SettingsError):
+    """No usable telemetry key while telemetry authentication is on."""
+
+
 class StackError(StreamsError):
     """The embedded broker or ClickHouse engine could not be started or reached."""
 

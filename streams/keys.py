@@ -1,5 +1,5 @@
-"""The workers' keys: the verdict key (workers and operator commands) and the state key
-(workers only).
+"""The workers' keys: the verdict key (workers and operator commands), the
+telemetry key and the state key (workers only).
 
 ``GOVERNOR_VERDICT_KEY`` when set; else the key file in the data dir. Only the
 embedded stack (``governor up``, ``governor demo``, ``governor bench loop``) creates
@@ -12,17 +12,19 @@ one is refused.
 ``GOVERNOR_STATE_KEY`` (else ``state.key`` in the data dir, made by the embedded stack
 like the verdict key) authenticates the workers' state snapshots
 (:mod:`streams.decisions.snapshots`) with HMAC-SHA256. Only workers read it: functions
-never get it, operator commands never load it, and it must not be the verdict key
-(a function may hold that one, as a shared HMAC secret), so nothing but a worker can
-write a snapshot another worker will restore.
+never get it, operator commands never load it, and it must be neither the verdict key
+(a function may hold that one, as a shared HMAC secret) nor a telemetry secret (one
+key, one purpose), so nothing but a worker can write a snapshot another worker will
+restore.
 """
 
 from __future__ import annotations
 
 import secrets
 
+from agents._auth import function_key
 from schemas.signing import PRIVATE, PUBLIC, SignatureError, new_private_key, public_key
-from streams.errors import StateKeyError, VerdictKeyError
+from streams.errors import StateKeyError, TelemetryKeyError, VerdictKeyError
 from streams.settings import Settings
 
 KEY_FILE = "verdict.key"
@@ -97,6 +99,75 @@ def load_verdict_key(settings: Settings, *, create: bool = False) -> bytes:
     return key.encode()
 
 
+def checking_key(settings: Settings) -> bytes:
+    """The key signed records (control records, verdicts) are checked with: a public
+    keyring set in ``GOVERNOR_VERDICT_KEY`` as it is (an operator who only reads),
+    else the signing key of :func:`load_verdict_key`."""
+    if settings.verdict_key.startswith(PUBLIC.decode()):
+        return settings.verdict_key.encode()
+    return load_verdict_key(settings)
+
+
+TELEMETRY_KEY_FILE = "telemetry.key"
+"""The telemetry key's file in the data dir (written by the embedded stack)."""
+
+
+def load_telemetry_keys(settings: Settings, *, create: bool = False) -> dict[bytes, bytes] | None:
+    """The telemetry keys (key id → secret) functions' keys are derived from; ``None``
+    when telemetry is not authenticated (``GOVERNOR_TELEMETRY_AUTH``).
+    ``GOVERNOR_TELEMETRY_KEY`` when set, else the key file in the data dir, which
+    ``create`` (the embedded stack only) writes.
+
+    Raises :class:`~streams.errors.TelemetryKeyError` naming how to set one.
+    """
+    if not settings.authenticates_telemetry:
+        return None
+    text = settings.telemetry_key
+    path = settings.data_dir / TELEMETRY_KEY_FILE
+    if not text:
+        if create and not path.exists():
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"{KEY_ID}:{secrets.token_urlsafe(32)}")
+            path.chmod(0o600)
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            raise TelemetryKeyError(
+                "no telemetry key: set GOVERNOR_TELEMETRY_KEY=<key id>:<secret> on every "
+                "worker (e.g. `prod-1:` followed by the output of `python -c \"import secrets; "
+                "print(secrets.token_hex(32))\"`) and give each function its own key "
+                "(`governor keys function NAME`), or set GOVERNOR_TELEMETRY_AUTH=off to "
+                "trust telemetry by the name it claims") from None
+    try:
+        keys = parse_telemetry_keys(text)
+    except ValueError as exc:
+        raise TelemetryKeyError(str(exc)) from None
+    return keys
+
+
+def function_key_for(settings: Settings, function: str) -> str:
+    """``GOVERNOR_FUNCTION_KEY`` for ``function``: derived from the current (first)
+    telemetry key."""
+    keys = load_telemetry_keys(settings)
+    if keys is None:
+        raise TelemetryKeyError("GOVERNOR_TELEMETRY_AUTH is off: functions need no key")
+    key_id, secret = next(iter(keys.items()))
+    return function_key(key_id, secret, function).decode()
+
+
+def parse_telemetry_keys(text: str) -> dict[bytes, bytes]:
+    """``<key id>:<secret>[,<key id>:<secret>…]`` → key id → secret; the first is the
+    one new function keys are derived from. ValueError naming what is wrong."""
+    keys: dict[bytes, bytes] = {}
+    for item in text.split(","):
+        key_id, sep, secret = item.strip().partition(":")
+        if not sep or not key_id or len(secret) < 32:
+            raise ValueError("GOVERNOR_TELEMETRY_KEY is <key id>:<secret of at least 32 "
+                             "characters>[,<key id>:<secret>…]")
+        keys[key_id.encode()] = secret.encode()
+    return keys
+
+
 def load_state_key(settings: Settings, *, create: bool = False) -> bytes:
     """The key the workers' state snapshots are authenticated with; ``create`` (the
     embedded stack only) writes a new random one into the data dir when there is none.
@@ -127,16 +198,24 @@ def load_state_key(settings: Settings, *, create: bool = False) -> bytes:
             f"{where} is {weak}: anyone who guesses it can write state every worker "
             "restores. Set a random secret of at least 32 characters, e.g. "
             "`python -c \"import secrets; print(secrets.token_hex(32))\"`")
-    if key == settings.verdict_key.strip() or (
-            not settings.verdict_key and key == _key_file(settings)):
+    if key == (settings.verdict_key.strip() or _read(settings, KEY_FILE)):
         raise StateKeyError(
             f"{where} is the verdict key: functions may hold that one; give the workers "
             "a state key of their own")
+    try:
+        telemetry = parse_telemetry_keys(settings.telemetry_key.strip()
+                                         or _read(settings, TELEMETRY_KEY_FILE))
+    except ValueError:
+        telemetry = {}
+    if key.encode() in telemetry.values():
+        raise StateKeyError(f"{where} is a telemetry key: give the workers' state a key of "
+                            "its own")
     return key.encode()
 
 
-def _key_file(settings: Settings) -> str:
+def _read(settings: Settings, name: str) -> str:
+    """A key file of the data dir ("" when there is none)."""
     try:
-        return (settings.data_dir / KEY_FILE).read_text().strip()
+        return (settings.data_dir / name).read_text().strip()
     except OSError:
         return ""

@@ -20,6 +20,14 @@ GOVERNOR_STATE_KEY                  secret (32+ characters) the workers' state s
                                     are authenticated with (HMAC-SHA256); workers only,
                                     never functions; empty with the embedded stack:
                                     generated into the data dir
+GOVERNOR_TELEMETRY_AUTH             ``on``: telemetry decides only with its function's
+                                    MAC (``GOVERNOR_FUNCTION_KEY`` on the function); the
+                                    rest is stored flagged and counted. ``off``: trusted
+                                    by the name it claims. Unset: on, except in the
+                                    embedded stack
+GOVERNOR_TELEMETRY_KEY              the workers' telemetry key, ``<id>:<secret>[,…]``,
+                                    functions' keys are derived from; empty with the
+                                    embedded stack: generated into the data dir
 GOVERNOR_APP_ID                     Faust app id / consumer group (governor-worker)
 GOVERNOR_WINDOW_SECONDS             feature window length (10)
 GOVERNOR_LATENESS_SECONDS           windows close this long after their end; a cost
@@ -97,6 +105,8 @@ class Settings:
     topic_prefix: str = "governor"
     verdict_key: str = ""
     state_key: str = ""
+    telemetry_auth: str = ""
+    telemetry_key: str = ""
     app_id: str = "governor-worker"
     window_seconds: float = 10.0
     lateness_seconds: float = 0.5
@@ -158,6 +168,9 @@ class Settings:
             raise SettingsError(
                 f"{ENV_PREFIX}ENFORCE_RATIO must be >= 1, {ENV_PREFIX}ADAPT_WINDOWS >= 1 and "
                 f"{ENV_PREFIX}LEARNING_WINDOWS >= 0")
+        if self.telemetry_auth not in ("", "on", "off"):
+            raise SettingsError(
+                f"{ENV_PREFIX}TELEMETRY_AUTH={self.telemetry_auth!r}; use on or off")
         if self.log_level not in ("debug", "info", "warn", "error"):
             raise SettingsError(
                 f"{ENV_PREFIX}LOG_LEVEL={self.log_level!r}; use debug, info, warn or error")
@@ -169,6 +182,13 @@ class Settings:
     @property
     def embedded_broker(self) -> bool:
         return not self.kafka_bootstrap
+
+    @property
+    def authenticates_telemetry(self) -> bool:
+        """Whether telemetry must carry its function's MAC to decide (see
+        ``GOVERNOR_TELEMETRY_AUTH``)."""
+        return self.telemetry_auth == "on" or (not self.telemetry_auth
+                                               and not self.embedded_broker)
 
     @property
     def clickhouse_dsn(self) -> str:

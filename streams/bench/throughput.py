@@ -4,7 +4,8 @@
 topics under a fresh prefix, runs ``python -m streams worker`` (its own consumer
 group, a temporary data dir with embedded chDB) and, once ``/health`` says ready,
 produces pre-encoded :class:`~schemas.CostEvent` s for ``functions`` functions as fast
-as one producer can. A thread polls ``/health`` every 50 ms; events/s is the
+as one producer can, each with its function's MAC (the worker authenticates telemetry,
+as ``governor worker`` does by default). A thread polls ``/health`` every 50 ms; events/s is the
 ``in_cost`` counter's rise between the first poll that saw a consumed event and the
 first that saw all of them, over the time between those polls. Worker CPU comes
 from ``/proc/<pid>/stat`` over the same span, RSS from ``/proc/<pid>/status`` at the end.
@@ -33,13 +34,14 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from agents._auth import Sealer, function_key
 from schemas import CostEvent, encode
 from streams.decisions.detection import Decider
 from streams.decisions.snapshots import seal
@@ -54,6 +56,8 @@ POLL_S = 0.05
 READY_TIMEOUT_S = 90.0
 _VERDICT_KEY = secrets.token_hex(32)  # this run only
 _STATE_KEY = secrets.token_hex(32)
+_TELEMETRY_SECRET = secrets.token_hex(32)  # this run only: telemetry authenticated, as
+# governor worker does by default; each event carries its function's MAC
 
 
 @dataclass(frozen=True)
@@ -155,7 +159,7 @@ def run_throughput(events: int = 200_000, functions: int = 1_000,
             port = free_port()
             worker = _start_worker(bootstrap, prefix, data_dir, port)
             health = f"http://127.0.0.1:{port}/health"
-            payloads = [(e.function.encode(), encode(e)) for e in make_events(events, functions)]
+            payloads = _sealed(make_events(events, functions))
             samples, produce_s = _produce_and_watch(bootstrap, f"{prefix}.costs", payloads,
                                                     health, worker, data_dir)
             final = _wait_written(health, events, samples[-1].counters)
@@ -187,8 +191,9 @@ def _start_worker(bootstrap: str, prefix: str, data_dir: Path,
     """A worker process of its own consumer group (so it never joins a real one)."""
     env = {**os.environ, "GOVERNOR_KAFKA_BOOTSTRAP": bootstrap, "GOVERNOR_TOPIC_PREFIX": prefix,
            "GOVERNOR_DATA_DIR": str(data_dir), "GOVERNOR_VERDICT_KEY": _VERDICT_KEY,
-           "GOVERNOR_STATE_KEY": _STATE_KEY, "GOVERNOR_QUERY_PORT": str(port),
-           "GOVERNOR_QUERY_HOST": "127.0.0.1",
+           "GOVERNOR_STATE_KEY": _STATE_KEY,
+           "GOVERNOR_TELEMETRY_AUTH": "on", "GOVERNOR_TELEMETRY_KEY": f"b1:{_TELEMETRY_SECRET}",
+           "GOVERNOR_QUERY_PORT": str(port), "GOVERNOR_QUERY_HOST": "127.0.0.1",
            "GOVERNOR_APP_ID": f"governor-{prefix}"}
     with open(data_dir / "worker.log", "ab") as log:
         worker = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env,
@@ -208,7 +213,25 @@ def _start_worker(bootstrap: str, prefix: str, data_dir: Path,
         time.sleep(0.2)
 
 
-def _produce_and_watch(bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]],
+Payload = tuple[bytes, bytes, list[tuple[str, str | bytes | None]]]
+"""A record to produce: key, value, headers."""
+
+
+def _sealed(events: Iterable[CostEvent]) -> list[Payload]:
+    """Each event encoded, with its function's MAC as an agent sends it."""
+    sealers: dict[str, Sealer] = {}
+    payloads = []
+    for e in events:
+        sealer = sealers.get(e.function)
+        if sealer is None:
+            key = function_key(b"b1", _TELEMETRY_SECRET.encode(), e.function).decode()
+            sealer = sealers[e.function] = Sealer(key)
+        value = encode(e)
+        payloads.append((e.function.encode(), value, sealer.headers(value)))
+    return payloads
+
+
+def _produce_and_watch(bootstrap: str, topic: str, payloads: list[Payload],
                        health: str, worker: subprocess.Popen[bytes],
                        data_dir: Path) -> tuple[list[Sample], float]:
     """Produce ``payloads`` while a thread polls ``health`` until all are consumed."""
@@ -239,10 +262,10 @@ def _produce_and_watch(bootstrap: str, topic: str, payloads: list[tuple[bytes, b
     started = time.monotonic()
     samples.append(Sample(started, {}, _cpu_s(worker.pid)))
     watcher.start()
-    for key, value in payloads:
+    for key, value, headers in payloads:
         while True:
             try:
-                producer.produce(topic, value, key)
+                producer.produce(topic, value, key, headers=headers)
                 break
             except BufferError:  # librdkafka's queue is full: let it drain
                 producer.poll(0.05)

@@ -41,6 +41,7 @@ from schemas import (
     new_event_id,
     now_ns,
     partition_for,
+    sign_record,
 )
 from streams.control.follower import control_key, load_control
 from streams.decisions.lifecycle import OPERATOR, VerdictIssuer
@@ -56,7 +57,7 @@ from streams.decisions.thresholds import (
 )
 from streams.errors import ControlError, StackError
 from streams.kafka import ensure_topics, partition_count, wait_for_kafka
-from streams.keys import load_verdict_key
+from streams.keys import checking_key, load_verdict_key
 from streams.ops.stackfile import read_stack_file
 from streams.settings import Settings
 
@@ -133,7 +134,7 @@ def read_control(settings: Settings, timeout_s: float = 10.0) -> Thresholds:
 
 def _in_force(bootstrap: str, settings: Settings, timeout_s: float = 10.0) -> Thresholds:
     try:
-        return load_control(bootstrap, settings, timeout_s)
+        return load_control(bootstrap, settings, checking_key(settings), timeout_s)
     except (TimeoutError, KafkaException) as exc:
         raise ControlError(f"cannot read {settings.topic('control')}: {exc}") from None
 
@@ -341,8 +342,9 @@ def _publish_change(bootstrap: str, settings: Settings, scope: str, current: dic
     _ensure_topics(bootstrap, settings)
     now, change_id = now_ns(), new_event_id()
     values = {k: new[k] for k in order if k in new}
-    update = ControlUpdate(function=scope, kind=ControlKind.THRESHOLDS, values=values,
-                           actor=actor, reason=reason, time_unix_nano=now)
+    update = sign_record(ControlUpdate(function=scope, kind=ControlKind.THRESHOLDS,
+                                       values=values, actor=actor, reason=reason,
+                                       time_unix_nano=now), load_verdict_key(settings))
     rows = [ThresholdChange(function=scope, key=k, old=_json(current.get(k)),
                             new=_json(new.get(k)), actor=actor, reason=reason,
                             change_id=change_id, undo_of=undo_of, time_unix_nano=now)

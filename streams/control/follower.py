@@ -5,7 +5,13 @@ One :class:`~schemas.ControlUpdate` per scope holds the scope's complete values;
 latest per scope wins, so the thresholds in force are rebuilt by reading the topic
 from the beginning. Records are keyed ``thresholds:<scope>`` (:func:`control_key`) so
 that other kinds of control record, such as policy bundles, never compact threshold
-records away; a tombstone removes its scope.
+records away.
+
+Every update must be signed with the operators' key (the verdict key,
+:func:`schemas.signing.sign_record`): one that is unsigned, forged or altered is
+ignored, logged and counted, so whatever can write to the topic cannot lift a budget
+or a threshold. A tombstone carries nothing to sign and is ignored the same way: a
+scope is emptied by a signed update without values.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from agents.compacted import Follower, read_to_end
-from schemas import ControlKind, ControlUpdate, SchemaError, decode
+from schemas import ControlKind, ControlUpdate, SchemaError, SignatureError, decode, verify_record
 from streams.decisions.thresholds import Thresholds
 from streams.settings import Settings
 
@@ -32,20 +38,22 @@ def control_key(scope: str, kind: ControlKind = ControlKind.THRESHOLDS) -> bytes
     return f"{kind.value}:{scope}".encode()
 
 
-def apply_record(thresholds: Thresholds, msg: Message) -> tuple[ControlUpdate, list[str]] | None:
-    """Apply one control record to ``thresholds``; the update and its problems (each
-    logged), or ``None`` for a tombstone or a record that is not a valid update."""
+def apply_record(thresholds: Thresholds, msg: Message,
+                 key: bytes) -> tuple[ControlUpdate, list[str]] | None:
+    """Apply one control record to ``thresholds`` if it is signed for ``key``; the
+    update and its problems (each logged), or ``None`` for a record that is refused
+    (a tombstone, not a valid update, unsigned or forged: logged)."""
     value = msg.value()
-    if value is None:  # a tombstone: the scope is gone
-        key = (msg.key() or b"").decode(errors="replace")
-        prefix = control_key("").decode()
-        if key.startswith(prefix):
-            thresholds.clear(key[len(prefix):])
+    where = f"control record at offset {msg.offset()}"
+    if value is None:
+        log.warning("%s ignored: a tombstone is not signed (empty a scope with a signed "
+                    "update that unsets its keys: `governor thresholds set SCOPE KEY=`)", where)
         return None
     try:
         update = decode(value, ControlUpdate)
-    except SchemaError as exc:
-        log.warning("control record at offset %d skipped: %s", msg.offset(), exc)
+        verify_record(update, key)
+    except (SchemaError, SignatureError) as exc:
+        log.warning("%s ignored: %s", where, exc)
         return None
     problems = thresholds.apply(update)
     for problem in problems:
@@ -53,9 +61,11 @@ def apply_record(thresholds: Thresholds, msg: Message) -> tuple[ControlUpdate, l
     return update, problems
 
 
-def load_control(bootstrap: str, settings: Settings, timeout_s: float = 10.0) -> Thresholds:
-    """The thresholds in force: the control topic read to its end, each update applied
-    in order; :class:`TimeoutError` naming the partitions not read in ``timeout_s``."""
+def load_control(bootstrap: str, settings: Settings, key: bytes,
+                 timeout_s: float = 10.0) -> Thresholds:
+    """The thresholds in force: the control topic read to its end, each update signed
+    for ``key`` applied in order; :class:`TimeoutError` naming the partitions not read in
+    ``timeout_s``."""
     thresholds = Thresholds(settings)
     topic = settings.topic("control")
     records, unread = read_to_end(bootstrap, topic, None, timeout_s)
@@ -63,7 +73,7 @@ def load_control(bootstrap: str, settings: Settings, timeout_s: float = 10.0) ->
         raise TimeoutError(f"timed out after {timeout_s:.0f}s reading {topic} "
                            f"(partitions {unread} not read to the end)")
     for msg in records:
-        apply_record(thresholds, msg)
+        apply_record(thresholds, msg, key)
     return thresholds
 
 
@@ -78,10 +88,12 @@ class ControlFollower:
     :meth:`wait_synced`, and reads ``follower.thresholds.effective(function, team)``.
     """
 
-    def __init__(self, bootstrap: str, settings: Settings, thresholds: Thresholds | None = None,
+    def __init__(self, bootstrap: str, settings: Settings, key: bytes,
+                 thresholds: Thresholds | None = None,
                  on_update: Listener | None = None) -> None:
         self.thresholds = thresholds if thresholds is not None else Thresholds(settings)
-        self.rejected = 0  # control records refused (undecodable, or any invalid value)
+        self.rejected = 0  # control records refused: unsigned, forged, undecodable, invalid
+        self._key = key
         self._on_update = on_update
         self._follower = Follower(bootstrap, settings.topic("control"), self._handle,
                                   name="governor-control")
@@ -102,8 +114,8 @@ class ControlFollower:
         self._follower.stop(timeout_s)
 
     def _handle(self, msg: Message) -> None:
-        applied = apply_record(self.thresholds, msg)
-        if (applied is None and msg.value() is not None) or (applied and applied[1]):
+        applied = apply_record(self.thresholds, msg, self._key)
+        if applied is None or applied[1]:
             self.rejected += 1
         if applied is not None and self._on_update is not None:
             self._on_update(*applied)

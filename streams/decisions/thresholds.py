@@ -336,11 +336,6 @@ class Thresholds:
             self._updates.pop(scope, None)
         return []
 
-    def clear(self, scope: str) -> None:
-        """Forget ``scope`` (a tombstone on the control topic)."""
-        self._scopes.pop(scope, None)
-        self._updates.pop(scope, None)
-
     def scopes(self) -> dict[str, dict[str, Value]]:
         """Every scope with values: ``*`` first, then teams, then functions."""
         order = sorted(self._scopes, key=lambda s: (s != ALL, not s.startswith(TEAM_PREFIX), s))

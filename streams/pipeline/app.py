@@ -128,7 +128,8 @@ def create_app(settings: Settings, prepared: Prepared) -> tuple[faust.App, Route
         IngestConfig(settings.kafka_bootstrap, f"{settings.app_id}.ingest", batch=batch,
                      within_s=within, rebalance_timeout_s=settings.rebalance_timeout_seconds,
                      tune_gc=True, bounds=TimeBounds(int(settings.max_event_age_seconds * 1e9),
-                                                     int(settings.max_event_lead_seconds * 1e9))),
+                                                     int(settings.max_event_lead_seconds * 1e9)),
+                     auth=prepared.telemetry_auth),
         {settings.topic("spans"): Route(Span, routes.on_spans),
          settings.topic("costs"): Route(CostEvent, routes.on_costs)},
         routes.write, outbox.dead, routes.counters, probe=routes.sink_answers)

@@ -50,12 +50,14 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
 from mode import Service
 
 from schemas import DeadLetter, Event
+from streams.pipeline.authn import TelemetryAuth
 from streams.pipeline.decoding import TimeBounds, decode_records, event_dead_letter
 
 log = logging.getLogger("governor.ingest")
 
-#: ``write(events)``: put a batch into the sink; raises if it could not.
-Write = Callable[[Sequence[Event]], Awaitable[None]]
+#: ``write(events, flagged)``: put a batch into the sink (the ids in ``flagged`` failed
+#: authentication: stored flagged); raises if it could not.
+Write = Callable[[Sequence[Event], frozenset[str]], Awaitable[None]]
 #: ``send_dead(letter)``: start sending a dead letter; returns its delivery to await.
 SendDead = Callable[[DeadLetter], Awaitable[Awaitable[Any]]]
 #: ``handle(events)``: what a topic's valid events go through before the sink write.
@@ -87,6 +89,7 @@ class IngestConfig:
     sink_retries: int = 5  # failed writes retried (after 0.5, 1, 2, 4, 5 s) before a crash
     tune_gc: bool = False  # the worker process: see tune_gc()
     bounds: TimeBounds | None = None  # events dated too far from now: dead letters
+    auth: TelemetryAuth | None = None  # telemetry not authenticated as its function: flagged
 
 
 @dataclass
@@ -94,6 +97,7 @@ class _Batch:
     events: list[Event]
     offsets: dict[TopicPartition, int]  # the next offset to read, per partition
     deliveries: list[Awaitable[Any]]  # dead letters sent for this batch
+    flagged: frozenset[str] = frozenset()  # event ids stored flagged unauthenticated
 
 
 class BatchIngest(Service):
@@ -244,20 +248,26 @@ class BatchIngest(Service):
             offsets[tp] = records[-1].offset + 1
         events: list[Event] = []
         deliveries: list[Awaitable[Any]] = []
+        flagged: set[str] = set()
         for topic, records in by_topic.items():
             route = self.routes[topic]
-            good, dead = decode_records(records, route.cls, self.config.bounds, time.time_ns())
-            for letter in dead:
+            decoded = decode_records(records, route.cls, self.config.bounds, time.time_ns(),
+                                     self.config.auth)
+            for letter in decoded.dead:
                 deliveries.append(await self._send_dead(letter))
-            self.counters[f"dlq_{route.cls.TYPE}"] += len(dead)
-            self.counters[f"in_{route.cls.TYPE}"] += len(good)
-            if route.handle is not None and good:
-                await route.handle(good)
-            events.extend(good)
-        return _Batch(events, offsets, deliveries)
+            self.counters[f"dlq_{route.cls.TYPE}"] += len(decoded.dead)
+            self.counters[f"in_{route.cls.TYPE}"] += len(decoded.good)
+            if decoded.flagged:
+                self.counters[f"unauthenticated_{route.cls.TYPE}"] += len(decoded.flagged)
+                flagged.update(e.event_id for e in decoded.flagged)
+            if route.handle is not None and decoded.good:
+                await route.handle(decoded.good)
+            events.extend(decoded.good)
+            events.extend(decoded.flagged)
+        return _Batch(events, offsets, deliveries, frozenset(flagged))
 
     async def _write_and_commit(self, batch: _Batch) -> None:
-        await self._store(batch.events, batch.deliveries)
+        await self._store(batch.events, batch.deliveries, batch.flagged)
         for delivery in batch.deliveries:
             await delivery  # a dead letter not delivered must not be skipped by the commit
         try:
@@ -272,19 +282,20 @@ class BatchIngest(Service):
             log.warning("ingest: offset commit failed (%r); the records are read again "
                         "after a restart or rebalance", exc)
 
-    async def _store(self, events: Sequence[Event], deliveries: list[Awaitable[Any]]) -> None:
+    async def _store(self, events: Sequence[Event], deliveries: list[Awaitable[Any]],
+                     flagged: frozenset[str] = frozenset()) -> None:
         """Write ``events``; see the module docstring for what a failure leads to."""
         attempt = 0
         while True:
             try:
-                await self._write(events)
+                await self._write(events, flagged)
                 return
             except Exception as exc:
                 self.counters["sink_errors"] += 1
                 if self._stopping:
                     raise
                 if self._probe is not None and await self._probe():
-                    await self._isolate(events, exc, deliveries)
+                    await self._isolate(events, exc, deliveries, flagged)
                     return
                 if self._probe is None and attempt == self.config.sink_retries:
                     raise
@@ -297,7 +308,7 @@ class BatchIngest(Service):
                 await asyncio.sleep(pause)
 
     async def _isolate(self, events: Sequence[Event], error: Exception,
-                       deliveries: list[Awaitable[Any]]) -> None:
+                       deliveries: list[Awaitable[Any]], flagged: frozenset[str]) -> None:
         """The sink answers but refused ``events``: store all it takes, one dead letter
         for each event it refuses alone."""
         if len(events) == 1:
@@ -313,10 +324,10 @@ class BatchIngest(Service):
         half = len(events) // 2
         for part in (events[:half], events[half:]):
             try:
-                await self._write(part)
+                await self._write(part, flagged)
             except Exception as exc:
                 self.counters["sink_errors"] += 1
-                await self._isolate(part, exc, deliveries)
+                await self._isolate(part, exc, deliveries, flagged)
 
     # Rebalance ------------------------------------------------------------------
 

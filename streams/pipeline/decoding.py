@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 from schemas import MAX_PAYLOAD_BYTES, DeadLetter, Event, SchemaError, decode, encode
+from streams.pipeline.authn import Headers, TelemetryAuth
 
 E = TypeVar("E", bound=Event)
 _KEEP = 64 * 1024
@@ -42,6 +43,7 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes | None
+    headers: Headers = None
 
 
 class RecordLike(Protocol):
@@ -58,29 +60,44 @@ class RecordLike(Protocol):
     def key(self) -> bytes | None: ...
     @property
     def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Headers: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded(Generic[E]):
+    """A batch of records decoded: ``good`` events decide and are stored; ``flagged``
+    ones failed authentication (stored flagged, decide nothing); ``dead`` letters."""
+
+    good: list[E]
+    dead: list[DeadLetter]
+    flagged: list[E] = field(default_factory=list)
 
 
 def decode_records(records: Iterable[RecordLike], cls: type[E],
-                   bounds: TimeBounds | None = None,
-                   now_ns: int = 0) -> tuple[list[E], list[DeadLetter]]:
+                   bounds: TimeBounds | None = None, now_ns: int = 0,
+                   auth: TelemetryAuth | None = None) -> Decoded[E]:
     """Split ``records`` into valid ``cls`` events and dead letters with the reason;
-    with ``bounds``, an event dated too far from ``now_ns`` is a dead letter too."""
-    good: list[E] = []
-    dead: list[DeadLetter] = []
+    with ``bounds``, an event dated too far from ``now_ns`` is a dead letter too; with
+    ``auth``, a valid event that is not authenticated as its function is flagged."""
+    out: Decoded[E] = Decoded([], [])
     for record in records:
         try:
             if record.value is None:
                 raise SchemaError(cls.TYPE, "", "record has no value (tombstone)")
             event = decode(record.value, cls)
         except SchemaError as exc:
-            dead.append(dead_letter(record, f"{exc}; fix the producer or the payload"))
+            out.dead.append(dead_letter(record, f"{exc}; fix the producer or the payload"))
             continue
         problem = bounds.problem(event.time_unix_nano, now_ns) if bounds else None
         if problem is not None:
-            dead.append(dead_letter(record, problem))
+            out.dead.append(dead_letter(record, problem))
+        elif auth is not None and not auth.authentic(event.function, record.value,
+                                                     record.headers):
+            out.flagged.append(event)
         else:
-            good.append(event)
-    return good, dead
+            out.good.append(event)
+    return out
 
 
 def event_dead_letter(event: Event, reason: str) -> DeadLetter:

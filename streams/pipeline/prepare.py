@@ -13,7 +13,8 @@ from streams.decisions.policy import PolicyEngine
 from streams.decisions.snapshots import load_snapshots
 from streams.errors import StackError
 from streams.kafka import ensure_topics, partition_count, wait_for_kafka
-from streams.keys import load_state_key, load_verdict_key
+from streams.keys import load_state_key, load_telemetry_keys, load_verdict_key
+from streams.pipeline.authn import TelemetryAuth
 from streams.settings import Settings
 from streams.storage.clickhouse import connect, migrate
 
@@ -31,6 +32,7 @@ class Prepared:
     snapshots: dict[str, bytes]
     policies: PolicyEngine
     control: ControlFollower  # live thresholds, followed from the control topic
+    telemetry_auth: TelemetryAuth | None = None  # None: telemetry trusted by its name
 
 
 def prepare(settings: Settings) -> Prepared:
@@ -41,6 +43,7 @@ def prepare(settings: Settings) -> Prepared:
     """
     key = load_verdict_key(settings)
     state_key = load_state_key(settings)
+    telemetry_keys = load_telemetry_keys(settings)
     policies = PolicyEngine(settings.policy_dir)
     wait_for_kafka(settings.kafka_bootstrap, timeout_s=30)
     created = ensure_topics(settings.kafka_bootstrap, settings.topic_prefix)
@@ -56,7 +59,8 @@ def prepare(settings: Settings) -> Prepared:
                          "'governor up' or create it from infra/kafka/topics.toml")
     snapshots = load_snapshots(settings.kafka_bootstrap, settings.topic("state"))
     log.info("restoring the state of %d functions", len(snapshots))
-    control = ControlFollower(settings.kafka_bootstrap, settings).start()
+    control = ControlFollower(settings.kafka_bootstrap, settings, key).start()
     if not control.wait_synced(30):
         log.warning("live thresholds not fully read in 30s; defaults apply until they are")
-    return Prepared(client, key, state_key, partitions, snapshots, policies, control)
+    return Prepared(client, key, state_key, partitions, snapshots, policies, control,
+                    TelemetryAuth(telemetry_keys) if telemetry_keys else None)

@@ -132,20 +132,22 @@ class Routes:
                    then: FollowUp | None = None) -> None:
         """One batch of one topic: decode, dead letters to the DLQ, rows to ClickHouse,
         then the follow-up on the valid events."""
-        good, dead = decode_records(records, cls)
-        for letter in dead:
+        decoded = decode_records(records, cls)
+        for letter in decoded.dead:
             await self.outbox.dead(letter)
-        self.counters[f"dlq_{cls.TYPE}"] += len(dead)
-        self.counters[f"in_{cls.TYPE}"] += len(good)
-        await self.write(good)
+        self.counters[f"dlq_{cls.TYPE}"] += len(decoded.dead)
+        self.counters[f"in_{cls.TYPE}"] += len(decoded.good)
+        await self.write(decoded.good)
         if then is not None:
-            await then(good)
+            await then(decoded.good)
 
-    async def write(self, events: Sequence[Event]) -> None:
-        """Insert ``events`` into their ClickHouse tables (idempotent on ``event_id``)."""
+    async def write(self, events: Sequence[Event], flagged: frozenset[str] = frozenset()
+                    ) -> None:
+        """Insert ``events`` into their ClickHouse tables (idempotent on ``event_id``);
+        those in ``flagged`` marked unauthenticated."""
         if events:
             written = await asyncio.get_running_loop().run_in_executor(
-                self.db, self.sink.write, events)
+                self.db, self.sink.write, events, flagged)
             self.counters.update({f"rows_{k}": v for k, v in written.items()})
 
     async def sink_answers(self) -> bool:
@@ -291,6 +293,7 @@ class Routes:
             "ready": self.ready, "counters": dict(self.counters),
             "policy_bundle": policies.digest, "policy_error": policies.last_error,
             "thresholds_synced": self.control.synced,
+            "control_rejected": self.control.rejected,
             "pages": {k: getattr(pager, k) for k in (
                 "submitted", "delivered", "retried", "failed", "dropped", "skipped")}}
 

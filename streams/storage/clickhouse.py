@@ -231,6 +231,10 @@ _TABLES: dict[type[Event], _Table] = {
 }
 
 
+_TELEMETRY: dict[type[Event], str] = {Span: "Unauthenticated", CostEvent: "unauthenticated"}
+"""Telemetry tables and their column that flags rows not authenticated as their function."""
+
+
 class ClickHouseSink:
     """Writes batches of events to their tables, one insert per table per batch.
 
@@ -245,10 +249,12 @@ class ClickHouseSink:
         """Raise unless ClickHouse answers."""
         self._client.query("SELECT 1")
 
-    def write(self, events: Iterable[Event]) -> dict[str, int]:
-        """Insert ``events``; return rows written per table. A table's rows go in one
-        insert unless they span more than :data:`DAYS_PER_INSERT` days (ClickHouse
-        refuses an insert into over 100 partitions; some tables have one a day)."""
+    def write(self, events: Iterable[Event], flagged: frozenset[str] = frozenset()
+              ) -> dict[str, int]:
+        """Insert ``events``; return rows written per table. Telemetry whose id is in
+        ``flagged`` is marked unauthenticated. A table's rows go in one insert unless
+        they span more than :data:`DAYS_PER_INSERT` days (ClickHouse refuses an insert
+        into over 100 partitions; some tables have one a day)."""
         by_table: dict[type[Event], list[Event]] = defaultdict(list)
         for event in events:
             if type(event) in _TABLES:
@@ -257,8 +263,12 @@ class ClickHouseSink:
         for cls, batch in by_table.items():
             table = _TABLES[cls]
             for part in _by_days(batch):
-                self._client.insert(table.name, [table.row(e) for e in part],
-                                    column_names=table.columns)
+                if cls in _TELEMETRY:
+                    rows = [[*table.row(e), e.event_id in flagged] for e in part]
+                    columns = (*table.columns, _TELEMETRY[cls])
+                else:
+                    rows, columns = [table.row(e) for e in part], table.columns
+                self._client.insert(table.name, rows, column_names=columns)
             written[table.name] = len(batch)
         return written
 

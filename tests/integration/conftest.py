@@ -73,6 +73,7 @@ def start_worker(broker: str, prefix: str, data_dir: Path,
            "GOVERNOR_WARMUP_WINDOWS": "3", "GOVERNOR_LEARNING_WINDOWS": "3",
            "GOVERNOR_HOLD_SECONDS": "2",
            "GOVERNOR_SINK_WITHIN_SECONDS": "0.2", "GOVERNOR_LOG_LEVEL": "info",
+           "GOVERNOR_TELEMETRY_AUTH": "off",
            **(extra_env or {})}
     log = open(data_dir / "worker.log", "ab")  # noqa: SIM115
     process = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env,

@@ -4,6 +4,7 @@ write, settling on stop and on rebalance, and a restarted worker resuming."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -13,10 +14,12 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from agents._auth import Sealer, function_key
 from schemas import CostEvent, DeadLetter, Event, encode
 from streams.bench.throughput import make_events
 from streams.ops.query import query_endpoint
-from streams.pipeline.batch_ingest import BatchIngest, IngestConfig, Route
+from streams.pipeline.authn import TelemetryAuth
+from streams.pipeline.batch_ingest import BatchIngest, IngestConfig, Route, Write
 from tests.integration.conftest import WorkerStack, start_worker, stop_worker, wait_for
 
 pytestmark = pytest.mark.integration
@@ -55,20 +58,28 @@ class Harness:
     """A :class:`BatchIngest` on one costs topic with a sink and DLQ held in memory."""
 
     def __init__(self, bootstrap: str, topic: str, group: str, *,
-                 write: Callable[[Sequence[Event]], Awaitable[None]] | None = None,
-                 sink_retries: int = 5, batch: int = 500) -> None:
+                 write: Write | None = None, sink_retries: int = 5, batch: int = 500,
+                 auth: TelemetryAuth | None = None) -> None:
         self.written: list[CostEvent] = []
+        self.decided: list[CostEvent] = []
+        self.flagged: set[str] = set()
         self.letters: list[DeadLetter] = []
         self.deliveries: list[asyncio.Future[None]] = []
         self.confirm_dead_letters = True
         self.counters: Counter[str] = Counter()
         self.ingest = BatchIngest(
             IngestConfig(bootstrap, group, batch=batch, within_s=0.1, sink_retries=sink_retries,
-                         stop_timeout_s=15),
-            {topic: Route(CostEvent)}, write or self.write, self.send_dead, self.counters)
+                         stop_timeout_s=15, auth=auth),
+            {topic: Route(CostEvent, self.decide)}, write or self.write, self.send_dead,
+            self.counters)
 
-    async def write(self, events: Sequence[Event]) -> None:
+    async def write(self, events: Sequence[Event], flagged: frozenset[str] = frozenset()
+                    ) -> None:
         self.written.extend(e for e in events if isinstance(e, CostEvent))
+        self.flagged |= flagged
+
+    async def decide(self, events: Sequence[CostEvent]) -> None:
+        self.decided.extend(events)
 
     async def send_dead(self, letter: DeadLetter) -> Awaitable[Any]:
         self.letters.append(letter)
@@ -91,6 +102,46 @@ async def until(condition: Callable[[], object], timeout_s: float = 30.0) -> Non
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
         await asyncio.sleep(0.05)
+
+
+def test_telemetry_decides_only_when_authenticated_as_its_function(
+        broker: str, prefix: str) -> None:
+    """Every record is stored; only those carrying the MAC of the function they name
+    reach the decision step — not another function's key, none, an unknown key id, or
+    a MAC of other bytes. Each refusal is counted."""
+    topic, group = f"{prefix}.costs", f"g-{uuid.uuid4().hex[:8]}"
+    secret = b"telemetry-secret-of-the-workers-0123456789"
+    own = Sealer(function_key(b"k1", secret, "checkout").decode())
+    mallory = Sealer(function_key(b"k1", secret, "mallory").decode())
+    other_id = Sealer(function_key(b"k9", secret, "checkout").decode())
+    events = [dataclasses.replace(e, function="checkout") for e in _costs(6, seed=5)]
+    values = [encode(e) for e in events]
+    records = [
+        (values[0], own.headers(values[0])),  # genuine
+        (values[1], mallory.headers(values[1])),  # another function's key
+        (values[2], None),  # no MAC
+        (values[3], other_id.headers(values[3])),  # a key id the workers do not hold
+        (values[4], own.headers(values[0])),  # a genuine MAC of other bytes (replayed)
+        (values[5], own.headers(values[5])),  # genuine
+    ]
+    producer = Producer({"bootstrap.servers": broker})
+    for value, headers in records:
+        producer.produce(topic, value, b"checkout", headers=headers)
+    assert producer.flush(10) == 0
+
+    async def run() -> Harness:
+        h = Harness(broker, topic, group, auth=TelemetryAuth({b"k1": secret}))
+        await h.start()
+        try:
+            await until(lambda: len(h.written) == len(records))
+        finally:
+            await h.stop()
+        return h
+
+    h = asyncio.run(run())
+    assert [e.event_id for e in h.decided] == [events[0].event_id, events[5].event_id]
+    assert h.flagged == {e.event_id for e in events[1:5]}
+    assert h.counters["unauthenticated_cost"] == 4 and h.counters["in_cost"] == 2
 
 
 def test_a_bad_record_becomes_a_dead_letter_with_the_reason_before_its_commit(
@@ -130,7 +181,7 @@ def test_offsets_are_committed_only_after_the_sink_wrote_the_batch(
         release = asyncio.Event()
         attempts: list[int] = []
 
-        async def slow_write(events: Sequence[Event]) -> None:
+        async def slow_write(events: Sequence[Event], flagged: frozenset[str]) -> None:
             attempts.append(len(events))
             await release.wait()
             h.written.extend(e for e in events if isinstance(e, CostEvent))
@@ -195,7 +246,7 @@ def test_stop_settles_the_write_in_flight_and_a_restart_replays_nothing(
     async def first() -> Harness:
         h: Harness
 
-        async def slow_write(events: Sequence[Event]) -> None:
+        async def slow_write(events: Sequence[Event], flagged: frozenset[str]) -> None:
             await asyncio.sleep(0.3)
             h.written.extend(e for e in events if isinstance(e, CostEvent))
 
@@ -234,8 +285,8 @@ def test_a_rebalance_settles_the_write_in_flight_before_the_partitions_move(
     async def run() -> tuple[Harness, Harness]:
         harnesses: list[Harness] = []
 
-        def slow(index: int) -> Callable[[Sequence[Event]], Awaitable[None]]:
-            async def write(batch: Sequence[Event]) -> None:
+        def slow(index: int) -> Write:
+            async def write(batch: Sequence[Event], flagged: frozenset[str]) -> None:
                 await asyncio.sleep(1.0)  # a write is in flight when the rebalance starts
                 harnesses[index].written.extend(e for e in batch if isinstance(e, CostEvent))
             return write

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -20,9 +21,11 @@ from schemas import (
     encode,
     now_ns,
     partition_for,
+    sign_record,
     sign_verdict,
     verify_verdict,
 )
+from schemas.signing import SignatureError, new_private_key, public_key
 from streams.control.commands import (
     ControlError,
     history,
@@ -163,6 +166,44 @@ def test_read_control_skips_other_kinds_and_bad_records(settings: Settings,
     assert control_key("*") == b"thresholds:*"
 
 
+def test_unsigned_forged_altered_and_tombstone_control_records_are_ignored_and_counted(
+        settings: Settings, broker: str) -> None:
+    """Whatever can write to the control topic (a function holding only the public key)
+    cannot lift a budget: only records signed with the operators' key are applied."""
+    operators = new_private_key("ops")
+    settings = settings.replace(verdict_key=operators.decode())
+    set_thresholds(settings, "checkout", {"budget_usd_per_hour": 5.0}, "alice", "cap")
+    follower = ControlFollower(settings.kafka_bootstrap, settings, operators).start()
+    try:
+        assert follower.wait_synced(20)
+        assert follower.thresholds.values("checkout") == {"budget_usd_per_hour": 5.0}
+        lift = ControlUpdate(function="checkout", kind=ControlKind.THRESHOLDS,
+                             values={"zscore_threshold": 1e308}, actor="mallory")
+        genuine = sign_record(dataclasses.replace(lift, values={"min_ratio": 3.0}), operators)
+        attacks = [
+            encode(lift),  # unsigned
+            encode(sign_record(lift, new_private_key("ops"))),  # another key, same key id
+            encode(dataclasses.replace(genuine, values=lift.values)),  # altered after signing
+            encode(sign_record(lift, VERDICT_KEY.encode())),  # a shared secret, not Ed25519
+            None,  # a tombstone would erase the scope
+        ]
+        producer = Producer({"bootstrap.servers": broker})
+        for value in attacks:
+            producer.produce(settings.topic("control"), value, control_key("checkout"))
+        assert producer.flush(10) == 0
+        with pytest.raises(SignatureError, match="public key cannot sign"):
+            sign_record(lift, public_key(operators))  # what a function holds
+        wait_for(lambda: follower.rejected == len(attacks), timeout_s=15)
+        set_thresholds(settings, "search", {"min_ratio": 3}, "alice", "")  # still obeyed
+        wait_for(lambda: follower.thresholds.values("search") == {"min_ratio": 3.0},
+                 timeout_s=15)
+        assert follower.rejected == len(attacks)
+        assert follower.thresholds.values("checkout") == {"budget_usd_per_hour": 5.0}
+        assert read_control(settings).values("checkout") == {"budget_usd_per_hour": 5.0}
+    finally:
+        follower.stop()
+
+
 def test_broker_found_through_the_stack_file(settings: Settings, tmp_path: Path) -> None:
     set_thresholds(settings, "checkout", {"min_ratio": 3}, "a", "")
     write_stack_file(settings, bootstrap=settings.kafka_bootstrap)  # this process: "running"
@@ -292,7 +333,7 @@ def test_cli_set_show_undo_and_verdict(settings: Settings) -> None:
 def test_follower_applies_history_then_live_updates(settings: Settings) -> None:
     set_thresholds(settings, "*", {"min_ratio": 3}, "a", "")
     seen: list[ControlUpdate] = []
-    follower = ControlFollower(settings.kafka_bootstrap, settings,
+    follower = ControlFollower(settings.kafka_bootstrap, settings, VERDICT_KEY.encode(),
                                on_update=lambda update, problems: seen.append(update)).start()
     try:
         assert follower.wait_synced(20)
@@ -308,7 +349,7 @@ def test_follower_applies_history_then_live_updates(settings: Settings) -> None:
 
 
 def test_follower_on_an_empty_topic_is_synced(settings: Settings) -> None:
-    follower = ControlFollower(settings.kafka_bootstrap, settings).start()
+    follower = ControlFollower(settings.kafka_bootstrap, settings, VERDICT_KEY.encode()).start()
     try:
         assert follower.wait_synced(20)
         assert follower.thresholds.scopes() == {}

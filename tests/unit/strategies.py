@@ -173,6 +173,7 @@ FIELD_STRATEGIES: dict[type[Event], dict[str, Strategy]] = {
         "values": attributes,
         "actor": text(max_size=256),
         "reason": text(max_size=200),
+        "signature": st.one_of(st.just(""), hex_id(64).map("hmac-sha256:".__add__)),
     },
     PolicyDecision: {
         **common(),

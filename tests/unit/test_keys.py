@@ -126,6 +126,10 @@ def test_a_worker_needs_a_state_key_of_its_own(tmp_path: Path) -> None:
     (tmp_path / KEY_FILE).write_text(STRONG)  # the embedded stack's verdict key file
     with pytest.raises(StateKeyError, match="is the verdict key"):
         load_state_key(Settings(state_key=STRONG, data_dir=tmp_path))
+    (tmp_path / KEY_FILE).unlink()
+    with pytest.raises(StateKeyError, match="is a telemetry key"):
+        load_state_key(Settings(state_key=STRONG, telemetry_key=f"a:{'0' * 32},b:{STRONG}",
+                                data_dir=tmp_path))
 
 
 @pytest.mark.parametrize("key", ["change-me-in-production", "secret", "short-but-random-9f3"])

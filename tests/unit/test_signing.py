@@ -12,14 +12,18 @@ from hypothesis import strategies as st
 
 from schemas import (
     Action,
+    ControlUpdate,
     SignatureError,
     Verdict,
     decode,
     decode_event,
     encode,
+    sign_record,
     sign_verdict,
+    verify_record,
     verify_verdict,
 )
+from schemas.signing import new_private_key, public_key
 from tests.unit.strategies import EVENT_STRATEGIES
 
 KEY = b"governor-test-key"
@@ -190,3 +194,15 @@ def test_ed25519_keys_rotate_with_two_public_keys_valid() -> None:
     verify_verdict(sign_verdict(_verdict(), new), ring)
     with pytest.raises(SignatureError, match="not among"):
         verify_verdict(sign_verdict(_verdict(), new_private_key("2024")), ring)
+
+
+@given(EVENT_STRATEGIES[ControlUpdate])
+def test_control_records_are_signed_like_verdicts(update: ControlUpdate) -> None:
+    private = new_private_key("ops")
+    signed_update = sign_record(update, private)
+    verify_record(decode(encode(signed_update), ControlUpdate), public_key(private))
+    lifted = dataclasses.replace(signed_update, values={"budget_usd_per_hour": 1e9})
+    with pytest.raises(SignatureError, match="signature does not match"):
+        verify_record(lifted, public_key(private))
+    with pytest.raises(SignatureError, match="unsigned"):
+        verify_record(dataclasses.replace(update, signature=""), private)

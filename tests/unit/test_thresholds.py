@@ -218,13 +218,6 @@ def test_apply_ignores_other_control_kinds() -> None:
     assert t.scopes() == {}
 
 
-def test_clear_forgets_a_scope() -> None:
-    t = Thresholds()
-    t.apply(update("checkout", min_ratio=3.0))
-    t.clear("checkout")
-    assert t.scopes() == {}
-
-
 def test_cli_lists_every_key(capsys: pytest.CaptureFixture[str]) -> None:
     from streams.cli import main
 

@@ -87,9 +87,9 @@ def test_events_dated_far_from_now_are_dead_letters_with_the_reason() -> None:
     events = [CostEvent(function="f", invocation_id=str(i), time_unix_nano=t)
               for i, t in enumerate((now, now + 3600 * S, now - 2 * 86_400 * S))]
     records = [Record("governor.costs", 0, i, b"f", encode(e)) for i, e in enumerate(events)]
-    good, dead = decode_records(records, CostEvent, bounds, now)
-    assert [e.invocation_id for e in good] == ["0"]
-    ahead, old = dead
+    decoded = decode_records(records, CostEvent, bounds, now)
+    assert [e.invocation_id for e in decoded.good] == ["0"] and decoded.flagged == []
+    ahead, old = decoded.dead
     assert "3,600 s ahead" in ahead.reason and "GOVERNOR_MAX_EVENT_LEAD_SECONDS" in ahead.reason
     assert "172,800 s old" in old.reason and "GOVERNOR_MAX_EVENT_AGE_SECONDS" in old.reason
-    assert decode_records(records, CostEvent)[1] == []  # no bounds: times are not judged
+    assert decode_records(records, CostEvent).dead == []  # no bounds: times are not judged

@@ -1,0 +1,68 @@
+"""Telemetry authentication: each record a function sends carries a MAC made with a key
+only that function (and the workers) hold.
+
+The workers hold a telemetry key, ``<key id>:<secret>`` (several, comma-separated,
+while one is rotated). A function's key is derived from it and its name,
+:func:`function_key`, and given to the function at deploy (``GOVERNOR_FUNCTION_KEY``,
+``governor keys function NAME`` prints it). The agent puts
+``governor-auth: <key id>:<base64url MAC of the record value>`` in each record's headers;
+a worker derives the key of the function the record names and checks the MAC, so a
+function can only speak for itself: its key says nothing for any other name.
+
+>>> key = function_key(b"k1", b"a-long-random-secret", "checkout")
+>>> [(name, value)] = Sealer(key.decode()).headers(b'{"function":"checkout"}')
+>>> name, value.startswith(b"k1:")
+('governor-auth', True)
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+HEADER = "governor-auth"
+"""The record header that carries the MAC."""
+_CONTEXT = b"governor/function-key/v1\x00"
+
+
+def derive(secret: bytes, function: str) -> bytes:
+    """The raw key of ``function`` under a telemetry key's ``secret``."""
+    return hmac.digest(secret, _CONTEXT + function.encode(), hashlib.sha256)
+
+
+def function_key(key_id: bytes, secret: bytes, function: str) -> bytes:
+    """``<key id>:<base64url key>``: the key of ``function`` under the telemetry key
+    ``key_id`` (its ``secret``), as functions are given it."""
+    return key_id + b":" + base64.urlsafe_b64encode(derive(secret, function)).rstrip(b"=")
+
+
+def parse_function_key(text: str) -> tuple[bytes, bytes]:
+    """``(key id, raw key)`` of a :func:`function_key`; ValueError when malformed."""
+    key_id, sep, encoded = text.strip().encode().partition(b":")
+    try:
+        raw = base64.urlsafe_b64decode(encoded + b"=" * (-len(encoded) % 4)) if sep else b""
+    except ValueError:
+        raw = b""
+    if not key_id or len(raw) != 32:
+        raise ValueError("a function key is <key id>:<base64url of 32 bytes>, as "
+                         "`governor keys function NAME` prints it")
+    return key_id, raw
+
+
+def mac(raw_key: bytes, value: bytes) -> bytes:
+    """The base64url MAC of a record value under a function's raw key."""
+    return base64.urlsafe_b64encode(hmac.digest(raw_key, value, hashlib.sha256)).rstrip(b"=")
+
+
+class Sealer:
+    """The headers that authenticate record values under a :func:`function_key`."""
+
+    __slots__ = ("_prefix", "_raw")
+
+    def __init__(self, key: str) -> None:
+        key_id, self._raw = parse_function_key(key)
+        self._prefix = key_id + b":"
+
+    def headers(self, value: bytes) -> list[tuple[str, str | bytes | None]]:
+        return [(HEADER, self._prefix + mac(self._raw, value))]

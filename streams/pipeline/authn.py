@@ -1,0 +1,66 @@
+"""Telemetry authenticity: a record counts as function X's only with X's MAC.
+
+Each telemetry record carries ``governor-auth: <key id>:<MAC>`` (see
+:mod:`agents._auth`); the MAC is made with X's key, derived from the workers' telemetry
+key and X's name. :class:`TelemetryAuth` derives the key of the function a record names
+and checks it. A record without a header, under an unknown key id or with a MAC that
+does not match is still stored (flagged ``unauthenticated``) and counted, but decides
+nothing: a function (or anything else that can produce to the topic) cannot get another
+function throttled or isolated.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Mapping, Sequence
+
+from agents._auth import HEADER, derive, mac
+
+Headers = Sequence[tuple[str, bytes | None]] | None
+
+_MAX_CACHED = 100_000
+log = logging.getLogger("governor.authn")
+
+
+class TelemetryAuth:
+    """Checks telemetry records against the telemetry keys ``keys`` (key id → secret);
+    derived function keys are cached."""
+
+    def __init__(self, keys: Mapping[bytes, bytes]) -> None:
+        if not keys:
+            raise ValueError("at least one telemetry key is needed")
+        self._keys = dict(keys)
+        self._derived: dict[tuple[bytes, str], bytes] = {}
+        self._warned: set[str] = set()
+
+    def authentic(self, function: str, value: bytes, headers: Headers) -> bool:
+        """Whether the record is ``function``'s; the first refusal per function is logged
+        with its reason."""
+        problem = self.problem(function, value, headers)
+        if problem is None:
+            return True
+        if function not in self._warned and len(self._warned) < _MAX_CACHED:
+            self._warned.add(function)
+            log.warning("telemetry naming %r is not authenticated as it (%s): stored flagged "
+                        "unauthenticated, decides nothing; further refusals for it are only "
+                        "counted", function, problem)
+        return False
+
+    def problem(self, function: str, value: bytes, headers: Headers) -> str | None:
+        """Why the record ``value`` (with ``headers``) is not ``function``'s, or ``None``."""
+        sealed = next((v for k, v in headers or () if k == HEADER), None)
+        if not sealed:
+            return "no governor-auth header (the function has no GOVERNOR_FUNCTION_KEY)"
+        key_id, _, given = sealed.partition(b":")
+        if key_id not in self._keys:
+            return f"unknown telemetry key id {key_id.decode(errors='replace')[:64]!r}"
+        raw = self._derived.get((key_id, function))
+        if raw is None:
+            if len(self._derived) >= _MAX_CACHED:
+                self._derived.clear()
+            raw = self._derived[(key_id, function)] = derive(self._keys[key_id], function)
+        if not hmac.compare_digest(mac(raw, value), given):
+            return f"MAC does not match the key of {function!r} (another function's key, " \
+                   "or altered)"
+        return None

@@ -1,0 +1,92 @@
+"""Telemetry authentication: per-function keys, MAC headers and the keys' settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agents import AgentSettings
+from agents._auth import HEADER, Sealer, function_key, parse_function_key
+from streams.errors import SettingsError, TelemetryKeyError
+from streams.keys import function_key_for, load_telemetry_keys, parse_telemetry_keys
+from streams.pipeline.authn import TelemetryAuth
+from streams.settings import Settings
+
+SECRET = b"0123456789abcdef0123456789abcdef-telemetry"
+AUTH = TelemetryAuth({b"k1": SECRET, b"k0": SECRET[::-1]})
+
+
+@given(st.text(min_size=1, max_size=64), st.binary(max_size=512))
+def test_only_the_named_functions_key_authenticates_its_records(function: str,
+                                                                value: bytes) -> None:
+    own = Sealer(function_key(b"k1", SECRET, function).decode()).headers(value)
+    assert AUTH.problem(function, value, own) is None
+    old = Sealer(function_key(b"k0", SECRET[::-1], function).decode()).headers(value)
+    assert AUTH.problem(function, value, old) is None  # either key during a rotation
+    other = Sealer(function_key(b"k1", SECRET, function + "x").decode()).headers(value)
+    assert "does not match" in (AUTH.problem(function, value, other) or "")
+    assert "does not match" in (AUTH.problem(function, value + b"!", own) or "")
+
+
+def test_each_refusal_names_its_reason() -> None:
+    value = b'{"function":"f"}'
+    assert "no governor-auth header" in (AUTH.problem("f", value, None) or "")
+    assert "no governor-auth header" in (AUTH.problem("f", value, [("other", b"x")]) or "")
+    assert "unknown telemetry key id 'k9'" in (
+        AUTH.problem("f", value, [(HEADER, b"k9:abc")]) or "")
+    assert "does not match" in (AUTH.problem("f", value, [(HEADER, b"k1:")]) or "")
+    assert AUTH.authentic("f", value, None) is False
+
+
+def test_function_keys_are_parsed_strictly() -> None:
+    key = function_key(b"prod-1", SECRET, "checkout").decode()
+    assert parse_function_key(key)[0] == b"prod-1"
+    for bad in ("", "prod-1", "prod-1:short", ":" + key.split(":")[1]):
+        with pytest.raises(ValueError, match="governor keys function"):
+            parse_function_key(bad)
+
+
+def test_a_malformed_function_key_is_a_problem_not_a_crash() -> None:
+    settings = AgentSettings.from_env({"GOVERNOR_FUNCTION_KEY": "nonsense"})
+    assert settings.function_key == ""
+    assert any("GOVERNOR_FUNCTION_KEY is malformed" in p for p in settings.problems)
+    key = function_key(b"k1", SECRET, "f").decode()
+    assert AgentSettings.from_env({"GOVERNOR_FUNCTION_KEY": key}).function_key == key
+
+
+def test_telemetry_keys_come_from_the_setting_or_the_embedded_stacks_file(
+        tmp_path: Path) -> None:
+    production = Settings(kafka_bootstrap="kafka:9092", data_dir=tmp_path)
+    assert production.authenticates_telemetry
+    with pytest.raises(TelemetryKeyError, match="GOVERNOR_TELEMETRY_AUTH=off"):
+        load_telemetry_keys(production)
+    with pytest.raises(TelemetryKeyError, match="at least 32"):
+        load_telemetry_keys(production.replace(telemetry_key="k1:" + "x" * 8))
+    keys = load_telemetry_keys(production.replace(telemetry_key=f"k1:{SECRET.decode()}"))
+    assert keys == {b"k1": SECRET}
+    assert load_telemetry_keys(production.replace(telemetry_auth="off")) is None
+    assert not Settings(data_dir=tmp_path).authenticates_telemetry  # the embedded stack
+    opted_in = Settings(data_dir=tmp_path, telemetry_auth="on")
+    made = load_telemetry_keys(opted_in, create=True)
+    assert made is not None and (tmp_path / "telemetry.key").stat().st_mode & 0o077 == 0
+    assert load_telemetry_keys(opted_in) == made
+    [(key_id, secret)] = made.items()
+    assert function_key_for(opted_in, "f") == function_key(key_id, secret, "f").decode()
+    with pytest.raises(SettingsError, match="TELEMETRY_AUTH"):
+        Settings.from_env({"GOVERNOR_TELEMETRY_AUTH": "maybe"})
+
+
+def test_telemetry_key_lists_keep_their_order_and_refuse_malformed_items() -> None:
+    text = f"new:{SECRET.decode()},old:{SECRET[::-1].decode()}"
+    assert list(parse_telemetry_keys(text)) == [b"new", b"old"]
+    for bad in ("nokey", f":{SECRET.decode()}", "k1:short"):
+        with pytest.raises(ValueError, match="GOVERNOR_TELEMETRY_KEY is"):
+            parse_telemetry_keys(bad)
+
+
+def test_functions_never_read_the_workers_telemetry_key() -> None:
+    sources = "".join(p.read_text() for p in Path("agents").rglob("*.py"))
+    assert "GOVERNOR_TELEMETRY_KEY" not in sources
