@@ -72,6 +72,8 @@ GOVERNOR_RUNBOOK_URL                runbook link put on every page
                                     (docs/runbook.md; set your wiki page)
 GOVERNOR_QUERY_HOST                 read-only query endpoint host (127.0.0.1)
 GOVERNOR_QUERY_PORT                 read-only query endpoint port (6066)
+GOVERNOR_QUERY_TOKEN                bearer token the query endpoint requires (none);
+                                    needed when GOVERNOR_QUERY_HOST is not loopback
 GOVERNOR_SINK_BATCH                 max events per ClickHouse insert (2000)
 GOVERNOR_SINK_WITHIN_SECONDS        max wait to fill a batch (0.5)
 GOVERNOR_REBALANCE_TIMEOUT_SECONDS  consumer-group rebalance timeout (3)
@@ -134,6 +136,7 @@ class Settings:
     runbook_url: str = "docs/runbook.md"
     query_host: str = "127.0.0.1"
     query_port: int = 6066
+    query_token: str = ""
     sink_batch: int = 2000
     sink_within_seconds: float = 0.5
     rebalance_timeout_seconds: float = 3.0
@@ -174,6 +177,13 @@ class Settings:
         if self.log_level not in ("debug", "info", "warn", "error"):
             raise SettingsError(
                 f"{ENV_PREFIX}LOG_LEVEL={self.log_level!r}; use debug, info, warn or error")
+        loopback = self.query_host in ("127.0.0.1", "::1", "localhost")
+        if not loopback and len(self.query_token) < 32:
+            raise SettingsError(
+                f"{ENV_PREFIX}QUERY_HOST={self.query_host} exposes the query endpoint beyond "
+                f"this host: set {ENV_PREFIX}QUERY_TOKEN to a random token of at least 32 "
+                "characters (clients send it as `Authorization: Bearer <token>`; governor "
+                "query reads it from the same variable)")
         url = self.clickhouse_url
         if url and not url.startswith(("chdb://", "http://", "https://")):
             raise SettingsError(

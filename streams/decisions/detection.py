@@ -28,6 +28,7 @@ import itertools
 import logging
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from statistics import NormalDist
 from typing import Any, NamedTuple
@@ -704,8 +705,17 @@ class Decider:
         per_call = sum(w.warm_ok_cost for w in windows) / calls
         if per_call <= base_call:
             return False
-        z = math.log(per_call / base_call) * math.sqrt(calls) / max(f.leak.noise, 0.1)
+        z = (math.log(per_call / base_call) * math.sqrt(self._weight(f, windows))
+             / max(f.leak.noise, 0.1))
         return z >= z_level
+
+    @staticmethod
+    def _weight(f: _Function, windows: Sequence[_Sums]) -> float:
+        """How many calls' worth of evidence the windows' mean cost per call holds: each
+        window's calls up to the leak detector's ``max_count``, the count its noise was
+        learned with (a window's calls share its level: a cost that moves window to
+        window is not averaged away by many calls)."""
+        return sum(min(w.warm_ok, f.leak.max_count) for w in windows)
 
     @staticmethod
     def _base_rps(f: _Function) -> float:
@@ -853,7 +863,8 @@ class Decider:
             return demand
         per_call = sum(w.warm_ok_cost for w in evidence.windows) / calls / base_call
         z = _quantile(evidence.level)
-        bound = math.log(per_call) - z * max(f.leak.noise, 0.1) / math.sqrt(calls)
+        bound = (math.log(per_call)
+                 - z * max(f.leak.noise, 0.1) / math.sqrt(self._weight(f, evidence.windows)))
         return demand * (math.exp(bound) if bound > 0 else min(per_call, 1.0))
 
     def _routine(self, f: _Function, start_ns: int, ratio: float, lower: float,

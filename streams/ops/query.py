@@ -24,15 +24,19 @@ def run_query(settings: Settings, sql: str, timeout_s: float = 60.0) -> QueryRes
     if settings.embedded_clickhouse:
         stack = read_stack_file(settings)
         if stack and stack.get("clickhouse") == settings.clickhouse_dsn:
-            return query_endpoint(str(stack["query_url"]), sql, timeout_s)
+            return query_endpoint(str(stack["query_url"]), sql, timeout_s,
+                                  settings.query_token)
     return read_only_query(connect(settings.clickhouse_dsn), sql)
 
 
-def query_endpoint(url: str, sql: str, timeout_s: float = 60.0) -> QueryResult:
-    """POST ``sql`` to a worker's ``/query`` endpoint."""
+def query_endpoint(url: str, sql: str, timeout_s: float = 60.0, token: str = "") -> QueryResult:
+    """POST ``sql`` to a worker's ``/query`` endpoint (with its bearer ``token``)."""
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(
-        url.rstrip("/") + "/query", data=orjson.dumps({"sql": sql}),
-        headers={"Content-Type": "application/json"}, method="POST")
+        url.rstrip("/") + "/query", data=orjson.dumps({"sql": sql}), headers=headers,
+        method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             body: dict[str, Any] = orjson.loads(response.read())

@@ -19,6 +19,7 @@ replays rows that replace themselves.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from collections.abc import Awaitable, Sequence
@@ -165,6 +166,11 @@ def create_app(settings: Settings, prepared: Prepared) -> tuple[faust.App, Route
             if refused is not None:
                 return self.bytes(orjson.dumps({"error": refused}), status=403,
                                   content_type="application/json")
+            if not _authorized(request.headers, settings.query_token):
+                routes.counters["query_unauthorized"] += 1
+                return self.bytes(orjson.dumps({"error": "missing or wrong bearer token: send "
+                                                "Authorization: Bearer $GOVERNOR_QUERY_TOKEN"}),
+                                  status=401, content_type="application/json")
             status, body = await routes.query(await request.json())
             return self.bytes(orjson.dumps(body, default=str), status=status,
                               content_type="application/json")
@@ -187,6 +193,14 @@ def _cross_site(headers: Any) -> str | None:
     if not str(headers.get("Content-Type", "")).startswith("application/json"):
         return "send Content-Type: application/json with {\"sql\": \"SELECT ...\"}"
     return None
+
+
+def _authorized(headers: Any, token: str) -> bool:
+    """Whether the request carries the endpoint's bearer token (any, when it has none)."""
+    if not token:
+        return True
+    given = str(headers.get("Authorization", ""))
+    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
 
 
 def _sink(routes: Routes, cls: type[Event], batch: int, within: float,

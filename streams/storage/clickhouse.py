@@ -32,8 +32,6 @@ from schemas import (
 from streams.errors import MigrationError, QueryError, StackError
 
 MIGRATIONS_TABLE = "governor_migrations"
-_READ_ONLY = re.compile(r"^(\s*--[^\n]*\n)*\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b",
-                        re.I)  # after any leading comment lines
 
 
 def connect(dsn: str, database: str | None = None) -> Any:
@@ -304,29 +302,33 @@ class QueryResult:
     elapsed_s: float
 
 
-_LITERALS = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|`[^`]*`|--[^\n]*|/\*.*?\*/",
-                       re.S)
-_OUTSIDE = ("file", "url", "urlcluster", "s3", "s3cluster", "gcs", "hdfs", "hdfscluster",
-            "azureblobstorage", "azureblobstoragecluster", "remote", "remotesecure", "cluster",
-            "clusterallreplicas", "mysql", "postgresql", "mongodb", "redis", "sqlite", "jdbc",
-            "odbc", "executable", "input", "iceberg", "deltalake", "hudi", "filecluster",
-            "dictionary", "python")
-_CALL = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\(")
+_READ_ROOTS = ("SelectWithUnionQuery", "SelectIntersectExceptQuery", "Explain", "Describe",
+               "Show", "Exists")
+"""Root nodes of the engine's syntax tree for a read (a SELECT, WITH, SHOW, DESCRIBE,
+EXISTS or EXPLAIN statement)."""
 
 
-def _unsafe(sql: str) -> str | None:
-    """Why ``sql`` is refused though it starts as a read: a second statement (only the
-    last would run read-only), a result written out, or a table function that reaches
-    files, the network or programs. Literals and comments are not looked into."""
-    code = _LITERALS.sub(" ", sql)
-    if ";" in code:
-        return "one statement per query: remove the ';' and what follows"
-    if re.search(r"\bINTO\s+OUTFILE\b", code, re.I):
+def _statement_problem(client: Any, sql: str) -> str | None:
+    """Why ``sql`` is refused, from the engine's own parser: more than one statement
+    (``formatQuerySingleLine`` of the text passed as a value, so nothing in it runs),
+    then from its syntax tree (``EXPLAIN AST``) anything but a read, or a result written
+    out (``INTO OUTFILE``: a literal child of the statement's root). What it reads is
+    left to the engine: with ``readonly=1`` it refuses table functions that reach files,
+    the network or programs, and any change of a setting."""
+    try:
+        client.query("SELECT formatQuerySingleLine({sql:String})", parameters={"sql": sql},
+                     settings={"readonly": 1})
+        rows = client.query(f"EXPLAIN AST {sql}", settings={"readonly": 1}).result_rows
+    except Exception as exc:
+        message = str(exc).strip().splitlines()[0]
+        if "Multi-statements are not allowed" in message:
+            return "one statement per query: remove the ';' and what follows"
+        raise QueryError(message) from exc
+    lines = [str(row[0]) for row in rows]
+    if not lines or not lines[0].startswith(_READ_ROOTS):
+        return "only read queries (SELECT, WITH, SHOW, DESCRIBE, EXISTS, EXPLAIN) are allowed"
+    if any(line.startswith(" Literal") for line in lines):
         return "INTO OUTFILE is not allowed: results are returned, never written"
-    for name in _CALL.findall(code):
-        if name.lower() in _OUTSIDE:
-            return (f"the table function {name}() reaches outside the history tables "
-                    "and is not allowed")
     return None
 
 
@@ -338,11 +340,9 @@ QUERY_ROWS = 100_000
 
 def read_only_query(client: Any, sql: str) -> QueryResult:
     """Run an analyst's query with ``readonly=1``, a time limit and a result-size
-    limit; refuse anything but reads."""
+    limit; refuse anything but one read statement (:func:`_statement_problem`)."""
     sql = sql.strip().removesuffix(";")
-    if not _READ_ONLY.match(sql):
-        raise QueryError("only read queries (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN) are allowed")
-    problem = _unsafe(sql)
+    problem = _statement_problem(client, sql)
     if problem is not None:
         raise QueryError(problem)
     started = time.perf_counter()
@@ -351,5 +351,9 @@ def read_only_query(client: Any, sql: str) -> QueryResult:
             "readonly": 1, "max_execution_time": QUERY_SECONDS,
             "max_result_rows": QUERY_ROWS, "result_overflow_mode": "throw"})
     except Exception as exc:
-        raise QueryError(str(exc).strip().splitlines()[0]) from exc
+        message = str(exc).strip().splitlines()[0]
+        if "(READONLY)" in message:
+            message += (" — analyst queries only read the history: no table functions that "
+                        "reach files, the network or programs, no settings changes")
+        raise QueryError(message) from exc
     return QueryResult(result.column_names, result.result_rows, time.perf_counter() - started)

@@ -113,10 +113,19 @@ def test_sink_writes_every_event_type_idempotently(clickhouse: Any) -> None:
     "SELECT * FROM url('http://127.0.0.1:9/x', 'CSV', 'a String')",
     "SELECT * FROM remote('127.0.0.1:9', system.one)",
     "SELECT * FROM s3('http://127.0.0.1:9/b/k', 'CSV', 'a String')",
+    "SELECT * FROM executable('id', 'TSV', 'x String')",
+    "SELECT * FROM cost_events SETTINGS readonly = 0",
+    "SET readonly = 0", "OPTIMIZE TABLE cost_events", "SYSTEM DROP DNS CACHE",
+    "EXPLAIN SELECT 1 INTO OUTFILE '/tmp/governor-out.csv'",
+    "SHOW TABLES INTO OUTFILE '/tmp/governor-out.csv'",
+    "-- a comment first\nSELECT 1 INTO OUTFILE '/tmp/governor-out.csv' COMPRESSION 'gzip'",
+    "/* ; */ DROP TABLE otel_traces",
+    "SELECT 1 -- ; DROP TABLE otel_traces\n; DROP TABLE otel_traces",
 ])
-def test_analyst_queries_are_read_only(clickhouse: Any, sql: str) -> None:
+def test_analyst_queries_are_read_only(clickhouse: Any, sql: str, tmp_path: Path) -> None:
     """Each of these once wrote, read local files or opened connections through the
-    "read-only" surface; now each is refused before it reaches the engine."""
+    "read-only" surface, or tries to; the engine's own parser and its readonly mode
+    refuse each, and nothing is written or changed."""
     migrate(clickhouse)
     ClickHouseSink(clickhouse).write(_events())
     before = read_only_query(clickhouse, "SELECT sum(cost_usd) FROM cost_events").rows
@@ -125,6 +134,8 @@ def test_analyst_queries_are_read_only(clickhouse: Any, sql: str) -> None:
     assert read_only_query(clickhouse, "EXISTS TABLE otel_traces").rows[0][0] == 1
     assert read_only_query(clickhouse, "SELECT sum(cost_usd) FROM cost_events").rows == before
     assert read_only_query(clickhouse, "SELECT ';' AS s").rows == [(";",)]  # literals are fine
+    assert read_only_query(clickhouse, "SELECT 'INTO OUTFILE' AS s").rows == [("INTO OUTFILE",)]
+    assert not Path("/tmp/governor-out.csv").exists()
 
 
 @pytest.mark.parametrize("path", sorted((MIGRATIONS_DIR.parent / "queries").glob("*.sql")),

@@ -22,6 +22,7 @@ from streams.control.feedback import MARGIN, give_feedback, lookup
 from streams.errors import ControlError
 from streams.settings import Settings
 from streams.storage.clickhouse import ClickHouseSink, migrate, read_only_query
+from tests.integration.conftest import VERDICT_KEY
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +33,7 @@ T0 = 1_790_000_000 * S
 @pytest.fixture
 def settings(broker: str, prefix: str, tmp_path: Path) -> Settings:
     return Settings(kafka_bootstrap=broker, topic_prefix=prefix, data_dir=tmp_path,
-                    actor="carol")
+                    actor="carol", verdict_key=VERDICT_KEY)
 
 
 def _history(client: Any, function: str, ratio: float) -> str:

@@ -14,6 +14,7 @@ from schemas import Action
 from streams.control.commands import set_thresholds
 from streams.settings import Settings
 from tests.integration.conftest import (
+    VERDICT_KEY,
     AgentFactory,
     WorkerStack,
     start_worker,
@@ -28,7 +29,7 @@ def test_a_threshold_set_live_drives_a_policy_verdict(worker: WorkerStack,
                                                       agent_for: AgentFactory) -> None:
     name = f"exporter-{uuid.uuid4().hex[:8]}"
     settings = Settings(kafka_bootstrap=worker.bootstrap, topic_prefix=worker.prefix,
-                        data_dir=worker.data_dir)
+                        data_dir=worker.data_dir, verdict_key=VERDICT_KEY)
     [change] = set_thresholds(settings, name, {"egress_allow": "api.stripe.com"},
                               actor="test", reason="only the payment provider")
     assert (change.old, change.new) == ("", '"api.stripe.com"')

@@ -101,3 +101,14 @@ def test_drops_are_reported_once_per_interval(caplog: pytest.LogCaptureFixture) 
     assert "dropped 4 telemetry records (queue_full: 3, delivery_failed: 1)" in record.message
     stats.report()
     assert len(caplog.records) == 1
+
+
+def test_a_query_endpoint_beyond_loopback_needs_a_token() -> None:
+    with pytest.raises(SettingsError, match="GOVERNOR_QUERY_TOKEN"):
+        Settings.from_env({"GOVERNOR_QUERY_HOST": "0.0.0.0"})
+    with pytest.raises(SettingsError, match="at least 32"):
+        Settings.from_env({"GOVERNOR_QUERY_HOST": "0.0.0.0", "GOVERNOR_QUERY_TOKEN": "short"})
+    token = "t" * 32
+    assert Settings.from_env({"GOVERNOR_QUERY_HOST": "0.0.0.0",
+                              "GOVERNOR_QUERY_TOKEN": token}).query_token == token
+    assert Settings.from_env({"GOVERNOR_QUERY_HOST": "localhost"}).query_token == ""

@@ -1,9 +1,12 @@
-"""Telemetry authenticity end to end: a worker with GOVERNOR_TELEMETRY_AUTH=on acts only
-on telemetry carrying the MAC of the function it names."""
+"""A worker with production settings: telemetry authenticated (it acts only on
+telemetry carrying the MAC of the function it names) and the query endpoint bound
+beyond loopback, behind a bearer token."""
 
 from __future__ import annotations
 
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,28 +29,46 @@ from tests.integration.conftest import (
 pytestmark = pytest.mark.integration
 
 SECRET = b"telemetry-secret-held-by-workers-only-0123456789"
+TOKEN = "query-token-for-analysts-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
-def authenticating_worker(broker: str, tmp_path_factory: pytest.TempPathFactory
-                          ) -> Iterator[WorkerStack]:
+def production_worker(broker: str, tmp_path_factory: pytest.TempPathFactory
+                      ) -> Iterator[WorkerStack]:
     stack = start_worker(broker, f"a{uuid.uuid4().hex[:10]}", tmp_path_factory.mktemp("auth"),
                          {"GOVERNOR_TELEMETRY_AUTH": "on",
-                          "GOVERNOR_TELEMETRY_KEY": f"k1:{SECRET.decode()}"})
+                          "GOVERNOR_TELEMETRY_KEY": f"k1:{SECRET.decode()}",
+                          "GOVERNOR_QUERY_HOST": "0.0.0.0", "GOVERNOR_QUERY_TOKEN": TOKEN})
     yield stack
     stop_worker(stack)
 
 
 def _count(stack: WorkerStack, sql: str) -> int:
-    return int(query_endpoint(stack.query_url, sql).rows[0][0])
+    return int(query_endpoint(stack.query_url, sql, token=TOKEN).rows[0][0])
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong", f"bearer {TOKEN}", TOKEN])
+def test_the_query_endpoint_beyond_loopback_requires_its_token(
+        production_worker: WorkerStack, authorization: str | None) -> None:
+    headers = {"Content-Type": "application/json"}
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    request = urllib.request.Request(production_worker.query_url + "/query", method="POST",
+                                     data=b'{"sql": "SELECT 1"}', headers=headers)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 401 and "bearer token" in refused.value.read().decode()
+    counters = production_worker.health()["counters"]
+    assert isinstance(counters, dict) and counters["query_unauthorized"] >= 1
+    assert query_endpoint(production_worker.query_url, "SELECT 1", token=TOKEN).rows == [[1]]
 
 
 def test_spoofed_telemetry_is_stored_flagged_and_never_enforced(
-        authenticating_worker: WorkerStack, tmp_path: Path) -> None:
+        production_worker: WorkerStack, tmp_path: Path) -> None:
     """Mallory holds its own function key and floods the costs topic with a runaway in
     the victim's name: stored, flagged, counted, never throttled. The same runaway sent
     by the victim itself is throttled."""
-    stack = authenticating_worker
+    stack = production_worker
     victim = f"victim-{uuid.uuid4().hex[:6]}"
     runtime = agents.configure(agents.AgentSettings(
         kafka_bootstrap=stack.bootstrap, topic_prefix=stack.prefix,
