@@ -21,7 +21,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Embedded broker (unless GOVERNOR_KAFKA_BOOTSTRAP is set) + the worker."""
-    from streams.keys import agent_key, load_telemetry_keys, load_verdict_key
+    from streams.keys import agent_key, load_state_key, load_telemetry_keys, load_verdict_key
     from streams.ops.broker import start_broker
     from streams.pipeline.worker import run_worker
 
@@ -30,6 +30,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if settings.embedded_broker:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         load_verdict_key(settings, create=True)  # the workers' key; agents get the public one
+        load_state_key(settings, create=True)  # the workers' snapshot key (theirs alone)
         if settings.telemetry_auth == "on":  # opted in: functions need their keys
             load_telemetry_keys(settings, create=True)
         broker = start_broker(settings.data_dir / "broker.log")

@@ -3,11 +3,14 @@
     GovernorError (agents)
     └── StreamsError
         ├── SettingsError        a GOVERNOR_* variable has a bad value
-        │   └── VerdictKeyError  no verdict key is set (none may be made here), or a weak one
+        │   ├── VerdictKeyError  no verdict key is set (none may be made here), or a weak one
+        │   └── StateKeyError    no state key is set (none may be made here), or a weak one
         ├── StackError           the embedded broker or engine could not start
         ├── MigrationError       a ClickHouse migration failed or was edited after applying
         ├── QueryError           a query was refused or failed
-        ├── SnapshotError        a saved decision state failed its MAC check
+        ├── SnapshotError        a saved decision state is refused (its reason: format,
+        │   │                    pickle, size, key, function or shape)
+        │   └── StateError       …of the wrong shape (streams.state)
         ├── PolicyError          a policy bundle is malformed (path:line: message)
         ├── ThresholdError       a threshold key, value or scope is not acceptable
         ├── ControlError         an operator command could not be carried out
@@ -29,6 +32,10 @@ class SettingsError(StreamsError, ValueError):
 
 class VerdictKeyError(SettingsError):
     """No verdict key, or a weak one: the message says how to set one."""
+
+
+class StateKeyError(SettingsError):
+    """No state key, a weak one, or the verdict key reused: the message says what to set."""
 
 
 class TelemetryKeyError(SettingsError):
@@ -53,7 +60,15 @@ class BenchmarkError(StreamsError):
 
 
 class SnapshotError(StreamsError):
-    """A snapshot of decision state is truncated or its MAC does not match the key."""
+    """A snapshot of decision state is refused; ``reason`` names the check it failed
+    (one word, counted as ``snapshots_refused_<reason>``), the message says how."""
+
+    reason = "format"
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        if reason:
+            self.reason = reason
 
 
 class PolicyError(StreamsError):

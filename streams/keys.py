@@ -1,5 +1,5 @@
-"""The verdict key and the telemetry key: one loader each for the workers and the
-operator commands.
+"""The workers' keys: the verdict key (workers and operator commands), the
+telemetry key and the state key (workers only).
 
 ``GOVERNOR_VERDICT_KEY`` when set; else the key file in the data dir. Only the
 embedded stack (``governor up``, ``governor demo``, ``governor bench loop``) creates
@@ -8,6 +8,14 @@ functions get; everything else refuses to run without a key, so two workers can 
 sign with two different keys that agents would both reject. A shared HMAC secret is
 still accepted (every function holding it could sign verdicts); a placeholder or short
 one is refused.
+
+``GOVERNOR_STATE_KEY`` (else ``state.key`` in the data dir, made by the embedded stack
+like the verdict key) authenticates the workers' state snapshots
+(:mod:`streams.decisions.snapshots`) with HMAC-SHA256. Only workers read it: functions
+never get it, operator commands never load it, and it must be neither the verdict key
+(a function may hold that one, as a shared HMAC secret) nor a telemetry secret (one
+key, one purpose), so nothing but a worker can write a snapshot another worker will
+restore.
 """
 
 from __future__ import annotations
@@ -16,11 +24,13 @@ import secrets
 
 from agents._auth import function_key
 from schemas.signing import PRIVATE, PUBLIC, SignatureError, new_private_key, public_key
-from streams.errors import TelemetryKeyError, VerdictKeyError
+from streams.errors import StateKeyError, TelemetryKeyError, VerdictKeyError
 from streams.settings import Settings
 
 KEY_FILE = "verdict.key"
 """The verdict key's file in the data dir (written by the embedded stack)."""
+STATE_KEY_FILE = "state.key"
+"""The state key's file in the data dir (written by the embedded stack)."""
 KEY_ID = "governor-1"
 """The key id of a key the embedded stack makes."""
 
@@ -156,3 +166,56 @@ def parse_telemetry_keys(text: str) -> dict[bytes, bytes]:
                              "characters>[,<key id>:<secret>…]")
         keys[key_id.encode()] = secret.encode()
     return keys
+
+
+def load_state_key(settings: Settings, *, create: bool = False) -> bytes:
+    """The key the workers' state snapshots are authenticated with; ``create`` (the
+    embedded stack only) writes a new random one into the data dir when there is none.
+
+    Raises :class:`~streams.errors.StateKeyError` naming how to set one.
+    """
+    key = settings.state_key
+    path = settings.data_dir / STATE_KEY_FILE
+    if not key:
+        if create and not path.exists():
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_hex(32))
+            path.chmod(0o600)
+        try:
+            key = path.read_text().strip()
+        except OSError:
+            key = ""
+    where = "GOVERNOR_STATE_KEY" if settings.state_key else str(path)
+    if not key:
+        raise StateKeyError(
+            f"no state key: set GOVERNOR_STATE_KEY on every worker (and nowhere else) to "
+            f"the same random secret, e.g. `python -c \"import secrets; "
+            f"print(secrets.token_hex(32))\"`, or run in the data dir of `governor up`, "
+            f"which keeps one in {path}")
+    weak = _weak(key)
+    if weak:
+        raise StateKeyError(
+            f"{where} is {weak}: anyone who guesses it can write state every worker "
+            "restores. Set a random secret of at least 32 characters, e.g. "
+            "`python -c \"import secrets; print(secrets.token_hex(32))\"`")
+    if key == (settings.verdict_key.strip() or _read(settings, KEY_FILE)):
+        raise StateKeyError(
+            f"{where} is the verdict key: functions may hold that one; give the workers "
+            "a state key of their own")
+    try:
+        telemetry = parse_telemetry_keys(settings.telemetry_key.strip()
+                                         or _read(settings, TELEMETRY_KEY_FILE))
+    except ValueError:
+        telemetry = {}
+    if key.encode() in telemetry.values():
+        raise StateKeyError(f"{where} is a telemetry key: give the workers' state a key of "
+                            "its own")
+    return key.encode()
+
+
+def _read(settings: Settings, name: str) -> str:
+    """A key file of the data dir ("" when there is none)."""
+    try:
+        return (settings.data_dir / name).read_text().strip()
+    except OSError:
+        return ""

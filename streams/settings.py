@@ -35,6 +35,10 @@ GOVERNOR_DATA_DIR                   local state: chDB data, keys, stack file (.g
 GOVERNOR_TOPIC_PREFIX               topic name prefix (governor)
 GOVERNOR_VERDICT_KEY                HMAC-SHA256 key verdicts are signed with; empty with
                                     the embedded stack: generated into the data dir
+GOVERNOR_STATE_KEY                  secret (32+ characters) the workers' state snapshots
+                                    are authenticated with (HMAC-SHA256); workers only,
+                                    never functions; empty with the embedded stack:
+                                    generated into the data dir
 GOVERNOR_TELEMETRY_AUTH             ``on``: telemetry decides only with its function's
                                     MAC (``GOVERNOR_FUNCTION_KEY`` on the function); the
                                     rest is stored flagged and counted. ``off``: trusted
@@ -137,6 +141,7 @@ class Settings:
     data_dir: Path = Path(".governor")
     topic_prefix: str = "governor"
     verdict_key: str = ""
+    state_key: str = ""
     telemetry_auth: str = ""
     telemetry_key: str = ""
     app_id: str = "governor-worker"

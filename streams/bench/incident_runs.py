@@ -33,7 +33,6 @@ from streams.paging.incidents import IncidentTracker, PageRules
 from streams.settings import Settings
 from streams.sim.scenarios import Floats, Scenario, simulate
 
-KEY = b"governor-bench-incidents"
 GRACE_NS = 500_000_000
 """Windows close this long after their end (``WindowAggregator``'s default lateness)."""
 
@@ -85,7 +84,7 @@ class FunctionRun:
 def run_scenario(scenario: Scenario, settings: Settings, *, events: bool = False) -> FunctionRun:
     """Every window of ``scenario`` through a fresh Decider; see the module docstring."""
     settings = settings.replace(window_seconds=scenario.window_seconds)
-    decider = Decider(settings, KEY)
+    decider = Decider(settings)
     tracker = IncidentTracker(PageRules.from_settings(settings))
     pages: list[int] = []
     name, window_ns = scenario.profile.name, scenario.window_ns

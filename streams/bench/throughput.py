@@ -45,6 +45,7 @@ from agents._auth import Sealer, function_key
 from agents.kafka_security import PLAINTEXT, KafkaSecurity
 from schemas import CostEvent, encode
 from streams.decisions.detection import Decider
+from streams.decisions.snapshots import seal
 from streams.decisions.windows import WindowAggregator
 from streams.errors import BenchmarkError
 from streams.kafka import ensure_topics
@@ -55,6 +56,7 @@ TARGET_EVENTS_PER_S = 20_000
 POLL_S = 0.05
 READY_TIMEOUT_S = 90.0
 _VERDICT_KEY = secrets.token_hex(32)  # this run only
+_STATE_KEY = secrets.token_hex(32)
 _TELEMETRY_SECRET = secrets.token_hex(32)  # this run only: telemetry authenticated, as
 # governor worker does by default; each event carries its function's MAC
 
@@ -191,6 +193,7 @@ def _start_worker(bootstrap: str, prefix: str, data_dir: Path,
     """A worker process of its own consumer group (so it never joins a real one)."""
     env = {**os.environ, "GOVERNOR_KAFKA_BOOTSTRAP": bootstrap, "GOVERNOR_TOPIC_PREFIX": prefix,
            "GOVERNOR_DATA_DIR": str(data_dir), "GOVERNOR_VERDICT_KEY": _VERDICT_KEY,
+           "GOVERNOR_STATE_KEY": _STATE_KEY,
            "GOVERNOR_TELEMETRY_AUTH": "on", "GOVERNOR_TELEMETRY_KEY": f"b1:{_TELEMETRY_SECRET}",
            "GOVERNOR_QUERY_PORT": str(port), "GOVERNOR_QUERY_HOST": "127.0.0.1",
            "GOVERNOR_APP_ID": f"governor-{prefix}"}
@@ -305,7 +308,8 @@ def time_detectors(settings: Settings, functions: int, windows: int,
     runs over ``min(events, 100,000)`` events.
     """
     window_ns = int(settings.window_seconds * 1e9)
-    decider = Decider(settings, _VERDICT_KEY.encode())
+    decider = Decider(settings)
+    state_key = _STATE_KEY.encode()
     per_window = max(1, events // max(windows, 1))
     distinct = min(2 * per_window, 32)  # events per function, reused round-robin
     pool = list(make_events(distinct * functions, functions, seed=11))
@@ -329,7 +333,7 @@ def time_detectors(settings: Settings, functions: int, windows: int,
         start = time.thread_time_ns()
         for function, window in aggregator.close_due(due):
             decider.on_window(function, window, due)
-            decider.snapshot(function)
+            seal(function, decider.state(function) or {}, state_key)
             timed += 1
         cpu_ns += time.thread_time_ns() - start
     fast = (pool * (min(events, 100_000) // len(pool) + 1))[:min(events, 100_000)]

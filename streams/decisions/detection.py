@@ -31,17 +31,19 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from statistics import NormalDist
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+import orjson
 
 from schemas import Action, Anomaly, CostEvent, Driver, Hold, Severity
 from streams.decisions.proposal import Detection, Proposal
-from streams.decisions.snapshots import SnapshotError, seal, unseal
 from streams.decisions.windows import Window
 from streams.detectors import onset
 from streams.detectors.base import Detector
 from streams.detectors.cusum import CusumScore
 from streams.detectors.zscore import RobustZScore
 from streams.settings import Settings
+from streams.state import MAX_INT, MIN_INT, Reader, StateError, integer, number, rows
 
 log = logging.getLogger("governor.worker")
 
@@ -111,8 +113,9 @@ SHAPE_SEVERITY = Severity.INFO
 """Not higher: on the incident suite's 10 s cost-rate windows the shape detector reports
 about 530 onsets per 100 function-days where nothing happened (NAB's 5-minute series are
 far smoother); it is the analysts' view, never a page."""
-LAYOUT = 4
-"""Version of the per-function state; a snapshot of another layout warms up again."""
+LAYOUT = 5
+"""Version of the per-function state's meaning; a snapshot of another layout is refused
+(the function warms up again)."""
 _DRIVERS = {"error_rate": Driver.ERROR_RATE, "duration_ms_p95": Driver.DURATION,
             "egress_bytes_per_call": Driver.EGRESS}
 
@@ -127,6 +130,14 @@ class _Sums(NamedTuple):
     warm_ok_cost: float
     warm_cost: float  # the cost with cold starts priced as warm calls
     egress: float
+
+    @classmethod
+    def from_state(cls, state: object, where: str) -> _Sums:
+        """The sums of a ``list(sums)`` (four counts, three amounts)."""
+        values = rows([state], where, 1, 7)[0]
+        counts = [integer(v, f"{where}[{i}]") for i, v in enumerate(values[:4])]
+        amounts = [number(v, f"{where}[{i + 4}]", 0.0) for i, v in enumerate(values[4:])]
+        return cls(*counts, *amounts)
 
     def minus(self, earlier: _Sums) -> _Sums:
         """What was added since ``earlier`` (the same window, looked at before)."""
@@ -262,6 +273,71 @@ class _Function:
     shape: Detector = field(default_factory=onset)
     layout: int = LAYOUT
 
+    _FIGURES = ("errors_seen", "calls_seen", "mean_rps", "mean_cost", "min_ratio",
+                "fast_path_factor", "enforce_ratio")
+    _COUNTS = ("means_learned", "seen", "held_for", "calm")
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain data (see :mod:`streams.state`)."""
+        p = self.proposal
+        return {
+            "layout": self.layout, "cost": self.cost.to_state(),
+            "demand": self.demand.to_state(), "per_call": self.per_call.to_state(),
+            "leak": self.leak.to_state(), "shape": self.shape.to_state(),
+            "behaviour": {k: d.to_state() for k, d in self.behaviour.items()},
+            "behaviour_flagged": sorted(self.behaviour_flagged),
+            "proposal": p.to_state() if p is not None else None,
+            "fast_path_window_ns": self.fast_path_window_ns, "version": self.version,
+            "rebaseline_pending": self.rebaseline_pending, "min_rps": self.min_rps,
+            "recent": [list(s) for s in self.recent], "held": [list(s) for s in self.held],
+            "looks": [[start, elapsed, list(sums)] for start, elapsed, sums in self.looks],
+            "bursts": [list(b) for b in self.bursts],
+            **{name: getattr(self, name) for name in (*self._FIGURES, *self._COUNTS)}}
+
+    @classmethod
+    def from_state(cls, r: Reader) -> _Function:
+        """The state :meth:`to_state` gave (:class:`~streams.state.StateError` if not)."""
+        layout = r.integer("layout")
+        if layout != LAYOUT:
+            raise StateError(f"{r.where}.layout: {layout}, not this version's {LAYOUT}",
+                             "format")
+        behaviour = r.reader("behaviour")
+        f = cls(RobustZScore.from_state(r.raw("cost"), f"{r.where}.cost"),
+                RobustZScore.from_state(r.raw("demand"), f"{r.where}.demand"),
+                RobustZScore.from_state(r.raw("per_call"), f"{r.where}.per_call"),
+                CusumScore.from_state(r.raw("leak"), f"{r.where}.leak"),
+                shape=Detector.from_state(r.raw("shape"), f"{r.where}.shape"),
+                behaviour={k: RobustZScore.from_state(behaviour.raw(k), f"{behaviour.where}.{k}")
+                           for k in BEHAVIOUR if behaviour.has(k)},
+                proposal=(Proposal.from_state(r.reader("proposal")) if r.has("proposal")
+                          else None),
+                fast_path_window_ns=r.integer("fast_path_window_ns", -1),
+                version=r.text("version", 128), rebaseline_pending=r.flag("rebaseline_pending"),
+                min_rps=r.number("min_rps", -1.0))
+        flagged = set(r.texts("behaviour_flagged", len(BEHAVIOUR), 64))
+        if not flagged <= BEHAVIOUR.keys():
+            raise StateError(f"{r.where}.behaviour_flagged: not behaviour features")
+        f.behaviour_flagged = flagged
+        for name in cls._FIGURES:
+            setattr(f, name, r.number(name, 0.0))
+        for name in cls._COUNTS:
+            setattr(f, name, r.integer(name, 0, MAX_INT))
+        at = r.where
+        f.recent.extend(_Sums.from_state(s, f"{at}.recent[{i}]")
+                        for i, s in enumerate(r.items("recent", POOL_WINDOWS)))
+        f.held.extend(_Sums.from_state(s, f"{at}.held[{i}]")
+                      for i, s in enumerate(r.items("held", POOL_WINDOWS)))
+        maxlen = f.looks.maxlen or 0
+        f.looks.extend((integer(start, f"{at}.looks[{i}][0]", MIN_INT),
+                        integer(elapsed, f"{at}.looks[{i}][1]"),
+                        _Sums.from_state(sums, f"{at}.looks[{i}][2]"))
+                       for i, (start, elapsed, sums) in enumerate(rows(r.raw("looks"),
+                                                                       f"{at}.looks", maxlen, 3)))
+        f.bursts.extend((integer(start, f"{at}.bursts[{i}][0]", MIN_INT),
+                         number(ratio, f"{at}.bursts[{i}][1]", 0.0))
+                        for i, (start, ratio) in enumerate(r.rows("bursts", BURST_MEMORY, 2)))
+        return f
+
     def rebaseline(self) -> None:
         for detector in (self.cost, self.demand, self.per_call, self.leak,
                          *self.behaviour.values()):
@@ -280,22 +356,26 @@ class _Function:
 class Decider:
     """Turns each closed window of a function into zero or more events."""
 
-    def __init__(self, settings: Settings, key: bytes,
-                 snapshots: dict[str, bytes] | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.key = key  # seals the snapshots
         self._functions: dict[str, _Function] = {}
-        self._snapshots = dict(snapshots or {})  # restored lazily, on a function's first use
+        self._dormant: dict[str, bytes] = {}  # forgotten functions' state, as JSON
 
-    def snapshot(self, function: str) -> bytes | None:
-        """The function's sealed state, for :mod:`streams.decisions.snapshots`."""
+    def state(self, function: str) -> dict[str, Any] | None:
+        """The function's state as plain data, for the worker's snapshots."""
         f = self._functions.get(function)
-        return seal(f, self.key) if f is not None else None
+        return f.to_state() if f is not None else None
+
+    def restore(self, function: str, state: object) -> None:
+        """Take over ``function``'s state from :meth:`state` (a snapshot's); raises
+        :class:`~streams.state.StateError`, keeping what it had, if it is not one."""
+        self._functions[function] = _Function.from_state(Reader(state, "state.detection"))
+        self._dormant.pop(function, None)
 
     def warm(self, function: str) -> bool:
         """Whether ``function``'s cost baseline is learned (restored ones included)."""
         f = self._functions.get(function)
-        if f is None and function in self._snapshots:
+        if f is None and function in self._dormant:
             f = self._get(function)
         return f is not None and f.cost.warm
 
@@ -306,15 +386,9 @@ class Decider:
 
     def _get(self, function: str) -> _Function:
         f = self._functions.get(function)
-        if f is None and function in self._snapshots:
-            try:
-                f = self._functions[function] = unseal(self._snapshots.pop(function),
-                                                       self.key)
-            except SnapshotError as exc:
-                log.warning("state of %s not restored (%s); it warms up again", function, exc)
-            if f is not None and getattr(f, "layout", 1) != LAYOUT:
-                log.warning("state of %s has an older layout; it warms up again", function)
-                f = None
+        if f is None and function in self._dormant:
+            state = orjson.loads(self._dormant.pop(function))
+            f = self._functions[function] = _Function.from_state(Reader(state, "dormant"))
         if f is None:
             s = self.settings
             # a change flagged for adapt_windows (and not enforced) is the new normal
@@ -331,16 +405,11 @@ class Decider:
                            for feature, (floor, _, _) in BEHAVIOUR.items()})
         return f
 
-    def adopt(self, function: str, blob: bytes) -> None:
-        """Sealed state of ``function`` to restore on its next use."""
-        self._snapshots[function] = blob
-
     def forget(self, function: str) -> None:
-        """Drop the function's live state, kept sealed so it resumes without a warm-up."""
-        blob = self.snapshot(function)
-        if blob is not None:
-            del self._functions[function]
-            self._snapshots[function] = blob
+        """Drop the function's live state, kept as JSON so it resumes without a warm-up."""
+        f = self._functions.pop(function, None)
+        if f is not None:
+            self._dormant[function] = orjson.dumps(f.to_state())
 
     def tune(self, function: str, zscore_threshold: float, min_ratio: float,
              fast_path_factor: float, min_rps: float, enforce_ratio: float = 0.0) -> None:
@@ -363,7 +432,7 @@ class Decider:
         if event.cold_start:
             return []  # a cold start's init is expected to cost many warm calls
         f = self._functions.get(event.function)
-        if f is None and event.function in self._snapshots:
+        if f is None and event.function in self._dormant:
             f = self._get(event.function)
         if f is None or not f.per_call.warm:
             return []

@@ -28,8 +28,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from schemas import Action, Verdict, sign_verdict
+from streams.state import MAX_INT, MIN_INT, Reader, StateError
 
 OPERATOR = "operator:"
 """Issuer prefix of verdicts made by hand (``governor verdict``)."""
@@ -58,6 +60,26 @@ class Order:
     probe: bool = False  # an isolation whose evidence comes from admitted calls
     evidence_ns: int | None = None  # when its evidence was last seen (None: current)
 
+    def to_state(self) -> dict[str, Any]:
+        return {"action": self.action.value, "reason": self.reason, "policy": self.policy,
+                "rate_rps": self.rate_rps, "anomaly_id": self.anomaly_id,
+                "egress_allow": self.egress_allow, "probe": self.probe,
+                "evidence_ns": self.evidence_ns}
+
+    @classmethod
+    def from_state(cls, r: Reader) -> Order:
+        action = r.choice("action", Action)
+        if action not in (Action.THROTTLE, Action.ISOLATE):
+            raise StateError(f"{r.where}.action: an order throttles or isolates")
+        return cls(action, r.text("reason"), policy=r.text("policy", 256),
+                   rate_rps=r.number("rate_rps", 0.0) if r.has("rate_rps") else None,
+                   anomaly_id=r.text("anomaly_id", 128),
+                   egress_allow=(r.texts("egress_allow", 1000, 512) if r.has("egress_allow")
+                                 else None),
+                   probe=r.flag("probe"),
+                   evidence_ns=(r.integer("evidence_ns", MIN_INT) if r.has("evidence_ns")
+                                else None))
+
 
 @dataclass(frozen=True, slots=True)
 class Timing:
@@ -83,6 +105,26 @@ class _Track:
     manual: Action | None = None
     manual_sequence: int = 0
     probe_since_ns: int = 0  # when probing began
+
+    _TIMES = ("since_ns", "last_order_ns", "hold_ns", "cooldown_until_ns", "renew_at_ns",
+              "manual_until_ns", "probe_since_ns")
+
+    def to_state(self) -> dict[str, Any]:
+        return {"phase": self.phase.value,
+                "order": self.order.to_state() if self.order else None,
+                "manual": self.manual.value if self.manual else None,
+                "manual_sequence": self.manual_sequence,
+                **{name: getattr(self, name) for name in self._TIMES}}
+
+    @classmethod
+    def from_state(cls, r: Reader) -> _Track:
+        track = cls(phase=r.choice("phase", Phase),
+                    order=Order.from_state(r.reader("order")) if r.has("order") else None,
+                    manual=r.choice("manual", Action) if r.has("manual") else None,
+                    manual_sequence=r.integer("manual_sequence", 0, MAX_INT))
+        for name in cls._TIMES:
+            setattr(track, name, r.integer(name, MIN_INT))
+        return track
 
 
 @dataclass
@@ -128,9 +170,16 @@ class Lifecycle:
         track = self._tracks.get(function)
         return track.phase if track else Phase.NORMAL
 
-    def export(self, function: str) -> _Track | None:
-        """The function's state, for the worker's snapshots."""
-        return self._tracks.get(function)
+    def export(self, function: str) -> dict[str, Any] | None:
+        """The function's state as plain data, for the worker's snapshots."""
+        track = self._tracks.get(function)
+        return track.to_state() if track is not None else None
+
+    @staticmethod
+    def read(state: object, where: str = "lifecycle") -> _Track:
+        """A function's state from :meth:`export` (:class:`~streams.state.StateError` if
+        it is not one), for :meth:`restore`."""
+        return _Track.from_state(Reader(state, where))
 
     def restore(self, function: str, track: _Track) -> None:
         self._tracks[function] = track

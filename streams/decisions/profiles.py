@@ -3,7 +3,8 @@
 :class:`Profiles` reads span resource and attributes (owning team, memory, declared
 timeout and concurrency, labels, datasets touched, egress destinations,
 responsible-AI attributes); :class:`Spend` keeps rolling spend per function and team
-from closed windows. Both are small, picklable, and cheap per span.
+from closed windows. Both are small and cheap per span; a function's spend is kept
+in the worker's snapshots as plain data.
 
 Span attributes read (set them with the OpenTelemetry API inside a governed
 handler, or as resource attributes through ``OTEL_RESOURCE_ATTRIBUTES``):
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas import Span
+from streams.state import MIN_INT, Reader, StateError, integer, number, rows
 
 AI_KEYS = ("model_card", "fairness_report", "explanation", "data_provenance")
 DATASET_KEYS = ("governor.datasets", "db.namespace", "db.name")
@@ -163,6 +165,14 @@ class _Buckets:
         first = now_ns // self.size_ns - self.keep + 1
         return sum(v for b, v in self.spend.items() if b >= first)
 
+    def to_state(self) -> list[list[float]]:
+        return [[bucket, value] for bucket, value in self.spend.items()]
+
+    def restore(self, state: object, where: str) -> None:
+        for i, (bucket, value) in enumerate(rows(state, where, self.keep, 2)):
+            self.spend[integer(bucket, f"{where}[{i}][0]", MIN_INT)] = number(
+                value, f"{where}[{i}][1]", 0.0)
+
 
 @dataclass
 class _Ledger:
@@ -181,6 +191,20 @@ class _Ledger:
         """Seconds of the last hour this ledger has seen (at least one minute)."""
         return min(3600.0, max(60.0, (now_ns - (self.first_ns or now_ns)) / 1e9))
 
+    def to_state(self) -> dict[str, Any]:
+        return {"first_ns": self.first_ns, "minutes": self.minutes.to_state(),
+                "hours": self.hours.to_state(), "calls": self.calls.to_state()}
+
+    @classmethod
+    def from_state(cls, r: Reader) -> _Ledger:
+        ledger = cls(first_ns=r.integer("first_ns", MIN_INT))
+        for name in ("minutes", "hours", "calls"):
+            buckets = getattr(ledger, name)
+            buckets.restore(r.raw(name), f"{r.where}.{name}")
+            if len(buckets.spend) != len(r.items(name, buckets.keep)):
+                raise StateError(f"{r.where}.{name}: a bucket appears twice")
+        return ledger
+
 
 class Spend:
     """Rolling spend per function and per team: last hour, last 24 h, month forecast."""
@@ -195,9 +219,16 @@ class Spend:
         if team:
             self._teams.setdefault(team, _Ledger()).add(time_ns, usd, calls)
 
-    def export(self, function: str) -> _Ledger | None:
-        """The function's ledger, for the worker's snapshots."""
-        return self._functions.get(function)
+    def export(self, function: str) -> dict[str, Any] | None:
+        """The function's ledger as plain data, for the worker's snapshots."""
+        ledger = self._functions.get(function)
+        return ledger.to_state() if ledger is not None else None
+
+    @staticmethod
+    def read(state: object, where: str = "spend") -> _Ledger:
+        """A ledger from :meth:`export` (:class:`~streams.state.StateError` if it is not
+        one), for :meth:`restore`."""
+        return _Ledger.from_state(Reader(state, where))
 
     def restore(self, function: str, team: str, ledger: _Ledger) -> None:
         """Put back a function's ledger; its spend counts towards ``team`` again."""

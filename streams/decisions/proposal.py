@@ -8,9 +8,12 @@ alone turns orders into signed verdicts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from schemas import Action, Anomaly, Driver
+import orjson
+
+from schemas import Action, Anomaly, Driver, SchemaError, decode, encode
+from streams.state import MIN_INT, Reader, StateError
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +35,27 @@ class Proposal:
     @property
     def anomaly_id(self) -> str:
         return self.anomaly.event_id
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain data; the anomaly as its event contract encodes it."""
+        return {"action": self.action.value, "driver": self.driver.value,
+                "anomaly": orjson.loads(encode(self.anomaly)), "explanation": self.explanation,
+                "rate_rps": self.rate_rps, "since_ns": self.since_ns,
+                "evidence_ns": self.evidence_ns}
+
+    @classmethod
+    def from_state(cls, r: Reader) -> Proposal:
+        action = r.choice("action", Action)
+        if action not in (Action.THROTTLE, Action.ISOLATE):
+            raise StateError(f"{r.where}.action: a proposal throttles or isolates")
+        try:  # the event contract's own validation
+            anomaly = decode(orjson.dumps(r.raw("anomaly")), Anomaly)
+        except SchemaError as exc:
+            raise StateError(f"{r.where}.anomaly: {exc}") from None
+        return cls(action, r.choice("driver", Driver), anomaly, r.text("explanation"),
+                   rate_rps=r.number("rate_rps", 0.0) if r.has("rate_rps") else None,
+                   since_ns=r.integer("since_ns", MIN_INT),
+                   evidence_ns=r.integer("evidence_ns", MIN_INT))
 
 
 class Detection(NamedTuple):

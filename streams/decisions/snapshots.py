@@ -1,87 +1,108 @@
-"""Detector state that survives restarts: signed snapshots on a compacted topic.
+"""Decision state that survives restarts: signed plain-data snapshots on a compacted topic.
 
 After each closed window the worker publishes the function's decision state (its
 detectors, verdict lifecycle, open incident and spend) to ``<prefix>.state``, keyed by
 function; the topic is compacted, so it holds the latest snapshot per function. A
 starting worker reads it to the end before consuming and resumes every function
 without a new warm-up. (It is read at start only: a worker that takes functions over
-in a later rebalance starts them from what it read then.) Snapshots are pickles
-(River models pickle; see the detector contract test), so each carries an
-HMAC-SHA256 with the verdict key and is refused when the MAC does not match. And even
-a snapshot with a valid MAC cannot run code: it is read by a restricted unpickler that
-only makes the classes decision state is made of (Governor's detectors and decision
-records, River's running statistics, deques and sets, NumPy arrays) and refuses any
-other global — no function, no module, nothing that reaches the system.
+in a later rebalance starts them from what it read then.)
+
+A snapshot is data and nothing else. Its body is JSON (orjson),
+``{"format": 2, "function": …, "state": {…}}``, where ``state`` holds only objects,
+lists, strings, numbers, booleans and nulls: each stateful class gives its state with
+``to_state()`` and is rebuilt by its own typed ``from_state`` (:mod:`streams.state`),
+so loading one parses JSON and reads numbers — it cannot import, call or run anything.
+The body is preceded by its HMAC-SHA256 with the workers' state key
+(:func:`streams.keys.load_state_key`), which only workers hold: not functions, not
+operators, and not the verdict key. A snapshot is refused, with a reason the worker
+counts (``snapshots_refused_<reason>``), when it is
+
+========== ==============================================================================
+reason     refused because
+========== ==============================================================================
+size       it is larger than :data:`MAX_BYTES`
+pickle     it is a pickle (what Governor wrote before format 2): never unpickled
+key        its MAC does not match: written with another key, forged, or altered
+format     it is not JSON of this format (another ``format``, another layout)
+function   it is another function's snapshot, written under this function's key
+shape      its state has the wrong shape (:class:`~streams.state.StateError`)
+========== ==============================================================================
+
+and the function then warms up again, as a new one would.
+
+>>> blob = seal("checkout", {"seen": 3}, b"k" * 32)
+>>> unseal(blob, "checkout", b"k" * 32).integer("seen")
+3
+>>> unseal(blob, "checkout", b"x" * 32)  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+streams.errors.SnapshotError: snapshot MAC does not match: written with another state key, ...
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 import logging
-import pickle
 from typing import Any
+
+import orjson
 
 from agents.compacted import read_to_end
 from agents.kafka_security import PLAINTEXT, KafkaSecurity
 from streams.errors import SnapshotError
+from streams.state import Reader
 
 log = logging.getLogger("governor.worker")
+
+FORMAT = 2
+"""The snapshot format (1, implicit, was a pickle)."""
+MAX_BYTES = 1 << 20
+"""Largest snapshot read (1 MiB, the broker's default largest record)."""
+REASONS = ("size", "pickle", "key", "format", "function", "shape")
+"""Why a snapshot may be refused (see the module docstring)."""
 _MAC = 32
+_PICKLE = 0x80
+"""The first byte of a pickle (its protocol opcode, protocol 2 and later)."""
 
 
-def seal(state: object, key: bytes) -> bytes:
-    """``state`` pickled, behind its HMAC."""
-    body = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+def seal(function: str, state: dict[str, Any], key: bytes) -> bytes:
+    """``function``'s plain-data ``state`` as a snapshot: JSON behind its HMAC."""
+    body = orjson.dumps({"format": FORMAT, "function": function, "state": state})
     return hmac.new(key, body, hashlib.sha256).digest() + body
 
 
-def unseal(blob: bytes, key: bytes) -> Any:
-    """The state inside ``blob``; :class:`SnapshotError` if it was not sealed with ``key``
-    or was written by a version whose classes this one no longer has."""
+def verify(blob: bytes, key: bytes) -> None:
+    """Raise :class:`SnapshotError` unless ``blob`` is small enough, not a pickle and
+    carries the MAC of ``key`` (what can be checked without parsing it)."""
+    if len(blob) > MAX_BYTES:
+        raise SnapshotError(f"snapshot of {len(blob)} bytes, over the {MAX_BYTES}-byte "
+                            "limit", "size")
+    if blob[_MAC:_MAC + 1] != b"{" and _PICKLE in blob[:1] + blob[_MAC:_MAC + 1]:
+        raise SnapshotError("a pickled snapshot (written before format 2): never unpickled",
+                            "pickle")
     mac, body = blob[:_MAC], blob[_MAC:]
     if len(blob) <= _MAC or not hmac.compare_digest(
             mac, hmac.new(key, body, hashlib.sha256).digest()):
-        raise SnapshotError("snapshot MAC does not match: written with another verdict key, "
-                            "or altered")
+        raise SnapshotError("snapshot MAC does not match: written with another state key, "
+                            "forged or altered", "key")
+
+
+def unseal(blob: bytes, function: str, key: bytes) -> Reader:
+    """The state inside ``function``'s snapshot ``blob``, to rebuild objects from;
+    :class:`SnapshotError` (with its ``reason``) if it is refused."""
+    verify(blob, key)
     try:
-        return _StateUnpickler(io.BytesIO(body)).load()
-    except _Refused as exc:
-        raise SnapshotError(f"snapshot refused: {exc}") from None
-    except (pickle.UnpicklingError, AttributeError, ImportError, EOFError) as exc:
-        raise SnapshotError(f"snapshot of an older layout: {exc}") from None
-
-
-class _Refused(pickle.UnpicklingError):
-    pass
-
-
-_CLASS_MODULES = ("streams.decisions.", "streams.detectors.", "streams.paging.incidents",
-                  "schemas.events", "river.stats.", "river.utils.", "river._river_rust.")
-"""Modules whose *classes* decision state is made of (never their functions)."""
-_GLOBALS = {
-    ("collections", "deque"), ("collections", "OrderedDict"), ("collections", "defaultdict"),
-    ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "bytearray"),
-    ("builtins", "complex"), ("numpy", "dtype"), ("numpy", "ndarray"),
-    ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),
-    ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar"),
-}
-"""Other globals a snapshot may name: containers and NumPy's array reconstruction."""
-
-
-class _StateUnpickler(pickle.Unpickler):
-    """Unpickles decision state only (see the module docstring)."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _GLOBALS:
-            return super().find_class(module, name)
-        if module.startswith(_CLASS_MODULES) and "." not in name:
-            found = super().find_class(module, name)
-            if isinstance(found, type):
-                return found
-        raise _Refused(f"it names {module}.{name}, which decision state never holds")
+        body = orjson.loads(blob[_MAC:])
+    except orjson.JSONDecodeError as exc:
+        raise SnapshotError(f"snapshot is not JSON: {exc}", "format") from None
+    if not isinstance(body, dict) or body.get("format") != FORMAT:
+        found = body.get("format") if isinstance(body, dict) else type(body).__name__
+        raise SnapshotError(f"snapshot format {found!r:.40}, not {FORMAT}", "format")
+    if body.get("function") != function:
+        raise SnapshotError(f"a snapshot of {body.get('function')!r:.80} under the key of "
+                            f"{function!r}", "function")
+    return Reader(body.get("state"), "state")
 
 
 def load_snapshots(bootstrap: str, topic: str, timeout_s: float = 30.0,

@@ -23,6 +23,7 @@ what :meth:`DecisionStep.on_window` returns.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,12 +43,13 @@ from streams.decisions.lifecycle import Lifecycle, Order, Phase, Timing, Verdict
 from streams.decisions.policy import Family, Finding, PolicyEngine, strongest
 from streams.decisions.profiles import Profile, Profiles, Spend
 from streams.decisions.proposal import Proposal
-from streams.decisions.snapshots import SnapshotError, seal, unseal
+from streams.decisions.snapshots import seal, unseal, verify
 from streams.decisions.thresholds import Thresholds, split_list
 from streams.decisions.windows import Window
-from streams.errors import PolicyError
+from streams.errors import PolicyError, SnapshotError
 from streams.paging.incidents import IncidentTracker, Kind, PageRules
 from streams.settings import Settings
+from streams.state import Reader, StateError, choice, number, text
 
 log = logging.getLogger("governor.worker")
 
@@ -64,12 +66,28 @@ class _Memory:
     decisions: dict[str, tuple[Decision, float | None]] = field(default_factory=dict)
     kind: Kind | None = None  # of the order in force, for its pages
 
+    def to_state(self) -> dict[str, Any]:
+        return {"decisions": [[policy, decision.value, rate]
+                              for policy, (decision, rate) in self.decisions.items()],
+                "kind": self.kind.value if self.kind is not None else None}
+
+    @classmethod
+    def from_state(cls, r: Reader) -> _Memory:
+        decisions: dict[str, tuple[Decision, float | None]] = {}
+        where = f"{r.where}.decisions"
+        for i, (policy, decision, rate) in enumerate(r.rows("decisions", 1000, 3)):
+            at = f"{where}[{i}]"
+            decisions[text(policy, at, 256)] = (
+                choice(decision, at, Decision), number(rate, at, 0.0) if rate is not None else None)
+        return cls(decisions, r.choice("kind", Kind) if r.has("kind") else None)
+
 
 class DecisionStep:
     """Everything one worker decides, per function."""
 
     def __init__(self, settings: Settings, issuer: VerdictIssuer, policies: PolicyEngine,
-                 thresholds: Thresholds, snapshots: dict[str, bytes] | None = None) -> None:
+                 thresholds: Thresholds, snapshots: dict[str, bytes] | None = None, *,
+                 state_key: bytes, counters: Counter[str] | None = None) -> None:
         self.settings = settings
         self.policies = policies
         self.thresholds = thresholds
@@ -78,11 +96,21 @@ class DecisionStep:
         self.spend = Spend()
         self.tracker = IncidentTracker(PageRules.from_settings(settings))
         self._memory: dict[str, _Memory] = {}
-        self.decider = Decider(settings, issuer.key)
-        self._key = issuer.key
+        self.decider = Decider(settings)
+        self._state_key = state_key  # seals and checks the snapshots (workers only)
+        self.counters: Counter[str] = Counter() if counters is None else counters
+        """``snapshots_restored`` and ``snapshots_refused_<reason>``, with the worker's."""
         # restored on a function's first use, so a worker only takes on the functions
-        # whose events it gets (and pages only for those)
-        self._pending = dict(snapshots or {})
+        # whose events it gets (and pages only for those); what can be checked without
+        # parsing is checked now, so a forged snapshot is refused and counted at start
+        self._pending: dict[str, bytes] = {}
+        for function, blob in (snapshots or {}).items():
+            try:
+                verify(blob, state_key)
+            except SnapshotError as exc:
+                self._refuse(function, exc)
+            else:
+                self._pending[function] = blob
         self.resumed: list[str] = []
         """Functions restored with an open incident since last read (to re-assert it)."""
 
@@ -257,9 +285,9 @@ class DecisionStep:
 
     def retire(self, function: str) -> bool:
         """An idle function may be forgotten unless a verdict or an incident holds; its
-        detectors stay sealed in memory (a few KB) so it resumes warm, and its spend
+        detectors stay in memory as JSON (a few KB) so it resumes warm, and its spend
         ledger stays (budgets count the last 24 hours)."""
-        if self.lifecycle.phase(function) is not Phase.NORMAL or self.tracker.export(function):
+        if self.lifecycle.phase(function) is not Phase.NORMAL or self.tracker.is_open(function):
             return False
         self.decider.forget(function)
         self.lifecycle.forget(function)
@@ -268,38 +296,54 @@ class DecisionStep:
         return True
 
     def snapshot(self, function: str) -> bytes | None:
-        """The function's sealed decision state, for :mod:`streams.decisions.snapshots`."""
-        detectors = self.decider.snapshot(function)
-        if detectors is None:
+        """The function's decision state, sealed (:mod:`streams.decisions.snapshots`)."""
+        detection = self.decider.state(function)
+        if detection is None:
             return None
-        return seal({"detectors": detectors, "lifecycle": self.lifecycle.export(function),
-                     "memory": self._memory.get(function),
-                     "incident": self.tracker.export(function),
-                     "team": self.profiles.get(function).team,
-                     "spend": self.spend.export(function)}, self._key)
+        memory = self._memory.get(function)
+        return seal(function, {
+            "detection": detection, "lifecycle": self.lifecycle.export(function),
+            "memory": memory.to_state() if memory is not None else None,
+            "incident": self.tracker.export(function), "team": self.profiles.get(function).team,
+            "spend": self.spend.export(function)}, self._state_key)
 
     def _resume(self, function: str) -> None:
+        """Restore ``function`` from its snapshot, all of it or (refused) none of it."""
         blob = self._pending.pop(function)
         try:
-            state = unseal(blob, self._key)
+            self._restore(function, unseal(blob, function, self._state_key))
         except SnapshotError as exc:
-            log.warning("state of %s not restored (%s); it warms up again", function, exc)
-            return
-        if not isinstance(state, dict):  # the detectors alone (before decisions had state)
-            self.decider.adopt(function, blob)
-            return
-        self.decider.adopt(function, bytes(state["detectors"]))
-        if state.get("lifecycle") is not None:
-            self.lifecycle.restore(function, state["lifecycle"])
-        memory = state.get("memory")
-        if isinstance(memory, _Memory) and hasattr(memory, "kind"):
+            self._refuse(function, exc)
+        except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:
+            # what a check missed: still a snapshot of the wrong shape, never a crash
+            self._refuse(function, StateError(f"{type(exc).__name__}: {exc}"))
+        else:
+            self.counters["snapshots_restored"] += 1
+
+    def _restore(self, function: str, r: Reader) -> None:
+        track = self.lifecycle.read(r.raw("lifecycle")) if r.has("lifecycle") else None
+        memory = _Memory.from_state(r.reader("memory")) if r.has("memory") else None
+        episode = self.tracker.read(r.raw("incident")) if r.has("incident") else None
+        if episode is not None and episode.function != function:
+            raise StateError("state.incident.function: another function's episode")
+        ledger = self.spend.read(r.raw("spend")) if r.has("spend") else None
+        team = r.text("team", 256)
+        self.decider.restore(function, r.raw("detection"))  # the last that may refuse
+        if track is not None:
+            self.lifecycle.restore(function, track)
+        if memory is not None:
             self._memory[function] = memory
-        if state.get("incident") is not None:
-            self.tracker.restore(function, state["incident"])
+        if episode is not None:
+            self.tracker.restore(function, episode)
             self.resumed.append(function)
-        if state.get("spend") is not None:
-            self.spend.restore(function, state.get("team", ""), state["spend"])
-            self.profiles.get(function).team = state.get("team", "")
+        if ledger is not None:
+            self.spend.restore(function, team, ledger)
+            self.profiles.get(function).team = team
+
+    def _refuse(self, function: str, exc: SnapshotError) -> None:
+        self.counters[f"snapshots_refused_{exc.reason}"] += 1
+        log.warning("state of %s not restored, refused (%s): %s; it warms up again",
+                    function, exc.reason, exc)
 
 
 def _timing(limits: dict[str, Any]) -> Timing:

@@ -14,16 +14,26 @@ patience × (patience + 1) / 2, as with the defaults, 30 in 500; a few more othe
 Implementations supply ``_score``, ``_learn`` and ``_forget``; warm-up, the gate and
 calibration are handled once, here, and :func:`value_of` reads a feature so that a
 missing or non-finite one is simply skipped.
+
+State is plain data (:mod:`streams.state`): :meth:`Detector.to_state` gives a detector's
+settings and everything it has learned as JSON data tagged with its ``name``, and
+:meth:`Detector.from_state` rebuilds it, the tag looked up among the detector classes
+(each implementation supplies ``_state`` and ``_from_state``), so a restored detector
+scores every later point exactly as the original would.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
+
+from streams.state import MAX_INT, Reader, StateError
 
 Features = dict[str, float]
 Direction = Literal["up", "both"]
+_KINDS: dict[str, type[Detector]] = {}
+"""Every detector class by its ``name``: the type tags :meth:`Detector.from_state` knows."""
 
 
 class Detector(ABC):
@@ -50,6 +60,13 @@ class Detector(ABC):
     """
 
     name: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            if cls.name in _KINDS:
+                raise TypeError(f"two detectors are named {cls.name!r}")
+            _KINDS[cls.name] = cls
 
     def __init__(self, *, threshold: float, warmup: int, patience: int | None,
                  memory: int = 500, direction: Direction = "up") -> None:
@@ -109,6 +126,41 @@ class Detector(ABC):
         self._memo = None
         self._forget()
 
+    def to_state(self) -> dict[str, Any]:
+        """The detector's settings and what it has learned, as plain data."""
+        return {"kind": self.name, "threshold": self._threshold, "warmup": self.warmup,
+                "patience": self.patience, "memory": self.memory,
+                "direction": self.direction, "n_learned": self.n_learned,
+                "flags": self._flags, **self._state()}
+
+    @classmethod
+    def from_state(cls, state: object, where: str = "detector") -> Self:
+        """The detector ``state`` (from :meth:`to_state`) describes, of this class or a
+        subclass; :class:`~streams.state.StateError` if it is not one."""
+        r = Reader(state, where)
+        kind = r.text("kind", 64)
+        found = _KINDS.get(kind)
+        if found is None or not issubclass(found, cls):
+            known = sorted(k for k, c in _KINDS.items() if issubclass(c, cls))
+            raise StateError(f"{where}.kind: {kind!r:.70} is not a {cls.__name__} "
+                             f"({', '.join(known)})")
+        try:
+            detector = found._from_state(r)
+            detector.threshold = r.number("threshold", 0.0)
+            detector.warmup = r.integer("warmup")
+            detector.patience = r.integer("patience") if r.has("patience") else None
+            detector.memory = r.integer("memory", 1)
+        except ValueError as exc:  # a constructor's own checks
+            raise StateError(f"{where}: {exc}") from None
+        direction = r.text("direction", 8)
+        if direction not in ("up", "both"):
+            raise StateError(f"{where}.direction: {direction!r} is not 'up' or 'both'")
+        detector.direction = "up" if direction == "up" else "both"
+        detector.n_learned = r.integer("n_learned", 0, MAX_INT)
+        detector._flags = r.number("flags", 0.0)
+        assert isinstance(detector, cls)
+        return detector
+
     def calibrated(self, score: float) -> float:
         """``score`` mapped into [0, 1): ``score / (score + threshold)``, 0.5 at the threshold.
 
@@ -133,6 +185,16 @@ class Detector(ABC):
     @abstractmethod
     def _forget(self) -> None:
         """Drop (part of) the learned baseline; each implementation says what it keeps."""
+
+    @abstractmethod
+    def _state(self) -> dict[str, Any]:
+        """The implementation's own settings and learned numbers, as plain data."""
+
+    @classmethod
+    @abstractmethod
+    def _from_state(cls, r: Reader) -> Detector:
+        """A detector made with the settings in ``r`` and holding what it learned (the
+        base class restores its own fields after)."""
 
 
 def value_of(x: Features, feature: str) -> float | None:

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from streams.detectors.base import Detector, Features
+from streams.state import Reader
+
+MAX_CHILDREN = 16
+"""Children a combiner may have in a snapshot (the registry's have two)."""
 
 
 class Combiner(Detector):
@@ -15,8 +20,9 @@ class Combiner(Detector):
     a point the combiner flags is offered to no child (until the combiner's own
     patience runs out), and each child still refuses what it flags itself, so a
     sustained new level flagged by a child is learned after both patiences.
-    :meth:`rebaseline` rebaselines every child. The combiner warms up with its
-    quickest child (and scores 0 until then); each child scores 0 until it is warm.
+    :meth:`rebaseline` rebaselines every child. The combiner warms up with its quickest
+    child (and scores 0 until then); each child scores 0 until it is warm. Its state
+    holds its children's.
 
     >>> from streams.detectors import EWMAZScore, RobustZScore
     >>> d = Combiner([RobustZScore("cost", warmup=3), EWMAZScore("cost", warmup=3)])
@@ -51,3 +57,13 @@ class Combiner(Detector):
     def _forget(self) -> None:
         for child in self.children:
             child.rebaseline()
+
+    def _state(self) -> dict[str, Any]:
+        return {"top_k": self.top_k, "children": [c.to_state() for c in self.children]}
+
+    @classmethod
+    def _from_state(cls, r: Reader) -> Combiner:
+        where = f"{r.where}.children"
+        children = [Detector.from_state(child, f"{where}[{i}]")
+                    for i, child in enumerate(r.items("children", MAX_CHILDREN))]
+        return cls(children, top_k=r.integer("top_k", 1, MAX_CHILDREN))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from streams.detectors.base import Detector, Direction, Features, value_of
+from streams.state import MAX_INT, Reader
 
 
 class CusumScore(Detector):
@@ -132,3 +134,22 @@ class CusumScore(Detector):
         self._mean = self._var = self._sum = 0.0
         self._seen = 0
         self._last = (0.0, 1.0)
+
+    def _state(self) -> dict[str, Any]:
+        return {"feature": self.feature, "count_feature": self.count_feature,
+                "shift": self.shift, "alpha": self.alpha, "max_count": self.max_count,
+                "sigma_floor": self.sigma_floor, "mean": self._mean, "var": self._var,
+                "sum": self._sum, "seen": self._seen, "last": list(self._last)}
+
+    @classmethod
+    def _from_state(cls, r: Reader) -> CusumScore:
+        d = cls(r.text("feature"),
+                count_feature=r.text("count_feature") if r.has("count_feature") else None,
+                shift=r.number("shift"), alpha=r.number("alpha"),
+                max_count=r.number("max_count", 1.0),
+                sigma_floor=r.number("sigma_floor", 1e-9))
+        d._mean, d._var, d._sum = r.number("mean"), r.number("var", 0.0), r.number("sum", 0.0)
+        d._seen = r.integer("seen", 0, MAX_INT)
+        log_value, count = r.numbers("last", 2)
+        d._last = (log_value, count)
+        return d

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import math
-
-from river import stats
+from typing import Any
 
 from streams.detectors.base import Detector, Direction, Features, value_of
+from streams.detectors.running import EWMean, EWVar
+from streams.state import Reader
 
 
 class EWMAZScore(Detector):
     """Distance from the exponentially weighted mean in exponentially weighted SDs.
 
-    River's ``EWMean``/``EWVar`` with fading factor ``alpha`` (memory ≈ 2/alpha
-    points). The scale has a floor of ``rel_floor`` × |mean|. :meth:`rebaseline`
-    keeps nothing: the level and spread are re-learned from the next ``warmup``
-    values.
+    River's ``EWMean``/``EWVar`` arithmetic (:mod:`.running`) with fading factor
+    ``alpha`` (memory ≈ 2/alpha points). The scale has a floor of ``rel_floor`` ×
+    |mean|. :meth:`rebaseline` keeps nothing: the level and spread are re-learned from
+    the next ``warmup`` values.
 
     >>> d = EWMAZScore("latency", alpha=0.2, warmup=3)
     >>> for v in (10.0, 11.0, 9.0, 10.0, 10.5):
@@ -35,8 +36,8 @@ class EWMAZScore(Detector):
         self.feature = feature
         self.alpha = alpha
         self.rel_floor = rel_floor
-        self._mean = stats.EWMean(alpha)
-        self._var = stats.EWVar(alpha)
+        self._mean = EWMean(alpha)
+        self._var = EWVar(alpha)
 
     def _score(self, x: Features) -> float:
         value = value_of(x, self.feature)
@@ -55,5 +56,17 @@ class EWMAZScore(Detector):
         return True
 
     def _forget(self) -> None:
-        self._mean = stats.EWMean(self.alpha)
-        self._var = stats.EWVar(self.alpha)
+        self._mean = EWMean(self.alpha)
+        self._var = EWVar(self.alpha)
+
+    def _state(self) -> dict[str, Any]:
+        return {"feature": self.feature, "alpha": self.alpha, "rel_floor": self.rel_floor,
+                "mean": self._mean.to_state(), "var": self._var.to_state()}
+
+    @classmethod
+    def _from_state(cls, r: Reader) -> EWMAZScore:
+        d = cls(r.text("feature"), alpha=r.number("alpha", 0.0, 1.0),
+                rel_floor=r.number("rel_floor", 0.0))
+        d._mean = EWMean.from_state(r.raw("mean"), d.alpha, f"{r.where}.mean")
+        d._var = EWVar.from_state(r.raw("var"), d.alpha, f"{r.where}.var")
+        return d

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from streams.detectors.base import Detector, Features, value_of
+from streams.state import MAX_ITEMS, Reader, StateError, finite_or_none
 
 
 class WindowKNN(Detector):
@@ -144,3 +146,28 @@ class WindowKNN(Detector):
         self._low, self._high = math.inf, -math.inf
         self._stats = [0.0, 0.0, 0.0]
         self._last = None
+
+    def _state(self) -> dict[str, Any]:
+        return {"feature": self.feature, "length": self.length, "history": self.history,
+                "k": self.k, "short": self.short, "alpha": self.alpha,
+                "recent": list(self._recent), "novelties": list(self._novelties),
+                "values": self._values.tolist(), "low": finite_or_none(self._low),
+                "high": finite_or_none(self._high), "stats": list(self._stats)}
+
+    @classmethod
+    def _from_state(cls, r: Reader) -> WindowKNN:
+        d = cls(r.text("feature"), length=r.integer("length", 1, MAX_ITEMS),
+                history=r.integer("history", 1, MAX_ITEMS), k=r.integer("k", 1, MAX_ITEMS),
+                short=r.integer("short", 1, MAX_ITEMS), alpha=r.number("alpha", 0.0, 1.0))
+        d._recent.extend(r.numbers("recent", d.length))
+        d._novelties.extend(r.numbers("novelties", d.short, 0.0))
+        d._values = np.array(r.numbers("values", d.history), dtype=float)
+        if len(d._values):
+            d._low, d._high = r.number("low"), r.number("high")
+            if not d._low <= float(d._values.min()) <= float(d._values.max()) <= d._high:
+                raise StateError(f"{r.where}: low and high do not bound the values")
+        count, mean, variance = r.numbers("stats", 3)
+        if count < 0 or variance < 0:
+            raise StateError(f"{r.where}.stats: a negative count or variance")
+        d._stats = [count, mean, variance]
+        return d

@@ -16,8 +16,19 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import Any
 
 from streams.detectors.base import Detector, Features, value_of
+from streams.state import (
+    MAX_ITEMS,
+    MIN_INT,
+    Reader,
+    StateError,
+    finite_or_none,
+    number,
+    numbers,
+    rows,
+)
 
 DAY = 86_400
 
@@ -159,3 +170,33 @@ class OnsetAlert(Detector):
         self.child.rebaseline()
         self._held = 0
         self._decided = None
+
+    def _state(self) -> dict[str, Any]:
+        return {"child": self.child.to_state(), "alarm": self.alarm, "hold": self.hold,
+                "routine": self.routine, "tolerance": self.tolerance,
+                "length": self._recent.maxlen, "slack": self.slack, "period": self.period,
+                "keep": self._onsets.maxlen, "feature": self.feature,
+                "time_feature": self.time_feature, "held": self._held,
+                "recent": list(self._recent),
+                "onsets": [[when, list(shape)] for when, shape in self._onsets],
+                "low": finite_or_none(self._low), "high": finite_or_none(self._high)}
+
+    @classmethod
+    def _from_state(cls, r: Reader) -> OnsetAlert:
+        child = Detector.from_state(r.raw("child"), f"{r.where}.child")
+        length, keep = r.integer("length", 1, MAX_ITEMS), r.integer("keep", 1, MAX_ITEMS)
+        d = cls(child, alarm=r.number("alarm"), hold=r.integer("hold"),
+                routine=r.integer("routine"), tolerance=r.number("tolerance"), length=length,
+                slack=r.number("slack"), period=r.number("period"), keep=keep,
+                feature=r.text("feature"), time_feature=r.text("time_feature"))
+        d._held = r.integer("held", MIN_INT, d.hold)
+        d._recent.extend(r.numbers("recent", length))
+        where = f"{r.where}.onsets"
+        for i, (when, shape) in enumerate(rows(r.raw("onsets"), where, keep, 2)):
+            window = numbers(shape, f"{where}[{i}][1]", length)
+            if len(window) != length:
+                raise StateError(f"{where}[{i}]: a shape of {length} values was expected")
+            d._onsets.append((number(when, f"{where}[{i}][0]"), tuple(window)))
+        if d._recent:
+            d._low, d._high = r.number("low"), r.number("high")
+        return d

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 from river import utils
 
 from streams.detectors.base import Detector, Direction, Features, value_of
+from streams.state import MAX_ITEMS, Reader, StateError, number
 
 
 class RollingQuantileScore(Detector):
@@ -22,7 +24,8 @@ class RollingQuantileScore(Detector):
     even a small excursion outranks every value inside them. The IQR is floored at a
     quarter of the distance between the fences (a mostly constant metric with bursts
     has none) and at ``rel_floor`` × |median|. :meth:`rebaseline` keeps nothing: the
-    fences are re-learned from the next ``warmup`` values.
+    fences are re-learned from the next ``warmup`` values. In a snapshot the window is
+    its values in arrival order, from which River's ``SortedWindow`` is rebuilt as it was.
 
     >>> d = RollingQuantileScore("cost", window=50, warmup=10)
     >>> for i in range(40):
@@ -86,3 +89,24 @@ class RollingQuantileScore(Detector):
         self._window = utils.SortedWindow(self._window.size)
         self._fences.clear()
         self._fill = 0
+
+    def _state(self) -> dict[str, Any]:
+        return {"feature": self.feature, "window": self._window.size, "q": self.q,
+                "blocks": self._fences.maxlen, "rel_floor": self.rel_floor,
+                "values": list(self._window.unsorted_window),
+                "fences": [list(f) for f in self._fences], "fill": self._fill}
+
+    @classmethod
+    def _from_state(cls, r: Reader) -> RollingQuantileScore:
+        window, blocks = r.integer("window", 1, MAX_ITEMS), r.integer("blocks", 0, MAX_ITEMS)
+        d = cls(r.text("feature"), window=window, q=r.number("q", 0.0, 1.0), blocks=blocks,
+                rel_floor=r.number("rel_floor", 0.0))
+        for value in r.numbers("values", window):
+            d._window.append(value)
+        where = f"{r.where}.fences"
+        for i, (low, high) in enumerate(r.rows("fences", blocks, 2)):
+            d._fences.append((number(low, f"{where}[{i}][0]"), number(high, f"{where}[{i}][1]")))
+        d._fill = r.integer("fill", 0, window - 1)
+        if d._fill > len(d._window):
+            raise StateError(f"{r.where}.fill: {d._fill} is more than the window holds")
+        return d

@@ -13,10 +13,11 @@ on a metric that starts at 0).
 from __future__ import annotations
 
 import statistics
-
-from river import stats
+from typing import Any
 
 from streams.detectors.base import Detector, Direction, Features, value_of
+from streams.detectors.running import EWMean, EWVar
+from streams.state import MAX_ITEMS, Reader, StateError, number, rows
 
 DAY = 86_400
 
@@ -67,8 +68,8 @@ class SeasonalProfile(Detector):
         # per slot: [period number, min, max, sum, count] for each of its last `depth` periods
         self._slots: list[list[list[float]]] = [[] for _ in range(n)]
         self._envelopes: list[tuple[float, float] | None] = [None] * n
-        self._variance = stats.EWVar(alpha)
-        self._residual = stats.EWMean(alpha)
+        self._variance = EWVar(alpha)
+        self._residual = EWMean(alpha)
 
     def _index(self, x: Features) -> tuple[int, float, float] | None:
         t, value = value_of(x, self.time_feature), value_of(x, self.feature)
@@ -80,7 +81,8 @@ class SeasonalProfile(Detector):
         """Share of the variance the profile explains, in [0, 1].
 
         1 − (squared residual from the slot's mean on previous periods) / variance,
-        both exponentially weighted (River ``EWMean``/``EWVar``, fading ``alpha``).
+        both exponentially weighted (River's ``EWMean``/``EWVar`` arithmetic,
+        :mod:`.running`; fading ``alpha``).
         """
         variance = self._variance.get()
         return max(0.0, 1.0 - self._residual.get() / variance) if variance > 0 else 0.0
@@ -124,5 +126,38 @@ class SeasonalProfile(Detector):
         n = len(self._slots)
         self._slots = [[] for _ in range(n)]
         self._envelopes = [None] * n
-        self._variance = stats.EWVar(self.alpha)
-        self._residual = stats.EWMean(self.alpha)
+        self._variance = EWVar(self.alpha)
+        self._residual = EWMean(self.alpha)
+
+    def _state(self) -> dict[str, Any]:
+        return {"feature": self.feature, "time_feature": self.time_feature,
+                "period": self.period, "slot": self.slot, "depth": self.depth,
+                "min_depth": self.min_depth, "rel_floor": self.rel_floor, "alpha": self.alpha,
+                "slots": [[list(e) for e in slot] for slot in self._slots],
+                "variance": self._variance.to_state(), "residual": self._residual.to_state()}
+
+    @classmethod
+    def _from_state(cls, r: Reader) -> SeasonalProfile:
+        period, slot = r.integer("period", 1), r.integer("slot", 1)
+        if period // slot > MAX_ITEMS:
+            raise StateError(f"{r.where}: {period // slot} slots, over {MAX_ITEMS}")
+        d = cls(r.text("feature"), period=period, slot=slot, depth=r.integer("depth", 1, 1000),
+                min_depth=r.integer("min_depth"), rel_floor=r.number("rel_floor", 0.0),
+                alpha=r.number("alpha", 0.0, 1.0), time_feature=r.text("time_feature"))
+        slots = r.items("slots", len(d._slots))
+        if len(slots) != len(d._slots):
+            raise StateError(f"{r.where}.slots: {len(d._slots)} slots were expected, "
+                             f"not {len(slots)}")
+        for index in range(len(slots)):
+            where = f"{r.where}.slots[{index}]"
+            entries = [[number(v, f"{where}[{i}]") for v in entry]
+                       for i, entry in enumerate(rows(slots[index], where, d.depth, 5))]
+            if any(entry[4] < 1 for entry in entries):
+                raise StateError(f"{where}: a period with no value counted")
+            d._slots[index] = entries
+            if entries:  # the envelope follows from the slot, as _learn makes it
+                d._envelopes[index] = (min(e[1] for e in d._slots[index]),
+                                       max(e[2] for e in d._slots[index]))
+        d._variance = EWVar.from_state(r.raw("variance"), d.alpha, f"{r.where}.variance")
+        d._residual = EWMean.from_state(r.raw("residual"), d.alpha, f"{r.where}.residual")
+        return d

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 import statistics
 from collections import deque
+from typing import Any
 
 from streams.detectors.base import Detector, Direction, Features, value_of
+from streams.state import MAX_ITEMS, Reader
 
 
 class RobustZScore(Detector):
@@ -80,3 +82,19 @@ should not page for one error). Scores are 0 until
     def _forget(self) -> None:
         self._history.clear()
         self._counts.clear()
+
+    def _state(self) -> dict[str, Any]:
+        return {"feature": self.feature, "count_feature": self.count_feature,
+                "window": self._history.maxlen, "rel_floor": self.rel_floor,
+                "range_floor": self.range_floor, "abs_floor": self.abs_floor,
+                "history": list(self._history), "counts": list(self._counts)}
+
+    @classmethod
+    def _from_state(cls, r: Reader) -> RobustZScore:
+        window = r.integer("window", 1, MAX_ITEMS)
+        d = cls(r.text("feature"), window=window, rel_floor=r.number("rel_floor", 0.0),
+                count_feature=r.text("count_feature") if r.has("count_feature") else None,
+                range_floor=r.number("range_floor", 0.0), abs_floor=r.number("abs_floor", 0.0))
+        d._history.extend(r.numbers("history", window))
+        d._counts.extend(r.numbers("counts", window))
+        return d

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import orjson
 
 from streams.errors import StackError
-from streams.keys import load_telemetry_keys, load_verdict_key
+from streams.keys import load_state_key, load_telemetry_keys, load_verdict_key
 from streams.ops.broker import free_port, start_broker
 from streams.ops.stackfile import read_stack_file
 from streams.settings import Settings
@@ -34,6 +34,7 @@ def local_stack(settings: Settings, env: dict[str, str], app_id: str) -> Iterato
                          "it or pass --data-dir to use another directory")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     load_verdict_key(settings, create=True)  # the workers' private key (agents: public)
+    load_state_key(settings, create=True)  # the workers' snapshot key (theirs alone)
     if settings.telemetry_auth == "on":  # opted in: functions need keys from this one
         load_telemetry_keys(settings, create=True)
     else:

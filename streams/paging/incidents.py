@@ -76,6 +76,7 @@ from schemas import (
     Severity,
     Verdict,
 )
+from streams.state import MAX_INT, MIN_INT, Reader
 
 __all__ = [
     "FOLDED",
@@ -303,6 +304,29 @@ class _Episode:
     runbook: str = ""  # runbook base URL in force for the function
     page_rate: float = 0.0  # the team's pages per hour in force when it opened
 
+    _TEXTS = ("function", "team", "incident_id", "headline", "explanation", "observed",
+              "driver", "detector", "detail", "action", "reason", "folded_into", "runbook")
+    _TIMES = ("opened_ns", "last_signal_ns", "last_sequence", "updates")
+    _LISTS = ("actions", "also", "anomaly_ids")
+    _FIGURES = ("impact", "emitted_impact", "page_rate")
+
+    def to_state(self) -> dict[str, Any]:
+        return {**{name: getattr(self, name) for name in (
+                    *self._TEXTS, *self._TIMES, *self._FIGURES, "verdict")},
+                **{name: list(getattr(self, name)) for name in self._LISTS},
+                "kind": self.kind.value, "severity": self.severity.value,
+                "emitted_severity": self.emitted_severity.value}
+
+    @classmethod
+    def from_state(cls, r: Reader) -> _Episode:
+        values: dict[str, Any] = {name: r.text(name) for name in cls._TEXTS}
+        values.update({name: r.integer(name, MIN_INT, MAX_INT) for name in cls._TIMES})
+        values.update({name: r.number(name, 0.0) for name in cls._FIGURES})
+        values.update({name: r.texts(name, 1000) for name in cls._LISTS})
+        return cls(**values, verdict=r.flag("verdict"), kind=r.choice("kind", Kind),
+                   severity=r.choice("severity", Severity),
+                   emitted_severity=r.choice("emitted_severity", Severity))
+
 
 @dataclass
 class _Summary:
@@ -327,7 +351,7 @@ class _Bucket:
 
 
 class IncidentTracker:
-    """Turns anomalies and verdicts into incident events; picklable, bounded.
+    """Turns anomalies and verdicts into incident events; bounded.
 
     State is one open episode per function, one bucket and at most one summary per
     team; resolved episodes are dropped.
@@ -446,9 +470,20 @@ class IncidentTracker:
                 for s in self._summaries.values()]
         return out
 
-    def export(self, function: str) -> _Episode | None:
-        """The function's open episode, for the worker's snapshots."""
-        return self._open.get(function)
+    def is_open(self, function: str) -> bool:
+        """Whether the function has an open episode."""
+        return function in self._open
+
+    def export(self, function: str) -> dict[str, Any] | None:
+        """The function's open episode as plain data, for the worker's snapshots."""
+        episode = self._open.get(function)
+        return episode.to_state() if episode is not None else None
+
+    @staticmethod
+    def read(state: object, where: str = "incident") -> _Episode:
+        """An episode from :meth:`export` (:class:`~streams.state.StateError` if it is
+        not one), for :meth:`restore`."""
+        return _Episode.from_state(Reader(state, where))
 
     def restore(self, function: str, episode: _Episode) -> None:
         self._open[function] = episode

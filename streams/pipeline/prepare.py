@@ -1,5 +1,5 @@
-"""What a worker needs before its app starts: topics, migrations, the verdict key,
-the verdict partitions, the functions' saved decision state, the policy bundle and
+"""What a worker needs before its app starts: topics, migrations, the verdict and
+state keys, the verdict partitions, the functions' saved decision state, the policy bundle and
 the live thresholds."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from streams.decisions.policy import PolicyEngine
 from streams.decisions.snapshots import load_snapshots
 from streams.errors import StackError
 from streams.kafka import ensure_topics, partition_count, wait_for_kafka
-from streams.keys import load_telemetry_keys, load_verdict_key
+from streams.keys import load_state_key, load_telemetry_keys, load_verdict_key
 from streams.pipeline.authn import TelemetryAuth
 from streams.settings import Settings
 from streams.storage.clickhouse import connect, migrate
@@ -27,6 +27,7 @@ class Prepared:
 
     clickhouse: Any
     verdict_key: bytes
+    state_key: bytes  # the snapshots' (workers only)
     verdict_partitions: int
     snapshots: dict[str, bytes]
     policies: PolicyEngine
@@ -37,10 +38,11 @@ class Prepared:
 def prepare(settings: Settings) -> Prepared:
     """Everything :class:`Prepared` holds, checked before the app starts.
 
-    A missing verdict key or a malformed policy bundle stops the worker here, saying
-    what to fix.
+    A missing or weak verdict or state key, or a malformed policy bundle, stops the
+    worker here, saying what to fix.
     """
     key = load_verdict_key(settings)
+    state_key = load_state_key(settings)
     telemetry_keys = load_telemetry_keys(settings)
     policies = PolicyEngine(settings.policy_dir)
     security = settings.kafka_security
@@ -63,5 +65,5 @@ def prepare(settings: Settings) -> Prepared:
     control = ControlFollower(settings.kafka_bootstrap, settings, key).start()
     if not control.wait_synced(30):
         log.warning("live thresholds not fully read in 30s; defaults apply until they are")
-    return Prepared(client, key, partitions, snapshots, policies, control,
+    return Prepared(client, key, state_key, partitions, snapshots, policies, control,
                     TelemetryAuth(telemetry_keys) if telemetry_keys else None)

@@ -107,13 +107,14 @@ class Routes:
         self._read_client: Any = None
         self.windows = WindowAggregator(int(settings.window_seconds * 1e9),
                                         lateness_ns=int(settings.lateness_seconds * 1e9))
+        self.counters: Counter[str] = Counter()
         self.step = DecisionStep(settings, VerdictIssuer(
             prepared.verdict_key, int(settings.verdict_ttl_seconds * 1e9), settings.app_id),
-            prepared.policies, prepared.control.thresholds, prepared.snapshots)
+            prepared.policies, prepared.control.thresholds, prepared.snapshots,
+            state_key=prepared.state_key, counters=self.counters)
         self.windows.retire = self.step.retire
         self.control = prepared.control
         self.pager = pager
-        self.counters: Counter[str] = Counter()
         self.outbox: Outbox = InMemoryOutbox()  # the app sets its topics' outbox
         self.app_ready = False  # Faust's group has its partitions
         self.ingest_ready: Callable[[], bool] = lambda: True

@@ -3,6 +3,9 @@ regorus) → verdict lifecycle → incidents, on synthetic windows."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import orjson
 import pytest
 
 from schemas import (
@@ -23,12 +26,14 @@ from schemas import (
 )
 from streams.decisions.lifecycle import Phase, VerdictIssuer
 from streams.decisions.policy import PolicyEngine
+from streams.decisions.snapshots import seal
 from streams.decisions.step import DecisionStep
 from streams.decisions.thresholds import Thresholds
 from streams.decisions.windows import Window
 from streams.settings import Settings
 
 KEY = b"g" * 32
+STATE_KEY = b"s" * 32
 S = 1_000_000_000
 WINDOW = 10 * S
 T0 = 1_800_000_000 * S
@@ -49,7 +54,8 @@ def window(index: int, calls: int, cost: float = 0.0001, team: str = "payments")
 @pytest.fixture
 def gov() -> DecisionStep:
     issuer = VerdictIssuer(KEY, 300 * S, "governor-worker")
-    return DecisionStep(SETTINGS, issuer, PolicyEngine(SETTINGS.policy_dir), Thresholds(SETTINGS))
+    return DecisionStep(SETTINGS, issuer, PolicyEngine(SETTINGS.policy_dir), Thresholds(SETTINGS),
+                        state_key=STATE_KEY)
 
 
 def step(gov: DecisionStep, index: int, calls: int, **kw: float) -> list[Event]:
@@ -147,16 +153,71 @@ def test_decision_state_survives_a_restart(gov: DecisionStep) -> None:
     assert blob is not None
     issuer = VerdictIssuer(KEY, 300 * S, "governor-worker")
     fresh = DecisionStep(SETTINGS, issuer, PolicyEngine(SETTINGS.policy_dir), Thresholds(SETTINGS),
-                       {"checkout": blob})
+                         {"checkout": blob}, state_key=STATE_KEY)
     assert fresh.lifecycle.phase("checkout") is Phase.NORMAL  # restored on first use only
     first = fresh.on_window("checkout", window(13, 50), T0 + 14 * WINDOW)
     assert fresh.lifecycle.phase("checkout") is Phase.THROTTLED and of(first, Verdict) == []
     assert fresh.resumed == ["checkout"]  # its open incident is re-asserted to the pagers
+    assert fresh.counters == {"snapshots_restored": 1}
     released = []
     for i in range(14, 22):
         released += of(fresh.on_window("checkout", window(i, 50), T0 + (i + 1) * WINDOW),
                        Verdict)
     assert [v.action for v in released] == [Action.RELEASE]
+
+
+class _RunsACommand:
+    """Pickles into a call of os.system: what a plain unpickler would run on load."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_refused_snapshots_are_counted_and_the_function_starts_cold(
+        gov: DecisionStep, tmp_path: Path) -> None:
+    """A pickle that would run a command, a snapshot signed with another key (the
+    verdict key), a well-signed one of the wrong shape and another function's are each
+    refused and counted; the functions warm up again and nothing runs."""
+    import hashlib
+    import hmac
+    import pickle
+
+    warm(gov)
+    step(gov, 12, 1500)
+    genuine = gov.snapshot("checkout")
+    assert genuine is not None
+    marker = tmp_path / "ran"
+    body = pickle.dumps({"detection": _RunsACommand(marker)})
+    state = orjson.loads(genuine[32:])
+    state["state"]["incident"]["function"] = "malformed"
+    state["state"]["detection"]["cost"]["history"] = ["NaN"]  # read last: all or nothing
+
+    def signed(value: dict[str, object], key: bytes = STATE_KEY) -> bytes:
+        raw = orjson.dumps(value)
+        return hmac.new(key, raw, hashlib.sha256).digest() + raw
+
+    snapshots = {"pickled": hmac.new(STATE_KEY, body, hashlib.sha256).digest() + body,
+                 "forged": seal("forged", orjson.loads(genuine[32:])["state"], KEY),
+                 "malformed": signed({**state, "function": "malformed"}),
+                 "moved": genuine, "checkout": genuine}
+    fresh = DecisionStep(SETTINGS, VerdictIssuer(KEY, 300 * S, "governor-worker"),
+                         PolicyEngine(SETTINGS.policy_dir), Thresholds(SETTINGS), snapshots,
+                         state_key=STATE_KEY)
+    assert fresh.counters == {"snapshots_refused_pickle": 1, "snapshots_refused_key": 1}
+    for function in ("malformed", "moved", "checkout"):
+        fresh.on_window(function, window(13, 50), T0 + 14 * WINDOW)
+    assert fresh.counters == {"snapshots_refused_pickle": 1, "snapshots_refused_key": 1,
+                              "snapshots_refused_shape": 1, "snapshots_refused_function": 1,
+                              "snapshots_restored": 1}
+    assert not marker.exists()
+    assert not fresh.decider.warm("malformed") and not fresh.decider.warm("moved")
+    assert fresh.lifecycle.phase("malformed") is Phase.NORMAL  # none of it restored
+    assert fresh.decider.warm("checkout")
 
 
 def test_detection_thresholds_are_live(gov: DecisionStep) -> None:
@@ -200,7 +261,8 @@ def test_spend_survives_a_restart_so_budgets_hold(gov: DecisionStep) -> None:
     thresholds.apply(ControlUpdate(function="checkout", kind=ControlKind.THRESHOLDS,
                                    values={"budget_usd_per_hour": 0.05}))
     fresh = DecisionStep(SETTINGS, VerdictIssuer(KEY, 300 * S, "governor-worker"),
-                       PolicyEngine(SETTINGS.policy_dir), thresholds, {"checkout": blob})
+                         PolicyEngine(SETTINGS.policy_dir), thresholds, {"checkout": blob},
+                         state_key=STATE_KEY)
     after = of(fresh.on_window("checkout", window(8, 100), T0 + 9 * WINDOW), Verdict)
     assert all(v.action is not Action.RELEASE for v in after)  # still over budget
     spend = fresh.spend.policy_input("checkout", "payments", T0 + 9 * WINDOW)

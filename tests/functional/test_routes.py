@@ -43,7 +43,8 @@ def routes(clickhouse: Any, chdb_dir: Path, tmp_path: Path) -> Iterator[Routes]:
     settings = Settings(warmup_windows=3, learning_windows=0, hold_seconds=0,
                         pager_file=str(tmp_path / "pages"), clickhouse_url=f"chdb://{chdb_dir}")
     control = ControlFollower("127.0.0.1:9", settings, b"")  # not started: defaults apply
-    prepared = Prepared(clickhouse, KEY, 4, {}, PolicyEngine(settings.policy_dir), control)
+    prepared = Prepared(clickhouse, KEY, b"t" * 32, 4, {}, PolicyEngine(settings.policy_dir),
+                        control)
     routes = Routes(settings, prepared, dispatcher_from_settings(settings))
     yield routes
     routes.close(2.0)

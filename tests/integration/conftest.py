@@ -23,6 +23,8 @@ from streams.ops.broker import free_port, start_broker
 pytestmark = pytest.mark.integration
 
 VERDICT_KEY = "integration-test-key-0f3c9a1e5b7d2468ace"
+STATE_KEY = "integration-state-key-7b2e4d6f8a0c1e3b5d79"
+"""The workers' snapshot key: start_worker sets it; operators' and agents' envs never do."""
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +68,8 @@ def start_worker(broker: str, prefix: str, data_dir: Path,
     port = free_port()
     env = {**os.environ, "GOVERNOR_KAFKA_BOOTSTRAP": broker, "GOVERNOR_TOPIC_PREFIX": prefix,
            "GOVERNOR_DATA_DIR": str(data_dir), "GOVERNOR_VERDICT_KEY": VERDICT_KEY,
-           "GOVERNOR_QUERY_PORT": str(port), "GOVERNOR_WINDOW_SECONDS": "1",
+           "GOVERNOR_STATE_KEY": STATE_KEY, "GOVERNOR_QUERY_PORT": str(port),
+           "GOVERNOR_WINDOW_SECONDS": "1",
            "GOVERNOR_WARMUP_WINDOWS": "3", "GOVERNOR_LEARNING_WINDOWS": "3",
            "GOVERNOR_HOLD_SECONDS": "2",
            "GOVERNOR_SINK_WITHIN_SECONDS": "0.2", "GOVERNOR_LOG_LEVEL": "info",

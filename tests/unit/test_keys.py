@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.keys import murmur2, partition_for
-from streams.errors import VerdictKeyError
-from streams.keys import load_verdict_key
+from streams.errors import StateKeyError, VerdictKeyError
+from streams.keys import KEY_FILE, STATE_KEY_FILE, load_state_key, load_verdict_key
 from streams.settings import Settings
 
 KAFKA_VECTORS = [
@@ -112,3 +112,56 @@ def test_a_placeholder_or_short_verdict_key_is_refused(key: str, tmp_path: Path)
         load_verdict_key(Settings(verdict_key=key, data_dir=tmp_path))
     strong = "9f3c" * 8
     assert load_verdict_key(Settings(verdict_key=strong, data_dir=tmp_path)) == strong.encode()
+
+
+STRONG = "5ad1" * 16
+
+
+def test_a_worker_needs_a_state_key_of_its_own(tmp_path: Path) -> None:
+    with pytest.raises(StateKeyError, match="no state key: set GOVERNOR_STATE_KEY"):
+        load_state_key(Settings(data_dir=tmp_path))
+    assert load_state_key(Settings(state_key=STRONG, data_dir=tmp_path)) == STRONG.encode()
+    with pytest.raises(StateKeyError, match="is the verdict key"):
+        load_state_key(Settings(state_key=STRONG, verdict_key=STRONG, data_dir=tmp_path))
+    (tmp_path / KEY_FILE).write_text(STRONG)  # the embedded stack's verdict key file
+    with pytest.raises(StateKeyError, match="is the verdict key"):
+        load_state_key(Settings(state_key=STRONG, data_dir=tmp_path))
+    (tmp_path / KEY_FILE).unlink()
+    with pytest.raises(StateKeyError, match="is a telemetry key"):
+        load_state_key(Settings(state_key=STRONG, telemetry_key=f"a:{'0' * 32},b:{STRONG}",
+                                data_dir=tmp_path))
+
+
+@pytest.mark.parametrize("key", ["change-me-in-production", "secret", "short-but-random-9f3"])
+def test_a_placeholder_or_short_state_key_is_refused(key: str, tmp_path: Path) -> None:
+    with pytest.raises(StateKeyError, match="GOVERNOR_STATE_KEY is"):
+        load_state_key(Settings(state_key=key, data_dir=tmp_path))
+    (tmp_path / STATE_KEY_FILE).write_text(key)
+    with pytest.raises(StateKeyError, match=f"{STATE_KEY_FILE} is"):
+        load_state_key(Settings(data_dir=tmp_path))
+
+
+def test_the_embedded_stack_makes_a_state_key_once(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    made = load_state_key(settings, create=True)
+    assert len(made) == 64 and made != load_verdict_key(settings, create=True)
+    assert load_state_key(settings) == made == load_state_key(settings, create=True)
+    assert (settings.data_dir / STATE_KEY_FILE).stat().st_mode & 0o777 == 0o600
+
+
+def test_functions_never_get_the_state_key() -> None:
+    """No agent module reads it, and an agent's settings keep nothing of it even when
+    a function's environment has it."""
+    import dataclasses
+
+    import agents
+    from agents._settings import AgentSettings
+
+    sources = Path(agents.__file__).parent.rglob("*.py")
+    for source in sources:
+        text = source.read_text().lower()
+        assert "state_key" not in text and "state.key" not in text, source
+    secret = "f00d" * 16
+    settings = AgentSettings.from_env({"GOVERNOR_STATE_KEY": secret,
+                                       "GOVERNOR_VERDICT_KEY": "ed25519-pub:k:AAAA"})
+    assert secret not in repr(dataclasses.asdict(settings))

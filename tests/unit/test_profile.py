@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-
 import pytest
 
 from schemas import Span
@@ -37,7 +35,6 @@ def test_profile_collects_metadata_and_this_windows_destinations() -> None:
     after = profiles.get("scorer").policy_input("scorer")
     assert after["data"]["datasets"] == [] and after["egress"]["hosts"] == []
     assert after["function"]["team"] == "ml"  # metadata stays
-    assert pickle.loads(pickle.dumps(profiles.get("scorer"))) == profiles.get("scorer")
 
 
 def test_spend_rolls_over_the_hour_and_day_and_forecasts_the_month() -> None:
