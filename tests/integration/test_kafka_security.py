@@ -31,7 +31,7 @@ from agents.kafka_security import KafkaSecurity, parse_bootstrap, read_security
 from schemas import CostEvent, Span, decode
 from streams.kafka import ensure_topics
 from streams.pipeline.kafka_auth import aiokafka_auth
-from tests.integration.conftest import VERDICT_KEY, start_worker, stop_worker, wait_for
+from tests.integration.conftest import STATE_KEY, VERDICT_KEY, start_worker, stop_worker, wait_for
 from tests.integration.tls_endpoint import SecuredBroker, start_secured_broker
 from tests.oidc import TokenEndpoint
 from tests.pki import Pki, make_pki
@@ -67,6 +67,7 @@ def tls_env(pki: Pki, bootstrap: str) -> dict[str, str]:
             "GOVERNOR_KAFKA_SSL_CERT_LOCATION": str(pki.client_cert),
             "GOVERNOR_KAFKA_SSL_KEY_LOCATION": str(pki.client_key),
             "GOVERNOR_KAFKA_SSL_KEY_PASSWORD_FILE": str(pki.key_password_file),
+            "GOVERNOR_STATE_KEY": STATE_KEY,
             "GOVERNOR_TELEMETRY_AUTH": "off"}  # telemetry authentication has its own tests
 
 
