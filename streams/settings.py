@@ -55,7 +55,7 @@ GOVERNOR_RELEASE_AFTER_SECONDS      a verdict is released once the function has 
 GOVERNOR_COOLDOWN_SECONDS           a function flagged again this soon after a release
                                     holds twice as long as last time (120)
 GOVERNOR_POLICY_DIR                 Rego policy bundle, reloaded when it changes
-                                    (policies/ of this checkout)
+                                    (the bundle installed with Governor: policies/)
 GOVERNOR_ALERTMANAGER_URL           Alertmanager v2 alerts endpoint for pages (none)
 GOVERNOR_PAGERDUTY_URL              PagerDuty Events v2 endpoint (none; the public one is
                                     https://events.pagerduty.com/v2/enqueue)
@@ -88,6 +88,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from policies import POLICY_DIR
 from streams.errors import SettingsError
 
 ENV_PREFIX = "GOVERNOR_"
@@ -122,7 +123,7 @@ class Settings:
     min_rps: float = 0.2
     release_after_seconds: float = 30.0
     cooldown_seconds: float = 120.0
-    policy_dir: Path = Path(__file__).resolve().parent.parent / "policies"
+    policy_dir: Path = POLICY_DIR
     alertmanager_url: str = ""
     pagerduty_url: str = ""
     pagerduty_routing_key: str = ""
