@@ -75,6 +75,12 @@ GOVERNOR_SINK_WITHIN_SECONDS        max wait to fill a batch (0.5)
 GOVERNOR_REBALANCE_TIMEOUT_SECONDS  consumer-group rebalance timeout (3)
 GOVERNOR_LOG_LEVEL                  worker log level: debug, info, warn, error (warn)
 GOVERNOR_ACTOR                      who operator commands are recorded as (the OS user)
+GOVERNOR_INCIDENT_QUIET_SECONDS     an incident opened by anomalies alone resolves after
+                                    this long without one (300)
+GOVERNOR_PAGE_USD_PER_HOUR          a cost anomaly with at least this impact opens an
+                                    incident without a verdict (1)
+GOVERNOR_PAGE_CRITICAL_USD_PER_HOUR
+                                    an incident with at least this impact is critical (10)
 ==================================  =====================================================
 """
 
@@ -138,6 +144,9 @@ class Settings:
     rebalance_timeout_seconds: float = 3.0
     log_level: str = "warn"
     actor: str = ""
+    incident_quiet_seconds: float = 300.0
+    page_usd_per_hour: float = 1.0
+    page_critical_usd_per_hour: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

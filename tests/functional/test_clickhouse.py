@@ -237,7 +237,7 @@ def test_query_parameters_are_only_bound_to_placeholders(clickhouse: Any, params
     by the client library (%(name)s): refused instead."""
     with pytest.raises(QueryError, match=re.escape(why)):
         read_only_query(clickhouse, "SELECT {function:String} AS f", params)
-    with pytest.raises(QueryError, match="no {function:Type} placeholder"):
+    with pytest.raises(QueryError, match=re.escape("no {function:Type} placeholder")):
         read_only_query(clickhouse, "SELECT '%(function)s' AS f", {"function": "x"})
 
 
