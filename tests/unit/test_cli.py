@@ -8,7 +8,8 @@ import re
 import shlex
 import subprocess
 import sys
-from importlib.metadata import version
+import tomllib
+from importlib.metadata import packages_distributions, version
 from pathlib import Path
 
 import orjson
@@ -45,6 +46,19 @@ def _examples(parser: argparse.ArgumentParser) -> list[str]:
 
 def _leaves() -> list[argparse.ArgumentParser]:
     return [p for p in _parsers(build_parser()) if p.get_default("run") is not None]
+
+
+def test_the_extras_modules_match_the_package_metadata() -> None:
+    """Each requirement of each extra is named by a module in :data:`EXTRAS`, so the
+    check before a command runs follows what ``pyproject.toml`` declares."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    providers = packages_distributions()
+    for extra, modules in EXTRAS.items():
+        wanted = {re.split(r"[<>=\[ ]", r)[0].lower() for r in extras[extra]
+                  if not r.startswith("faas-governor")}
+        named = {d.lower() for m in modules for d in providers.get(m, [])}
+        assert wanted <= named, (extra, wanted - named)
 
 
 def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[str]) -> None:
