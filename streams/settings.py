@@ -78,7 +78,7 @@ GOVERNOR_RELEASE_AFTER_SECONDS      a verdict is released once the function has 
 GOVERNOR_COOLDOWN_SECONDS           a function flagged again this soon after a release
                                     holds twice as long as last time (120)
 GOVERNOR_POLICY_DIR                 Rego policy bundle, reloaded when it changes
-                                    (policies/ of this checkout)
+                                    (the bundle installed with Governor: policies/)
 GOVERNOR_ALERTMANAGER_URL           Alertmanager v2 alerts endpoint for pages (none)
 GOVERNOR_PAGERDUTY_URL              PagerDuty Events v2 endpoint (none; the public one is
                                     https://events.pagerduty.com/v2/enqueue)
@@ -98,6 +98,12 @@ GOVERNOR_SINK_WITHIN_SECONDS        max wait to fill a batch (0.5)
 GOVERNOR_REBALANCE_TIMEOUT_SECONDS  consumer-group rebalance timeout (3)
 GOVERNOR_LOG_LEVEL                  worker log level: debug, info, warn, error (warn)
 GOVERNOR_ACTOR                      who operator commands are recorded as (the OS user)
+GOVERNOR_INCIDENT_QUIET_SECONDS     an incident opened by anomalies alone resolves after
+                                    this long without one (300)
+GOVERNOR_PAGE_USD_PER_HOUR          a cost anomaly with at least this impact opens an
+                                    incident without a verdict (1)
+GOVERNOR_PAGE_CRITICAL_USD_PER_HOUR
+                                    an incident with at least this impact is critical (10)
 ==================================  =====================================================
 """
 
@@ -112,6 +118,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.kafka_security import KafkaSecurity, parse_bootstrap, read_security
+from policies import POLICY_DIR
 from streams.errors import SettingsError
 
 ENV_PREFIX = "GOVERNOR_"
@@ -162,7 +169,7 @@ class Settings:
     min_rps: float = 0.2
     release_after_seconds: float = 30.0
     cooldown_seconds: float = 120.0
-    policy_dir: Path = Path(__file__).resolve().parent.parent / "policies"
+    policy_dir: Path = POLICY_DIR
     alertmanager_url: str = ""
     pagerduty_url: str = ""
     pagerduty_routing_key: str = ""
@@ -177,6 +184,9 @@ class Settings:
     rebalance_timeout_seconds: float = 3.0
     log_level: str = "warn"
     actor: str = ""
+    incident_quiet_seconds: float = 300.0
+    page_usd_per_hour: float = 1.0
+    page_critical_usd_per_hour: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -130,16 +130,31 @@ def run_scenario(scenario: Scenario, settings: Settings, *, events: bool = False
     return FunctionRun(scenario, tuple(alarms), _cost_factor(scenario, costs), tuple(pages))
 
 
+Progress = Callable[[int, int], None]
+"""``progress(done, total)``: called once before the first scenario and after each."""
+
+
 def run_scenarios(scenarios: Sequence[Scenario], settings: Settings, *,
-                  workers: int | None = None) -> list[FunctionRun]:
-    """:func:`run_scenario` on each, over ``workers`` processes (default one per CPU)."""
+                  workers: int | None = None, progress: Progress | None = None
+                  ) -> list[FunctionRun]:
+    """:func:`run_scenario` on each, over ``workers`` processes (default one per CPU),
+    telling ``progress`` how many are done."""
     workers = worker_count(workers, len(scenarios))
+    report = progress or (lambda done, total: None)
+    report(0, len(scenarios))
+    runs: list[FunctionRun] = []
     if workers == 1:
-        return [run_scenario(s, settings) for s in scenarios]
+        for scenario in scenarios:
+            runs.append(run_scenario(scenario, settings))
+            report(len(runs), len(scenarios))
+        return runs
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     try:
-        return list(pool.map(run_scenario, scenarios, [settings] * len(scenarios),
-                             chunksize=max(1, len(scenarios) // (8 * workers))))
+        for run in pool.map(run_scenario, scenarios, [settings] * len(scenarios),
+                            chunksize=max(1, len(scenarios) // (8 * workers))):
+            runs.append(run)  # in order: a result is counted once those before it are done
+            report(len(runs), len(scenarios))
+        return runs
     except BrokenProcessPool as exc:
         raise BenchmarkError(f"a worker process died ({exc}); rerun with --workers 1 "
                              "to see why") from None

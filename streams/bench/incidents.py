@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from streams.bench.incident_runs import FunctionRun, run_scenarios, worker_count
+from streams.bench.incident_runs import FunctionRun, Progress, run_scenarios, worker_count
 from streams.decisions.windows import quantile
 from streams.errors import BenchmarkError
 from streams.settings import Settings
@@ -112,8 +112,9 @@ class Report:
 
 def bench(functions: int = 210, days: float = 1.0, seed: int = 1,
           settings: Settings | None = None, *, workers: int | None = None,
-          suite: str = "standard") -> Report:
-    """Generate the fleet, run both passes through the Decider, score them.
+          suite: str = "standard", progress: Progress | None = None) -> Report:
+    """Generate the fleet, run both passes through the Decider, score them;
+    ``progress(done, total)`` hears of each scenario run.
 
     ``suite`` "hard": other functions, with subtle (1.5-3x) incidents and benign
     changes (a ramp, batch bursts, a launch step, noisy cost) on the labelled pass only;
@@ -132,7 +133,8 @@ def bench(functions: int = 210, days: float = 1.0, seed: int = 1,
     else:
         labels = incident_scenarios(functions, seed, settings.window_seconds)
         long = control_scenarios(functions, seed, days, LONG_WINDOW_SECONDS)
-    runs = run_scenarios(long + labels, settings, workers=workers)  # longest first
+    runs = run_scenarios(long + labels, settings, workers=workers,  # longest first
+                         progress=progress)
     return Report(functions, days, seed, settings, worker_count(workers, len(runs)),
                   score(runs[len(long):], settings.enforce_ratio),
                   score(runs[:len(long)], settings.enforce_ratio),

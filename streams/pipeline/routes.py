@@ -50,6 +50,7 @@ from streams.pipeline.decoding import RecordLike, decode_records, event_dead_let
 from streams.pipeline.prepare import Prepared
 from streams.settings import Settings
 from streams.storage.clickhouse import ClickHouseSink, QueryResult, connect, read_only_query
+from streams.storage.values import plain_rows
 
 YIELD_EVERY = 100
 """Functions decided on between yields to the event loop when windows close."""
@@ -261,24 +262,33 @@ class Routes:
     # ------------------------------------------------------------------ requests
 
     async def query(self, body: object) -> tuple[int, dict[str, Any]]:
-        """``{"sql": "SELECT …"}`` → (HTTP status, columns and rows, or the error)."""
+        """``{"sql": "SELECT … {name:Type}", "params": {"name": "value"}}`` → (HTTP status,
+        columns and rows as plain values, or the error). ``params`` (optional) are bound
+        by the engine as query parameters, never put into the text."""
         sql = body.get("sql") if isinstance(body, dict) else None
         if not isinstance(sql, str):
             return 400, {"error": "send JSON {\"sql\": \"SELECT ...\"}"}
+        params = body.get("params") if isinstance(body, dict) else None
+        if params is not None and not (
+                isinstance(params, dict)
+                and all(isinstance(v, str | int | float) and not isinstance(v, bool)
+                        for v in params.values())):
+            return 400, {"error": "\"params\" must be an object of names to text or numbers"}
+        bound = {str(k): str(v) for k, v in (params or {}).items()}
         try:
             result = await asyncio.get_running_loop().run_in_executor(
-                self.reads, self._read_only, sql)
+                self.reads, self._read_only, sql, bound)
         except QueryError as exc:
             return 400, {"error": str(exc)}
-        return 200, {"columns": list(result.columns), "rows": [list(r) for r in result.rows],
+        return 200, {"columns": list(result.columns), "rows": plain_rows(result.rows),
                      "elapsed_s": result.elapsed_s}
 
-    def _read_only(self, sql: str) -> QueryResult:
+    def _read_only(self, sql: str, params: dict[str, str] | None = None) -> QueryResult:
         if self._read_client is None:
             self._read_client = connect(self.settings.clickhouse_dsn,
                                         getattr(self.clickhouse, "database", None))
         try:
-            return read_only_query(self._read_client, sql)
+            return read_only_query(self._read_client, sql, params)
         except QueryError:
             # a refused result may leave the connection mid-read: start a fresh one
             client, self._read_client = self._read_client, None

@@ -1,3 +1,4 @@
 """ClickHouse: versioned migrations, the batched idempotent sink and read-only queries
-(:mod:`.clickhouse`). Imports only errors and the DDL in :mod:`infra`.
+(:mod:`.clickhouse`), their results as plain values (:mod:`.values`). Imports only
+errors and the DDL in :mod:`infra`.
 """

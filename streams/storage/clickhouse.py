@@ -10,7 +10,7 @@ import hashlib
 import re
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -308,22 +308,25 @@ _READ_ROOTS = ("SelectWithUnionQuery", "SelectIntersectExceptQuery", "Explain", 
 EXISTS or EXPLAIN statement)."""
 
 
-def _statement_problem(client: Any, sql: str) -> str | None:
+def _statement_problem(client: Any, sql: str, parameters: Mapping[str, str] | None = None
+                       ) -> str | None:
     """Why ``sql`` is refused, from the engine's own parser: more than one statement
     (``formatQuerySingleLine`` of the text passed as a value, so nothing in it runs),
     then from its syntax tree (``EXPLAIN AST``) anything but a read, or a result written
     out (``INTO OUTFILE``: a literal child of the statement's root). What it reads is
     left to the engine: with ``readonly=1`` it refuses table functions that reach files,
-    the network or programs, and any change of a setting."""
+    the network or programs, and any change of a setting. ``parameters`` are the query's
+    own (``{name:Type}``), bound by the engine for ``EXPLAIN AST`` as for the query."""
     try:
         client.query("SELECT formatQuerySingleLine({sql:String})", parameters={"sql": sql},
                      settings={"readonly": 1})
-        rows = client.query(f"EXPLAIN AST {sql}", settings={"readonly": 1}).result_rows
+        rows = client.query(f"EXPLAIN AST {sql}", parameters=parameters or None,
+                            settings={"readonly": 1}).result_rows
     except Exception as exc:
         message = str(exc).strip().splitlines()[0]
         if "Multi-statements are not allowed" in message:
             return "one statement per query: remove the ';' and what follows"
-        raise QueryError(message) from exc
+        raise QueryError(_parameter_advice(message)) from exc
     lines = [str(row[0]) for row in rows]
     if not lines or not lines[0].startswith(_READ_ROOTS):
         return "only read queries (SELECT, WITH, SHOW, DESCRIBE, EXISTS, EXPLAIN) are allowed"
@@ -338,20 +341,67 @@ QUERY_ROWS = 100_000
 """…and refused if its result would hold more rows than this."""
 
 
-def read_only_query(client: Any, sql: str) -> QueryResult:
+QUERY_PARAMETERS = 100
+"""At most this many query parameters, each name an identifier…"""
+PARAMETER_CHARS = 65_536
+"""…and each value at most this long."""
+_PARAMETER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PLACEHOLDER = re.compile(r"\{(\w+):[^}]+\}")
+"""A ``{name:Type}`` query parameter, as the client library finds them to bind them
+on the server (the pattern of ``clickhouse_connect.driver.binding``)."""
+
+
+def checked_parameters(sql: str, parameters: Mapping[str, str] | None) -> dict[str, str]:
+    """``parameters`` if each is a ``{name:Type}`` placeholder of ``sql`` with a text
+    value; else :class:`QueryError`. Values are only ever bound by the engine: a name
+    the query does not hold as a placeholder is refused, never substituted into it."""
+    if not parameters:
+        return {}
+    if len(parameters) > QUERY_PARAMETERS:
+        raise QueryError(f"at most {QUERY_PARAMETERS} query parameters")
+    placeholders = set(_PLACEHOLDER.findall(sql))
+    checked = {}
+    for name, value in parameters.items():
+        if not isinstance(name, str) or not _PARAMETER_NAME.match(name):
+            raise QueryError(f"query parameter name {name!r}: use letters, digits and _")
+        if not isinstance(value, str) or len(value) > PARAMETER_CHARS:
+            raise QueryError(f"query parameter {name}: the value must be text of at most "
+                             f"{PARAMETER_CHARS} characters")
+        if name not in placeholders:
+            raise QueryError(f"query parameter {name}: the query has no {{{name}:Type}} "
+                             "placeholder for it")
+        checked[name] = value
+    return checked
+
+
+def _parameter_advice(message: str) -> str:
+    """The engine's message, with how to give a parameter the query lacks."""
+    missing = re.search(r"Substitution `(\w+)` is not set", message)
+    if missing:
+        name = missing[1]
+        return (f"the query needs a value for {{{name}}}: governor query --param {name}=VALUE "
+                f'(the endpoint: "params": {{"{name}": "VALUE"}})')
+    return message
+
+
+def read_only_query(client: Any, sql: str, parameters: Mapping[str, str] | None = None
+                    ) -> QueryResult:
     """Run an analyst's query with ``readonly=1``, a time limit and a result-size
-    limit; refuse anything but one read statement (:func:`_statement_problem`)."""
+    limit; refuse anything but one read statement (:func:`_statement_problem`).
+    ``parameters`` fill the query's ``{name:Type}`` placeholders, bound by the engine
+    (:func:`checked_parameters`)."""
     sql = sql.strip().removesuffix(";")
-    problem = _statement_problem(client, sql)
+    bound = checked_parameters(sql, parameters)
+    problem = _statement_problem(client, sql, bound)
     if problem is not None:
         raise QueryError(problem)
     started = time.perf_counter()
     try:
-        result = client.query(sql, settings={
+        result = client.query(sql, parameters=bound or None, settings={
             "readonly": 1, "max_execution_time": QUERY_SECONDS,
             "max_result_rows": QUERY_ROWS, "result_overflow_mode": "throw"})
     except Exception as exc:
-        message = str(exc).strip().splitlines()[0]
+        message = _parameter_advice(str(exc).strip().splitlines()[0])
         if "(READONLY)" in message:
             message += (" — analyst queries only read the history: no table functions that "
                         "reach files, the network or programs, no settings changes")

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
-from infra import MIGRATIONS_DIR
+from infra import MIGRATIONS_DIR, QUERIES_DIR
 from schemas import (
     Action,
     Anomaly,
     CostEvent,
     Decision,
+    Feedback,
     Incident,
     IncidentStatus,
+    Judgement,
     PolicyDecision,
     Span,
     ThresholdChange,
@@ -26,6 +30,7 @@ from schemas import (
 )
 from streams.errors import MigrationError, QueryError
 from streams.storage.clickhouse import ClickHouseSink, load_migrations, migrate, read_only_query
+from streams.storage.values import plain, plain_rows
 
 
 def _events() -> list[Any]:
@@ -138,16 +143,133 @@ def test_analyst_queries_are_read_only(clickhouse: Any, sql: str, tmp_path: Path
     assert not Path("/tmp/governor-out.csv").exists()
 
 
-@pytest.mark.parametrize("path", sorted((MIGRATIONS_DIR.parent / "queries").glob("*.sql")),
-                         ids=lambda p: p.stem)
+SHIPPED = sorted(QUERIES_DIR.glob("*.sql"))
+PARAMS = {"what_happened_to_function": {"function": "f"}}
+"""The parameters each shipped query takes (every other takes none)."""
+
+
+def _timeline(t: int) -> list[Any]:
+    """Function f's history with its kinds interleaved in time, and one of g's."""
+    s = 1_000_000_000
+    return [
+        Anomaly(function="f", detector="robust_zscore", score=9.0, time_unix_nano=t - 50 * s),
+        PolicyDecision(function="f", policy="cost_guard.anomaly", decision=Decision.THROTTLE,
+                       rate_rps=2.0, reason="cost 9x", time_unix_nano=t - 40 * s),
+        sign_verdict(Verdict(function="f", action=Action.THROTTLE, rate_rps=2.0, sequence=1,
+                             expires_at_unix_nano=t + 10**10, time_unix_nano=t - 30 * s), b"k"),
+        Incident(function="f", incident_id="f-1", status=IncidentStatus.OPEN, team="pay",
+                 title="f: cost 9x", opened_at_unix_nano=t - 20 * s, time_unix_nano=t - 20 * s),
+        Anomaly(function="f", detector="cusum", score=7.0, time_unix_nano=t - 10 * s),
+        Anomaly(function="g", detector="cusum", score=7.0, time_unix_nano=t - 45 * s),
+        Incident(function="g", incident_id="g-1", status=IncidentStatus.OPEN, team="pay",
+                 title="g: cost 5x", opened_at_unix_nano=t - 600 * s, time_unix_nano=t - 600 * s),
+        Incident(function="g", incident_id="g-1", status=IncidentStatus.RESOLVED, team="pay",
+                 title="g: cost 5x", opened_at_unix_nano=t - 600 * s,
+                 resolved_at_unix_nano=t - 300 * s, time_unix_nano=t - 300 * s),
+        CostEvent(function="f", invocation_id="r1", cost_usd=0.25, time_unix_nano=t - 5 * s),
+        Feedback(function="g", incident_id="g-1", judgement=Judgement.FALSE_ALARM,
+                 detector="cusum", actor="ana", reason="the nightly batch"),
+    ]
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_shipped_analyst_queries_run(clickhouse: Any, path: Path) -> None:
+    """Each shipped query runs with the parameters it declares, bound by the engine
+    (no text is filled in), and names only what it takes."""
     migrate(clickhouse)
-    ClickHouseSink(clickhouse).write(_events())
-    sql = path.read_text().replace("{function}", "f")
-    result = read_only_query(clickhouse, sql)
-    if path.stem == "what_happened_to_function":
-        kinds = [row[1] for row in result.rows]
-        assert sorted(kinds) == ["anomaly", "decision", "page", "verdict"]
+    ClickHouseSink(clickhouse).write([*_events(), *_timeline(now_ns())])
+    sql = path.read_text()
+    assert not re.search(r"'\{\w+\}'", sql), "placeholders are {name:Type} parameters"
+    params = PARAMS.get(path.stem, {})
+    assert set(re.findall(r"\{(\w+):\w+\}", sql)) == set(params)
+    assert read_only_query(clickhouse, sql, params).rows  # each has something to show
+    if params:
+        with pytest.raises(QueryError, match=r"needs a value for \{function\}"):
+            read_only_query(clickhouse, sql)
+
+
+def test_what_happened_to_a_function_is_one_timeline_in_time_order(clickhouse: Any) -> None:
+    """The ORDER BY once bound to the last SELECT of the UNION ALL only; the whole
+    timeline of f (not g's) comes oldest first."""
+    migrate(clickhouse)
+    ClickHouseSink(clickhouse).write(_timeline(now_ns()))
+    sql = (QUERIES_DIR / "what_happened_to_function.sql").read_text()
+    rows = read_only_query(clickhouse, sql, {"function": "f"}).rows
+    assert [row[1] for row in rows] == ["anomaly", "decision", "verdict", "page", "anomaly"]
+    assert [row[0] for row in rows] == sorted(row[0] for row in rows)
+    assert [row[2] for row in rows][::4] == ["robust_zscore", "cusum"]
+    assert read_only_query(clickhouse, sql, {"function": "nobody"}).rows == []
+    injected = read_only_query(clickhouse, sql, {"function": "f' OR 1 = 1 OR '"}).rows
+    assert injected == []  # a value, never text of the query
+
+
+def test_open_incidents_have_no_resolution_time(clickhouse: Any) -> None:
+    """An open incident once showed resolved = 1970-01-01 00:00:00."""
+    migrate(clickhouse)
+    ClickHouseSink(clickhouse).write(_timeline(now_ns()))
+    result = read_only_query(clickhouse, (QUERIES_DIR / "incidents_last_week.sql").read_text())
+    rows = {row["incident_id"]: row for row in
+            (dict(zip(result.columns, plain(r), strict=True)) for r in result.rows)}
+    assert rows["f-1"]["resolved"] is None and rows["f-1"]["seconds_open"] is None
+    assert rows["f-1"]["last_status"] == "open"
+    assert rows["g-1"]["seconds_open"] == 300
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", rows["g-1"]["resolved"])
+    assert [row[0] for row in result.rows] == ["f-1", "g-1"]  # the latest opened first
+
+
+def test_an_hour_without_verdicts_shows_null(clickhouse: Any) -> None:
+    migrate(clickhouse)
+    ClickHouseSink(clickhouse).write([CostEvent(function="h", invocation_id="1", cost_usd=1.0)])
+    sql = (QUERIES_DIR / "spend_vs_verdicts.sql").read_text()
+    [row] = read_only_query(clickhouse, sql).rows
+    assert row[0] == "h" and row[-1] is None
+
+
+@pytest.mark.parametrize(("params", "why"), [
+    ({"other": "x"}, "no {other:Type} placeholder"),
+    ({"function": "f", "extra": "x"}, "no {extra:Type} placeholder"),
+    ({"bad name": "x"}, "use letters, digits and _"),
+    ({"function": 3}, "must be text"),
+])
+def test_query_parameters_are_only_bound_to_placeholders(clickhouse: Any, params: Any,
+                                                         why: str) -> None:
+    """A parameter the query does not declare as {name:Type} would be put into its text
+    by the client library (%(name)s): refused instead."""
+    with pytest.raises(QueryError, match=re.escape(why)):
+        read_only_query(clickhouse, "SELECT {function:String} AS f", params)
+    with pytest.raises(QueryError, match=re.escape("no {function:Type} placeholder")):
+        read_only_query(clickhouse, "SELECT '%(function)s' AS f", {"function": "x"})
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT {f:String}; DROP TABLE otel_traces",
+    "SELECT {f:String} INTO OUTFILE '/tmp/governor-out.csv'",
+    "SELECT * FROM file({f:String}, 'LineAsString')",
+])
+def test_parameters_leave_the_read_only_checks_in_force(clickhouse: Any, sql: str) -> None:
+    migrate(clickhouse)
+    with pytest.raises(QueryError):
+        read_only_query(clickhouse, sql, {"f": "/etc/hostname"})
+    assert read_only_query(clickhouse, "EXISTS TABLE otel_traces").rows[0][0] == 1
+    assert not Path("/tmp/governor-out.csv").exists()
+
+
+def test_plain_values_are_what_the_endpoint_sends(clickhouse: Any) -> None:
+    """Times in ISO-8601 UTC with Z, NULL as None, maps, arrays, decimals, UUIDs and
+    non-finite floats as JSON carries them: the same as the worker's endpoint returns."""
+    result = read_only_query(clickhouse, """
+        SELECT toDateTime64('2026-03-01 12:30:05.25', 9, 'UTC') AS t9,
+               toDateTime('2026-03-01 12:30:05', 'Europe/Berlin') AS berlin,
+               toDate('2026-03-01') AS d, CAST(NULL, 'Nullable(String)') AS n,
+               map('a', 1) AS m, [1.5, nan] AS a, toDecimal64(1.25, 2) AS dec,
+               toUUID('61f0c404-5cb3-11e7-907b-a6006ad3dba0') AS u, true AS b,
+               toUInt256('123456789012345678901234567890') AS big""")
+    row = dict(zip(result.columns, plain_rows(result.rows)[0], strict=True))
+    assert row == {"t9": "2026-03-01T12:30:05.250000Z", "berlin": "2026-03-01T11:30:05Z",
+                   "d": "2026-03-01", "n": None, "m": {"a": 1}, "a": [1.5, "nan"],
+                   "dec": "1.25", "u": "61f0c404-5cb3-11e7-907b-a6006ad3dba0", "b": True,
+                   "big": "123456789012345678901234567890"}
+    assert orjson.loads(orjson.dumps(row)) == row  # JSON carries it unchanged
 
 
 def test_a_batch_over_150_days_is_stored_in_inserts_clickhouse_accepts(clickhouse: Any) -> None:

@@ -129,6 +129,26 @@ def test_the_query_route_answers_reads_and_refuses_the_rest(routes: Routes) -> N
     assert status == 400 and "send JSON" in body["error"]
 
 
+@pytest.mark.parametrize(("params", "answer"), [
+    ({"who": "o'brien", "n": 41}, (200, [["o'brien", 42]])),
+    ({"who": "x", "n": "41"}, (200, [["x", 42]])),
+    ({"who": ["x"], "n": 1}, (400, "must be an object of names to text or numbers")),
+    ({"who": True, "n": 1}, (400, "must be an object of names to text or numbers")),
+    ("who=x", (400, "must be an object of names to text or numbers")),
+    ({"who": "x"}, (400, "needs a value for {n}")),
+    ({"who": "x", "n": 1, "more": "y"}, (400, "no {more:Type} placeholder")),
+])
+def test_the_query_route_binds_params_as_query_parameters(
+        routes: Routes, params: object, answer: tuple[int, object]) -> None:
+    status, body = asyncio.run(routes.query(
+        {"sql": "SELECT {who:String} AS who, {n:UInt8} + 1 AS n", "params": params}))
+    assert status == answer[0], body
+    if status == 200:
+        assert body["rows"] == answer[1]
+    else:
+        assert str(answer[1]) in body["error"]
+
+
 def test_the_health_route_says_not_ready_until_the_app_has_its_partitions(
         routes: Routes) -> None:
     health = routes.health()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -325,9 +326,58 @@ def test_cli_set_show_undo_and_verdict(settings: Settings) -> None:
 
     result = _governor(settings, "verdict", "isolate", "checkout", "--for", "10m",
                        "--reason", "runaway")
+    assert result.returncode == 2, result  # no cost event of checkout in this history
+    assert "checkout has never been seen" in result.stderr and "--force" in result.stderr
+    result = _governor(settings, "verdict", "isolate", "checkout", "--for", "10m",
+                       "--reason", "runaway", "--force")
     assert result.returncode == 0, result.stderr
+    assert "checkout has never been seen" in result.stderr  # warned all the same
     assert "ISOLATE checkout for 10m" in result.stdout and "operator:carol" in result.stdout
     assert "sequence " in result.stdout
+
+
+def _cost_event(settings: Settings, function: str, team: str) -> None:
+    """One cost event of ``function`` in the history of ``settings`` (another process:
+    chDB opens one data directory per process)."""
+    code = ("import sys\n"
+            "from schemas import CostEvent\n"
+            "from streams.storage.clickhouse import ClickHouseSink, connect, migrate\n"
+            "client = connect(sys.argv[1])\nmigrate(client)\n"
+            "ClickHouseSink(client).write([CostEvent(function=sys.argv[2], team=sys.argv[3], "
+            "invocation_id='1')])\n")
+    subprocess.run([sys.executable, "-c", code, settings.clickhouse_dsn, function, team],
+                   check=True, timeout=60)
+
+
+def test_cli_takes_the_team_from_the_history_and_guards_unknown_functions(
+        settings: Settings) -> None:
+    result = _governor(settings, "thresholds", "set", "team:payments", "min_ratio=4")
+    assert result.returncode == 0, result.stderr
+    result = _governor(settings, "thresholds", "show", "checkout")
+    assert result.returncode == 0, result.stderr
+    assert "in force for checkout (team unknown: no cost event of checkout in the history; " \
+        "give --team)" in result.stdout
+    assert any(line.split()[:3] == ["min_ratio", "2.0", "default"]
+               for line in result.stdout.splitlines())
+
+    _cost_event(settings, "checkout", "payments")
+    result = _governor(settings, "thresholds", "show", "checkout")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"in force for checkout \(team payments, from its latest cost event "
+                     r"\(\d{4}-\d\d-\d\dT[\d:.]+Z\); --team overrides\)", result.stdout)
+    assert any(line.split()[:3] == ["min_ratio", "4.0", "team:payments"]
+               for line in result.stdout.splitlines())
+    result = _governor(settings, "thresholds", "show", "checkout", "--team", "search")
+    assert "in force for checkout (team search, from --team)" in result.stdout
+    assert any(line.split()[:3] == ["min_ratio", "2.0", "default"]
+               for line in result.stdout.splitlines())
+
+    result = _governor(settings, "verdict", "throttle", "checkout", "--rps", "2",
+                       "--reason", "retry storm")
+    assert result.returncode == 0 and "never been seen" not in result.stderr, result
+    result = _governor(settings, "verdict", "throttle", "checkuot", "--rps", "2",
+                       "--reason", "retry storm")
+    assert result.returncode == 2 and "checkuot has never been seen" in result.stderr
 
 
 def test_follower_applies_history_then_live_updates(settings: Settings) -> None:

@@ -143,7 +143,15 @@ def test_the_cli_prints_the_table_and_ends_with_the_summary_line(
     argv = ["bench", "incidents", "--functions", "7", "--days", "0.05", "--seed", "3",
             "--workers", "1"]
     assert main(argv) == 0
-    lines = capsys.readouterr().out.splitlines()
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    progress = [re.fullmatch(r"bench incidents: (\d+)/(\d+) scenarios \((\d+) %\), \d+ s", line)
+                for line in err.splitlines()]
+    assert all(progress), err  # on stderr, so the report on stdout stays clean
+    done = [int(m[1]) for m in progress if m]
+    total = int(progress[0][2]) if progress[0] else 0
+    assert done[0] == 0 and done[-1] == total and done == sorted(set(done))
+    assert 5 <= len(done) <= 11  # about every tenth of the scenarios, not each one
     assert re.fullmatch(r"incidents: \d+\.\d% detected, median (\d+(\.\d+)?|n/a) windows to "
                         r"detect, \d+\.\d\d false alarms per 100 function-days", lines[-1])
     assert all(any(line.startswith(kind.value) for line in lines)

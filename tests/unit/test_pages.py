@@ -287,6 +287,12 @@ def test_incidents_pass_the_codec() -> None:
 def test_rules_from_settings() -> None:
     rules = PageRules.from_settings(Settings(runbook_url="https://wiki/x"))
     assert rules.runbook_url == "https://wiki/x" and rules.pages_per_hour == 6.0
+    rules = PageRules.from_settings(Settings.from_env({
+        "GOVERNOR_INCIDENT_QUIET_SECONDS": "60", "GOVERNOR_PAGE_USD_PER_HOUR": "2.5",
+        "GOVERNOR_PAGE_CRITICAL_USD_PER_HOUR": "50"}))
+    assert (rules.quiet_seconds, rules.page_usd_per_hour, rules.critical_usd_per_hour) == (
+        60.0, 2.5, 50.0)
+    assert PageRules.from_settings(Settings()) == PageRules()  # the same defaults
 
 
 def test_live_thresholds_override_runbook_and_page_rate() -> None:

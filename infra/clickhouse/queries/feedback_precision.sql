@@ -1,5 +1,6 @@
 -- How often each function's and each detector's incidents were real, from on-call's
 -- feedback (`governor feedback INCIDENT_ID false-alarm|confirmed --reason ...`).
+-- Usage: governor query --file feedback_precision
 SELECT function, detector,
        countIf(judgement = 'confirmed') AS confirmed,
        countIf(judgement = 'false-alarm') AS false_alarms,

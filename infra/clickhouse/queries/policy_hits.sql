@@ -1,4 +1,5 @@
 -- Which policies acted most in the last week, on how many functions, by decision.
+-- Usage: governor query --file policy_hits
 SELECT policy, decision, count() AS decisions, uniqExact(function) AS functions,
        any(reason) AS example
 FROM policy_decisions FINAL
