@@ -55,8 +55,18 @@ def version() -> str:
 
 def missing_modules(extra: str) -> list[str]:
     """The modules of ``extra`` (and the extras it includes) not installed here."""
-    return [m for name in _INCLUDES[extra] for m in EXTRAS[name]
-            if importlib.util.find_spec(m) is None]
+    return [m for name in _INCLUDES[extra] for m in EXTRAS[name] if not _installed(m)]
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported (one imported already counts, whatever its
+    ``__spec__``)."""
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _extra_of(module: str) -> str | None:

@@ -405,6 +405,15 @@ class Decider:
                            for feature, (floor, _, _) in BEHAVIOUR.items()})
         return f
 
+    def functions(self) -> set[str]:
+        """Every function with state here, live or dormant."""
+        return set(self._functions) | set(self._dormant)
+
+    def drop(self, function: str) -> None:
+        """Drop everything about ``function`` (another worker decides it now)."""
+        self._functions.pop(function, None)
+        self._dormant.pop(function, None)
+
     def forget(self, function: str) -> None:
         """Drop the function's live state, kept as JSON so it resumes without a warm-up."""
         f = self._functions.pop(function, None)

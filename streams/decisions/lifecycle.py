@@ -187,6 +187,9 @@ class Lifecycle:
     def forget(self, function: str) -> None:
         self._tracks.pop(function, None)
 
+    def functions(self) -> set[str]:
+        return set(self._tracks)
+
     def observe(self, verdict: Verdict, now_ns: int) -> bool:
         """A verdict seen on the verdicts topic; an operator's, in force and newer than
         what the function had, takes over (then ``True``)."""

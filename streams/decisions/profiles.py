@@ -230,6 +230,10 @@ class Spend:
         one), for :meth:`restore`."""
         return _Ledger.from_state(Reader(state, where))
 
+    def forget(self, function: str) -> None:
+        """Drop the function's ledger (its team's keeps what it counted)."""
+        self._functions.pop(function, None)
+
     def restore(self, function: str, team: str, ledger: _Ledger) -> None:
         """Put back a function's ledger; its spend counts towards ``team`` again."""
         self._functions[function] = ledger

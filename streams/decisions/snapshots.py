@@ -4,8 +4,9 @@ After each closed window the worker publishes the function's decision state (its
 detectors, verdict lifecycle, open incident and spend) to ``<prefix>.state``, keyed by
 function; the topic is compacted, so it holds the latest snapshot per function. A
 starting worker reads it to the end before consuming and resumes every function
-without a new warm-up. (It is read at start only: a worker that takes functions over
-in a later rebalance starts them from what it read then.)
+without a new warm-up; it reads it again after each rebalance of its ingest, so the
+functions it takes over from another worker resume from their latest snapshot, with
+their verdicts and open incidents (:meth:`~streams.pipeline.routes.Routes.hand_over`).
 
 A snapshot is data and nothing else. Its body is JSON (orjson),
 ``{"format": 2, "function": …, "state": {…}}``, where ``state`` holds only objects,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -294,6 +295,34 @@ class DecisionStep:
         self.profiles.forget(function)
         self._memory.pop(function, None)
         return True
+
+    def hand_over(self, owned: Callable[[str], bool], snapshots: Mapping[str, bytes]) -> int:
+        """After a rebalance: drop every function this worker no longer decides (its
+        new owner restores it from its snapshot, open incident and verdict included;
+        nothing is resolved or paged here), and take the latest snapshots of the
+        functions it now decides but holds no state for, to restore on their first
+        event. Returns the functions dropped."""
+        known = (self.decider.functions() | self.lifecycle.functions() | set(self._memory)
+                 | self.tracker.open_functions() | set(self._pending))
+        gone = [function for function in known if not owned(function)]
+        for function in gone:
+            self.decider.drop(function)
+            self.lifecycle.forget(function)
+            self.profiles.forget(function)
+            self.spend.forget(function)
+            self.tracker.hand_over(function)
+            self._memory.pop(function, None)
+            self._pending.pop(function, None)
+        held = self.decider.functions()
+        for function, blob in snapshots.items():
+            if owned(function) and function not in held:
+                try:
+                    verify(blob, self._state_key)
+                except SnapshotError as exc:
+                    self._refuse(function, exc)
+                else:
+                    self._pending[function] = blob
+        return len(gone)
 
     def snapshot(self, function: str) -> bytes | None:
         """The function's decision state, sealed (:mod:`streams.decisions.snapshots`)."""

@@ -179,6 +179,14 @@ class WindowAggregator:
         lane.idle = 0
         return True
 
+    def drop(self, keep: Callable[[str], bool]) -> list[str]:
+        """Drop the open windows of every function ``keep`` refuses (another worker
+        decides it now; its events are stored there and count in its windows)."""
+        gone = [function for function in self._lanes if not keep(function)]
+        for function in gone:
+            del self._lanes[function]
+        return gone
+
     def current(self, function: str, now_ns: int) -> Window | None:
         """The function's open window that ``now_ns`` falls in, if it has calls."""
         lane = self._lanes.get(function)

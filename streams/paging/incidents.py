@@ -488,6 +488,14 @@ class IncidentTracker:
     def restore(self, function: str, episode: _Episode) -> None:
         self._open[function] = episode
 
+    def hand_over(self, function: str) -> None:
+        """Drop ``function``'s open episode without resolving it: another worker took
+        the function over with it (from its snapshot) and carries it on."""
+        self._open.pop(function, None)
+
+    def open_functions(self) -> set[str]:
+        return set(self._open)
+
     # episode life --------------------------------------------------------------------
 
     def _new(self, function: str, team: str, now_ns: int, kind: Kind, severity: Severity,

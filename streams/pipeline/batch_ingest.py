@@ -62,6 +62,9 @@ Write = Callable[[Sequence[Event], frozenset[str]], Awaitable[None]]
 SendDead = Callable[[DeadLetter], Awaitable[Awaitable[Any]]]
 #: ``handle(events)``: what a topic's valid events go through before the sink write.
 Handle = Callable[[Sequence[Any]], Awaitable[None]]
+#: ``on_assigned({topic: (partitions assigned here, partitions in all)})``: after each
+#: rebalance, before any record of the new assignment is read.
+OnAssigned = Callable[[Mapping[str, tuple[frozenset[int], int]]], Awaitable[None]]
 #: ``probe()``: whether the sink answers at all (tells bad data from an outage).
 Probe = Callable[[], Awaitable[bool]]
 
@@ -111,8 +114,9 @@ class BatchIngest(Service):
 
     def __init__(self, config: IngestConfig, routes: Mapping[str, Route], write: Write,
                  send_dead: SendDead, counters: Counter[str], probe: Probe | None = None,
-                 **kwargs: Any) -> None:
+                 on_assigned: OnAssigned | None = None, **kwargs: Any) -> None:
         self.config = config
+        self._on_assigned_hook = on_assigned
         self.routes = dict(routes)
         self._write = write
         self._probe = probe
@@ -345,8 +349,15 @@ class BatchIngest(Service):
         await self._parked.wait()
         log.info("ingest: settled before giving up %d partitions", len(revoked))
 
-    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("ingest: assigned %d partitions", len(assigned))
+        if self._on_assigned_hook is not None:  # before any record of them is read
+            owned = {}
+            for topic in self.routes:
+                total = self.consumer.partitions_for_topic(topic) or set()
+                owned[topic] = (frozenset(tp.partition for tp in assigned if tp.topic == topic),
+                                len(total))
+            await self._on_assigned_hook(owned)
         self._hold = False
         self._unhold.set()
         self._assigned.set()
@@ -384,4 +395,4 @@ class _Listener(ConsumerRebalanceListener):
         await self._ingest._on_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._ingest._on_assigned(assigned)
+        await self._ingest._on_assigned(assigned)

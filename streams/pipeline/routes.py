@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -40,8 +41,10 @@ from schemas import (
     Incident,
     Span,
     Verdict,
+    partition_for,
 )
 from streams.decisions.lifecycle import VerdictIssuer
+from streams.decisions.snapshots import load_snapshots
 from streams.decisions.step import DecisionStep
 from streams.decisions.windows import WindowAggregator
 from streams.errors import QueryError
@@ -150,6 +153,28 @@ class Routes:
             written = await asyncio.get_running_loop().run_in_executor(
                 self.db, self.sink.write, events, flagged)
             self.counters.update({f"rows_{k}": v for k, v in written.items()})
+
+    async def hand_over(self, owned: Mapping[str, tuple[frozenset[int], int]]) -> None:
+        """After a rebalance of the ingest: this worker decides the functions whose cost
+        partitions it was assigned. The others' state is dropped (their new owner
+        restores it); the latest snapshots are read so that functions taken over resume
+        warm, with their verdicts and open incidents, not from what was read at start."""
+        mine, total = owned.get(self.settings.topic("costs"), (frozenset(), 0))
+        if not total:
+            return
+
+        def decides(function: str) -> bool:
+            return partition_for(function, total) in mine
+
+        snapshots = await asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(load_snapshots, self.settings.kafka_bootstrap,
+                                    self.settings.topic("state"),
+                                    security=self.settings.kafka_security))
+        dropped = self.step.hand_over(decides, snapshots)
+        self.windows.drop(decides)
+        self.counters["functions_handed_over"] += dropped
+        log.info("rebalance: %d of %d cost partitions here; %d functions handed over to "
+                 "other workers, %d snapshots read", len(mine), total, dropped, len(snapshots))
 
     async def sink_answers(self) -> bool:
         """Whether ClickHouse answers a trivial query (an outage, not bad data)."""
