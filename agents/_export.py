@@ -98,13 +98,14 @@ class KafkaExporter:
         self._refused_at = -REPORT_EVERY_S
         self._built_at = 0.0
         self._delivered_at = 0.0
+        self._waiting_since = 0.0  # when the producer last held nothing
         self._producer = self._build()
 
     def _build(self) -> Any:
         from confluent_kafka import Producer
 
         self._fatal = False
-        self._built_at = self._delivered_at = time.monotonic()
+        self._built_at = self._delivered_at = self._waiting_since = time.monotonic()
         return Producer(self._security.client_config(self._bootstrap, {
             "enable.idempotence": True,
             "partitioner": "murmur2_random",
@@ -132,9 +133,12 @@ class KafkaExporter:
 
     def export(self, events: Sequence[Event]) -> ExportResult:
         now = time.monotonic()
+        self._producer.poll(0)  # deliveries acknowledged while idle count first
+        if not len(self._producer):
+            self._waiting_since = now  # nothing held: a stall is timed from here
         if self._fatal:
             self._renew("hit a fatal error")
-        elif now - self._delivered_at > STALL_S and len(self._producer):
+        elif now - max(self._delivered_at, self._waiting_since) > STALL_S:
             self._renew(f"delivered nothing for {STALL_S:.0f} s")
         produce, headers = self._producer.produce, self._headers
         produced = 0

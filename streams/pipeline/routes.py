@@ -112,6 +112,7 @@ class Routes:
         self.windows = WindowAggregator(int(settings.window_seconds * 1e9),
                                         lateness_ns=int(settings.lateness_seconds * 1e9))
         self.counters: Counter[str] = Counter()
+        self.cost_partitions: list[int] = []  # the costs topic's partitions decided here
         self.step = DecisionStep(settings, VerdictIssuer(
             prepared.verdict_key, int(settings.verdict_ttl_seconds * 1e9), settings.app_id),
             prepared.policies, prepared.control.thresholds, prepared.snapshots,
@@ -170,6 +171,7 @@ class Routes:
             None, functools.partial(load_snapshots, self.settings.kafka_bootstrap,
                                     self.settings.topic("state"),
                                     security=self.settings.kafka_security))
+        self.cost_partitions = sorted(mine)
         dropped = self.step.hand_over(decides, snapshots)
         self.windows.drop(decides)
         self.counters["functions_handed_over"] += dropped
@@ -328,6 +330,7 @@ class Routes:
             "ready": self.ready, "counters": dict(self.counters),
             "policy_bundle": policies.digest, "policy_error": policies.last_error,
             "thresholds_synced": self.control.synced,
+            "cost_partitions": self.cost_partitions,
             "control_rejected": self.control.rejected,
             "pages": {k: getattr(pager, k) for k in (
                 "submitted", "delivered", "retried", "failed", "dropped", "skipped")}}
