@@ -430,13 +430,9 @@ class SaslRelay(Relay):
             return PlainServer(self.passwords)
         return ScramServer(mechanism, self.scram[mechanism])
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter) -> None:
         number = next(self._connections)
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
-        except OSError:
-            writer.close()
-            return
         try:
             login = await self._login(number, reader, writer, up_reader, up_writer)
         except (Closed, asyncio.IncompleteReadError, OSError, ssl.SSLError) as exc:
@@ -444,11 +440,8 @@ class SaslRelay(Relay):
             if isinstance(exc, Closed):
                 self.refusals.append(reason)
             self.trace.append(f"#{number} closed: {reason}")
-            for stream in (writer, up_writer):
-                with contextlib.suppress(OSError, RuntimeError, ssl.SSLError):
-                    await stream.drain()  # a refusal's response goes out first
-                with contextlib.suppress(OSError, RuntimeError):
-                    stream.close()
+            with contextlib.suppress(OSError, RuntimeError, ssl.SSLError):
+                await writer.drain()  # a refusal's response goes out before the close
             return
         self.logins.append(login)
         self.trace.append(f"#{number} logged in: {login}")

@@ -29,8 +29,10 @@ from tests.pki import Pki
 
 class Relay:
     """Connections accepted on 127.0.0.1:``port`` (TLS when given a ``context``), each
-    handled by :meth:`handle` on the relay's own event loop, in its own thread; the
-    broker is at 127.0.0.1:``upstream``. This one relays the bytes both ways."""
+    given its own connection to the broker at 127.0.0.1:``upstream`` and handled by
+    :meth:`handle` on the relay's event loop, in its own thread. This one relays the
+    bytes both ways. :meth:`stop` closes every connection (the broker then stops at
+    once; it waits for open connections)."""
 
     def __init__(self, upstream: int, context: ssl.SSLContext | None = None) -> None:
         self.upstream = upstream
@@ -41,6 +43,7 @@ class Relay:
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, name=type(self).__name__,
                                         daemon=True)
+        self._open: set[asyncio.StreamWriter] = set()
 
     def start(self) -> Self:
         self._thread.start()
@@ -49,29 +52,48 @@ class Relay:
         return self
 
     def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self._close_all(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(
-            asyncio.start_server(self.handle, sock=self._socket, ssl=self.context))
+        self._server = self._loop.run_until_complete(
+            asyncio.start_server(self._accept, sock=self._socket, ssl=self.context))
         self._started.set()
         try:
             self._loop.run_forever()
         finally:
-            server.close()
-            for task in asyncio.all_tasks(self._loop):
-                task.cancel()
-            self._loop.run_until_complete(asyncio.sleep(0))
             self._loop.close()
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _close_all(self) -> None:
+        self._server.close()
+        for stream in list(self._open):
+            stream.close()
+        handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if handlers:
+            await asyncio.wait(handlers, timeout=5)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
         except OSError:
             writer.close()
             return
+        self._open.update((writer, up_writer))
+        try:
+            await self.handle(reader, writer, up_reader, up_writer)
+        finally:
+            self._open.difference_update((writer, up_writer))
+            for stream in (writer, up_writer):
+                with contextlib.suppress(OSError, RuntimeError):
+                    stream.close()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter) -> None:
+        """One client connection (``reader``, ``writer``) and its connection to the
+        broker; both are closed when this returns."""
         await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
 
 
@@ -111,8 +133,8 @@ class SecuredBroker(Generic[R]):
     endpoint: R
 
     def stop(self) -> None:
+        self.endpoint.stop()  # first: Tansu waits for open connections before it exits
         self.broker.stop()
-        self.endpoint.stop()
 
 
 def start_behind(relay: R, log_path: Path, authentication: bool = False,
