@@ -240,13 +240,14 @@ def cmd_bench_nab(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_throughput(args: argparse.Namespace) -> int:
-    """Cost events through a real worker process; print events/s, detector cost, RSS."""
+    """Cost events through real worker processes; print events/s, detector cost, RSS."""
     from streams.bench.throughput import format_report, run_throughput
 
     settings = _settings(args)
     result = run_throughput(args.events, args.functions,
                             bootstrap=None if settings.embedded_broker
-                            else settings.kafka_bootstrap, settings=settings)
+                            else settings.kafka_bootstrap, settings=settings,
+                            workers=args.workers)
     print("\n".join(format_report(result)), flush=True)
     return 0
 
@@ -623,11 +624,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="processes running series (default: one per CPU)")
     nab.set_defaults(run=cmd_bench_nab)
     throughput = _parser(
-        bench, "throughput", "cost events/s through one real worker process (all detectors "
-        "on)", ["governor bench throughput",
-                "governor bench throughput --events 50000 --functions 200"])
+        bench, "throughput", "cost events/s through real worker processes (all detectors "
+        "on, telemetry authenticated)", ["governor bench throughput",
+                                         "governor bench throughput --events 50000 "
+                                         "--functions 200", "governor bench throughput "
+                                         "--workers 2"])
     throughput.add_argument("--events", type=int, default=200_000, help="cost events to send")
     throughput.add_argument("--functions", type=int, default=1_000, help="distinct functions")
+    throughput.add_argument("--workers", type=int, default=1,
+                            help="worker processes in one consumer group (1)")
     throughput.set_defaults(run=cmd_bench_throughput)
     loop = _parser(
         bench, "loop", "seconds from an incident's first call to enforcement and to the page",

@@ -34,6 +34,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,11 +64,13 @@ _TELEMETRY_SECRET = secrets.token_hex(32)  # this run only: telemetry authentica
 
 @dataclass(frozen=True)
 class Sample:
-    """One ``/health`` poll: when, the worker's counters and its CPU seconds so far."""
+    """One ``/health`` poll of every worker: when, their counters summed, their CPU
+    seconds so far, and each one's ``in_cost``."""
 
     t: float
     counters: dict[str, int]
     cpu_s: float
+    each: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,12 @@ class ThroughputResult:
     rss_mb: float
     peak_rss_mb: float
     detector: DetectorCost
+    workers: int = 1
+    per_worker_events: tuple[int, ...] = ()  # consumed by each worker in the run
+
+    @property
+    def events_per_s_per_worker(self) -> float:
+        return self.events_per_s / self.workers
 
     @property
     def events_per_s(self) -> float:
@@ -135,39 +144,46 @@ def make_events(events: int, functions: int, seed: int = 7) -> Iterator[CostEven
 
 
 def run_throughput(events: int = 200_000, functions: int = 1_000,
-                   bootstrap: str | None = None, settings: Settings | None = None
-                   ) -> ThroughputResult:
-    """Measure one worker process on ``events`` cost events for ``functions`` functions.
+                   bootstrap: str | None = None, settings: Settings | None = None,
+                   workers: int = 1) -> ThroughputResult:
+    """Measure ``workers`` worker processes (one consumer group) on ``events`` cost
+    events for ``functions`` functions.
 
     ``bootstrap``: an existing broker (its bench topics are deleted afterwards);
     ``None`` starts the embedded one. Other ``GOVERNOR_*`` variables pass through to
-    the worker (e.g. ``GOVERNOR_SINK_BATCH``, ``GOVERNOR_CLICKHOUSE_URL``);
+    the workers (e.g. ``GOVERNOR_SINK_BATCH``, ``GOVERNOR_CLICKHOUSE_URL``);
     ``settings`` (default: from the environment) shapes the detector timing.
     """
-    if events < 1 or functions < 1:
-        raise BenchmarkError("--events and --functions must be at least 1")
+    if events < 1 or functions < 1 or workers < 1:
+        raise BenchmarkError("--events, --functions and --workers must be at least 1")
     settings = settings or Settings.from_env()
     security = PLAINTEXT if bootstrap is None else settings.kafka_security
     broker = None
     with tempfile.TemporaryDirectory(prefix="governor-throughput-") as tmp:
         data_dir = Path(tmp)
-        worker: subprocess.Popen[bytes] | None = None
+        started: list[tuple[subprocess.Popen[bytes], str]] = []
         prefix = f"bench{uuid.uuid4().hex[:10]}"
         try:
             if bootstrap is None:
                 broker = start_broker(data_dir / "broker.log")
                 bootstrap = broker.bootstrap
             ensure_topics(bootstrap, prefix, security=security)
-            port = free_port()
-            worker = _start_worker(bootstrap, prefix, data_dir, port)
-            health = f"http://127.0.0.1:{port}/health"
+            for i in range(workers):
+                port = free_port()
+                own = data_dir / f"worker-{i}"
+                own.mkdir()
+                started.append((_start_worker(bootstrap, prefix, own, port),
+                                f"http://127.0.0.1:{port}/health"))
+            if workers > 1:  # every worker in the group before the first event
+                _wait_assigned([health for _, health in started])
             payloads = _sealed(make_events(events, functions))
             samples, produce_s = _produce_and_watch(bootstrap, f"{prefix}.costs", payloads,
-                                                    health, worker, data_dir, security)
-            final = _wait_written(health, events, samples[-1].counters)
-            rss_mb, peak_mb = _rss_mb(worker.pid)
+                                                    started, data_dir, security)
+            final = _wait_written([health for _, health in started], events,
+                                  samples[-1].counters)
+            memory = [_rss_mb(worker.pid) for worker, _ in started]
         finally:
-            if worker is not None:
+            for worker, _ in started:
                 _stop(worker)
             if broker is not None:
                 broker.stop()
@@ -185,7 +201,20 @@ def run_throughput(events: int = 200_000, functions: int = 1_000,
         measured_events=last.counters.get("in_cost", 0) - first.counters.get("in_cost", 0),
         measured_s=last.t - first.t, worker_cpu_s=last.cpu_s - first.cpu_s,
         rows_written=final.get("rows_cost_events", 0), dead_letters=final.get("dlq_cost", 0),
-        windows_closed=windows, rss_mb=rss_mb, peak_rss_mb=peak_mb, detector=detector)
+        windows_closed=windows, rss_mb=max(m[0] for m in memory),
+        peak_rss_mb=max(m[1] for m in memory), detector=detector, workers=workers,
+        per_worker_events=last.each)
+
+
+def _wait_assigned(healths: list[str], timeout_s: float = READY_TIMEOUT_S) -> None:
+    """Until every worker decides some of the costs topic's partitions."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            if all(_health(h).get("cost_partitions") for h in healths):
+                return
+        time.sleep(0.2)
+    raise BenchmarkError(f"the workers did not share the partitions within {timeout_s:.0f} s")
 
 
 def _start_worker(bootstrap: str, prefix: str, data_dir: Path,
@@ -234,10 +263,11 @@ def _sealed(events: Iterable[CostEvent]) -> list[Payload]:
 
 
 def _produce_and_watch(bootstrap: str, topic: str, payloads: list[Payload],
-                       health: str, worker: subprocess.Popen[bytes],
+                       workers: list[tuple[subprocess.Popen[bytes], str]],
                        data_dir: Path, security: KafkaSecurity = PLAINTEXT
                        ) -> tuple[list[Sample], float]:
-    """Produce ``payloads`` while a thread polls ``health`` until all are consumed."""
+    """Produce ``payloads`` while a thread polls the workers' ``/health`` until all are
+    consumed."""
     from confluent_kafka import Producer
 
     total = len(payloads)
@@ -245,13 +275,24 @@ def _produce_and_watch(bootstrap: str, topic: str, payloads: list[Payload],
     failure: list[BaseException] = []
     timeout_s = 60.0 + total / 2_000  # far beyond any plausible run
 
+    def sample() -> Sample:
+        each = [_health(health)["counters"] for _, health in workers]
+        summed: Counter[str] = Counter()
+        for counters in each:
+            summed.update(counters)
+        return Sample(time.monotonic(), dict(summed),
+                      sum(_cpu_s(worker.pid) for worker, _ in workers),
+                      tuple(c.get("in_cost", 0) for c in each))
+
+    def alive() -> bool:
+        return all(worker.poll() is None for worker, _ in workers)
+
     def watch() -> None:
         deadline = time.monotonic() + timeout_s
         try:
-            while time.monotonic() < deadline and worker.poll() is None:
-                counters = _health(health)["counters"]
-                samples.append(Sample(time.monotonic(), counters, _cpu_s(worker.pid)))
-                if counters.get("in_cost", 0) >= total:
+            while time.monotonic() < deadline and alive():
+                samples.append(sample())
+                if samples[-1].counters.get("in_cost", 0) >= total:
                     return
                 time.sleep(POLL_S)
         except (OSError, ValueError, KeyError) as exc:
@@ -263,7 +304,8 @@ def _produce_and_watch(bootstrap: str, topic: str, payloads: list[Payload],
         "queue.buffering.max.kbytes": 1_048_576, "log_level": 0}))
     watcher = threading.Thread(target=watch, name="throughput-watch", daemon=True)
     started = time.monotonic()
-    samples.append(Sample(started, {}, _cpu_s(worker.pid)))
+    samples.append(Sample(started, {}, sum(_cpu_s(worker.pid) for worker, _ in workers),
+                          (0,) * len(workers)))
     watcher.start()
     for key, value, headers in payloads:
         while True:
@@ -281,20 +323,23 @@ def _produce_and_watch(bootstrap: str, topic: str, payloads: list[Payload],
     consumed = samples[-1].counters.get("in_cost", 0)
     if failure or consumed < total:
         reason = f"polling /health failed: {failure[0]}" if failure else (
-            f"worker exited with status {worker.returncode}" if worker.poll() is not None
-            else f"timed out after {timeout_s:.0f} s")
-        raise BenchmarkError(f"the worker consumed {consumed:,} of {total:,} events ({reason}):\n"
-                             + _log_tail(data_dir))
+            "a worker exited" if not alive() else f"timed out after {timeout_s:.0f} s")
+        raise BenchmarkError(f"the workers consumed {consumed:,} of {total:,} events "
+                             f"({reason}):\n" + _log_tail(data_dir))
     return samples, produce_s
 
 
-def _wait_written(health: str, events: int, counters: dict[str, int],
+def _wait_written(healths: list[str], events: int, counters: dict[str, int],
                   timeout_s: float = 10.0) -> dict[str, int]:
-    """The counters once the sink has written every event (or ``timeout_s`` passed)."""
+    """The workers' counters, summed, once the sink has written every event (or
+    ``timeout_s`` passed)."""
     deadline = time.monotonic() + timeout_s
     while counters.get("rows_cost_events", 0) < events and time.monotonic() < deadline:
         time.sleep(POLL_S)
-        counters = _health(health)["counters"]
+        summed: Counter[str] = Counter()
+        for health in healths:
+            summed.update(_health(health)["counters"])
+        counters = dict(summed)
     return counters
 
 
@@ -357,14 +402,16 @@ def format_report(r: ThroughputResult) -> list[str]:
     """The report's lines; the last is ``throughput: <N> events/s per worker``."""
     d = r.detector
     broker = "embedded Tansu" if r.embedded_broker else "GOVERNOR_KAFKA_BOOTSTRAP"
-    verdict = "PASS" if r.events_per_s >= TARGET_EVENTS_PER_S else "BELOW"
+    verdict = "PASS" if r.events_per_s_per_worker >= TARGET_EVENTS_PER_S else "BELOW"
     rows = [
         ("events produced", f"{r.events:,} cost events, {r.functions:,} functions, "
          f"in {r.produce_s:.1f} s ({r.events / max(r.produce_s, 1e-9):,.0f}/s, one producer)"),
         ("measured span", f"{r.measured_events:,} events consumed in {r.measured_s:.2f} s "
          "(first → last consumed, /health every 50 ms)"),
-        ("events/s per worker process", f"{r.events_per_s:,.0f} "
+        ("events/s per worker process", f"{r.events_per_s_per_worker:,.0f} "
          f"(target ≥ {TARGET_EVENTS_PER_S:,}: {verdict})"),
+        *([("events/s, all workers", f"{r.events_per_s:,.0f}; each consumed "
+            + ", ".join(f"{n:,}" for n in r.per_worker_events))] if r.workers > 1 else []),
         ("worker CPU per event", f"{r.worker_cpu_us_per_event:.1f} µs "
          f"({r.worker_cpu_s / max(r.measured_s, 1e-9):.2f} cores busy)"),
         ("rows written / dead letters", f"{r.rows_written:,} / {r.dead_letters:,}"),
@@ -380,9 +427,11 @@ def format_report(r: ThroughputResult) -> list[str]:
         ("worker RSS", f"{r.rss_mb:,.0f} MB (peak {r.peak_rss_mb:,.0f} MB)"),
     ]
     width = max(len(name) for name, _ in rows) + 2
-    return [f"bench throughput: one worker process, broker {r.bootstrap} ({broker})", "",
-            *(f"{name:<{width}}{value}" for name, value in rows), "",
-            f"throughput: {round(r.events_per_s)} events/s per worker"]
+    who = "one worker process" if r.workers == 1 else f"{r.workers} worker processes"
+    return [f"bench throughput: {who}, broker {r.bootstrap} ({broker}), telemetry "
+            "authenticated", "", *(f"{name:<{width}}{value}" for name, value in rows), "",
+            f"throughput: {round(r.events_per_s_per_worker)} events/s per worker"
+            + (f" ({round(r.events_per_s)} in all)" if r.workers > 1 else "")]
 
 
 def _health(url: str) -> dict[str, Any]:
@@ -437,7 +486,7 @@ def _stop(worker: subprocess.Popen[bytes]) -> None:
 
 
 def _log_tail(data_dir: Path, chars: int = 3000) -> str:
-    try:
-        return (data_dir / "worker.log").read_text(errors="replace")[-chars:]
-    except OSError:
-        return "(no worker log)"
+    """The end of each worker's log under ``data_dir``."""
+    tails = [f"{path.parent.name}: " + path.read_text(errors="replace")[-chars:]
+             for path in sorted(data_dir.rglob("worker.log"))]
+    return "\n".join(tails) or "(no worker log)"

@@ -306,6 +306,7 @@ class Routes:
             result = await asyncio.get_running_loop().run_in_executor(
                 self.reads, self._read_only, sql, bound)
         except QueryError as exc:
+            self.counters["queries_refused"] += 1
             return 400, {"error": str(exc)}
         return 200, {"columns": list(result.columns), "rows": plain_rows(result.rows),
                      "elapsed_s": result.elapsed_s}

@@ -30,6 +30,24 @@ def test_bench_throughput_runs_a_real_worker_and_prints_the_report(
     assert rss and int(rss[1].replace(",", "")) > 50  # a Python + Faust + chDB process
 
 
+@pytest.mark.timeout(120)
+def test_bench_throughput_shares_the_partitions_among_several_workers(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GOVERNOR_KAFKA_BOOTSTRAP", raising=False)
+
+    assert main(["bench", "throughput", "--events", "3000", "--functions", "60",
+                 "--workers", "2"]) == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    assert "2 worker processes" in lines[0]
+    assert re.fullmatch(r"throughput: [1-9]\d* events/s per worker \([1-9]\d* in all\)",
+                        lines[-1]), lines[-1]
+    report = "\n".join(lines)
+    assert re.search(r"^rows written / dead letters +3,000 / 0$", report, re.M), report
+    each = re.search(r"each consumed ([\d,]+), ([\d,]+)$", report, re.M)
+    assert each and all(int(n.replace(",", "")) > 0 for n in each.groups())  # both worked
+
+
 def test_detector_timing_covers_the_asked_windows_on_warm_detectors() -> None:
     cost = time_detectors(Settings(), functions=20, windows=50, events=1_000)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 import agents
 from schemas import CostEvent, DeadLetter, decode, encode
+from streams.errors import QueryError
 from streams.ops.query import query_endpoint
 from streams.storage.clickhouse import load_migrations
 from tests.integration.conftest import AgentFactory, WorkerStack, wait_for
@@ -110,6 +112,37 @@ def test_governor_query_reaches_the_running_worker(worker: WorkerStack) -> None:
          "DROP TABLE cost_events"], env=worker.env(), capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2
     assert "only read queries" in refused.stderr
+
+
+ESCAPES = [
+    "SELECT 1; DROP TABLE otel_traces; SELECT 2",
+    "SELECT 1; ALTER TABLE cost_events UPDATE cost_usd = 20000 WHERE 1; SELECT 2",
+    "SELECT 1; SET readonly = 1; SELECT 2", "SET readonly = 0",
+    "SELECT * FROM cost_events SETTINGS readonly = 0",
+    "SELECT * FROM file('/etc/hostname', 'LineAsString')",
+    "INSERT INTO FUNCTION file('/tmp/governor-endpoint.csv', 'CSV', 'a UInt8') VALUES (1)",
+    "SELECT 1 INTO OUTFILE '/tmp/governor-endpoint.csv'",
+    "SELECT * FROM url('http://127.0.0.1:9/x', 'CSV', 'a String')",
+    "SELECT * FROM remote('127.0.0.1:9', system.one)",
+    "SELECT * FROM executable('id', 'TSV', 'x String')",
+]
+
+
+def test_every_escape_is_refused_and_counted_through_the_endpoint(worker: WorkerStack) -> None:
+    """The worker's endpoint runs the same checks as `governor query` on a server: each
+    escape is refused and counted, and nothing is written, read or changed."""
+    before = worker.health()["counters"]
+    assert isinstance(before, dict)
+    tables = query_endpoint(worker.query_url, "SELECT count() FROM system.tables").rows
+    for sql in ESCAPES:
+        with pytest.raises(QueryError):
+            query_endpoint(worker.query_url, sql)
+    after = worker.health()["counters"]
+    assert isinstance(after, dict)
+    assert after["queries_refused"] - before.get("queries_refused", 0) == len(ESCAPES)
+    assert query_endpoint(worker.query_url, "SELECT count() FROM system.tables").rows == tables
+    assert not os.path.exists("/tmp/governor-endpoint.csv")
+    assert query_endpoint(worker.query_url, "SELECT 1").rows == [[1]]  # still answering
 
 
 @pytest.mark.parametrize(("headers", "why"), [
