@@ -485,6 +485,24 @@ def _never_seen(settings: Settings, function: str) -> str | None:
     return None
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print the ClickHouse migrations, for one server or in their cluster form."""
+    from streams.storage.clickhouse import load_migrations
+
+    if args.cluster:
+        from streams.errors import StreamsError
+        from streams.storage.cluster import cluster_migrations
+
+        try:
+            print(cluster_migrations(args.cluster), end="")
+        except ValueError as exc:
+            raise StreamsError(str(exc)) from None
+        return 0
+    for migration in load_migrations():
+        print(f"-- {migration.name}\n" + "\n".join(f"{s};" for s in migration.statements()))
+    return 0
+
+
 def cmd_keys_function(args: argparse.Namespace) -> int:
     """Print a function's telemetry key (its ``GOVERNOR_FUNCTION_KEY``)."""
     from streams.keys import function_key_for
@@ -731,6 +749,14 @@ def build_parser() -> argparse.ArgumentParser:
     feedback.add_argument("--reason", required=True, help="why, for the audit")
     feedback.add_argument("--actor", default=None, help="who (GOVERNOR_ACTOR, default the OS user)")
     feedback.set_defaults(run=cmd_feedback)
+    schema = _parser(
+        sub, "schema", "the ClickHouse migrations as SQL: for one server, or with --cluster "
+        "as replicated local tables under distributed ones", [
+            "governor schema", "governor schema --cluster prod | clickhouse-client "
+            "--multiquery"], needs="streams")
+    schema.add_argument("--cluster", default="", metavar="NAME",
+                        help="the cluster's name in the servers' remote_servers")
+    schema.set_defaults(run=cmd_schema)
     keys = _parser(sub, "keys", "keys functions are given", [
         "governor keys function checkout"],
         needs=None).add_subparsers(dest="keys_command", required=True, metavar="KEY")
