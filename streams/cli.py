@@ -244,11 +244,17 @@ def cmd_bench_throughput(args: argparse.Namespace) -> int:
     from streams.bench.throughput import format_report, run_throughput
 
     settings = _settings(args)
-    result = run_throughput(args.events, args.functions,
-                            bootstrap=None if settings.embedded_broker
-                            else settings.kafka_bootstrap, settings=settings,
-                            workers=args.workers)
+    bootstrap = None if settings.embedded_broker else settings.kafka_bootstrap
+    result = run_throughput(args.events, args.functions, bootstrap=bootstrap,
+                            settings=settings, workers=args.workers)
     print("\n".join(format_report(result)), flush=True)
+    if args.heavy_query:  # the same run again with an analyst's heavy queries beside it
+        loaded = run_throughput(args.events, args.functions, bootstrap=bootstrap,
+                                settings=settings, workers=args.workers, heavy_query=True)
+        print("\n" + "\n".join(format_report(loaded)), flush=True)
+        ratio = loaded.events_per_s / result.events_per_s if result.events_per_s else 0.0
+        print(f"ingest with heavy queries / without: {ratio:.2f} "
+              f"({loaded.heavy_queries} queries; target >= 0.90)", flush=True)
     return 0
 
 
@@ -651,6 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
     throughput.add_argument("--functions", type=int, default=1_000, help="distinct functions")
     throughput.add_argument("--workers", type=int, default=1,
                             help="worker processes in one consumer group (1)")
+    throughput.add_argument("--heavy-query", action="store_true",
+                            help="run again with an analyst's heavy queries on the endpoint "
+                            "and print the ratio of the two ingest rates")
     throughput.set_defaults(run=cmd_bench_throughput)
     loop = _parser(
         bench, "loop", "seconds from an incident's first call to enforcement and to the page",

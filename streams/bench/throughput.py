@@ -104,6 +104,7 @@ class ThroughputResult:
     detector: DetectorCost
     workers: int = 1
     per_worker_events: tuple[int, ...] = ()  # consumed by each worker in the run
+    heavy_queries: int = 0  # analyst queries run to the end during the run
 
     @property
     def events_per_s_per_worker(self) -> float:
@@ -143,9 +144,15 @@ def make_events(events: int, functions: int, seed: int = 7) -> Iterator[CostEven
             cost_usd=compute + 2e-7, version="v1", team="bench")
 
 
+HEAVY_QUERY = ("SELECT a.function, count(), sum(a.cost_usd), quantileExact(0.99)(a.duration_ms) "
+               "FROM cost_events AS a CROSS JOIN numbers(200) AS n GROUP BY a.function "
+               "ORDER BY 2 DESC LIMIT 10")
+"""An analyst's heavy query: every cost row two hundred times over, grouped."""
+
+
 def run_throughput(events: int = 200_000, functions: int = 1_000,
                    bootstrap: str | None = None, settings: Settings | None = None,
-                   workers: int = 1) -> ThroughputResult:
+                   workers: int = 1, heavy_query: bool = False) -> ThroughputResult:
     """Measure ``workers`` worker processes (one consumer group) on ``events`` cost
     events for ``functions`` functions.
 
@@ -153,6 +160,8 @@ def run_throughput(events: int = 200_000, functions: int = 1_000,
     ``None`` starts the embedded one. Other ``GOVERNOR_*`` variables pass through to
     the workers (e.g. ``GOVERNOR_SINK_BATCH``, ``GOVERNOR_CLICKHOUSE_URL``);
     ``settings`` (default: from the environment) shapes the detector timing.
+    ``heavy_query``: an analyst's :data:`HEAVY_QUERY` runs on the first worker's query
+    endpoint, one after another, while the events are consumed.
     """
     if events < 1 or functions < 1 or workers < 1:
         raise BenchmarkError("--events, --functions and --workers must be at least 1")
@@ -177,8 +186,9 @@ def run_throughput(events: int = 200_000, functions: int = 1_000,
             if workers > 1:  # every worker in the group before the first event
                 _wait_assigned([health for _, health in started])
             payloads = _sealed(make_events(events, functions))
+            reader = _Reader(started[0][1].removesuffix("/health")) if heavy_query else None
             samples, produce_s = _produce_and_watch(bootstrap, f"{prefix}.costs", payloads,
-                                                    started, data_dir, security)
+                                                    started, data_dir, security, reader)
             final = _wait_written([health for _, health in started], events,
                                   samples[-1].counters)
             memory = [_rss_mb(worker.pid) for worker, _ in started]
@@ -203,7 +213,24 @@ def run_throughput(events: int = 200_000, functions: int = 1_000,
         rows_written=final.get("rows_cost_events", 0), dead_letters=final.get("dlq_cost", 0),
         windows_closed=windows, rss_mb=max(m[0] for m in memory),
         peak_rss_mb=max(m[1] for m in memory), detector=detector, workers=workers,
-        per_worker_events=last.each)
+        per_worker_events=last.each, heavy_queries=reader.done if reader else 0)
+
+
+class _Reader(threading.Thread):
+    """Runs :data:`HEAVY_QUERY` on a worker's query endpoint until stopped."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(name="throughput-reader", daemon=True)
+        self.url, self.done = url, 0
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        from streams.ops.query import query_endpoint
+
+        while not self.stopping.is_set():
+            with contextlib.suppress(Exception):  # a refused or timed-out query: go on
+                query_endpoint(self.url, HEAVY_QUERY, timeout_s=60)
+                self.done += 1
 
 
 def _wait_assigned(healths: list[str], timeout_s: float = READY_TIMEOUT_S) -> None:
@@ -264,8 +291,8 @@ def _sealed(events: Iterable[CostEvent]) -> list[Payload]:
 
 def _produce_and_watch(bootstrap: str, topic: str, payloads: list[Payload],
                        workers: list[tuple[subprocess.Popen[bytes], str]],
-                       data_dir: Path, security: KafkaSecurity = PLAINTEXT
-                       ) -> tuple[list[Sample], float]:
+                       data_dir: Path, security: KafkaSecurity = PLAINTEXT,
+                       reader: _Reader | None = None) -> tuple[list[Sample], float]:
     """Produce ``payloads`` while a thread polls the workers' ``/health`` until all are
     consumed."""
     from confluent_kafka import Producer
@@ -307,6 +334,8 @@ def _produce_and_watch(bootstrap: str, topic: str, payloads: list[Payload],
     samples.append(Sample(started, {}, sum(_cpu_s(worker.pid) for worker, _ in workers),
                           (0,) * len(workers)))
     watcher.start()
+    if reader is not None:
+        reader.start()
     for key, value, headers in payloads:
         while True:
             try:
@@ -320,6 +349,8 @@ def _produce_and_watch(bootstrap: str, topic: str, payloads: list[Payload],
         raise BenchmarkError(f"the producer could not deliver every event within {flush_s:.0f} s")
     produce_s = time.monotonic() - started
     watcher.join()
+    if reader is not None:
+        reader.stopping.set()
     consumed = samples[-1].counters.get("in_cost", 0)
     if failure or consumed < total:
         reason = f"polling /health failed: {failure[0]}" if failure else (
@@ -412,6 +443,8 @@ def format_report(r: ThroughputResult) -> list[str]:
          f"(target ≥ {TARGET_EVENTS_PER_S:,}: {verdict})"),
         *([("events/s, all workers", f"{r.events_per_s:,.0f}; each consumed "
             + ", ".join(f"{n:,}" for n in r.per_worker_events))] if r.workers > 1 else []),
+        *([("analyst queries meanwhile", f"{r.heavy_queries:,} heavy queries run to the end "
+            "on the first worker's endpoint")] if r.heavy_queries else []),
         ("worker CPU per event", f"{r.worker_cpu_us_per_event:.1f} µs "
          f"({r.worker_cpu_s / max(r.measured_s, 1e-9):.2f} cores busy)"),
         ("rows written / dead letters", f"{r.rows_written:,} / {r.dead_letters:,}"),
