@@ -105,13 +105,8 @@ class DecisionStep:
         # whose events it gets (and pages only for those); what can be checked without
         # parsing is checked now, so a forged snapshot is refused and counted at start
         self._pending: dict[str, bytes] = {}
-        for function, blob in (snapshots or {}).items():
-            try:
-                verify(blob, state_key)
-            except SnapshotError as exc:
-                self._refuse(function, exc)
-            else:
-                self._pending[function] = blob
+        self._refused: dict[str, bytes] = {}  # the snapshot refused per function (once)
+        self._take(snapshots or {}, lambda function: True)
         self.resumed: list[str] = []
         """Functions restored with an open incident since last read (to re-assert it)."""
 
@@ -314,15 +309,22 @@ class DecisionStep:
             self._memory.pop(function, None)
             self._pending.pop(function, None)
         held = self.decider.functions()
-        for function, blob in snapshots.items():
-            if owned(function) and function not in held:
-                try:
-                    verify(blob, self._state_key)
-                except SnapshotError as exc:
-                    self._refuse(function, exc)
-                else:
-                    self._pending[function] = blob
+        self._take(snapshots, lambda function: owned(function) and function not in held)
         return len(gone)
+
+    def _take(self, snapshots: Mapping[str, bytes], wanted: Callable[[str], bool]) -> None:
+        """Keep the ``wanted`` snapshots whose seal is the workers' for restoring on the
+        function's first event; refuse (and count, once per snapshot) the others."""
+        for function, blob in snapshots.items():
+            if not wanted(function) or self._refused.get(function) == blob:
+                continue
+            try:
+                verify(blob, self._state_key)
+            except SnapshotError as exc:
+                self._refused[function] = blob
+                self._refuse(function, exc)
+            else:
+                self._pending[function] = blob
 
     def snapshot(self, function: str) -> bytes | None:
         """The function's decision state, sealed (:mod:`streams.decisions.snapshots`)."""
@@ -342,9 +344,11 @@ class DecisionStep:
         try:
             self._restore(function, unseal(blob, function, self._state_key))
         except SnapshotError as exc:
+            self._refused[function] = blob
             self._refuse(function, exc)
         except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:
             # what a check missed: still a snapshot of the wrong shape, never a crash
+            self._refused[function] = blob
             self._refuse(function, StateError(f"{type(exc).__name__}: {exc}"))
         else:
             self.counters["snapshots_restored"] += 1

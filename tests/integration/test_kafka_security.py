@@ -179,7 +179,8 @@ def test_operator_commands_work_over_tls(pki: Pki,
     shown = governor(env, "thresholds", "show", "checkout")
     assert shown.returncode == 0, shown.stderr
     assert "3.5" in shown.stdout
-    isolated = governor(env, "verdict", "isolate", "checkout", "--reason", "over tls")
+    isolated = governor(env, "verdict", "isolate", "checkout", "--reason", "over tls",
+                        "--force")
     assert isolated.returncode == 0, isolated.stderr
     verdicts = read_to_end(tls_broker.bootstrap, f"{env['GOVERNOR_TOPIC_PREFIX']}.verdicts",
                            security=security_of(env)).records
@@ -264,7 +265,8 @@ def test_an_agent_reports_and_follows_verdicts_over_sasl_ssl(
         assert {decode(m.value(), CostEvent).function for m in costs} == {"sasl-checkout"}
         wait_for(runtime.in_sync, 20)  # the verdict follower read its partition
         assert logins(relay, seen) == {(SASL_USER, mechanism, "rdkafka")}, relay.trace
-        isolated = governor(env, "verdict", "isolate", "sasl-checkout", "--reason", "sasl")
+        isolated = governor(env, "verdict", "isolate", "sasl-checkout", "--reason", "sasl",
+                            "--force")
         assert isolated.returncode == 0, isolated.stderr
 
         def refused() -> bool:
