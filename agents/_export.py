@@ -133,12 +133,9 @@ class KafkaExporter:
 
     def export(self, events: Sequence[Event]) -> ExportResult:
         now = time.monotonic()
-        self._producer.poll(0)  # deliveries acknowledged while idle count first
-        if not len(self._producer):
-            self._waiting_since = now  # nothing held: a stall is timed from here
         if self._fatal:
             self._renew("hit a fatal error")
-        elif now - max(self._delivered_at, self._waiting_since) > STALL_S:
+        elif now - max(self._delivered_at, self._waiting_since) > STALL_S and self._stalled(now):
             self._renew(f"delivered nothing for {STALL_S:.0f} s")
         produce, headers = self._producer.produce, self._headers
         produced = 0
@@ -156,6 +153,16 @@ class KafkaExporter:
         self._producer.poll(0)
         self._stats.add("produced", produced)
         return ExportResult.SUCCESS if produced == len(events) else ExportResult.FAILURE
+
+    def _stalled(self, now: float) -> bool:
+        """Whether the producer still holds what it was given more than :data:`STALL_S`
+        ago, once the acknowledgements that came while idle are counted (a quiet spell
+        is not a stall)."""
+        self._producer.poll(0)
+        if not len(self._producer):
+            self._waiting_since = now  # nothing held: a stall is timed from here
+            return False
+        return now - max(self._delivered_at, self._waiting_since) > STALL_S
 
     def flush(self, timeout_s: float) -> bool:
         return self._producer.flush(timeout_s) == 0
