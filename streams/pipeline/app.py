@@ -169,6 +169,7 @@ def create_app(settings: Settings, prepared: Prepared) -> tuple[faust.App, Route
         async def post(self, request: Request) -> Response:
             refused = _cross_site(request.headers)
             if refused is not None:
+                routes.counters["query_cross_site"] += 1
                 return self.bytes(orjson.dumps({"error": refused}), status=403,
                                   content_type="application/json")
             if not _authorized(request.headers, settings.query_token):

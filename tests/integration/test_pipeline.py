@@ -153,11 +153,16 @@ def test_the_query_endpoint_refuses_what_a_web_page_can_send(
         worker: WorkerStack, headers: dict[str, str], why: str) -> None:
     """A page in a browser on the same host could POST text/plain (no preflight) or
     send an Origin; neither reaches the history."""
+    before = worker.health()["counters"]
+    assert isinstance(before, dict)
     request = urllib.request.Request(worker.query_url + "/query", method="POST",
                                      data=b'{"sql": "SELECT 1"}', headers=headers)
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=5)
     assert refused.value.code == 403 and why in refused.value.read().decode()
+    after = worker.health()["counters"]
+    assert isinstance(after, dict)
+    assert after["query_cross_site"] == before.get("query_cross_site", 0) + 1
 
 
 def test_a_runaway_function_is_throttled_by_the_loop(
