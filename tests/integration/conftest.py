@@ -127,6 +127,19 @@ def agent_for() -> Iterator[AgentFactory]:
 T = TypeVar("T")
 
 
+def call_at(handler: Callable[[None, None], object], rate: float, seconds: float) -> int:
+    """Call a governed ``handler`` at ``rate`` per second for ``seconds``; the calls
+    refused by a throttle."""
+    refused, end = 0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            handler(None, None)
+        except agents.FunctionThrottled:
+            refused += 1
+        time.sleep(1 / rate)
+    return refused
+
+
 def wait_for(condition: Callable[[], T], timeout_s: float = 30.0, interval_s: float = 0.2) -> T:
     """Poll ``condition()`` until it returns something truthy; fail after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s

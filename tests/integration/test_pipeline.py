@@ -20,7 +20,7 @@ from schemas import CostEvent, DeadLetter, decode, encode
 from streams.errors import QueryError
 from streams.ops.query import query_endpoint
 from streams.storage.clickhouse import load_migrations
-from tests.integration.conftest import AgentFactory, WorkerStack, wait_for
+from tests.integration.conftest import AgentFactory, WorkerStack, call_at, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -175,15 +175,7 @@ def test_a_runaway_function_is_throttled_by_the_loop(
         return "ok"
 
     def run_at(rate: float, seconds: float) -> int:
-        """Call at ``rate`` per second for ``seconds``; return refused calls."""
-        refused, end = 0, time.monotonic() + seconds
-        while time.monotonic() < end:
-            try:
-                handler(None, None)
-            except agents.FunctionThrottled:
-                refused += 1
-            time.sleep(1 / rate)
-        return refused
+        return call_at(handler, rate, seconds)
 
     assert run_at(20, 6) == 0  # warm-up: a baseline of ~20 calls/s
     refused = wait_for(lambda: run_at(400, 1), timeout_s=20)

@@ -4,7 +4,6 @@ beyond loopback, behind a bearer token."""
 
 from __future__ import annotations
 
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -21,6 +20,7 @@ from streams.ops.query import query_endpoint
 from tests.integration.conftest import (
     VERDICT_KEY,
     WorkerStack,
+    call_at,
     start_worker,
     stop_worker,
     wait_for,
@@ -80,14 +80,7 @@ def test_spoofed_telemetry_is_stored_flagged_and_never_enforced(
             return "ok"
 
         def run_at(rate: float, seconds: float) -> int:
-            refused, end = 0, time.monotonic() + seconds
-            while time.monotonic() < end:
-                try:
-                    handler(None, None)
-                except agents.FunctionThrottled:
-                    refused += 1
-                time.sleep(1 / rate)
-            return refused
+            return call_at(handler, rate, seconds)
 
         assert run_at(20, 6) == 0  # a baseline of ~20 authenticated calls/s
         mallory = Sealer(function_key(b"k1", SECRET, "mallory").decode())
