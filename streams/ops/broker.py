@@ -10,6 +10,7 @@ what must outlive it in a journal (:mod:`streams.ops.journal`).
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 import subprocess
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from pathlib import Path
 from streams.errors import StackError
 from streams.kafka import wait_for_kafka
 from streams.ops.children import PidFile, dies_with_parent
+
+log = logging.getLogger("governor.broker")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -87,20 +90,21 @@ def start_broker(log_path: Path | None = None, timeout_s: float = 15.0,
     """
     binary = tansu_binary()
     recorded = PidFile(pid_file) if pid_file is not None else None
-    if recorded is not None:
-        recorded.stop_orphan()
+    if recorded is not None and (orphan := recorded.stop_orphan()) is not None:
+        log.warning("stopped broker %d, left running by an earlier start that was killed",
+                    orphan)
     if port:
         check_port_free(port)
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
-    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    output = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     process = subprocess.Popen(
         [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
          "--storage-engine", "memory://tansu/"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
         preexec_fn=dies_with_parent())
-    if not isinstance(log, int):
-        log.close()  # the child has its own copy
+    if not isinstance(output, int):
+        output.close()  # the child has its own copy
     if recorded is not None:
         recorded.write(process.pid, binary)
     broker = Broker(f"127.0.0.1:{port}", process, recorded)

@@ -5,6 +5,7 @@ beside a developer's own ``governor up``."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -176,7 +177,8 @@ def test_the_broker_dies_with_governor_up_even_on_kill_9(stack_dir: Path) -> Non
     assert not (stack_dir / "broker.pid").exists()
 
 
-def test_a_broker_whose_parent_is_gone_is_stopped_at_the_next_start(tmp_path: Path) -> None:
+def test_a_broker_whose_parent_is_gone_is_stopped_at_the_next_start(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """An orphan (a parent killed before it could arm the guard, or another kernel)
     holding the port: the next start stops it, then listens there itself."""
     port = free_port()
@@ -189,9 +191,11 @@ def test_a_broker_whose_parent_is_gone_is_stopped_at_the_next_start(tmp_path: Pa
     pid_file = tmp_path / "broker.pid"
     pid_file.write_bytes(orjson.dumps({"pid": orphan.pid, "parent": gone.pid,
                                        "binary": str(tansu_binary())}))
-    broker = start_broker(tmp_path / "broker.log", port=port, pid_file=pid_file)
+    with caplog.at_level(logging.WARNING, "governor.broker"):
+        broker = start_broker(tmp_path / "broker.log", port=port, pid_file=pid_file)
     try:
         assert orphan.wait(10) == -signal.SIGKILL
+        assert f"stopped broker {orphan.pid}, left running" in caplog.text
         assert orjson.loads(pid_file.read_bytes())["pid"] == broker.process.pid
     finally:
         broker.stop()
