@@ -12,6 +12,9 @@ GOVERNOR_KAFKA_BOOTSTRAP            Kafka bootstrap servers; empty: start the em
                                     broker (``governor up`` / ``demo``). A ``kafka://``
                                     prefix is dropped; ``ssl://``, ``kafka+ssl://``,
                                     ``sasl_ssl://`` set the security protocol
+GOVERNOR_BROKER_PORT                the embedded broker's port on 127.0.0.1, the same
+                                    at every start so running agents find it again
+                                    (9192); 0: any free port
 GOVERNOR_KAFKA_SECURITY_PROTOCOL    PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (PLAINTEXT)
 GOVERNOR_KAFKA_SSL_CA_LOCATION      CA certificate (PEM) of the brokers' certificates
                                     (the system's CAs)
@@ -31,7 +34,8 @@ GOVERNOR_KAFKA_OAUTH_SCOPE          OAUTHBEARER: scope to ask for (none)
 GOVERNOR_CLICKHOUSE_URL             ``http(s)://user:pass@host:8123/db`` or
                                     ``chdb:///abs/path``; empty: embedded chDB in the
                                     data dir
-GOVERNOR_DATA_DIR                   local state: chDB data, keys, stack file (.governor)
+GOVERNOR_DATA_DIR                   local state: chDB data, keys, stack file, the
+                                    embedded broker's journal (.governor)
 GOVERNOR_TOPIC_PREFIX               topic name prefix (governor)
 GOVERNOR_VERDICT_KEY                HMAC-SHA256 key verdicts are signed with; empty with
                                     the embedded stack: generated into the data dir
@@ -129,6 +133,7 @@ class Settings:
     """Resolved worker configuration; field ``x`` comes from ``GOVERNOR_X``."""
 
     kafka_bootstrap: str = ""
+    broker_port: int = 9192
     kafka_security_protocol: str = ""
     kafka_ssl_ca_location: str = ""
     kafka_ssl_cert_location: str = ""
@@ -220,6 +225,9 @@ class Settings:
                     "zscore_threshold", "fast_path_factor",
                     "verdict_ttl_seconds", "sink_batch", "sink_within_seconds",
                     "rebalance_timeout_seconds")
+        if not 0 <= self.broker_port <= 65535:
+            raise SettingsError(f"{ENV_PREFIX}BROKER_PORT={self.broker_port}; use a port "
+                                "(1-65535), or 0 for any free one")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be > 0")
