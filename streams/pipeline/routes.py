@@ -330,7 +330,8 @@ class Routes:
             self._read_client = connect(self.settings.clickhouse_dsn,
                                         getattr(self.clickhouse, "database", None))
         try:
-            return read_only_query(self._read_client, sql, params)
+            return read_only_query(self._read_client, sql, params,
+                                   self.settings.query_threads)
         except QueryError:
             # a refused result may leave the connection mid-read: start a fresh one
             client, self._read_client = self._read_client, None

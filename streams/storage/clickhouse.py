@@ -421,10 +421,11 @@ def _parameter_advice(message: str) -> str:
     return message
 
 
-def read_only_query(client: Any, sql: str, parameters: Mapping[str, str] | None = None
-                    ) -> QueryResult:
-    """Run an analyst's query with ``readonly=1``, a time limit and a result-size
-    limit; refuse anything but one read statement (:func:`_statement_problem`).
+def read_only_query(client: Any, sql: str, parameters: Mapping[str, str] | None = None,
+                    threads: int = 0) -> QueryResult:
+    """Run an analyst's query with ``readonly=1``, a time limit, a result-size limit
+    and at most ``threads`` engine threads (0: the engine's default); refuse anything
+    but one read statement (:func:`_statement_problem`).
     ``parameters`` fill the query's ``{name:Type}`` placeholders, bound by the engine
     (:func:`checked_parameters`)."""
     sql = sql.strip().removesuffix(";")
@@ -436,7 +437,8 @@ def read_only_query(client: Any, sql: str, parameters: Mapping[str, str] | None 
     try:
         result = client.query(sql, parameters=bound or None, settings={
             "readonly": 1, "max_execution_time": QUERY_SECONDS,
-            "max_result_rows": QUERY_ROWS, "result_overflow_mode": "throw"})
+            "max_result_rows": QUERY_ROWS, "result_overflow_mode": "throw",
+            **({"max_threads": threads} if threads else {})})
     except Exception as exc:
         message = _parameter_advice(str(exc).strip().splitlines()[0])
         if "(READONLY)" in message:
