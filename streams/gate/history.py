@@ -1,0 +1,178 @@
+"""The history a prediction learns from, read from ``cost_events`` in ClickHouse.
+
+Per function: calls per hour over the last weeks, and per configuration (price key,
+memory) the mean duration and the egress and custom cost per call. Across the
+fleet: how duration scales with memory and with the arm64 architecture, learned
+within functions whose configuration changed (a regression of log duration on log
+memory and an arm64 indicator, each function its own intercept).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from streams.errors import StreamsError
+
+DAYS = 56
+"""How far back a forecast looks (eight weeks)."""
+
+_HOURLY = """
+SELECT function, toUInt32(toUnixTimestamp(toStartOfHour(time)) / 3600) AS hour, count()
+FROM cost_events
+WHERE time > {end:DateTime64(9)} - INTERVAL {days:UInt32} DAY AND time <= {end:DateTime64(9)}
+  AND NOT unauthenticated
+GROUP BY function, hour
+"""
+
+_CONFIGS = """
+SELECT function, provider, memory_mb, count(), avg(log(greatest(duration_ms, 0.001))),
+       avg(duration_ms), avg(egress_usd), avg(cost_usd - compute_usd - request_usd - egress_usd),
+       avg(cost_usd), argMax(team, time), toUInt32(toUnixTimestamp(max(time)) / 3600)
+FROM cost_events
+WHERE time > {end:DateTime64(9)} - INTERVAL {days:UInt32} DAY AND time <= {end:DateTime64(9)}
+  AND NOT unauthenticated
+GROUP BY function, provider, memory_mb
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """One configuration a function ran with, and what a call cost with it."""
+
+    price_key: str
+    memory_mb: int
+    calls: int
+    mean_log_duration: float
+    duration_ms: float
+    egress_usd: float
+    custom_usd: float
+    cost_usd: float
+    last_hour: int
+
+    @property
+    def arm64(self) -> bool:
+        return self.price_key.endswith("arm64")
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionHistory:
+    """One function's recent calls per hour and the configurations it ran with."""
+
+    name: str
+    team: str
+    hourly: dict[int, int]
+    """Calls per hour, keyed by hours since the Unix epoch."""
+    configs: tuple[Config, ...]
+
+    @property
+    def current(self) -> Config:
+        """The configuration of its latest call."""
+        return max(self.configs, key=lambda c: c.last_hour)
+
+
+@dataclass(frozen=True, slots=True)
+class Scaling:
+    """How duration scales across the fleet: ``duration ∝ memory^elasticity``, and
+    × ``arm64_factor`` on arm64. ``None`` where the history shows no such change."""
+
+    elasticity: float | None = None
+    arm64_factor: float | None = None
+    spread: float = 0.0
+    """Residual standard deviation of log duration (the scaling's uncertainty)."""
+
+    def factor(self, old: Config, memory_mb: int, arm64: bool) -> float:
+        """Duration at ``memory_mb``/``arm64`` over the duration of ``old``."""
+        f = 1.0
+        if self.elasticity is not None and memory_mb != old.memory_mb:
+            f *= (memory_mb / old.memory_mb) ** self.elasticity
+        if self.arm64_factor is not None and arm64 != old.arm64:
+            f *= self.arm64_factor if arm64 else 1 / self.arm64_factor
+        return f
+
+    def words(self) -> str:
+        parts = []
+        if self.elasticity is not None:
+            parts.append(f"duration ∝ memory^{self.elasticity:.2f}")
+        if self.arm64_factor is not None:
+            parts.append(f"arm64 duration ×{self.arm64_factor:.2f}")
+        if not parts:
+            return "duration assumed unchanged by memory (no configuration change in the history)"
+        return " and ".join(parts) + " (learned across the fleet)"
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """Every function's history up to ``end_hour``, and the fleet's scaling."""
+
+    end_hour: int
+    functions: dict[str, FunctionHistory] = field(default_factory=dict)
+    scaling: Scaling = field(default_factory=Scaling)
+
+    @classmethod
+    def empty(cls) -> History:
+        return cls(end_hour=0)
+
+    @classmethod
+    def load(cls, client: Any, days: int = DAYS) -> History:
+        """The last ``days`` of ``cost_events`` up to its latest row."""
+        try:
+            end = client.query("SELECT max(time), count() FROM cost_events").result_rows[0]
+            if not end[1]:
+                return cls.empty()
+            params = {"end": end[0], "days": days}
+            hourly = client.query(_HOURLY, parameters=params).result_rows
+            configs = client.query(_CONFIGS, parameters=params).result_rows
+        except Exception as exc:  # the engine's own error types vary by transport
+            raise StreamsError(f"cannot read cost_events for the predictions: "
+                               f"{str(exc).strip().splitlines()[0]}") from exc
+        return cls.build(hourly, configs)
+
+    @classmethod
+    def build(cls, hourly: list[Any], configs: list[Any]) -> History:
+        """From the rows of :data:`_HOURLY` and :data:`_CONFIGS`."""
+        per_hour: dict[str, dict[int, int]] = defaultdict(dict)
+        for name, hour, calls in hourly:
+            per_hour[str(name)][int(hour)] = int(calls)
+        per_config: dict[str, list[Config]] = defaultdict(list)
+        teams: dict[str, tuple[int, str]] = {}
+        for (name, key, memory, calls, log_d, d, egress, custom, cost, team, last) in configs:
+            per_config[str(name)].append(Config(str(key), int(memory), int(calls), float(log_d),
+                                                float(d), float(egress), max(float(custom), 0.0),
+                                                float(cost), int(last)))
+            if str(name) not in teams or int(last) > teams[str(name)][0]:
+                teams[str(name)] = (int(last), str(team))
+        functions = {name: FunctionHistory(name, teams[name][1], per_hour.get(name, {}),
+                                           tuple(found)) for name, found in per_config.items()}
+        end = max((c.last_hour for f in functions.values() for c in f.configs), default=0)
+        return cls(end, functions, learn_scaling(functions.values()))
+
+
+def learn_scaling(functions: Any) -> Scaling:
+    """The fleet's duration scaling, from functions seen with more than one config."""
+    rows: list[tuple[float, float, float, float]] = []  # weight, d log mem, d arm, d log dur
+    for f in functions:
+        if len(f.configs) < 2:
+            continue
+        w = np.array([c.calls for c in f.configs], dtype=float)
+        x = np.array([[math.log(c.memory_mb), float(c.arm64)] for c in f.configs])
+        y = np.array([c.mean_log_duration for c in f.configs])
+        x -= np.average(x, axis=0, weights=w)
+        y -= np.average(y, weights=w)
+        rows += [(wi, *xi, yi) for wi, xi, yi in zip(w, x, y, strict=True)]
+    if not rows:
+        return Scaling()
+    data = np.array(rows)
+    weights, x, y = np.sqrt(data[:, 0]), data[:, 1:3], data[:, 3]
+    used = [j for j in range(2) if np.ptp(x[:, j]) > 1e-9]
+    coef = np.linalg.lstsq(x[:, used] * weights[:, None], y * weights, rcond=None)[0]
+    fitted = dict(zip(used, coef, strict=True))
+    residual = y - x[:, used] @ coef
+    spread = float(np.sqrt(np.average(residual ** 2, weights=data[:, 0])))
+    elasticity = float(np.clip(fitted[0], -1.0, 0.5)) if 0 in fitted else None
+    arm = float(np.exp(np.clip(fitted[1], -1.0, 1.0))) if 1 in fitted else None
+    return Scaling(elasticity, arm, spread)
