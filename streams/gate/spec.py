@@ -5,16 +5,17 @@ Every reader (``streams.gate.manifests``) turns a resource into a
 this. Environment variables are kept by name: values never leave the manifest.
 
 Governor's own attributes ride on a resource's tags, labels or annotations, under
-the names in :data:`ATTRIBUTES` (``governor.`` or ``governor.io/`` prefix, ``-``
-or ``_``): ``team``, ``egress`` (comma-separated hosts), ``datasets``,
-``model-serving``, ``model-card``, ``fairness-report``, ``explanation``,
-``data-provenance``, ``fairness-disparity``.
+the names in :data:`ATTRIBUTES` with a ``governor.``, ``governor.io/`` or
+``governor-`` prefix (words joined by ``-`` or ``_``; a plain ``team`` tag counts
+too): ``team``, ``egress`` (comma-separated hosts), ``datasets``, ``model-serving``,
+``model-card``, ``fairness-report``, ``explanation``, ``data-provenance``,
+``fairness-disparity``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 ATTRIBUTES = ("team", "egress", "datasets", "model_serving", "model_card", "fairness_report",
@@ -120,7 +121,7 @@ class Manifest:
 
 def _key(raw: str) -> str | None:
     """The attribute a tag/label key names (``governor.model-card`` → model_card)."""
-    for prefix in ("governor.io/", "governor.", "governor/"):
+    for prefix in ("governor.io/", "governor.", "governor/", "governor-", "governor_"):
         if raw.startswith(prefix):
             name = raw.removeprefix(prefix).replace("-", "_").replace(".", "_")
             return name if name in ATTRIBUTES else None
@@ -164,5 +165,3 @@ def attributes(tags: Mapping[str, str], source: Source) -> dict[str, Any]:
     found["labels"] = labels
     return found
 
-
-SPEC_FIELDS = frozenset(f.name for f in fields(FunctionSpec))
