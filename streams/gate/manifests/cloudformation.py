@@ -41,7 +41,9 @@ def read(path: str, document: Any) -> Manifest:
             continue
         properties = resource.child("Properties")
         if kind == "AWS::Serverless::Function":
-            merged = {**defaults, **properties.node}
+            merged = {**defaults, **properties.node, **{  # SAM merges maps key by key
+                key: {**value, **properties.node[key]} for key, value in defaults.items()
+                if isinstance(value, dict) and isinstance(properties.node.get(key), dict)}}
             properties = Fields(path, _located(merged, properties.node), properties.line)
         functions.append(_function(logical_id, kind, source, properties))
     return Manifest(path, "cloudformation", tuple(functions), tuple(skipped))
