@@ -317,6 +317,15 @@ def cmd_bench_incidents(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_predict(args: argparse.Namespace) -> int:
+    """The gate's monthly cost predictions on a simulated fleet: MAPE and coverage."""
+    from streams.bench.predict import bench, format_report
+
+    scores = bench(args.functions, args.seed)
+    print("\n".join(format_report(scores, args.functions, args.seed)), flush=True)
+    return 0
+
+
 def cmd_bench_loop(args: argparse.Namespace) -> int:
     """Incidents on the local stack: seconds to enforcement at the agent and to the page."""
     from streams.bench.loop import bench
@@ -716,7 +725,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = _parser(sub, "bench", "benchmarks", [
         "governor bench incidents", "governor bench nab --data NAB --out results --cv",
-        "governor bench throughput", "governor bench loop --pace demo"],
+        "governor bench throughput", "governor bench loop --pace demo",
+        "governor bench predict"],
         needs=None).add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     nab = _parser(bench, "nab", "score a detector on the Numenta Anomaly Benchmark", [
         "governor bench nab --data NAB --out results",
@@ -756,6 +766,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the production defaults (10 s windows), or the demo's 2 s "
                       "windows and short holds; GOVERNOR_* variables still win")
     loop.set_defaults(run=cmd_bench_loop)
+    predict = _parser(
+        bench, "predict", "the gate's monthly cost predictions on simulated history: MAPE "
+        "and interval coverage for existing and new functions, and the catalogue-only "
+        "baseline", ["governor bench predict", "governor bench predict --functions 100 "
+                     "--seed 2"])
+    predict.add_argument("--functions", type=int, default=60, help="simulated functions (60)")
+    predict.add_argument("--seed", type=int, default=1, help="seed of fleet and traffic (1)")
+    predict.set_defaults(run=cmd_bench_predict)
     incidents = _parser(
         bench, "incidents", "detection rate, time to detect and false alarms on synthetic "
         "traffic with labelled incidents (progress on stderr)", [

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,8 +84,9 @@ class Scaling:
 
     elasticity: float | None = None
     arm64_factor: float | None = None
-    spread: float = 0.0
-    """Residual standard deviation of log duration (the scaling's uncertainty)."""
+    elasticity_spread: float = 0.3
+    """How much single functions' elasticities differ from the fleet's (a standard
+    deviation): the uncertainty of a memory change's effect on one function."""
 
     def factor(self, old: Config, memory_mb: int, arm64: bool) -> float:
         """Duration at ``memory_mb``/``arm64`` over the duration of ``old``."""
@@ -95,6 +96,10 @@ class Scaling:
         if self.arm64_factor is not None and arm64 != old.arm64:
             f *= self.arm64_factor if arm64 else 1 / self.arm64_factor
         return f
+
+    def spread(self, old: Config, memory_mb: int) -> float:
+        """Log-scale uncertainty of :meth:`factor` for one function."""
+        return self.elasticity_spread * abs(math.log(memory_mb / old.memory_mb))
 
     def words(self) -> str:
         parts = []
@@ -146,9 +151,10 @@ class History:
         return cls(end, functions, learn_scaling(functions.values()))
 
 
-def learn_scaling(functions: Any) -> Scaling:
+def learn_scaling(functions: Iterable[FunctionHistory]) -> Scaling:
     """The fleet's duration scaling, from functions seen with more than one config."""
     rows: list[tuple[float, float, float, float]] = []  # weight, d log mem, d arm, d log dur
+    slopes = []  # each function's own elasticity, where its memory changed
     for f in functions:
         if len(f.configs) < 2:
             continue
@@ -158,6 +164,8 @@ def learn_scaling(functions: Any) -> Scaling:
         x -= np.average(x, axis=0, weights=w)
         y -= np.average(y, weights=w)
         rows += [(wi, *xi, yi) for wi, xi, yi in zip(w, x, y, strict=True)]
+        if np.ptp(x[:, 0]) > 1e-9 and np.ptp(x[:, 1]) < 1e-9:
+            slopes.append(float(np.sum(w * x[:, 0] * y) / np.sum(w * x[:, 0] ** 2)))
     if not rows:
         return Scaling()
     data = np.array(rows)
@@ -165,8 +173,7 @@ def learn_scaling(functions: Any) -> Scaling:
     used = [j for j in range(2) if np.ptp(x[:, j]) > 1e-9]
     coef = np.linalg.lstsq(x[:, used] * weights[:, None], y * weights, rcond=None)[0]
     fitted = dict(zip(used, coef, strict=True))
-    residual = y - x[:, used] @ coef
-    spread = float(np.sqrt(np.average(residual ** 2, weights=data[:, 0])))
     elasticity = float(np.clip(fitted[0], -1.0, 0.5)) if 0 in fitted else None
     arm = float(np.exp(np.clip(fitted[1], -1.0, 1.0))) if 1 in fitted else None
+    spread = float(np.std(slopes, ddof=1)) if len(slopes) >= 3 else 0.3
     return Scaling(elasticity, arm, spread)

@@ -158,9 +158,8 @@ class Predictor:
         calls, spread, weeks = forecast_calls(own.hourly, self.history.end_hour)
         config = own.current
         per_call, duration = self._call_cost(spec, config)
-        changed = self._memory(spec, config) != config.memory_mb or \
-            (spec.architecture == "arm64") != config.arm64
-        sigma = math.hypot(spread, self.history.scaling.spread if changed else 0.0)
+        sigma = math.hypot(spread, self.history.scaling.spread(config,
+                                                               self._memory(spec, config)))
         monthly = calls * per_call
         low, high = monthly * math.exp(-Z80 * sigma), monthly * math.exp(Z80 * sigma)
         reference = calls * config.cost_usd
