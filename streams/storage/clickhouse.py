@@ -215,8 +215,8 @@ _TABLES: dict[type[Event], _Table] = {
         "sequence", "reason", "anomaly_id", "issuer", "signature"), _verdict_row),
     PolicyDecision: _Table("policy_decisions", (
         "event_id", "time", "function", "team", "version", "policy", "decision", "rate_rps",
-        "severity", "reason", "window_start", "anomaly_id", "bundle", "inputs", "stage", "revision"),
-        _decision_row),
+        "severity", "reason", "window_start", "anomaly_id", "bundle", "inputs", "stage",
+        "revision"), _decision_row),
     Incident: _Table("incidents", (
         "event_id", "time", "incident_id", "function", "team", "status", "severity", "title",
         "summary", "driver", "cost_impact_usd_per_hour", "actions", "runbook_url", "opened_at",

@@ -115,7 +115,8 @@ def test_other_files_are_not_manifests() -> None:
     ("template.yaml", "AWSTemplateFormatVersion: '2010-09-09'\nResources: []\n",
      r"^template\.yaml:2: expected a mapping for Resources"),
     ("serverless.yml", "service: s\nprovider:\n  name: aws\nfunctions:\n  f:\n"
-     "    handler: h.f\n    timeout: 1.5.2\n", r"^serverless\.yml:7: expected a number for timeout"),
+     "    handler: h.f\n    timeout: 1.5.2\n",
+     r"^serverless\.yml:7: expected a number for timeout"),
     ("serverless.yml", "service: s\nprovider:\n  name: openwhisk\nfunctions: {}\n",
      r"^serverless\.yml:3: expected provider name aws, google or azure"),
     ("plan.json", '{"format_version": "1.2",\n "resource_changes": [\n  {"address": "x",\n'
