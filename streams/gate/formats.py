@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -51,10 +52,20 @@ def as_json(report: GateReport, version: str = "") -> str:
     return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n"
 
 
+def _artifact(path: str) -> dict[str, str]:
+    """A file as SARIF names it: relative to the checkout (``%SRCROOT%``) when it can be."""
+    p = Path(path)
+    if p.is_absolute():
+        try:
+            p = p.relative_to(Path.cwd())
+        except ValueError:
+            return {"uri": p.as_uri()}
+    return {"uri": p.as_posix(), "uriBaseId": "%SRCROOT%"}
+
+
 def _location(source: Source) -> dict[str, Any]:
-    return {"physicalLocation": {
-        "artifactLocation": {"uri": source.path, "uriBaseId": "%SRCROOT%"},
-        "region": {"startLine": max(1, source.line)}}}
+    return {"physicalLocation": {"artifactLocation": _artifact(source.path),
+                                 "region": {"startLine": max(1, source.line)}}}
 
 
 def as_sarif(report: GateReport, version: str = "") -> str:

@@ -10,8 +10,9 @@ Three bases, best first, each saying which it used in :attr:`Prediction.basis`:
     the fleet showed, plus the egress and custom cost per call it had). The interval
     is the 80 % band of the weekly totals' scatter around the trend.
 ``similar``
-    a function without history: the median of the most similar functions (same team,
-    same price key, nearest memory), with the spread among them added to the interval.
+    a function without history: the median of up to five most similar functions (same
+    team first, then the same price key and the nearest memory), with the spread among
+    them added to the interval.
 ``catalogue``
     no usable history at all: catalogue price × an assumed traffic and duration,
     stated, with a tenfold interval either way.
@@ -182,7 +183,10 @@ class Predictor:
                     + max(0.0, 1.0 - abs(math.log2(memory / c.memory_mb)) / 3.0))
 
         ranked = sorted(self.history.functions.values(), key=lambda f: (-likeness(f), f.name))
-        return ranked[:NEIGHBOURS]
+        if not ranked:
+            return []
+        best = likeness(ranked[0])  # a team match outweighs the rest: stay within it
+        return [f for f in ranked if likeness(f) >= best - 1.0][:NEIGHBOURS]
 
     def _from_similar(self, spec: FunctionSpec, similar: list[FunctionHistory]) -> Prediction:
         calls_each, costs_each, now_each = [], [], []
