@@ -318,6 +318,47 @@ def cmd_bench_incidents(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_policy_test(args: argparse.Namespace) -> int:
+    """The bundle's Rego tests, pass/fail each, and coverage per rule."""
+    from streams.decisions.policy import run_rego_tests
+    from streams.gate.codebase import coverage, format_tests
+
+    directory = args.directory or _settings(args).policy_dir
+    results = run_rego_tests(directory)
+    print("\n".join(format_tests(results, coverage(directory))), flush=True)
+    return 0 if results and all(r.passed for r in results) else 1
+
+
+_FIRED = """
+SELECT policy, decision, function, window_start, stage FROM policy_decisions
+WHERE time > now64() - INTERVAL {days:UInt32} DAY
+"""
+
+
+def cmd_policy_lint(args: argparse.Namespace) -> int:
+    """Rules that never fired or were always shadowed, and inputs no stage provides."""
+    from streams.errors import QueryError, StackError
+    from streams.gate.codebase import fired_lint, policy_ids, unprovided_inputs
+    from streams.ops.query import run_query
+
+    settings = _settings(args)
+    directory = args.directory or settings.policy_dir
+    findings = unprovided_inputs(directory)
+    try:
+        if settings.embedded_clickhouse and not Path(
+                settings.clickhouse_dsn.removeprefix("chdb://")).is_dir():
+            raise QueryError(f"{settings.clickhouse_dsn} does not exist")
+        rows = run_query(settings, _FIRED, params={"days": str(args.days)}).rows
+        findings += fired_lint(policy_ids(directory), rows, args.days)
+    except (QueryError, StackError) as exc:
+        print(f"governor policy lint: no decision history ({exc}); checked the inputs only",
+              file=sys.stderr)
+    for f in sorted(findings, key=lambda f: (f.path, f.line)):
+        print(f"{Path(directory) / f.path}:{f.line}: {f.check}: {f.message}")
+    print(f"{len(findings)} findings", flush=True)
+    return 1 if findings else 0
+
+
 def cmd_bench_predict(args: argparse.Namespace) -> int:
     """The gate's monthly cost predictions on a simulated fleet: MAPE and coverage."""
     from streams.bench.predict import bench, format_report
@@ -718,6 +759,25 @@ def build_parser() -> argparse.ArgumentParser:
                       help="record the decisions in ClickHouse (policy_decisions, with stage, "
                       "revision and bundle digest)")
     gate.set_defaults(run=cmd_gate)
+
+    policy = _parser(sub, "policy", "policies as a codebase: test, lint", [
+        "governor policy test", "governor policy lint --days 30"],
+        needs=None).add_subparsers(dest="policy_command", required=True, metavar="ACTION")
+    ptest = _parser(policy, "test", "run the *_test.rego files as opa test does: pass/fail "
+                    "per test, coverage per rule", [
+                        "governor policy test", "governor policy test policies/"],
+                    needs="gate")
+    ptest.add_argument("directory", nargs="?", type=Path, default=None, metavar="DIR",
+                       help="the bundle (GOVERNOR_POLICY_DIR, default the shipped one)")
+    ptest.set_defaults(run=cmd_policy_test)
+    plint = _parser(policy, "lint", "rules that never fired over a period (policy_decisions), "
+                    "rules always shadowed by a stronger one, inputs no stage provides", [
+                        "governor policy lint", "governor policy lint policies/ --days 90"],
+                    needs="gate")
+    plint.add_argument("directory", nargs="?", type=Path, default=None, metavar="DIR",
+                       help="the bundle (GOVERNOR_POLICY_DIR, default the shipped one)")
+    plint.add_argument("--days", type=int, default=30, help="the period looked at (30)")
+    plint.set_defaults(run=cmd_policy_lint)
 
     demo = _parser(sub, "demo", "the closed loop on simulated functions", [
         "governor demo", "governor demo --warmup 30 --incident 20"])
