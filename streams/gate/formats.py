@@ -121,7 +121,7 @@ def as_junit(report: GateReport, version: str = "") -> str:
     suite = ET.Element("testsuite", name=f"{TOOL} ({report.stage})",
                        tests=str(len(report.results)),
                        failures=str(sum(r.level is Level.DENY for r in report.results)),
-                       errors="0", skipped=str(len(report.skipped)))
+                       errors="0", skipped="0")
     properties = ET.SubElement(suite, "properties")
     for key in ("stage", "revision", "base", "bundle"):
         ET.SubElement(properties, "property", name=key, value=getattr(report, key))
@@ -142,6 +142,9 @@ def as_junit(report: GateReport, version: str = "") -> str:
                        f"{_money(p.high_usd)}), risk {p.score:.2f}: {p.basis}")
         if out:
             ET.SubElement(case, "system-out").text = "\n".join(out)
+    if report.skipped:
+        ET.SubElement(suite, "system-out").text = "\n".join(
+            f"skipped {s.source}: {s.what} ({s.why})" for s in report.skipped)
     buffer = io.BytesIO()
     root = ET.Element("testsuites", name=TOOL)
     root.append(suite)

@@ -88,3 +88,14 @@ def test_policy_commands(bundle: Path, tmp_path: Path,
     (bundle / "spare_test.rego").write_text(TESTS.replace("== 1", "== 2"))
     assert main(["policy", "test", str(bundle)]) == 1
     assert "FAIL: governor.policies.spare_test.test_big" in capsys.readouterr().out
+
+
+def test_the_deploy_stage_inputs_are_what_the_gate_provides() -> None:
+    from streams.gate.codebase import STAGE_INPUTS
+    from streams.gate.diff import Change, ChangeKind
+    from streams.gate.evaluate import policy_input
+    from streams.gate.spec import FunctionSpec, Source
+
+    spec = FunctionSpec(name="f", provider="aws", kind="t", source=Source("t.yaml", 1))
+    document = policy_input(Change(ChangeKind.NEW, spec), None, "pre-deploy", "", {})
+    assert set(document) == STAGE_INPUTS["pre-deploy"]

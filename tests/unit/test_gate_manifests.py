@@ -158,3 +158,13 @@ def test_directories_are_searched_for_manifests(tmp_path: Path) -> None:
     (tmp_path / ".git" / "config.yaml").write_text("x: 1\n")
     (tmp_path / "README.md").write_text("# x\n")
     assert manifest_files(tmp_path) == [tmp_path / "infra" / "template.yaml"]
+
+
+def test_a_json_template_keeps_the_line_of_each_resource() -> None:
+    text = ('{\n  "AWSTemplateFormatVersion": "2010-09-09",\n  "Resources": {\n'
+            '    "Fn": {\n      "Type": "AWS::Lambda::Function",\n'
+            '      "Properties": {"MemorySize": 256, "Runtime": "java21"}\n    }\n  }\n}\n')
+    manifest = read_manifest("template.json", text)
+    assert manifest is not None
+    (fn,) = manifest.functions
+    assert (str(fn.source), fn.memory_mb, fn.runtime) == ("template.json:4", 256, "java21")

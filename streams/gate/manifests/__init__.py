@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from streams.errors import ManifestError
 from streams.gate.manifests import cloudformation, kubernetes, serverless, terraform
 from streams.gate.manifests.yamlfile import load_json, load_yaml
 from streams.gate.spec import Manifest
@@ -29,7 +30,10 @@ def read_manifest(path: str, text: str) -> Manifest | None:
         document = load_json(text, path)
         if terraform.is_plan(document):
             return terraform.read(path, document, text)
-        documents = [document]
+        try:  # JSON is YAML: read again for the line of each resource
+            documents = load_yaml(text, path)
+        except ManifestError:
+            documents = [document]
     else:
         documents = load_yaml(text, path)
     if len(documents) == 1 and cloudformation.is_template(documents[0]):

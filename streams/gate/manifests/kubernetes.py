@@ -1,7 +1,9 @@
 """Kubernetes manifests: a ``Deployment`` labelled
 ``app.kubernetes.io/component: serverless-function`` and a Knative ``Service``
 (``serving.knative.dev``); other documents are listed as skipped. Governor
-attributes come from labels and annotations (``governor.io/team`` …)."""
+attributes come from labels and annotations (``governor.io/team`` …). Memory is the
+first container's limit; concurrency is a Deployment's ``replicas``, or a Knative
+revision's ``containerConcurrency`` × its ``max-scale`` (calls in flight at most)."""
 
 from __future__ import annotations
 
