@@ -88,7 +88,12 @@ class GitBase:
         return cls(root, commit)
 
     def relative(self, path: Path) -> str:
-        return path.resolve().relative_to(self.root.resolve()).as_posix()
+        """``path`` relative to the repository's root; :class:`GateError` outside it."""
+        try:
+            return path.resolve().relative_to(self.root.resolve()).as_posix()
+        except ValueError:
+            raise GateError(f"{path}: not in the git repository {self.root} that --base "
+                            "reads") from None
 
     def files(self, path: Path) -> list[str]:
         """The files under ``path`` (or ``path`` itself) at the revision."""
@@ -113,8 +118,8 @@ def revision(path: Path) -> str:
 def _git(cwd: Path, *args: str, what: str = "") -> str:
     command: Sequence[str] = ("git", "-C", str(cwd), *args)
     try:
-        done = subprocess.run(command, capture_output=True, text=True, check=False,
-                              timeout=60)
+        done = subprocess.run(command, capture_output=True, text=True, errors="replace",
+                              check=False, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise GateError(f"git {' '.join(args)}: {exc}") from None
     if done.returncode != 0:

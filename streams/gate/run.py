@@ -68,8 +68,10 @@ def _at_base(paths: Sequence[Path], ref: str) -> tuple[list[FunctionSpec], str]:
     base = GitBase.at(anchor.resolve(), ref)
     named = []
     for root in paths:
+        prefix = base.relative(root.resolve())
         for name in base.files(root.resolve()):
-            if Path(name).suffix in SUFFIXES:
+            hidden = any(p.startswith(".") for p in Path(name).relative_to(prefix).parts)
+            if Path(name).suffix in SUFFIXES and not hidden:
                 named.append((f"{ref}:{name}", base.read(name), False))
     return _read(named).functions, base.revision
 
