@@ -91,7 +91,8 @@ class Scaling:
     def factor(self, old: Config, memory_mb: int, arm64: bool) -> float:
         """Duration at ``memory_mb``/``arm64`` over the duration of ``old``."""
         f = 1.0
-        if self.elasticity is not None and memory_mb != old.memory_mb:
+        known = memory_mb > 0 and old.memory_mb > 0  # 0: memory not reported
+        if self.elasticity is not None and known and memory_mb != old.memory_mb:
             f *= (memory_mb / old.memory_mb) ** self.elasticity
         if self.arm64_factor is not None and arm64 != old.arm64:
             f *= self.arm64_factor if arm64 else 1 / self.arm64_factor
@@ -99,6 +100,8 @@ class Scaling:
 
     def spread(self, old: Config, memory_mb: int) -> float:
         """Log-scale uncertainty of :meth:`factor` for one function."""
+        if memory_mb <= 0 or old.memory_mb <= 0:
+            return 0.0
         return self.elasticity_spread * abs(math.log(memory_mb / old.memory_mb))
 
     def words(self) -> str:
@@ -156,11 +159,12 @@ def learn_scaling(functions: Iterable[FunctionHistory]) -> Scaling:
     rows: list[tuple[float, float, float, float]] = []  # weight, d log mem, d arm, d log dur
     slopes = []  # each function's own elasticity, where its memory changed
     for f in functions:
-        if len(f.configs) < 2:
+        configs = [c for c in f.configs if c.memory_mb > 0]  # 0: memory not reported
+        if len(configs) < 2:
             continue
-        w = np.array([c.calls for c in f.configs], dtype=float)
-        x = np.array([[math.log(c.memory_mb), float(c.arm64)] for c in f.configs])
-        y = np.array([c.mean_log_duration for c in f.configs])
+        w = np.array([c.calls for c in configs], dtype=float)
+        x = np.array([[math.log(c.memory_mb), float(c.arm64)] for c in configs])
+        y = np.array([c.mean_log_duration for c in configs])
         x -= np.average(x, axis=0, weights=w)
         y -= np.average(y, weights=w)
         rows += [(wi, *xi, yi) for wi, xi, yi in zip(w, x, y, strict=True)]

@@ -180,7 +180,8 @@ class Predictor:
             memory = spec.memory_mb or c.memory_mb
             return (2.0 * (bool(spec.team) and f.team == spec.team)
                     + 1.0 * (c.price_key == spec.price_key)
-                    + max(0.0, 1.0 - abs(math.log2(memory / c.memory_mb)) / 3.0))
+                    + (max(0.0, 1.0 - abs(math.log2(memory / c.memory_mb)) / 3.0)
+                       if memory > 0 and c.memory_mb > 0 else 0.0))
 
         ranked = sorted(self.history.functions.values(), key=lambda f: (-likeness(f), f.name))
         if not ranked:
