@@ -166,7 +166,7 @@ class Predictor:
         reference = calls * config.cost_usd
         pattern = f"{weeks} weeks of calls (trend and hour-of-week pattern)" if weeks else \
             "under a week of calls (mean rate)"
-        basis = (f"{spec.name}'s own history: {pattern} → {calls:,.0f} calls in the next 30 "
+        basis = (f"own history of {spec.name}: {pattern} → {calls:,.0f} calls in the next 30 "
                  f"days; {duration:.0f} ms at {self._memory(spec, config)} MB "
                  f"(was {config.duration_ms:.0f} ms at {config.memory_mb} MB on "
                  f"{config.price_key}; {self.history.scaling.words()}) → "

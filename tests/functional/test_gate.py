@@ -179,7 +179,7 @@ def test_history_in_clickhouse_predicts_and_the_decisions_are_recorded(
     checkout = next(r for r in report.results if r.change.spec.name == "checkout")
     p = checkout.prediction
     assert p is not None and p.method == "history"
-    assert "checkout's own history: 3 weeks of calls" in p.basis
+    assert "own history of checkout: 3 weeks of calls" in p.basis
     assert p.score > 0.8  # about 16^0.7 ≈ 7 times what it costs now
     assert [f.policy for f in checkout.findings] == ["deploy.cost_risk"]
     assert report.exit_code() == 1

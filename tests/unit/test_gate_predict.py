@@ -79,7 +79,7 @@ def test_own_history_predicts_a_memory_change_within_its_interval() -> None:
     assert p is not None and p.method == "history"
     assert p.low_usd <= actual <= p.high_usd
     assert abs(p.monthly_usd - actual) / actual < 0.15
-    assert "checkout's own history: 8 weeks of calls" in p.basis
+    assert "own history of checkout: 8 weeks of calls" in p.basis
     assert "at 1024 MB (was" in p.basis
     same = Predictor(history, PRICES).predict(_spec("checkout", 512))
     assert same is not None and same.score < 0.1 < p.score
