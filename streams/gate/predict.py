@@ -39,7 +39,9 @@ from streams.gate.spec import FunctionSpec
 
 HOURS_PER_MONTH = 720
 Z80 = 1.2816
-"""The normal quantile of a two-sided 80 % interval."""
+"""The normal quantile of a two-sided 80 % interval…"""
+T80 = {1: 3.078, 2: 1.886, 3: 1.638, 4: 1.533}
+"""…and Student's t quantiles for few neighbours (by degrees of freedom)."""
 NEIGHBOURS = 5
 
 
@@ -199,9 +201,13 @@ class Predictor:
             now_each.append(calls * f.current.cost_usd)
         calls, per_call = median(calls_each), median(costs_each)
         logs = np.log(np.maximum(np.array(calls_each) * np.array(costs_each), 1e-12))
-        sigma = math.hypot(float(logs.std(ddof=1)) if len(logs) > 1 else 0.7, 0.3)
+        n = len(logs)
+        # a new function is one more draw from its neighbours: the spread among them
+        # (sample size counted), plus what the history cannot tell (runtime, image)
+        spread = float(logs.std(ddof=1)) * math.sqrt(1 + 1 / n) if n > 1 else 0.7
+        sigma, z = math.hypot(spread, 0.3), T80.get(n - 1, Z80)
         monthly = calls * per_call
-        low, high = monthly * math.exp(-Z80 * sigma), monthly * math.exp(Z80 * sigma)
+        low, high = monthly * math.exp(-z * sigma), monthly * math.exp(z * sigma)
         teams = sorted({f.team for f in similar if f.team})
         basis = (f"no history for {spec.name}: the median of {len(similar)} similar functions "
                  f"({', '.join(f.name for f in similar)}; team {', '.join(teams) or 'none'}, "
