@@ -74,6 +74,7 @@ def test_worker_settings_from_environment_and_overrides() -> None:
     ({"GOVERNOR_WINDOW_SECONDS": "0"}, "GOVERNOR_WINDOW_SECONDS must be > 0"),
     ({"GOVERNOR_LOG_LEVEL": "loud"}, "use debug, info, warn or error"),
     ({"GOVERNOR_CLICKHOUSE_URL": "mysql://x"}, "use http"),
+    ({"GOVERNOR_BROKER_PORT": "70000"}, "GOVERNOR_BROKER_PORT=70000; use a port"),
 ])
 def test_worker_settings_reject_bad_values(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message.replace("(", r"\(")):
