@@ -294,8 +294,7 @@ def main() -> None:
     row("[broker up] wall time added per warm call, export live", f"{walled['wall']:.1f} us",
         f"<= {TARGET_WALL_US:.0f} us", walled["wall"] <= TARGET_WALL_US)
     row("[broker up]   best batch", f"{walled['wall_min']:.1f} us")
-    row("[broker up]   events produced / dropped: agent queue full, producer buffer "
-        "full (the broker's pace) / other",
+    row("[broker up]   produced / dropped: queue, buffer (broker's pace) / other",
         f"{walled['produced']:.0f} / {walled['queue_full']:.0f}, {walled['buffer_full']:.0f}"
         f" / {walled['dropped'] - walled['queue_full'] - walled['buffer_full']:.0f}")
     for tag, r in lambdas.items():

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agents.compacted import make_consumer
+from agents.kafka_security import PLAINTEXT
 from streams.errors import StackError
 from streams.kafka import ensure_topics, topic_spec
 from streams.ops.journal import Journal, Record
@@ -48,8 +49,8 @@ def restore(bootstrap: str, journal: Journal, topics: dict[str, bool],
     """Produce the journal's records of ``topics`` into the broker; how many."""
     from confluent_kafka import KafkaException, Producer
 
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
-                         "log_level": 0})
+    producer = Producer(PLAINTEXT.client_config(bootstrap, {  # the embedded broker
+        "acks": "all", "linger.ms": 5, "log_level": 0}))
     failed: list[str] = []
 
     def delivered(err: object, _msg: object) -> None:

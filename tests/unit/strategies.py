@@ -188,6 +188,8 @@ FIELD_STRATEGIES: dict[type[Event], dict[str, Strategy]] = {
         "anomaly_id": text(),
         "bundle": text(max_size=128),
         "inputs": attributes,
+        "stage": st.sampled_from(["runtime", "pre-deploy", "pre-commit"]) | text(max_size=32),
+        "revision": text(max_size=128),
     },
     Incident: {
         **common(),
