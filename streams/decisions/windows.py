@@ -179,6 +179,11 @@ class WindowAggregator:
         lane.idle = 0
         return True
 
+    @property
+    def open_windows(self) -> int:
+        """Windows holding events that are not closed yet (the decision backlog)."""
+        return sum(len(lane.windows) for lane in self._lanes.values())
+
     def drop(self, keep: Callable[[str], bool]) -> list[str]:
         """Drop the open windows of every function ``keep`` refuses (another worker
         decides it now; its events are stored there and count in its windows)."""

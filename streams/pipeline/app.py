@@ -48,8 +48,9 @@ from streams.paging.dispatch import dispatcher_from_settings
 from streams.pipeline.batch_ingest import BatchIngest, IngestConfig, Route
 from streams.pipeline.decoding import Record, TimeBounds
 from streams.pipeline.kafka_auth import aiokafka_auth, faust_credentials
+from streams.pipeline.metrics import CONTENT_TYPE, Probes
 from streams.pipeline.prepare import Prepared
-from streams.pipeline.routes import FollowUp, Routes
+from streams.pipeline.routes import OUT_TOPICS, FollowUp, Routes
 from streams.settings import Settings
 
 POLICY_CHECK_SECONDS = 2.0
@@ -73,11 +74,9 @@ class TopicOutbox:
             "anomalies", "verdicts", "dlq", "decisions", "incidents", "audit", "state",
             "feedback")}
         self._verdict_partitions = verdict_partitions
-        self._by_type = {Anomaly: "anomalies", PolicyDecision: "decisions",
-                         Incident: "incidents", Verdict: "verdicts"}
 
     async def publish(self, event: Event) -> None:
-        kind = self._by_type[type(event)]
+        kind = OUT_TOPICS[type(event)]
         partition = (partition_for(event.function, self._verdict_partitions)
                      if isinstance(event, Verdict) else None)
         await self.topics[kind].send(key=event.function.encode(), value=encode(event),
@@ -138,9 +137,16 @@ def create_app(settings: Settings, prepared: Prepared) -> tuple[faust.App, Route
         {settings.topic("spans"): Route(Span, routes.on_spans),
          settings.topic("costs"): Route(CostEvent, routes.on_costs)},
         routes.write, outbox.dead, routes.counters, probe=routes.sink_answers,
-        on_assigned=routes.hand_over)
+        on_assigned=routes.hand_over, metrics=routes.metrics)
     routes.ingest_ready = lambda: ingest.ready
+    routes.ingest_problem = lambda: _ingest_problem(ingest)
     routes.caught_up = lambda: ingest.caught_up
+    pager = routes.pager.stats
+    routes.metrics.watch(Probes(
+        lag=lambda: ingest.lag, backlog=lambda: routes.windows.open_windows,
+        ready=lambda: routes.readiness() is None, counters=lambda: dict(routes.counters),
+        pager=lambda: {k: getattr(pager, k) for k in (
+            "delivered", "retried", "failed", "dropped", "skipped")}))
     app.service(ingest)  # type: ignore[arg-type]
 
     @app.timer(interval=min(1.0, settings.window_seconds / 4))
@@ -185,9 +191,37 @@ def create_app(settings: Settings, prepared: Prepared) -> tuple[faust.App, Route
         async def get(self, request: Request) -> Response:
             return self.json(routes.health())
 
+    class MetricsView(View):
+        async def get(self, request: Request) -> Response:
+            return self.bytes(routes.metrics.exposition(),
+                              headers={"Content-Type": CONTENT_TYPE})
+
+    class LiveView(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({"live": True})
+
+    class ReadyView(View):
+        async def get(self, request: Request) -> Response:
+            reason = routes.readiness()
+            return self.json({"ready": reason is None, "reason": reason or ""},
+                             status=200 if reason is None else 503)
+
     app.page("/query")(QueryView)
     app.page("/health")(HealthView)
+    app.page("/metrics")(MetricsView)
+    app.page("/healthz")(LiveView)
+    app.page("/readyz")(ReadyView)
     return app, routes
+
+
+def _ingest_problem(ingest: BatchIngest) -> str | None:
+    """Why the batch ingest neither consumes nor writes, or ``None``."""
+    if not ingest.consuming:
+        return "the ingest loop is not running"
+    down = ingest.sink_down_s
+    if down > 0:
+        return f"ClickHouse has refused writes for {down:.0f} s; consumption is paused"
+    return None
 
 
 def _cross_site(headers: Any) -> str | None:

@@ -51,7 +51,13 @@ from mode import Service
 
 from schemas import DeadLetter, Event
 from streams.pipeline.authn import TelemetryAuth
-from streams.pipeline.decoding import TimeBounds, decode_records, event_dead_letter
+from streams.pipeline.decoding import (
+    DeadReason,
+    TimeBounds,
+    decode_records,
+    event_dead_letter,
+)
+from streams.pipeline.metrics import WorkerMetrics
 
 log = logging.getLogger("governor.ingest")
 
@@ -110,12 +116,16 @@ class BatchIngest(Service):
 
     ``counters`` gets ``in_<type>`` (valid events), ``dlq_<type>`` (dead letters),
     ``sink_errors`` and ``commit_failures``; the ``write`` callable counts rows.
+    ``metrics`` (optional) gets events in and dead letters by topic and reason.
     """
 
     def __init__(self, config: IngestConfig, routes: Mapping[str, Route], write: Write,
                  send_dead: SendDead, counters: Counter[str], probe: Probe | None = None,
-                 on_assigned: OnAssigned | None = None, **kwargs: Any) -> None:
+                 on_assigned: OnAssigned | None = None, metrics: WorkerMetrics | None = None,
+                 **kwargs: Any) -> None:
         self.config = config
+        self.metrics = metrics
+        self._topic_of = {route.cls.TYPE: topic for topic, route in routes.items()}
         self._on_assigned_hook = on_assigned
         self.routes = dict(routes)
         self._write = write
@@ -130,12 +140,33 @@ class BatchIngest(Service):
         self._parked = asyncio.Event()
         self._assigned = asyncio.Event()
         self._lag: dict[TopicPartition, int] = {}
+        self._sink_down_since: float | None = None  # monotonic; the sink takes no writes
         super().__init__(**kwargs)
 
     @property
     def ready(self) -> bool:
         """True once the group gave this consumer its partitions (and none is revoking)."""
         return self._assigned.is_set() and not self._hold
+
+    @property
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Records behind the high watermark after the last fetch, by (topic, partition)
+        assigned here (0 when that fetch found none waiting)."""
+        if self._consumer is None:
+            return {}
+        return {(tp.topic, tp.partition): self._lag.get(tp, 0)
+                for tp in self._consumer.assignment()}
+
+    @property
+    def consuming(self) -> bool:
+        """The fetch loop runs (not crashed, not stopped)."""
+        return self._loop_task is not None and not self._loop_task.done()
+
+    @property
+    def sink_down_s(self) -> float:
+        """How long the sink has refused every write (0 while it takes them)."""
+        since = self._sink_down_since
+        return 0.0 if since is None else time.monotonic() - since
 
     @property
     def caught_up(self) -> bool:
@@ -264,6 +295,8 @@ class BatchIngest(Service):
                 deliveries.append(await self._send_dead(letter))
             self.counters[f"dlq_{route.cls.TYPE}"] += len(decoded.dead)
             self.counters[f"in_{route.cls.TYPE}"] += len(decoded.good)
+            if self.metrics is not None:
+                self.metrics.taken(topic, len(decoded.good), decoded.reasons)
             if decoded.flagged:
                 self.counters[f"unauthenticated_{route.cls.TYPE}"] += len(decoded.flagged)
                 flagged.update(e.event_id for e in decoded.flagged)
@@ -296,14 +329,18 @@ class BatchIngest(Service):
         while True:
             try:
                 await self._write(events, flagged)
+                self._sink_down_since = None
                 return
             except Exception as exc:
                 self.counters["sink_errors"] += 1
                 if self._stopping:
                     raise
                 if self._probe is not None and await self._probe():
+                    self._sink_down_since = None
                     await self._isolate(events, exc, deliveries, flagged)
                     return
+                if self._sink_down_since is None:
+                    self._sink_down_since = time.monotonic()
                 if self._probe is None and attempt == self.config.sink_retries:
                     raise
                 pause = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
@@ -325,6 +362,9 @@ class BatchIngest(Service):
             deliveries.append(await self._send_dead(event_dead_letter(event, reason)))
             self.counters[f"dlq_{event.type}"] += 1
             self.counters["sink_refused"] += 1
+            if self.metrics is not None:
+                self.metrics.dlq.labels(self._topic_of.get(event.type, event.type),
+                                        DeadReason.SINK_REFUSED.value).inc()
             log.warning("ingest: the sink refused one %s event of %s (%r); sent to the DLQ",
                         event.type, event.function, error)
             return

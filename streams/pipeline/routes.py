@@ -35,10 +35,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from schemas import (
+    Anomaly,
     CostEvent,
     DeadLetter,
     Event,
     Incident,
+    PolicyDecision,
     Span,
     Verdict,
     partition_for,
@@ -49,7 +51,8 @@ from streams.decisions.step import DecisionStep
 from streams.decisions.windows import WindowAggregator
 from streams.errors import QueryError
 from streams.paging.dispatch import PageDispatcher
-from streams.pipeline.decoding import RecordLike, decode_records, event_dead_letter
+from streams.pipeline.decoding import DeadReason, RecordLike, decode_records, event_dead_letter
+from streams.pipeline.metrics import WorkerMetrics
 from streams.pipeline.prepare import Prepared
 from streams.settings import Settings
 from streams.storage.clickhouse import ClickHouseSink, QueryResult, connect, read_only_query
@@ -61,6 +64,12 @@ YIELD_EVERY = 100
 log = logging.getLogger("governor.worker")
 
 FollowUp = Callable[[Sequence[Any]], Awaitable[None]]
+
+OUT_TOPICS: dict[type[Event], str] = {Anomaly: "anomalies", PolicyDecision: "decisions",
+                                      Incident: "incidents", Verdict: "verdicts"}
+"""The topic kind (:meth:`Settings.topic`) each published event type goes to."""
+IN_TOPICS = {CostEvent.TYPE: "costs", Span.TYPE: "spans"}
+"""The topic kind the decision step's input comes from, by event type."""
 
 
 class Outbox(Protocol):
@@ -103,8 +112,9 @@ class Routes:
 
     def __init__(self, settings: Settings, prepared: Prepared, pager: PageDispatcher) -> None:
         self.settings = settings
+        self.metrics = WorkerMetrics()
         self.clickhouse = prepared.clickhouse
-        self.sink = ClickHouseSink(prepared.clickhouse)
+        self.sink = ClickHouseSink(prepared.clickhouse, self.metrics.inserted)
         self.db = ThreadPoolExecutor(1, thread_name_prefix="governor-clickhouse")
         # analysts' queries: their own connection and threads, so reads never stall ingest
         self.reads = ThreadPoolExecutor(2, thread_name_prefix="governor-query")
@@ -123,6 +133,8 @@ class Routes:
         self.outbox: Outbox = InMemoryOutbox()  # the app sets its topics' outbox
         self.app_ready = False  # Faust's group has its partitions
         self.ingest_ready: Callable[[], bool] = lambda: True
+        self.ingest_problem: Callable[[], str | None] = lambda: None
+        """Why the batch ingest neither consumes nor writes, or ``None``."""
         self.caught_up: Callable[[], bool] = lambda: True  # the hot topics have no backlog
         self.clock: Callable[[], int] = time.time_ns  # the fast path's now
 
@@ -130,6 +142,14 @@ class Routes:
     def ready(self) -> bool:
         """Both consumer groups (Faust's and the batch ingest's) have their partitions."""
         return self.app_ready and self.ingest_ready()
+
+    def readiness(self) -> str | None:
+        """Why the worker is not ready (``/readyz``: consuming and writing), or ``None``."""
+        if not self.app_ready:
+            return "joining the consumer group of the verdict, anomaly and control topics"
+        if not self.ingest_ready():
+            return "the ingest consumer has no partitions yet (joining or rebalancing)"
+        return self.ingest_problem()
 
     # ------------------------------------------------------------------ records
 
@@ -142,6 +162,8 @@ class Routes:
             await self.outbox.dead(letter)
         self.counters[f"dlq_{cls.TYPE}"] += len(decoded.dead)
         self.counters[f"in_{cls.TYPE}"] += len(decoded.good)
+        if records:
+            self.metrics.taken(records[0].topic, len(decoded.good), decoded.reasons)
         await self.write(decoded.good)
         if then is not None:
             await then(decoded.good)
@@ -212,12 +234,15 @@ class Routes:
             window = self.windows.current(function, now_ns)
             if window is None:
                 continue
+            started = time.perf_counter()
             try:
                 decided = self.step.on_partial(function, window, now_ns)
             except Exception:  # one function's failure must not stop the others' decisions
                 log.exception("fast path failed for %s; its window decides at close", function)
                 self.counters["decision_errors"] += 1
                 continue
+            finally:
+                self.metrics.detector.labels("fast_path").observe(time.perf_counter() - started)
             for out in decided:
                 await self.publish(out)
 
@@ -234,6 +259,8 @@ class Routes:
         log.exception("the decision step failed on a %s event of %s; sent to the DLQ",
                       event.type, event.function)
         self.counters["decision_errors"] += 1
+        self.metrics.dlq.labels(self.settings.topic(IN_TOPICS[event.type]),
+                                DeadReason.UNDECIDABLE.value).inc()
         await self.outbox.dead(event_dead_letter(
             event, f"the decision step failed on this event ({error!r:.300}); it was stored "
                    "but decides nothing: report it with this record"))
@@ -247,7 +274,8 @@ class Routes:
         await self.outbox.publish(event)
         if isinstance(event, Incident):
             self.pager.submit(event)
-        self.counters[f"{event.TYPE}s_issued"] += 1
+        self.counters[f"issued_{event.TYPE}"] += 1
+        self.metrics.published(self.settings.topic(OUT_TOPICS[type(event)]), event)
 
     # ------------------------------------------------------------------ timers
 
@@ -258,6 +286,7 @@ class Routes:
         due = self.windows.close_due(now_ns, self.caught_up())
         for n, (function, window) in enumerate(due, 1):
             self.counters["windows_closed"] += 1
+            started = time.perf_counter()
             try:
                 events = step.on_window(function, window, now_ns)
                 snapshot = step.snapshot(function)
@@ -265,10 +294,13 @@ class Routes:
                 log.exception("decision step failed for %s; its window is skipped", function)
                 self.counters["decision_errors"] += 1
                 continue
+            finally:
+                self.metrics.detector.labels("window").observe(time.perf_counter() - started)
             for event in events:
                 await self.publish(event)
             if snapshot is not None:
                 await self.outbox.snapshot(function, snapshot)
+                self.metrics.events_out.labels(self.settings.topic("state")).inc()
             if n % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # let the ingest run between chunks of functions
         for event in step.tracker.sweep(now_ns):

@@ -91,6 +91,10 @@ def test_a_bad_record_goes_to_the_dlq_and_the_rest_of_its_batch_is_stored(
                                                                      "checkout")
     assert "fix the producer" in letter.reason
     assert routes.counters["dlq_cost"] == 1 and routes.counters["in_cost"] == 2
+    metric = routes.metrics.registry.get_sample_value
+    assert metric("governor_dlq_total", {"topic": "governor.costs", "reason": "malformed"}) == 1
+    assert metric("governor_events_in_total", {"topic": "governor.costs"}) == 2
+    assert metric("governor_sink_write_seconds_count", {"table": "cost_events"}) == 1
     assert _count(routes, "SELECT count() FROM cost_events") == 2
 
 
@@ -119,6 +123,13 @@ def test_a_runaway_closes_into_a_signed_throttle_a_decision_and_a_page(
     routes.pager.close(5.0)
     [page] = [orjson.loads(line) for line in (tmp_path / "pages").read_text().splitlines()]
     assert page["incident_id"] == incident.incident_id
+    metric = routes.metrics.registry.get_sample_value
+    assert metric("governor_verdicts_total", {"action": "throttle"}) == 1
+    assert metric("governor_decisions_total", {"kind": "throttle"}) == 1
+    assert metric("governor_pages_total", {"kind": "cost-anomaly"}) == 1
+    assert metric("governor_events_out_total", {"topic": "governor.verdicts"}) == 1
+    assert metric("governor_detector_seconds_count", {"detector": "window"}) == 7
+    assert routes.counters["issued_verdict"] == 1 and routes.counters["issued_anomaly"] >= 1
 
 
 def test_the_query_route_answers_reads_and_refuses_the_rest(routes: Routes) -> None:
@@ -156,6 +167,19 @@ def test_the_health_route_says_not_ready_until_the_app_has_its_partitions(
     assert health["policy_bundle"] and health["pages"]["submitted"] == 0
     routes.app_ready = True
     assert routes.health()["ready"] is True
+
+
+def test_readiness_names_what_keeps_the_worker_from_consuming_and_writing(
+        routes: Routes) -> None:
+    assert "consumer group" in (routes.readiness() or "")
+    routes.app_ready = True
+    routes.ingest_ready = lambda: False
+    assert "no partitions" in (routes.readiness() or "")
+    routes.ingest_ready = lambda: True
+    routes.ingest_problem = lambda: "ClickHouse has refused writes for 12 s"
+    assert routes.readiness() == "ClickHouse has refused writes for 12 s"
+    routes.ingest_problem = lambda: None
+    assert routes.readiness() is None
 
 
 async def _burst_after_a_warm_up(routes: Routes, caught_up: bool) -> list[Any]:
@@ -196,7 +220,7 @@ def test_a_row_the_sink_refuses_is_isolated_to_the_dlq_and_the_rest_stored(
     row-level refusal); the ingest's probe finds the sink answering, so the batch is
     split until that row is alone: it goes to the DLQ with the sink's reason, every
     other row is stored once."""
-    from streams.pipeline.batch_ingest import BatchIngest, IngestConfig
+    from streams.pipeline.batch_ingest import BatchIngest, IngestConfig, Route
 
     clickhouse.command("ALTER TABLE cost_events ADD CONSTRAINT sane CHECK cost_usd < 1000")
     events = _calls(0, 9)
@@ -204,8 +228,9 @@ def test_a_row_the_sink_refuses_is_isolated_to_the_dlq_and_the_rest_stored(
                        team="payments", time_unix_nano=T0)
     batch = [*events[:4], poison, *events[4:]]
     outbox = InMemoryOutbox()
-    ingest = BatchIngest(IngestConfig("127.0.0.1:9", "g"), {}, routes.write, outbox.dead,
-                         routes.counters, probe=routes.sink_answers)
+    ingest = BatchIngest(IngestConfig("127.0.0.1:9", "g"),
+                         {"governor.costs": Route(CostEvent)}, routes.write, outbox.dead,
+                         routes.counters, probe=routes.sink_answers, metrics=routes.metrics)
     deliveries: list[Any] = []
     asyncio.run(ingest._store(batch, deliveries))
     [letter] = outbox.dead_letters
@@ -213,6 +238,11 @@ def test_a_row_the_sink_refuses_is_isolated_to_the_dlq_and_the_rest_stored(
     assert "the rest of its batch was stored" in letter.reason
     assert _count(routes, "SELECT count() FROM cost_events") == 9
     assert routes.counters["sink_refused"] == 1
+    assert routes.metrics.registry.get_sample_value(
+        "governor_dlq_total", {"topic": "governor.costs", "reason": "sink_refused"}) == 1
+    assert routes.metrics.registry.get_sample_value(
+        "governor_sink_errors_total", {"table": "cost_events"}) >= 1
+    assert ingest.sink_down_s == 0  # the sink answered: bad data, not an outage
 
 
 def test_an_event_the_decision_step_fails_on_is_dead_lettered_and_the_batch_goes_on(
@@ -234,6 +264,8 @@ def test_an_event_the_decision_step_fails_on_is_dead_lettered_and_the_batch_goes
     [letter] = outbox.dead_letters
     assert "ZeroDivisionError" in letter.reason and '"0-3"' in letter.payload
     assert routes.counters["decision_errors"] == 1
+    assert routes.metrics.registry.get_sample_value(
+        "governor_dlq_total", {"topic": "governor.costs", "reason": "undecidable"}) == 1
     assert _count(routes, "SELECT count() FROM cost_events") == 6
     [(_, window)] = routes.windows.close_due(T0 + 2 * WINDOW)
     assert window.invocations == 6  # windowed before the step failed
