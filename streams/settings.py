@@ -97,6 +97,8 @@ GOVERNOR_SINK_BATCH                 max events per ClickHouse insert (2000)
 GOVERNOR_SINK_WITHIN_SECONDS        max wait to fill a batch (0.5)
 GOVERNOR_REBALANCE_TIMEOUT_SECONDS  consumer-group rebalance timeout (3)
 GOVERNOR_LOG_LEVEL                  worker log level: debug, info, warn, error (warn)
+GOVERNOR_LOG_FORMAT                 worker log lines: ``text`` for people, ``json`` one
+                                    object a line for log collectors (text)
 GOVERNOR_ACTOR                      who operator commands are recorded as (the OS user)
 GOVERNOR_INCIDENT_QUIET_SECONDS     an incident opened by anomalies alone resolves after
                                     this long without one (300)
@@ -183,6 +185,7 @@ class Settings:
     sink_within_seconds: float = 0.5
     rebalance_timeout_seconds: float = 3.0
     log_level: str = "warn"
+    log_format: str = "text"
     actor: str = ""
     incident_quiet_seconds: float = 300.0
     page_usd_per_hour: float = 1.0
@@ -233,6 +236,9 @@ class Settings:
         if self.log_level not in ("debug", "info", "warn", "error"):
             raise SettingsError(
                 f"{ENV_PREFIX}LOG_LEVEL={self.log_level!r}; use debug, info, warn or error")
+        if self.log_format not in ("text", "json"):
+            raise SettingsError(
+                f"{ENV_PREFIX}LOG_FORMAT={self.log_format!r}; use text or json")
         loopback = self.query_host in ("127.0.0.1", "::1", "localhost")
         if not loopback and len(self.query_token) < 32:
             raise SettingsError(

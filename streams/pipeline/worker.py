@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from streams.ops.logs import logging_config
 from streams.ops.stackfile import removing, write_stack_file
 from streams.pipeline.app import create_app
 from streams.pipeline.prepare import prepare
@@ -25,7 +26,9 @@ def run_worker(settings: Settings, extra_info: dict[str, Any] | None = None) -> 
     stack_file: Path = write_stack_file(settings, **info)
     with removing(stack_file):
         worker = faust.Worker(app, loglevel=settings.log_level, quiet=True,
-                              redirect_stdouts=False, override_logging=True)
+                              redirect_stdouts=False, override_logging=True,
+                              logging_config=logging_config(settings.log_format,
+                                                            settings.log_level))
         worker.spinner = None  # its terminal animation garbles `governor up` output
         try:
             worker.execute_from_commandline()

@@ -40,10 +40,11 @@ def _get(url: str) -> tuple[int, bytes, str]:
 
 @pytest.fixture(scope="module")
 def metered(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerStack]:
-    """A worker of its own (its counters are this module's alone)."""
+    """A worker of its own (its counters are this module's alone), logging JSON."""
     prefix = f"m{uuid.uuid4().hex[:10]}"
     ensure_topics(broker, prefix)
-    stack = start_worker(broker, prefix, tmp_path_factory.mktemp("metrics"))
+    stack = start_worker(broker, prefix, tmp_path_factory.mktemp("metrics"),
+                         {"GOVERNOR_LOG_FORMAT": "json"})
     yield stack
     stop_worker(stack)
 
@@ -104,3 +105,11 @@ def test_liveness_and_readiness_probes(metered: WorkerStack) -> None:
     status, body, _ = _get(metered.query_url + "/readyz")
     assert status == 200 and orjson.loads(body) == {"ready": True, "reason": ""}
     assert metered.health()["ready"] is True  # /health keeps its shape
+
+
+def test_json_logs_are_one_object_a_line(metered: WorkerStack) -> None:
+    lines = (metered.data_dir / "worker.log").read_text().splitlines()
+    logged = [orjson.loads(line) for line in lines if line.startswith("{")]
+    assert logged, "no JSON log line"
+    assert all({"time", "level", "logger", "message"} <= set(entry) for entry in logged)
+    assert any(entry["logger"].startswith("governor.") for entry in logged)
