@@ -5,8 +5,11 @@
 >>> record = logging.LogRecord("governor.worker", logging.WARNING, "", 0,
 ...                            "policy bundle %s loaded", ("ab12",), None)
 >>> record.created = 0.0
->>> JsonFormatter().format(record)
-'{"time":"1970-01-01T00:00:00.000Z","level":"warning","logger":"governor.worker","message":"policy bundle ab12 loaded"}'
+>>> print(JsonFormatter().format(record).replace(',"', ',\n"'))
+{"time":"1970-01-01T00:00:00.000Z",
+"level":"warning",
+"logger":"governor.worker",
+"message":"policy bundle ab12 loaded"}
 """
 
 from __future__ import annotations
