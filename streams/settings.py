@@ -87,8 +87,16 @@ GOVERNOR_PAGER_FILE                 append pages as JSON lines here; "-": the co
                                     (none)
 GOVERNOR_PAGES_PER_HOUR             pages a team gets per hour before further incidents
                                     are folded into one summary page (6)
-GOVERNOR_RUNBOOK_URL                runbook link put on every page
-                                    (docs/runbook.md; set your wiki page)
+GOVERNOR_RUNBOOK_URL                runbook link put on every page; a relative one is
+                                    taken from GOVERNOR_PUBLIC_URL (docs/runbook.md,
+                                    which the worker serves; set your wiki page)
+GOVERNOR_PUBLIC_URL                 the worker's HTTP address as on-call reach it, for the
+                                    absolute links on pages: runbook, the incident's
+                                    history (``/incidents/ID``: Alertmanager's
+                                    ``generatorURL``) (http://QUERY_HOST:QUERY_PORT)
+GOVERNOR_PAGER_REFRESH_SECONDS      open incidents are re-asserted to Alertmanager this
+                                    often, each alert's ``endsAt`` set 3 times as far
+                                    ahead (60)
 GOVERNOR_QUERY_HOST                 read-only query endpoint host (127.0.0.1)
 GOVERNOR_QUERY_PORT                 read-only query endpoint port (6066)
 GOVERNOR_QUERY_TOKEN                bearer token the query endpoint requires (none);
@@ -114,6 +122,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,6 +187,8 @@ class Settings:
     pager_file: str = ""
     pages_per_hour: int = 6
     runbook_url: str = "docs/runbook.md"
+    public_url: str = ""
+    pager_refresh_seconds: float = 60.0
     query_host: str = "127.0.0.1"
     query_port: int = 6066
     query_token: str = ""
@@ -252,6 +263,11 @@ class Settings:
             raise SettingsError(
                 f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
                 f"{ENV_PREFIX}KAFKA_BOOTSTRAP: the embedded broker is plaintext on loopback")
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            raise SettingsError(
+                f"{ENV_PREFIX}PUBLIC_URL={self.public_url!r}; use http(s)://host[:port]")
+        if self.pager_refresh_seconds < 0:
+            raise SettingsError(f"{ENV_PREFIX}PAGER_REFRESH_SECONDS must be >= 0 (0: never)")
         url = self.clickhouse_url
         if url and not url.startswith(("chdb://", "http://", "https://")):
             raise SettingsError(
@@ -267,6 +283,18 @@ class Settings:
         if problems:
             raise SettingsError("; ".join(problems))
         return security
+
+    @property
+    def public_base(self) -> str:
+        """``GOVERNOR_PUBLIC_URL`` without a trailing slash, or the worker's own address."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = f"[{self.query_host}]" if ":" in self.query_host else self.query_host
+        return f"http://{host}:{self.query_port}"
+
+    def public_link(self, url: str) -> str:
+        """``url`` made absolute against :attr:`public_base` (an absolute one as it is)."""
+        return urllib.parse.urljoin(self.public_base + "/", url)
 
     @property
     def embedded_broker(self) -> bool:
