@@ -307,6 +307,8 @@ class Routes:
             await self.publish(event)
         if step.resumed:  # restored open incidents: re-assert them to the pagers
             self.pager.resume(step.tracker.open_incidents(now_ns, step.resumed))
+            for function in step.resumed:  # and decide on until they are resolved
+                self.windows.watch(function, now_ns)
             step.resumed.clear()
 
     def reload(self) -> bool:

@@ -17,6 +17,7 @@ from schemas import (
     Anomaly,
     CostEvent,
     Incident,
+    IncidentStatus,
     PolicyDecision,
     Verdict,
     encode,
@@ -98,16 +99,18 @@ def test_a_bad_record_goes_to_the_dlq_and_the_rest_of_its_batch_is_stored(
     assert _count(routes, "SELECT count() FROM cost_events") == 2
 
 
+async def _runaway(routes: Routes) -> None:
+    """Six normal windows, then one 50 times as busy: the function is throttled."""
+    for w in range(6):
+        await routes.take(_records(_calls(w, 50)), CostEvent, routes.on_costs)
+        await routes.close_windows(T0 + (w + 1) * WINDOW + S)
+    await routes.take(_records(_calls(6, 2500)), CostEvent, routes.on_costs)
+    await routes.close_windows(T0 + 7 * WINDOW + S)
+
+
 def test_a_runaway_closes_into_a_signed_throttle_a_decision_and_a_page(
         routes: Routes, tmp_path: Path) -> None:
-    async def run() -> None:
-        for w in range(6):
-            await routes.take(_records(_calls(w, 50)), CostEvent, routes.on_costs)
-            await routes.close_windows(T0 + (w + 1) * WINDOW + S)
-        await routes.take(_records(_calls(6, 2500)), CostEvent, routes.on_costs)
-        await routes.close_windows(T0 + 7 * WINDOW + S)
-
-    asyncio.run(run())
+    asyncio.run(_runaway(routes))
     outbox = routes.outbox
     assert isinstance(outbox, InMemoryOutbox)
     kinds = [type(e) for e in outbox.events]
@@ -130,6 +133,48 @@ def test_a_runaway_closes_into_a_signed_throttle_a_decision_and_a_page(
     assert metric("governor_events_out_total", {"topic": "governor.verdicts"}) == 1
     assert metric("governor_detector_seconds_count", {"detector": "window"}) == 7
     assert routes.counters["issued_verdict"] == 1 and routes.counters["issued_anomaly"] >= 1
+
+
+def test_a_restarted_worker_re_asserts_an_open_incident_at_once_and_resolves_it_unprompted(
+        routes: Routes, clickhouse: Any, chdb_dir: Path) -> None:
+    """The worker that throttled a function stops; the next one takes its snapshot. The
+    open incident is restored when the partitions are assigned (not on the function's
+    next event, which may never come) and re-asserted; its windows keep closing without
+    events, so the function is released and the incident resolved."""
+    asyncio.run(_runaway(routes))
+    outbox = routes.outbox
+    assert isinstance(outbox, InMemoryOutbox)
+    blob = outbox.snapshots["checkout"]
+    settings = routes.settings
+    prepared = Prepared(clickhouse, KEY, b"t" * 32, 4, {"checkout": blob},
+                        PolicyEngine(settings.policy_dir),
+                        ControlFollower("127.0.0.1:9", settings, b""))
+    reasserted: list[Incident] = []
+    pager = dispatcher_from_settings(settings.replace(pager_file=""))
+    pager.resume = reasserted.extend  # type: ignore[method-assignment]
+    after = Routes(settings, prepared, pager)
+    try:
+        after.step.hand_over(lambda function: True, {})
+        assert after.step.tracker.is_open("checkout")  # before any event of it
+        now = T0 + 8 * WINDOW + S
+        asyncio.run(after.close_windows(now))
+        [incident] = reasserted
+        assert incident.function == "checkout" and incident.status is not IncidentStatus.RESOLVED
+
+        async def quiet(windows: int) -> None:
+            for w in range(1, windows + 1):
+                await after.close_windows(now + w * WINDOW)
+
+        asyncio.run(quiet(12))
+        published = after.outbox
+        assert isinstance(published, InMemoryOutbox)
+        assert [v.action for v in published.events if isinstance(v, Verdict)][-1:] == [
+            Action.RELEASE]
+        [resolved] = [e for e in published.events if isinstance(e, Incident)]
+        assert resolved.status is IncidentStatus.RESOLVED
+        assert resolved.incident_id == incident.incident_id
+    finally:
+        after.close(2.0)
 
 
 def test_the_query_route_answers_reads_and_refuses_the_rest(routes: Routes) -> None:
