@@ -10,7 +10,11 @@ nothing is registered at import time.
   ``Routes.take`` (so operators' verdicts and threshold changes land too); operators'
   verdicts also go to ``Routes.on_verdicts``
 * timers: ``Routes.close_windows`` (the decision step) and ``Routes.reload`` (policies)
-* pages: ``POST /query`` → ``Routes.query``, ``GET /health`` → ``Routes.health``
+* pages: ``POST /query`` → ``Routes.query``; ``GET /health`` → ``Routes.health``;
+  ``GET /metrics`` (Prometheus, :mod:`streams.pipeline.metrics`); ``GET /healthz``
+  (liveness: the process serves) and ``GET /readyz`` (200 when consuming and writing,
+  else 503 and ``Routes.readiness``'s reason); ``GET /incidents/ID`` →
+  ``Routes.incident`` (pages link there); ``GET /docs/runbook.md`` (the runbook)
 
 Records that fail validation go to the DLQ topic with the reason. Sink writes happen
 before a batch is acknowledged, and are idempotent, so a crash between the two only
@@ -23,6 +27,7 @@ import hmac
 import logging
 import time
 from collections.abc import Awaitable, Sequence
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -52,6 +57,9 @@ from streams.pipeline.metrics import CONTENT_TYPE, Probes
 from streams.pipeline.prepare import Prepared
 from streams.pipeline.routes import OUT_TOPICS, FollowUp, Routes
 from streams.settings import Settings
+
+RUNBOOK = Path(__file__).resolve().parents[2] / "docs" / "runbook.md"
+"""The runbook the worker serves at ``/docs/runbook.md`` (the pages' default link)."""
 
 POLICY_CHECK_SECONDS = 2.0
 """How often a worker looks for a changed policy bundle."""
@@ -191,6 +199,23 @@ def create_app(settings: Settings, prepared: Prepared) -> tuple[faust.App, Route
         async def get(self, request: Request) -> Response:
             return self.json(routes.health())
 
+    class IncidentView(View):
+        async def get(self, request: Request, incident_id: str) -> Response:
+            if not _authorized(request.headers, settings.query_token):
+                return self.json({"error": "send Authorization: Bearer "
+                                  "$GOVERNOR_QUERY_TOKEN"}, status=401)
+            status, body = await routes.incident(incident_id)
+            return self.bytes(orjson.dumps(body, default=str), status=status,
+                              content_type="application/json")
+
+    class RunbookView(View):
+        async def get(self, request: Request) -> Response:
+            if not RUNBOOK.is_file():
+                return self.text("the runbook is not installed here: set "
+                                 "GOVERNOR_RUNBOOK_URL to your copy of docs/runbook.md",
+                                 status=404)
+            return self.bytes(RUNBOOK.read_bytes(), content_type="text/markdown")
+
     class MetricsView(View):
         async def get(self, request: Request) -> Response:
             return self.bytes(routes.metrics.exposition(),
@@ -211,6 +236,8 @@ def create_app(settings: Settings, prepared: Prepared) -> tuple[faust.App, Route
     app.page("/metrics")(MetricsView)
     app.page("/healthz")(LiveView)
     app.page("/readyz")(ReadyView)
+    app.page("/incidents/{incident_id}")(IncidentView)
+    app.page("/docs/runbook.md")(RunbookView)
     return app, routes
 
 

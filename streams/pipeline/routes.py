@@ -58,6 +58,12 @@ from streams.settings import Settings
 from streams.storage.clickhouse import ClickHouseSink, QueryResult, connect, read_only_query
 from streams.storage.values import plain_rows
 
+INCIDENT_SQL = """\
+SELECT time, status, severity, function, team, title, summary, driver,
+       cost_impact_usd_per_hour, actions, runbook_url, opened_at, updates
+FROM incidents FINAL WHERE incident_id = {incident_id:String} ORDER BY time, updates"""
+"""One incident's rows (``GET /incidents/ID``)."""
+
 YIELD_EVERY = 100
 """Functions decided on between yields to the event loop when windows close."""
 
@@ -344,6 +350,15 @@ class Routes:
             return 400, {"error": str(exc)}
         return 200, {"columns": list(result.columns), "rows": plain_rows(result.rows),
                      "elapsed_s": result.elapsed_s}
+
+    async def incident(self, incident_id: str) -> tuple[int, dict[str, Any]]:
+        """One incident's history as it was paged (every open, update and resolve, in
+        time order): the page on-call reach from an alert (``generatorURL``)."""
+        status, body = await self.query({"sql": INCIDENT_SQL,
+                                         "params": {"incident_id": incident_id}})
+        if status == 200 and not body["rows"]:
+            return 404, {"error": f"no incident {incident_id!r} in the history"}
+        return status, body
 
     def _read_only(self, sql: str, params: dict[str, str] | None = None) -> QueryResult:
         if self._read_client is None:

@@ -133,6 +133,10 @@ def test_a_runaway_closes_into_a_signed_throttle_a_decision_and_a_page(
     assert metric("governor_events_out_total", {"topic": "governor.verdicts"}) == 1
     assert metric("governor_detector_seconds_count", {"detector": "window"}) == 7
     assert routes.counters["issued_verdict"] == 1 and routes.counters["issued_anomaly"] >= 1
+    asyncio.run(routes.take(_records([incident], "governor.incidents"), Incident))
+    status, history = asyncio.run(routes.incident(incident.incident_id))
+    assert status == 200 and history["rows"][0][history["columns"].index("status")] == "open"
+    assert asyncio.run(routes.incident("0" * 16))[0] == 404
 
 
 def test_a_restarted_worker_re_asserts_an_open_incident_at_once_and_resolves_it_unprompted(
@@ -151,7 +155,7 @@ def test_a_restarted_worker_re_asserts_an_open_incident_at_once_and_resolves_it_
                         ControlFollower("127.0.0.1:9", settings, b""))
     reasserted: list[Incident] = []
     pager = dispatcher_from_settings(settings.replace(pager_file=""))
-    pager.resume = reasserted.extend  # type: ignore[method-assignment]
+    pager.resume = reasserted.extend  # type: ignore[method-assign]
     after = Routes(settings, prepared, pager)
     try:
         after.step.hand_over(lambda function: True, {})
