@@ -119,6 +119,29 @@ def test_a_budget_cap_throttles_without_any_anomaly(gov: DecisionStep) -> None:
     assert "budget" in page.title.lower() or "budget" in page.summary.lower()
 
 
+def test_a_budget_incident_resolves_when_its_hour_has_passed_without_traffic(
+        gov: DecisionStep) -> None:
+    """A function throttled for its hourly budget that then goes quiet: its windows
+    keep closing empty (the worker watches it), and once the hour that held the spend
+    is over it is released and the budget incident resolved."""
+    gov.thresholds.apply(ControlUpdate(function="checkout", kind=ControlKind.THRESHOLDS,
+                                       values={"budget_usd_per_hour": 0.05}))
+    events = [e for i in range(8) for e in step(gov, i, 100)]
+    [opened] = [p for p in of(events, Incident) if p.status is IncidentStatus.OPEN]
+    assert opened.kind == "budget"
+    later: list[Event] = []
+    hour = 3600 * S // WINDOW
+    for i in range(8, 8 + hour + 10):
+        later += step(gov, i, 0)
+        if of(later, Verdict) and of(later, Verdict)[-1].action is Action.RELEASE:
+            break
+    assert of(later, Verdict)[-1].action is Action.RELEASE
+    released_at = of(later, Verdict)[-1].issued_at_unix_nano
+    assert released_at >= T0 + 3600 * S  # not before the hour that held the spend ended
+    [resolved] = [p for p in of(later, Incident) if p.status is IncidentStatus.RESOLVED]
+    assert resolved.incident_id == opened.incident_id
+
+
 def test_egress_outside_the_allow_list_isolates_with_the_list(gov: DecisionStep) -> None:
     gov.thresholds.apply(ControlUpdate(function="checkout", kind=ControlKind.THRESHOLDS,
                                  values={"egress_allow": "api.stripe.com,*.amazonaws.com"}))
