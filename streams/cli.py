@@ -123,7 +123,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"queries   http://{settings.query_host}:{settings.query_port}/query "
           "(governor query \"SELECT ...\")", flush=True)
     try:
-        return run_worker(settings, {"broker_pid": broker.process.pid} if broker else None)
+        return run_worker(settings, {"broker_pid": broker.process.pid} if broker else None,
+                          console=True)
     finally:
         if broker is not None:
             broker.stop()

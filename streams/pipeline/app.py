@@ -149,9 +149,10 @@ def create_app(settings: Settings, prepared: Prepared) -> tuple[faust.App, Route
     routes.ingest_ready = lambda: ingest.ready
     routes.ingest_problem = lambda: _ingest_problem(ingest)
     routes.caught_up = lambda: ingest.caught_up
+    routes.lag = lambda: ingest.lag
     pager = routes.pager.stats
     routes.metrics.watch(Probes(
-        lag=lambda: ingest.lag, backlog=lambda: routes.windows.open_windows,
+        lag=routes.lag, backlog=lambda: routes.windows.open_windows,
         ready=lambda: routes.readiness() is None, counters=lambda: dict(routes.counters),
         pager=lambda: {k: getattr(pager, k) for k in (
             "delivered", "retried", "failed", "dropped", "skipped")}))

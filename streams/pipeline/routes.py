@@ -143,6 +143,10 @@ class Routes:
         """Why the batch ingest neither consumes nor writes, or ``None``."""
         self.caught_up: Callable[[], bool] = lambda: True  # the hot topics have no backlog
         self.clock: Callable[[], int] = time.time_ns  # the fast path's now
+        self.lag: Callable[[], Mapping[tuple[str, int], int]] = dict
+        """Records behind per (topic, partition) of the hot topics (the app sets it)."""
+        self.watchers: list[Callable[[Event], None]] = []
+        """Told of every event published and every operator's verdict seen."""
 
     @property
     def ready(self) -> bool:
@@ -272,7 +276,11 @@ class Routes:
                    "but decides nothing: report it with this record"))
 
     async def on_verdicts(self, verdicts: Sequence[Verdict], now_ns: int) -> None:
+        own = self.step.lifecycle.issuer.issuer
         for verdict in verdicts:
+            if verdict.issuer != own:
+                for watch in self.watchers:
+                    watch(verdict)
             for event in self.step.on_verdict(verdict, now_ns):
                 await self.publish(event)
 
@@ -282,6 +290,8 @@ class Routes:
             self.pager.submit(event)
         self.counters[f"issued_{event.TYPE}"] += 1
         self.metrics.published(self.settings.topic(OUT_TOPICS[type(event)]), event)
+        for watch in self.watchers:
+            watch(event)
 
     # ------------------------------------------------------------------ timers
 

@@ -26,6 +26,7 @@ from schemas import (
 from streams.control.follower import ControlFollower
 from streams.decisions.policy import PolicyEngine
 from streams.paging.dispatch import dispatcher_from_settings
+from streams.pipeline.console import Status
 from streams.pipeline.decoding import Record
 from streams.pipeline.prepare import Prepared
 from streams.pipeline.routes import InMemoryOutbox, Routes
@@ -110,6 +111,8 @@ async def _runaway(routes: Routes) -> None:
 
 def test_a_runaway_closes_into_a_signed_throttle_a_decision_and_a_page(
         routes: Routes, tmp_path: Path) -> None:
+    seen: list[Any] = []
+    routes.watchers.append(seen.append)
     asyncio.run(_runaway(routes))
     outbox = routes.outbox
     assert isinstance(outbox, InMemoryOutbox)
@@ -133,6 +136,13 @@ def test_a_runaway_closes_into_a_signed_throttle_a_decision_and_a_page(
     assert metric("governor_events_out_total", {"topic": "governor.verdicts"}) == 1
     assert metric("governor_detector_seconds_count", {"detector": "window"}) == 7
     assert routes.counters["issued_verdict"] == 1 and routes.counters["issued_anomaly"] >= 1
+    assert seen == outbox.events  # what `governor up` prints as it happens
+    operator = Verdict(function="checkout", action=Action.RELEASE, sequence=2**62,
+                       expires_at_unix_nano=T0 + 900 * S, issuer="operator:ana")
+    asyncio.run(routes.on_verdicts([verdict, operator], T0 + 8 * WINDOW))
+    assert operator in seen and seen.count(verdict) == 1  # an operator's; not its own echo
+    status = Status.of(routes)
+    assert (status.events, status.dead) == (2800, 0)
     asyncio.run(routes.take(_records([incident], "governor.incidents"), Incident))
     status, history = asyncio.run(routes.incident(incident.incident_id))
     assert status == 200 and history["rows"][0][history["columns"].index("status")] == "open"
