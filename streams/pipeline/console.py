@@ -1,6 +1,6 @@
 """What ``governor up`` shows while it runs: each verdict and page as it happens, and a
-quiet status line — redrawn in place on a terminal, a plain line now and then
-otherwise (only when something changed)."""
+quiet status line — redrawn in place on a terminal; otherwise a plain line when the
+readiness changes, and at most once a minute when something else did."""
 
 from __future__ import annotations
 
@@ -104,7 +104,9 @@ class UpConsole:
                 self._line = line
                 self._out.write(f"\r\x1b[K{line}")
                 self._out.flush()
-        elif status != self._shown and now - self._printed_at >= PLAIN_EVERY_S:
+        elif status != self._shown and (now - self._printed_at >= PLAIN_EVERY_S
+                                        or self._shown is None
+                                        or status.not_ready != self._shown.not_ready):
             self._printed_at, self._shown = now, status
             self._write(status.line(rate))
 

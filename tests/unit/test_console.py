@@ -37,6 +37,10 @@ def test_without_a_terminal_a_plain_line_only_when_something_changed_and_seldom(
     clock.now += PLAIN_EVERY_S
     console.tick()
     assert out.getvalue().splitlines()[-1].startswith("ready · 50 events")
+    current[0] = Status("the ingest consumer has no partitions yet", 50, 0, 1, 0, 0, 0)
+    clock.now += 1
+    console.tick()  # readiness changed: at once
+    assert out.getvalue().splitlines()[-1].startswith("not ready: the ingest consumer")
     assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue()
 
 
