@@ -1,9 +1,10 @@
 """``@govern``: one span and one cost event per invocation, verdicts enforced.
 
 Options resolve argument → environment (``GOVERNOR_*``) → Lambda context →
-default, once per process on the first call. The hot path starts an SDK span,
-checks the verdict cache (a dictionary lookup), runs the handler and queues the
-finished invocation; pricing and event building happen on the export thread.
+default, once per process on the first call. The hot path starts an
+:class:`~agents._span.InvocationSpan`, checks the verdict cache (a dictionary lookup),
+runs the handler and queues the finished invocation; pricing and event building happen
+on the export thread.
 
 The agent never breaks its host: every step it takes around the handler is guarded,
 and a fault in one is counted (``agents.stats()["agent_faults"]``), logged once per
@@ -26,7 +27,7 @@ from typing import Any, TypeVar, cast, overload
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from agents import _runtime as _runtime_module
@@ -38,6 +39,7 @@ from agents._errors import (
     FunctionThrottled,
 )
 from agents._runtime import Runtime, get_runtime
+from agents._span import InvocationSpan
 from schemas import Outcome
 
 log = logging.getLogger("governor.agent")
@@ -47,6 +49,7 @@ Fallback = Callable[[FunctionBlocked, Any], Any]
 _propagator = TraceContextTextMapPropagator()
 _RAISE = object()
 _set_span_in_context = trace.set_span_in_context
+_get_current_span = trace.get_current_span
 _attach, _detach = otel_context.attach, otel_context.detach
 _perf_counter_ns = time.perf_counter_ns
 _environ = os.environ
@@ -85,7 +88,7 @@ class _Bound:
 
     __slots__ = ("cold", "count_egress", "fail_closed", "fallback", "flush_s", "function",
                  "handoff", "in_lambda", "memory_mb", "next_id", "price", "provider",
-                 "resource", "runtime", "team", "tracer", "version")
+                 "resource", "runtime", "team", "version")
 
     def __init__(self, runtime: Runtime, options: dict[str, Any], handler: Callable[..., Any],
                  context: Any) -> None:
@@ -120,7 +123,7 @@ class _Bound:
         self.handoff = runtime.handoff
         self.in_lambda = bool(settings.platform_function)  # where an X-Ray trace is set
         self.resource = _resource(self, options, settings.tenant, context)
-        self.tracer = runtime.tracer(self.function, self.resource)
+        runtime.watch(self.function)
         self.cold = True
         prefix = f"{self.function}-{os.getpid()}-"
         self.next_id = (prefix + str(n) for n in itertools.count()).__next__
@@ -130,16 +133,16 @@ class _Bound:
         context = args[1] if len(args) > 1 else None
         invocation_id = getattr(context, "aws_request_id", None) or self.next_id()
         cold, self.cold = self.cold, False
-        parent = None
+        parent = _get_current_span().get_span_context()  # a governed caller in-process
         trigger = "other"
         if type(event) is dict:
             trigger = _trigger(event)
             carrier = _carrier(event)
             if carrier is not None:
-                parent = _propagator.extract(carrier)
+                parent = _get_current_span(_propagator.extract(carrier)).get_span_context()
         # Per-invocation attributes (faas.invocation_id, faas.coldstart, faas.trigger) and
         # the X-Ray link are added when the span is exported, off the hot path.
-        span = self.tracer.start_span(self.function, parent, SpanKind.SERVER)
+        span = InvocationSpan(self.function, parent if parent.is_valid else None)
         invocation = Invocation(self.function, self.count_egress, None)
         return (span, _attach(_set_span_in_context(span)), current.set(invocation), invocation,
                 cold, invocation_id, trigger, _perf_counter_ns(),
@@ -184,15 +187,9 @@ class _Bound:
             flushing = _perf_counter_ns()
             runtime.flush_on_return(self.flush_s)
             flush_ms = (_perf_counter_ns() - flushing) / 1e6
-        # Keep plain values, not the SDK span: a queue of live spans (a dozen objects
-        # and four locks each) costs the hot path more than copying these out.
-        ctx = span.get_span_context()
-        parent = span.parent
-        runtime.processor.offer((
-            self, ctx.trace_id, ctx.span_id, parent.span_id if parent else 0, ctx.trace_state,
-            span.start_time, span.end_time, span.status, span.attributes, span.events,
-            invocation_id, cold, trigger, outcome, duration_ms + flush_ms, invocation.custom,
-            invocation.egress_bytes, xray))
+        runtime.processor.offer((self, span, invocation_id, cold, trigger, outcome,
+                                 duration_ms + flush_ms, invocation.custom,
+                                 invocation.egress_bytes, xray))
         if self.flush_s or self.handoff:
             runtime.processor.kick()  # handed on before the platform freezes us
 

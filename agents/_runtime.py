@@ -15,12 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON
-from opentelemetry.trace import SpanKind as OtelKind
 from opentelemetry.trace import StatusCode as OtelStatus
-from opentelemetry.trace import Tracer
 
 from agents import _egress
 from agents._auth import Sealer
@@ -39,11 +34,6 @@ FLUSH_EVERY_S = 1.0
 """Flush-on-return waits for delivery at most once a second (see
 :meth:`Runtime.flush_on_return`)."""
 
-_KINDS = {
-    OtelKind.INTERNAL: SpanKind.INTERNAL, OtelKind.SERVER: SpanKind.SERVER,
-    OtelKind.CLIENT: SpanKind.CLIENT, OtelKind.PRODUCER: SpanKind.PRODUCER,
-    OtelKind.CONSUMER: SpanKind.CONSUMER,
-}
 _STATUS = {OtelStatus.UNSET: StatusCode.UNSET, OtelStatus.OK: StatusCode.OK,
            OtelStatus.ERROR: StatusCode.ERROR}
 
@@ -102,13 +92,10 @@ class Runtime:
         if settings.egress:
             _egress.install()
 
-    def tracer(self, function: str, resource: dict[str, Any]) -> Tracer:
-        """A tracer for ``function``'s invocation spans (handed to the runtime by the
-        decorator, so no span processor runs on the hot path)."""
-        provider = TracerProvider(resource=Resource.create(resource), sampler=ALWAYS_ON)
+    def watch(self, function: str) -> None:
+        """Follow the verdicts for ``function`` (a governed function of this process)."""
         if self.follower is not None:
             self.follower.watch(function)
-        return provider.get_tracer("faas-governor", __version__)
 
     def in_sync(self) -> bool:
         """Whether the verdicts of this process's functions are known and fresh."""
@@ -144,22 +131,24 @@ class Runtime:
 def to_events(record: tuple[Any, ...]) -> list[Event]:
     """The span and cost events of a finished invocation, priced.
 
-    ``record`` is what the decorator queues: the bound function, the ended span's
-    ids, trace state, times, status, attributes and events, then the invocation id,
-    cold start, trigger, outcome, billed duration (the agent's flush included), custom
-    costs, egress bytes and the AWS X-Ray trace header (linked from the span).
+    ``record`` is what the decorator queues: the bound function, the ended
+    :class:`~agents._span.InvocationSpan`, the invocation id, cold start, trigger,
+    outcome, billed duration (the agent's flush included), custom costs, egress bytes
+    and the AWS X-Ray trace header (linked from the span).
     """
-    (bound, trace_int, span_int, parent_int, trace_state, start, end, status, span_attributes,
-     span_events, invocation_id, cold, trigger, outcome, duration_ms, custom, egress,
+    (bound, span, invocation_id, cold, trigger, outcome, duration_ms, custom, egress,
      xray) = record
+    trace_int, span_int, parent_int = span.trace_id, span.span_id, span.parent_span_id
+    trace_state, start, end, status = span.trace_state, span.start_time, span.end_time, \
+        span.status
     bill = bound.price.invocation(duration_ms=duration_ms, memory_mb=bound.memory_mb,
                                   egress_bytes=egress)
     total = bill.compute_usd + bill.request_usd + bill.egress_usd + sum(custom.values())
     trace_id, span_id = f"{trace_int:032x}", f"{span_int:016x}"
     redactor = bound.runtime.redactor
-    attributes = _attributes(span_attributes) if span_attributes else {}
+    attributes = _attributes(span.attributes) if span.attributes else {}
     message = status.description or ""
-    events = [(e.name, e.timestamp, _attributes(e.attributes)) for e in span_events]
+    events = [(name, at, _attributes(a)) for name, at, a in span.events]
     if redactor is not None:  # before anything leaves the function
         attributes, message = redactor.attributes(attributes), redactor.text(message)
         events = [(name, at, redactor.attributes(a)) for name, at, a in events]
@@ -171,7 +160,7 @@ def to_events(record: tuple[Any, ...]) -> list[Event]:
         trace_id=trace_id, span_id=span_id,
         parent_span_id=f"{parent_int:016x}" if parent_int else "",
         trace_state=trace_state.to_header() if trace_state else "",
-        name=bound.function, kind=SpanKind.SERVER, start_time_unix_nano=start,
+        name=span.name, kind=SpanKind.SERVER, start_time_unix_nano=start,
         end_time_unix_nano=end, status_code=_STATUS[status.status_code],
         status_message=message, attributes=attributes,
         resource=bound.resource, scope_name="faas-governor", scope_version=__version__,

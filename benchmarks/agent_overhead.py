@@ -143,6 +143,9 @@ def wall(bootstrap: str, prefix: str, batches: int) -> dict[str, float]:
     stats = agents.stats()
     agents.shutdown(1.0)
     return {"wall": statistics.median(added), "wall_min": min(added),
+            "produced": stats.get("produced", 0),
+            "queue_full": stats.get("dropped_queue_full", 0),
+            "buffer_full": stats.get("dropped_buffer_full", 0),
             "dropped": sum(v for k, v in stats.items() if k.startswith("dropped_"))}
 
 
@@ -291,6 +294,10 @@ def main() -> None:
     row("[broker up] wall time added per warm call, export live", f"{walled['wall']:.1f} us",
         f"<= {TARGET_WALL_US:.0f} us", walled["wall"] <= TARGET_WALL_US)
     row("[broker up]   best batch", f"{walled['wall_min']:.1f} us")
+    row("[broker up]   events produced / dropped: agent queue full, producer buffer "
+        "full (the broker's pace) / other",
+        f"{walled['produced']:.0f} / {walled['queue_full']:.0f}, {walled['buffer_full']:.0f}"
+        f" / {walled['dropped'] - walled['queue_full'] - walled['buffer_full']:.0f}")
     for tag, r in lambdas.items():
         row(f"[Lambda mode, {tag}] added per invocation, median", f"{r['median']:.1f} us",
             f"<= {TARGET_LAMBDA_US:.0f} us", r["median"] <= TARGET_LAMBDA_US)

@@ -99,35 +99,47 @@ def needs_extra(command: str, extra: str, modules: Sequence[str]) -> str:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Embedded broker (unless GOVERNOR_KAFKA_BOOTSTRAP is set) + the worker."""
-    from streams.keys import agent_key, load_state_key, load_telemetry_keys, load_verdict_key
+    from streams.keys import load_state_key, load_telemetry_keys, load_verdict_key
     from streams.ops.broker import start_broker
+    from streams.ops.durable import JOURNAL_FILE, durable
     from streams.pipeline.worker import run_worker
 
     settings = _settings(args)
-    broker = None
-    if settings.embedded_broker:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        load_verdict_key(settings, create=True)  # the workers' key; agents get the public one
-        load_state_key(settings, create=True)  # the workers' snapshot key (theirs alone)
-        if settings.telemetry_auth == "on":  # opted in: functions need their keys
-            load_telemetry_keys(settings, create=True)
-        broker = start_broker(settings.data_dir / "broker.log")
-        settings = settings.replace(kafka_bootstrap=broker.bootstrap,
-                                    telemetry_auth=settings.telemetry_auth or "off")
-        print(f"broker    kafka://{broker.bootstrap} (embedded Tansu)", flush=True)
+    if not settings.embedded_broker:
+        _print_endpoints(settings)
+        return run_worker(settings, console=True)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    load_verdict_key(settings, create=True)  # the workers' key; agents get the public one
+    load_state_key(settings, create=True)  # the workers' snapshot key (theirs alone)
+    if settings.telemetry_auth == "on":  # opted in: functions need their keys
+        load_telemetry_keys(settings, create=True)
+    broker = start_broker(settings.data_dir / "broker.log", port=settings.broker_port,
+                          pid_file=settings.data_dir / "broker.pid")
+    try:
+        with durable(settings, broker.bootstrap) as restored:
+            settings = settings.replace(kafka_bootstrap=broker.bootstrap,
+                                        telemetry_auth=settings.telemetry_auth or "off")
+            print(f"broker    {broker.bootstrap} (embedded Tansu; {restored} records of "
+                  f"thresholds, audit, verdicts and state restored from "
+                  f"{settings.data_dir / JOURNAL_FILE})", flush=True)
+            _print_endpoints(settings)
+            return run_worker(settings, {"broker_pid": broker.process.pid}, console=True)
+    finally:
+        broker.stop()
+
+
+def _print_endpoints(settings: Settings) -> None:
+    """What ``governor up`` tells agents and analysts: lines to paste."""
+    from streams.keys import agent_key
+
     print(f"clickhouse {settings.clickhouse_dsn}", flush=True)
-    print(f"agents    GOVERNOR_VERDICT_KEY={agent_key(settings).decode()}", flush=True)
+    print(f"agents    GOVERNOR_KAFKA_BOOTSTRAP={settings.kafka_bootstrap}", flush=True)
+    print(f"          GOVERNOR_VERDICT_KEY={agent_key(settings).decode()}", flush=True)
     if settings.authenticates_telemetry:
         print("          GOVERNOR_FUNCTION_KEY=$(governor keys function NAME) for each "
               "function (telemetry without it decides nothing)", flush=True)
     print(f"queries   http://{settings.query_host}:{settings.query_port}/query "
           "(governor query \"SELECT ...\")", flush=True)
-    try:
-        return run_worker(settings, {"broker_pid": broker.process.pid} if broker else None,
-                          console=True)
-    finally:
-        if broker is not None:
-            broker.stop()
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -592,10 +604,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at info level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    _parser(sub, "up", "run the embedded stack: broker, ClickHouse, worker", [
-        "governor up",
-        "governor --data-dir /var/lib/governor up   # state elsewhere than ./.governor",
-    ]).set_defaults(run=cmd_up)
+    _parser(sub, "up", "run the embedded stack: broker (127.0.0.1:9192, "
+            "GOVERNOR_BROKER_PORT), ClickHouse, worker; thresholds, audit, verdicts and "
+            "state are kept in the data dir across restarts", [
+                "governor up",
+                "governor --data-dir /var/lib/governor up   # state elsewhere than ./.governor",
+                "GOVERNOR_BROKER_PORT=9300 governor up      # when 9192 is taken",
+            ]).set_defaults(run=cmd_up)
     _parser(sub, "worker", "run a worker against GOVERNOR_KAFKA_BOOTSTRAP and "
             "GOVERNOR_CLICKHOUSE_URL", [
                 "GOVERNOR_KAFKA_BOOTSTRAP=broker1:9092 "

@@ -12,6 +12,9 @@ GOVERNOR_KAFKA_BOOTSTRAP            Kafka bootstrap servers; empty: start the em
                                     broker (``governor up`` / ``demo``). A ``kafka://``
                                     prefix is dropped; ``ssl://``, ``kafka+ssl://``,
                                     ``sasl_ssl://`` set the security protocol
+GOVERNOR_BROKER_PORT                the embedded broker's port on 127.0.0.1, the same
+                                    at every start so running agents find it again
+                                    (9192); 0: any free port
 GOVERNOR_KAFKA_SECURITY_PROTOCOL    PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (PLAINTEXT)
 GOVERNOR_KAFKA_SSL_CA_LOCATION      CA certificate (PEM) of the brokers' certificates
                                     (the system's CAs)
@@ -31,7 +34,8 @@ GOVERNOR_KAFKA_OAUTH_SCOPE          OAUTHBEARER: scope to ask for (none)
 GOVERNOR_CLICKHOUSE_URL             ``http(s)://user:pass@host:8123/db`` or
                                     ``chdb:///abs/path``; empty: embedded chDB in the
                                     data dir
-GOVERNOR_DATA_DIR                   local state: chDB data, keys, stack file (.governor)
+GOVERNOR_DATA_DIR                   local state: chDB data, keys, stack file, the
+                                    embedded broker's journal (.governor)
 GOVERNOR_TOPIC_PREFIX               topic name prefix (governor)
 GOVERNOR_VERDICT_KEY                HMAC-SHA256 key verdicts are signed with; empty with
                                     the embedded stack: generated into the data dir
@@ -101,6 +105,8 @@ GOVERNOR_QUERY_HOST                 read-only query endpoint host (127.0.0.1)
 GOVERNOR_QUERY_PORT                 read-only query endpoint port (6066)
 GOVERNOR_QUERY_TOKEN                bearer token the query endpoint requires (none);
                                     needed when GOVERNOR_QUERY_HOST is not loopback
+GOVERNOR_QUERY_THREADS              engine threads one analyst query may use (1), so
+                                    a heavy query leaves the ingest its cores
 GOVERNOR_SINK_BATCH                 max events per ClickHouse insert (2000)
 GOVERNOR_SINK_WITHIN_SECONDS        max wait to fill a batch (0.5)
 GOVERNOR_REBALANCE_TIMEOUT_SECONDS  consumer-group rebalance timeout (3)
@@ -140,6 +146,7 @@ class Settings:
     """Resolved worker configuration; field ``x`` comes from ``GOVERNOR_X``."""
 
     kafka_bootstrap: str = ""
+    broker_port: int = 9192
     kafka_security_protocol: str = ""
     kafka_ssl_ca_location: str = ""
     kafka_ssl_cert_location: str = ""
@@ -192,6 +199,7 @@ class Settings:
     query_host: str = "127.0.0.1"
     query_port: int = 6066
     query_token: str = ""
+    query_threads: int = 1
     sink_batch: int = 2000
     sink_within_seconds: float = 0.5
     rebalance_timeout_seconds: float = 3.0
@@ -234,6 +242,9 @@ class Settings:
                     "zscore_threshold", "fast_path_factor",
                     "verdict_ttl_seconds", "sink_batch", "sink_within_seconds",
                     "rebalance_timeout_seconds")
+        if not 0 <= self.broker_port <= 65535:
+            raise SettingsError(f"{ENV_PREFIX}BROKER_PORT={self.broker_port}; use a port "
+                                "(1-65535), or 0 for any free one")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be > 0")

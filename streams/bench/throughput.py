@@ -53,7 +53,7 @@ from streams.kafka import ensure_topics
 from streams.ops.broker import free_port, start_broker
 from streams.settings import Settings
 
-TARGET_EVENTS_PER_S = 20_000
+TARGET_EVENTS_PER_S = 50_000
 POLL_S = 0.05
 READY_TIMEOUT_S = 90.0
 _VERDICT_KEY = secrets.token_hex(32)  # this run only

@@ -15,6 +15,7 @@ import orjson
 from streams.errors import StackError
 from streams.keys import load_state_key, load_telemetry_keys, load_verdict_key
 from streams.ops.broker import free_port, start_broker
+from streams.ops.children import dies_with_parent
 from streams.ops.stackfile import read_stack_file
 from streams.settings import Settings
 
@@ -58,7 +59,8 @@ def local_stack(settings: Settings, env: dict[str, str], app_id: str) -> Iterato
 
 def start_worker(settings: Settings, env: dict[str, str],
                  timeout_s: float = 90.0) -> subprocess.Popen[bytes]:
-    """``governor worker`` as a child process, once its health endpoint says ready."""
+    """``governor worker`` as a child process (it dies with this one), once its health
+    endpoint says ready."""
     child_env = {**os.environ, **env,
                  "GOVERNOR_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
                  "GOVERNOR_DATA_DIR": str(settings.data_dir),
@@ -66,7 +68,8 @@ def start_worker(settings: Settings, env: dict[str, str],
                  "GOVERNOR_APP_ID": settings.app_id}
     log = open(settings.data_dir / "worker.log", "ab")  # noqa: SIM115
     worker = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=child_env,
-                              stdout=log, stderr=subprocess.STDOUT)
+                              stdout=log, stderr=subprocess.STDOUT,
+                              preexec_fn=dies_with_parent())
     deadline = time.monotonic() + timeout_s
     url = f"http://{settings.query_host}:{settings.query_port}/health"
     while time.monotonic() < deadline:

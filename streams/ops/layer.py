@@ -29,7 +29,7 @@ ARCHITECTURES = {
 PYTHONS = ("3.11", "3.12", "3.13")
 """The Lambda Python runtimes the agent supports (it needs 3.11 or later)."""
 REQUIREMENTS = ("opentelemetry-sdk>=1.25", "confluent-kafka>=2.3", "cryptography>=42",
-                "orjson>=3.9")
+                "orjson>=3.9", "msgspec>=0.18")
 LAUNCHER = """#!/bin/sh
 # Governor's Lambda extension: delivers the agent's telemetry to Kafka (agents.extension).
 layer="${GOVERNOR_LAYER_DIR:-/opt}"

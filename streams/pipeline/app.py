@@ -144,7 +144,7 @@ def create_app(settings: Settings, prepared: Prepared) -> tuple[faust.App, Route
                      telemetry_auth=prepared.telemetry_auth),
         {settings.topic("spans"): Route(Span, routes.on_spans),
          settings.topic("costs"): Route(CostEvent, routes.on_costs)},
-        routes.write, outbox.dead, routes.counters, probe=routes.sink_answers,
+        routes.write, outbox.dead, routes.counters, probe=routes.data_refused,
         on_assigned=routes.hand_over, metrics=routes.metrics)
     routes.ingest_ready = lambda: ingest.ready
     routes.ingest_problem = lambda: _ingest_problem(ingest)

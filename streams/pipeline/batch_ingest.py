@@ -16,13 +16,10 @@ spans) are consumed here instead, a batch at a time, pipelined::
   crash replays at most the two batches in flight, whose rows replace themselves.
 * Partition revoke (a rebalance) and stop *settle* first: the loop finishes the batch
   in hand, writes and commits it, and parks; only then do the partitions go.
-* A failed sink write is told apart by a probe of the sink. If the sink answers, the
-  data is at fault: the batch is split in halves until the events it refuses are
-  alone, and those go to the dead-letter topic with the sink's reason; the rest is
-  stored and committed. If it does not answer (an outage), the write is retried with
-  back-off for as long as it takes, and nothing further is consumed meanwhile
-  (back-pressure): nothing is dropped, nothing committed past it. Without a probe, a
-  write that fails ``sink_retries`` times crashes the worker instead.
+* A failed sink write goes through :class:`~streams.pipeline.storing.Storer`: refused
+  events to the dead-letter topic, the rest stored and committed; an outage waited out
+  with nothing further consumed (back-pressure) — the batch in hand is still decided,
+  nothing is dropped, nothing committed past it.
 """
 
 from __future__ import annotations
@@ -49,32 +46,19 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
 )
 from mode import Service
 
-from schemas import DeadLetter, Event
+from schemas import Event
 from streams.pipeline.authn import TelemetryAuth
-from streams.pipeline.decoding import (
-    DeadReason,
-    TimeBounds,
-    decode_records,
-    event_dead_letter,
-)
+from streams.pipeline.decoding import DeadReason, TimeBounds, decode_records
 from streams.pipeline.metrics import WorkerMetrics
+from streams.pipeline.storing import Probe, SendDead, Storer, Write
 
 log = logging.getLogger("governor.ingest")
 
-#: ``write(events, flagged)``: put a batch into the sink (the ids in ``flagged`` failed
-#: authentication: stored flagged); raises if it could not.
-Write = Callable[[Sequence[Event], frozenset[str]], Awaitable[None]]
-#: ``send_dead(letter)``: start sending a dead letter; returns its delivery to await.
-SendDead = Callable[[DeadLetter], Awaitable[Awaitable[Any]]]
 #: ``handle(events)``: what a topic's valid events go through before the sink write.
 Handle = Callable[[Sequence[Any]], Awaitable[None]]
 #: ``on_assigned({topic: (partitions assigned here, partitions in all)})``: after each
 #: rebalance, before any record of the new assignment is read.
 OnAssigned = Callable[[Mapping[str, tuple[frozenset[int], int]]], Awaitable[None]]
-#: ``probe()``: whether the sink answers at all (tells bad data from an outage).
-Probe = Callable[[], Awaitable[bool]]
-
-_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 5.0)
 
 
 @dataclass(frozen=True)
@@ -128,10 +112,10 @@ class BatchIngest(Service):
         self._topic_of = {route.cls.TYPE: topic for topic, route in routes.items()}
         self._on_assigned_hook = on_assigned
         self.routes = dict(routes)
-        self._write = write
-        self._probe = probe
         self._send_dead = send_dead
         self.counters = counters
+        self._storer = Storer(write, send_dead, counters, probe, config.sink_retries,
+                              lambda: self._stopping, refused=self._refused)
         self._consumer: AIOKafkaConsumer | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -140,7 +124,6 @@ class BatchIngest(Service):
         self._parked = asyncio.Event()
         self._assigned = asyncio.Event()
         self._lag: dict[TopicPartition, int] = {}
-        self._sink_down_since: float | None = None  # monotonic; the sink takes no writes
         super().__init__(**kwargs)
 
     @property
@@ -165,8 +148,13 @@ class BatchIngest(Service):
     @property
     def sink_down_s(self) -> float:
         """How long the sink has refused every write (0 while it takes them)."""
-        since = self._sink_down_since
-        return 0.0 if since is None else time.monotonic() - since
+        return self._storer.down_s
+
+    def _refused(self, event: Event) -> None:
+        """The sink refused ``event``: a dead letter of its topic, in the metrics."""
+        if self.metrics is not None:
+            self.metrics.dlq.labels(self._topic_of.get(event.type, event.type),
+                                    DeadReason.SINK_REFUSED.value).inc()
 
     @property
     def caught_up(self) -> bool:
@@ -307,7 +295,7 @@ class BatchIngest(Service):
         return _Batch(events, offsets, deliveries, frozenset(flagged))
 
     async def _write_and_commit(self, batch: _Batch) -> None:
-        await self._store(batch.events, batch.deliveries, batch.flagged)
+        await self._storer.store(batch.events, batch.deliveries, batch.flagged)
         for delivery in batch.deliveries:
             await delivery  # a dead letter not delivered must not be skipped by the commit
         try:
@@ -321,60 +309,6 @@ class BatchIngest(Service):
             self.counters["commit_failures"] += 1
             log.warning("ingest: offset commit failed (%r); the records are read again "
                         "after a restart or rebalance", exc)
-
-    async def _store(self, events: Sequence[Event], deliveries: list[Awaitable[Any]],
-                     flagged: frozenset[str] = frozenset()) -> None:
-        """Write ``events``; see the module docstring for what a failure leads to."""
-        attempt = 0
-        while True:
-            try:
-                await self._write(events, flagged)
-                self._sink_down_since = None
-                return
-            except Exception as exc:
-                self.counters["sink_errors"] += 1
-                if self._stopping:
-                    raise
-                if self._probe is not None and await self._probe():
-                    self._sink_down_since = None
-                    await self._isolate(events, exc, deliveries, flagged)
-                    return
-                if self._sink_down_since is None:
-                    self._sink_down_since = time.monotonic()
-                if self._probe is None and attempt == self.config.sink_retries:
-                    raise
-                pause = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
-                attempt += 1
-                if attempt == 1 or attempt % 12 == 0:
-                    log.warning("ingest: the sink does not take writes (%r); %d events wait, "
-                                "retrying every %.1f s; consumption paused", exc, len(events),
-                                pause)
-                await asyncio.sleep(pause)
-
-    async def _isolate(self, events: Sequence[Event], error: Exception,
-                       deliveries: list[Awaitable[Any]], flagged: frozenset[str]) -> None:
-        """The sink answers but refused ``events``: store all it takes, one dead letter
-        for each event it refuses alone."""
-        if len(events) == 1:
-            [event] = events
-            reason = (f"the sink refused this event: {error!r:.500}; fix the producer "
-                      "(the rest of its batch was stored)")
-            deliveries.append(await self._send_dead(event_dead_letter(event, reason)))
-            self.counters[f"dlq_{event.type}"] += 1
-            self.counters["sink_refused"] += 1
-            if self.metrics is not None:
-                self.metrics.dlq.labels(self._topic_of.get(event.type, event.type),
-                                        DeadReason.SINK_REFUSED.value).inc()
-            log.warning("ingest: the sink refused one %s event of %s (%r); sent to the DLQ",
-                        event.type, event.function, error)
-            return
-        half = len(events) // 2
-        for part in (events[:half], events[half:]):
-            try:
-                await self._write(part, flagged)
-            except Exception as exc:
-                self.counters["sink_errors"] += 1
-                await self._isolate(part, exc, deliveries, flagged)
 
     # Rebalance ------------------------------------------------------------------
 

@@ -54,8 +54,15 @@ from streams.paging.dispatch import PageDispatcher
 from streams.pipeline.decoding import DeadReason, RecordLike, decode_records, event_dead_letter
 from streams.pipeline.metrics import WorkerMetrics
 from streams.pipeline.prepare import Prepared
+from streams.pipeline.storing import Storer
 from streams.settings import Settings
-from streams.storage.clickhouse import ClickHouseSink, QueryResult, connect, read_only_query
+from streams.storage.clickhouse import (
+    ClickHouseSink,
+    QueryResult,
+    connect,
+    is_outage,
+    read_only_query,
+)
 from streams.storage.values import plain_rows
 
 INCIDENT_SQL = """\
@@ -165,16 +172,22 @@ class Routes:
 
     async def take(self, records: Sequence[RecordLike], cls: type[Event],
                    then: FollowUp | None = None) -> None:
-        """One batch of one topic: decode, dead letters to the DLQ, rows to ClickHouse,
-        then the follow-up on the valid events."""
+        """One batch of one topic: decode, dead letters to the DLQ, rows to ClickHouse
+        (through a :class:`~streams.pipeline.storing.Storer`: rows it refuses to the DLQ,
+        an outage waited out), then the follow-up on the valid events."""
         decoded = decode_records(records, cls)
         for letter in decoded.dead:
             await self.outbox.dead(letter)
         self.counters[f"dlq_{cls.TYPE}"] += len(decoded.dead)
         self.counters[f"in_{cls.TYPE}"] += len(decoded.good)
-        if records:
-            self.metrics.taken(records[0].topic, len(decoded.good), decoded.reasons)
-        await self.write(decoded.good)
+        topic = records[0].topic if records else self.settings.topic(cls.TYPE)
+        self.metrics.taken(topic, len(decoded.good), decoded.reasons)
+
+        def refused(event: Event) -> None:
+            self.metrics.dlq.labels(topic, DeadReason.SINK_REFUSED.value).inc()
+
+        await Storer(self.write, self.outbox.dead, self.counters, self.data_refused,
+                     refused=refused).store(decoded.good, [])
         if then is not None:
             await then(decoded.good)
 
@@ -210,8 +223,13 @@ class Routes:
         log.info("rebalance: %d of %d cost partitions here; %d functions handed over to "
                  "other workers, %d snapshots read", len(mine), total, dropped, len(snapshots))
 
-    async def sink_answers(self) -> bool:
-        """Whether ClickHouse answers a trivial query (an outage, not bad data)."""
+    async def data_refused(self, error: Exception) -> bool:
+        """Whether ClickHouse refused the data of a failed write, rather than being unable
+        to take writes: it answers a trivial query and ``error`` is not an outage's
+        (:func:`~streams.storage.clickhouse.is_outage`: a detached or read-only table,
+        too many parts, no memory …)."""
+        if is_outage(error):
+            return False
         try:
             await asyncio.get_running_loop().run_in_executor(
                 self.db, self.sink.ping)
@@ -375,7 +393,8 @@ class Routes:
             self._read_client = connect(self.settings.clickhouse_dsn,
                                         getattr(self.clickhouse, "database", None))
         try:
-            return read_only_query(self._read_client, sql, params)
+            return read_only_query(self._read_client, sql, params,
+                                   self.settings.query_threads)
         except QueryError:
             # a refused result may leave the connection mid-read: start a fresh one
             client, self._read_client = self._read_client, None

@@ -60,7 +60,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
         with console.status("starting the embedded broker and worker"):
             settings = stack.enter_context(local_stack(settings, env, app_id="governor-demo"))
         stack.callback(agents.shutdown, 2.0)  # before the worker and broker stop
-        console.print(f"[bold]stack[/] broker kafka://{settings.kafka_bootstrap}, "
+        console.print(f"[bold]stack[/] broker {settings.kafka_bootstrap}, "
                       f"ClickHouse {settings.clickhouse_dsn}")
         return _run(console, settings, options)
     return 1  # not reached: the with block returns

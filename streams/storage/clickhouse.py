@@ -233,6 +233,43 @@ _TELEMETRY: dict[type[Event], str] = {Span: "Unauthenticated", CostEvent: "unaut
 """Telemetry tables and their column that flags rows not authenticated as their function."""
 
 
+OUTAGE_CODES = frozenset({
+    60,   # UNKNOWN_TABLE: detached, dropped or not yet created
+    81,   # UNKNOWN_DATABASE
+    159,  # TIMEOUT_EXCEEDED
+    164,  # READONLY
+    173,  # CANNOT_ALLOCATE_MEMORY
+    202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+    203,  # NO_FREE_CONNECTION
+    209,  # SOCKET_TIMEOUT
+    210,  # NETWORK_ERROR
+    218,  # TABLE_IS_DROPPED
+    225,  # NO_ZOOKEEPER
+    236,  # ABORTED
+    241,  # MEMORY_LIMIT_EXCEEDED
+    242,  # TABLE_IS_READ_ONLY: a replica lost its coordination service
+    243,  # NOT_ENOUGH_SPACE
+    252,  # TOO_MANY_PARTS: merges behind inserts
+    279,  # ALL_CONNECTION_TRIES_FAILED
+    285,  # TOO_FEW_LIVE_REPLICAS
+    319,  # UNKNOWN_STATUS_OF_INSERT
+    394,  # QUERY_WAS_CANCELLED
+    439,  # CANNOT_SCHEDULE_TASK
+    473,  # DEADLOCK_AVOIDED
+    999,  # KEEPER_EXCEPTION
+})
+"""ClickHouse error codes that say the server or a table cannot take writes *now*,
+whatever the rows: an outage to wait out, never a reason to refuse the data."""
+
+_CODE = re.compile(r"\bCode: (\d+)\b")
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether ``error`` (from a write) is one of :data:`OUTAGE_CODES`."""
+    match = _CODE.search(str(error))
+    return match is not None and int(match.group(1)) in OUTAGE_CODES
+
+
 Observe = Callable[[str, float, bool], None]
 """``observe(table, seconds, ok)``: one insert into ``table`` took ``seconds``."""
 
@@ -403,10 +440,11 @@ def _parameter_advice(message: str) -> str:
     return message
 
 
-def read_only_query(client: Any, sql: str, parameters: Mapping[str, str] | None = None
-                    ) -> QueryResult:
-    """Run an analyst's query with ``readonly=1``, a time limit and a result-size
-    limit; refuse anything but one read statement (:func:`_statement_problem`).
+def read_only_query(client: Any, sql: str, parameters: Mapping[str, str] | None = None,
+                    threads: int = 0) -> QueryResult:
+    """Run an analyst's query with ``readonly=1``, a time limit, a result-size limit
+    and at most ``threads`` engine threads (0: the engine's default); refuse anything
+    but one read statement (:func:`_statement_problem`).
     ``parameters`` fill the query's ``{name:Type}`` placeholders, bound by the engine
     (:func:`checked_parameters`)."""
     sql = sql.strip().removesuffix(";")
@@ -418,7 +456,8 @@ def read_only_query(client: Any, sql: str, parameters: Mapping[str, str] | None 
     try:
         result = client.query(sql, parameters=bound or None, settings={
             "readonly": 1, "max_execution_time": QUERY_SECONDS,
-            "max_result_rows": QUERY_ROWS, "result_overflow_mode": "throw"})
+            "max_result_rows": QUERY_ROWS, "result_overflow_mode": "throw",
+            **({"max_threads": threads} if threads else {})})
     except Exception as exc:
         message = _parameter_advice(str(exc).strip().splitlines()[0])
         if "(READONLY)" in message:

@@ -99,6 +99,66 @@ def test_handler_exceptions_propagate_unchanged(exporter: agents.InMemoryExporte
     assert exporter.of_type(CostEvent)[0].outcome is Outcome.ERROR
 
 
+def test_the_invocation_span_takes_what_the_handler_adds_within_limits(
+        exporter: agents.InMemoryExporter) -> None:
+    """The handler's ``trace.get_current_span()`` is the invocation span: attributes,
+    events, a renamed span and its status arrive; values of an unsupported type and
+    anything past the limits are dropped, never raised."""
+    from agents._span import MAX_ATTRIBUTES, MAX_EVENTS
+
+    @agents.govern(function="enriched")
+    def handler() -> None:
+        span = trace.get_current_span()
+        assert span.is_recording() and span.get_span_context().is_valid
+        span.set_attributes({"order.id": "o-1", "items": 3, "tags": ["a", "b"]})
+        span.set_attribute("bad", {"not": "allowed"})
+        for i in range(MAX_ATTRIBUTES + 5):
+            span.set_attribute(f"k{i}", i)
+        span.set_attribute("order.id", "o-2")  # replacing a key is not a new one
+        for i in range(MAX_EVENTS + 2):
+            span.add_event("step", {"i": i, "bad": object()})
+        span.update_name("enriched GET /orders")
+        span.set_status(trace.StatusCode.OK)
+        span.set_status(trace.StatusCode.ERROR, "ignored: OK is final")
+
+    handler()
+    agents.flush()
+    [span] = exporter.of_type(Span)
+    assert span.name == "enriched GET /orders"
+    assert span.attributes["order.id"] == "o-2" and span.attributes["items"] == 3
+    assert span.attributes["tags"] == '["a", "b"]'
+    assert "bad" not in span.attributes
+    assert sum(1 for k in span.attributes if k.startswith("k")) == MAX_ATTRIBUTES - 3
+    assert len(span.events) == MAX_EVENTS and span.events[0].attributes == {"i": 0}
+    assert span.status_code.name == "OK"
+
+
+def test_a_governed_call_inside_another_is_its_child(
+        exporter: agents.InMemoryExporter) -> None:
+    """Lineage in-process: a governed function called from another governed one (or
+    from any current OpenTelemetry span) continues its trace."""
+    @agents.govern(function="inner")
+    def inner() -> None:
+        return None
+
+    @agents.govern(function="outer")
+    def outer() -> None:
+        inner()
+
+    outer()
+    tracer = TracerProvider().get_tracer("app")
+    with tracer.start_as_current_span("job") as job:
+        inner()
+    agents.flush()
+    spans = {s.function: s for s in exporter.of_type(Span)[:2]}
+    assert spans["inner"].trace_id == spans["outer"].trace_id
+    assert spans["inner"].parent_span_id == spans["outer"].span_id
+    assert spans["outer"].parent_span_id == ""
+    last = exporter.of_type(Span)[-1]
+    assert (last.trace_id, last.parent_span_id) == (
+        f"{job.get_span_context().trace_id:032x}", f"{job.get_span_context().span_id:016x}")
+
+
 def test_async_handlers_and_nested_spans(exporter: agents.InMemoryExporter) -> None:
     own = TracerProvider()
     tracer = own.get_tracer("app")

@@ -30,6 +30,7 @@ from streams.pipeline.console import Status
 from streams.pipeline.decoding import Record
 from streams.pipeline.prepare import Prepared
 from streams.pipeline.routes import InMemoryOutbox, Routes
+from streams.pipeline.storing import Storer
 from streams.settings import Settings
 from streams.storage.clickhouse import migrate
 
@@ -276,9 +277,9 @@ def test_no_fast_path_while_the_ingest_works_through_a_backlog(routes: Routes) -
 def test_a_row_the_sink_refuses_is_isolated_to_the_dlq_and_the_rest_stored(
         routes: Routes, clickhouse: Any) -> None:
     """The real ClickHouse engine refuses one row (a table constraint stands in for any
-    row-level refusal); the ingest's probe finds the sink answering, so the batch is
-    split until that row is alone: it goes to the DLQ with the sink's reason, every
-    other row is stored once."""
+    row-level refusal); the probe finds the sink answering with a data error, so the
+    batch is split until that row is alone: it goes to the DLQ with the sink's reason,
+    every other row is stored once."""
     from streams.pipeline.batch_ingest import BatchIngest, IngestConfig, Route
 
     clickhouse.command("ALTER TABLE cost_events ADD CONSTRAINT sane CHECK cost_usd < 1000")
@@ -289,9 +290,8 @@ def test_a_row_the_sink_refuses_is_isolated_to_the_dlq_and_the_rest_stored(
     outbox = InMemoryOutbox()
     ingest = BatchIngest(IngestConfig("127.0.0.1:9", "g"),
                          {"governor.costs": Route(CostEvent)}, routes.write, outbox.dead,
-                         routes.counters, probe=routes.sink_answers, metrics=routes.metrics)
-    deliveries: list[Any] = []
-    asyncio.run(ingest._store(batch, deliveries))
+                         routes.counters, probe=routes.data_refused, metrics=routes.metrics)
+    asyncio.run(ingest._storer.store(batch, []))
     [letter] = outbox.dead_letters
     assert "poison" in letter.payload and "sane" in letter.reason
     assert "the rest of its batch was stored" in letter.reason
@@ -302,6 +302,39 @@ def test_a_row_the_sink_refuses_is_isolated_to_the_dlq_and_the_rest_stored(
     assert routes.metrics.registry.get_sample_value(
         "governor_sink_errors_total", {"table": "cost_events"}) >= 1
     assert ingest.sink_down_s == 0  # the sink answered: bad data, not an outage
+
+
+@pytest.mark.parametrize(("down", "up"), [
+    # merges behind inserts: the engine refuses every insert with TOO_MANY_PARTS
+    ("ALTER TABLE cost_events MODIFY SETTING parts_to_throw_insert = 1, "
+     "parts_to_delay_insert = 1",
+     "ALTER TABLE cost_events MODIFY SETTING parts_to_throw_insert = 3000, "
+     "parts_to_delay_insert = 1000"),
+    ("DETACH TABLE cost_events", "ATTACH TABLE cost_events"),  # UNKNOWN_TABLE
+])
+def test_a_sink_that_cannot_take_writes_is_waited_out_never_dead_lettered(
+        routes: Routes, down: str, up: str) -> None:
+    """The real engine stops taking writes while it still answers queries (too many
+    parts; a detached table): that is an outage, not bad data. The store waits with
+    back-off (the caller consumes nothing meanwhile) and, once the table takes writes
+    again, stores every row once; nothing goes to the DLQ."""
+    asyncio.run(routes.write(_calls(9, 1)))  # a part exists
+    routes.clickhouse.command(down)
+    outbox = InMemoryOutbox()
+    storer = Storer(routes.write, outbox.dead, routes.counters, probe=routes.data_refused)
+
+    async def outage() -> None:
+        storing = asyncio.create_task(storer.store(_calls(0, 20), []))
+        while routes.counters["sink_outage_retries"] < 2:
+            assert not storing.done()
+            await asyncio.sleep(0.05)
+        routes.clickhouse.command(up)
+        await asyncio.wait_for(storing, 30)
+
+    asyncio.run(outage())
+    assert outbox.dead_letters == [] and routes.counters["sink_refused"] == 0
+    assert _count(routes, "SELECT count() FROM cost_events FINAL") == 21
+    assert _count(routes, "SELECT count() FROM cost_events") == 21
 
 
 def test_an_event_the_decision_step_fails_on_is_dead_lettered_and_the_batch_goes_on(
@@ -336,3 +369,5 @@ def test_analyst_queries_are_limited_in_rows_and_run_beside_ingest(routes: Route
     status, body = asyncio.run(routes.query({"sql": "SELECT count() FROM numbers(1000)"}))
     assert status == 200 and body["rows"] == [[1000]]
     assert routes._read_client is not routes.clickhouse  # its own connection
+    status, body = asyncio.run(routes.query({"sql": "SELECT getSetting('max_threads')"}))
+    assert status == 200 and body["rows"] == [[routes.settings.query_threads]] == [[1]]

@@ -28,6 +28,32 @@ STATE_KEY = "integration-state-key-7b2e4d6f8a0c1e3b5d79"
 """The workers' snapshot key: start_worker sets it; operators' and agents' envs never do."""
 
 
+@dataclass(frozen=True)
+class DemoRun:
+    """A finished ``governor demo``: its data dir, what it printed, how it exited."""
+
+    data_dir: Path
+    stdout: str
+    stderr: str
+    returncode: int
+
+    def governor(self, *argv: str) -> list[str]:
+        """A ``governor`` command line on the demo's data dir."""
+        return [sys.executable, "-m", "streams", "--data-dir", str(self.data_dir), *argv]
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """``governor demo`` run once for the session, on its own embedded stack, with a
+    short warm-up and incidents; its history stays in ``data_dir``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GOVERNOR_")}
+    data_dir = tmp_path_factory.mktemp("demo") / "state"
+    run = subprocess.run([sys.executable, "-m", "streams", "--data-dir", str(data_dir),
+                          "demo", "--warmup", "16", "--incident", "14"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    return DemoRun(data_dir, run.stdout, run.stderr, run.returncode)
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     started = start_broker(tmp_path_factory.mktemp("broker") / "broker.log")

@@ -350,3 +350,65 @@ def test_a_restarted_worker_resumes_from_the_committed_offsets(
                                 "SELECT count() FROM cost_events FINAL") == 3_000)
     finally:
         stop_worker(stack)
+
+
+def test_a_sink_outage_pauses_consumption_and_loses_nothing(
+        broker: str, prefix: str, clickhouse: Any, tmp_path: Path) -> None:
+    """The real engine stops taking inserts (TOO_MANY_PARTS, as when merges fall behind)
+    while records keep arriving. The ingest keeps deciding the batch in hand, consumes
+    no further (back-pressure) and commits nothing past what is stored; once inserts
+    are taken again every record is stored exactly once (with and without FINAL) and
+    none is dead-lettered."""
+    from streams.control.follower import ControlFollower
+    from streams.decisions.policy import PolicyEngine
+    from streams.paging.dispatch import dispatcher_from_settings
+    from streams.pipeline.prepare import Prepared
+    from streams.pipeline.routes import InMemoryOutbox, Routes
+    from streams.settings import Settings
+    from streams.storage.clickhouse import migrate
+
+    migrate(clickhouse)
+    settings = Settings(pager_file=str(tmp_path / "pages"))
+    prepared = Prepared(clickhouse, b"r" * 32, b"t" * 32, 4, {},
+                        PolicyEngine(settings.policy_dir),
+                        ControlFollower("127.0.0.1:9", settings, b""))
+    routes = Routes(settings, prepared, dispatcher_from_settings(settings))
+    outbox = routes.outbox = InMemoryOutbox()
+    topic, group = f"{prefix}.costs", f"g-{uuid.uuid4().hex[:8]}"
+    before, during = _costs(1_000, seed=1), _costs(3_000, seed=2)
+    table = "ALTER TABLE cost_events MODIFY SETTING parts_to_throw_insert = {}, " \
+            "parts_to_delay_insert = {}"
+
+    def stored(final: str = "") -> int:
+        return int(clickhouse.query(f"SELECT count() FROM cost_events {final}").result_rows[0][0])
+
+    async def run() -> tuple[int, int, int]:
+        ingest = BatchIngest(IngestConfig(broker, group, batch=200, within_s=0.1),
+                             {topic: Route(CostEvent, routes.on_costs)}, routes.write,
+                             outbox.dead, routes.counters, probe=routes.data_refused)
+        await ingest.start()
+        try:
+            await asyncio.to_thread(_produce, broker, topic, _payloads(before))
+            await until(lambda: stored() == 1_000)
+            clickhouse.command(table.format(1, 1))  # the outage
+            await asyncio.to_thread(_produce, broker, topic, _payloads(during))
+            await until(lambda: routes.counters["sink_outage_retries"] >= 3)
+            await asyncio.sleep(2.0)
+            seen, kept = routes.counters["in_cost"], stored()
+            committed = await asyncio.to_thread(_committed, broker, group, topic)
+            clickhouse.command(table.format(3000, 1000))  # recovered
+            await until(lambda: stored() == 4_000, timeout_s=60)
+            await until(lambda: _committed(broker, group, topic) == 4_000)
+        finally:
+            await ingest.stop()
+            routes.close(2.0)
+        return seen, kept, committed
+
+    seen, kept, committed = asyncio.run(run())
+    assert kept == 1_000 and committed <= 1_000  # nothing stored or committed meanwhile
+    assert 1_000 < seen <= 1_000 + 2 * 200  # the batches in hand were decided, no more
+    assert outbox.dead_letters == [] and routes.counters["sink_refused"] == 0
+    assert stored("FINAL") == stored() == 4_000
+    ids = {e.event_id for e in [*before, *during]}
+    found = {r[0] for r in clickhouse.query("SELECT event_id FROM cost_events").result_rows}
+    assert found == ids

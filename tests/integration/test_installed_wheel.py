@@ -91,7 +91,8 @@ def stack(local_install: Path, elsewhere: Path) -> Iterator[dict[str, str]]:
     log = elsewhere / "up.log"
     with log.open("wb") as out:
         up = subprocess.Popen([str(local_install / "governor"), "up"], cwd=elsewhere,
-                              env=_env(local_install, GOVERNOR_QUERY_PORT=str(port)),
+                              env=_env(local_install, GOVERNOR_QUERY_PORT=str(port),
+                                       GOVERNOR_BROKER_PORT=str(free_port())),
                               stdout=out, stderr=subprocess.STDOUT)
     try:
         def ready() -> bool:
@@ -105,7 +106,7 @@ def stack(local_install: Path, elsewhere: Path) -> Iterator[dict[str, str]]:
 
         wait_for(ready, timeout_s=120, interval_s=0.5)
         printed = log.read_text()
-        bootstrap = re.search(r"^broker\s+kafka://(\S+)", printed, re.MULTILINE)
+        bootstrap = re.search(r"GOVERNOR_KAFKA_BOOTSTRAP=(\S+)", printed)
         key = re.search(r"GOVERNOR_VERDICT_KEY=(\S+)", printed)
         assert bootstrap and key, printed
         yield {"GOVERNOR_KAFKA_BOOTSTRAP": bootstrap[1], "GOVERNOR_VERDICT_KEY": key[1]}

@@ -19,6 +19,7 @@ from confluent_kafka import Producer
 from schemas import CostEvent, encode
 from streams.kafka import ensure_topics
 from tests.integration.conftest import WorkerStack, start_worker, stop_worker, wait_for
+from tests.unit.test_monitoring import METRICS
 
 pytestmark = pytest.mark.integration
 
@@ -87,6 +88,9 @@ def test_metrics_are_valid_prometheus_exposition(metered: WorkerStack) -> None:
     for name in NAMES:
         assert re.search(rf"^# TYPE {name} ", text, re.M), name
     assert _sample(text, "governor_ready") == 1
+    families = set(re.findall(r"^# TYPE (\S+) ", text, re.M))
+    for series in METRICS - {"up"}:  # what the dashboards and alert rules name
+        assert series.removesuffix("_bucket") in families, series
     lags = re.findall(rf'^governor_consumer_lag{{partition="\d+",topic="{re.escape(costs)}"}} ',
                       text, re.M)
     assert len(lags) >= 1  # one per partition of the hot topics assigned here

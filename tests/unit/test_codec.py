@@ -31,6 +31,7 @@ from schemas import (
     decode_event,
     encode,
 )
+from schemas.codec import reference_decode
 from tests.unit.strategies import DEFAULTED, EVENT_STRATEGIES, FIELD_STRATEGIES, any_event
 
 ALL_TYPES = sorted(EVENT_TYPES.values(), key=lambda cls: cls.TYPE)
@@ -431,6 +432,44 @@ def test_fuzz_one_field_of_a_valid_event(event: Event, field: str, value: Any) -
     else:
         raw[field] = value
     decodes_or_schema_error(orjson.dumps(raw))
+
+
+def _outcome(decoder: Any, data: bytes, cls: type[Event]) -> Any:
+    try:
+        return decoder(data, cls)
+    except SchemaError as error:
+        return ("rejected", error.field, error.problem)
+
+
+@given(
+    event=any_event,
+    field=st.sampled_from(FIELD_NAMES) | st.text(max_size=8),
+    value=json_values | st.just(...),
+    data=st.data(),
+)
+def test_the_fast_path_decides_as_the_reference_does(
+        event: Event, field: str, value: Any, data: st.DataObject) -> None:
+    """The C fast path (:mod:`schemas._fast`) takes only what the reference path takes
+    and builds the same event: on valid events, and on each with one field replaced
+    (by any JSON value, or a boundary value of the contract), added or removed."""
+    cls = type(event)
+    raw = orjson.loads(encode(event))
+    if value is ...:
+        raw.pop(field, None)
+    else:
+        raw[field] = data.draw(st.sampled_from(
+            [value, 0, -1, 1, 2**63 - 1, 2**63, 2**64 - 1, -(2**63), 1e308, 128.0, 0.5,
+             "", "x" * 257, "0" * 32, "0" * 16, "ok", True, None, [], {}]))
+    for given_fields, encoded in ((set(raw) | {field}, encode(event)),
+                                  (set(raw), orjson.dumps(raw))):
+        fast, reference = _outcome(decode, encoded, cls), _outcome(reference_decode, encoded, cls)
+        if not isinstance(fast, tuple) and not isinstance(reference, tuple):
+            generated = {f.name: getattr(reference, f.name) for f in dataclasses.fields(cls)
+                         if f.default_factory is not dataclasses.MISSING
+                         and f.name not in given_fields}  # a fresh id or time: any will do
+            fast = dataclasses.replace(fast, **generated)
+            assert type(fast) is type(reference) and encode(fast) == encode(reference)
+        assert fast == reference
 
 
 # --------------------------------------------------------------------------- regressions

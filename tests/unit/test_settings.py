@@ -75,6 +75,7 @@ def test_worker_settings_from_environment_and_overrides() -> None:
     ({"GOVERNOR_LOG_LEVEL": "loud"}, "use debug, info, warn or error"),
     ({"GOVERNOR_LOG_FORMAT": "xml"}, "use text or json"),
     ({"GOVERNOR_CLICKHOUSE_URL": "mysql://x"}, "use http"),
+    ({"GOVERNOR_BROKER_PORT": "70000"}, "GOVERNOR_BROKER_PORT=70000; use a port"),
 ])
 def test_worker_settings_reject_bad_values(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message.replace("(", r"\(")):
