@@ -98,6 +98,9 @@ class WorkerMetrics:
         self.detector = Histogram("governor_detector_seconds", "One decision on a function, "
                                   "by detector path.", ["detector"], buckets=_SECONDS,
                                   registry=r)
+        self.window = self.detector.labels("window")
+        """A closed window decided (its children bound once: the paths are hot)."""
+        self.fast_path = self.detector.labels("fast_path")
         self.started = time.monotonic()
         ProcessCollector(registry=r)
 

@@ -180,7 +180,7 @@ class Routes:
             await self.outbox.dead(letter)
         self.counters[f"dlq_{cls.TYPE}"] += len(decoded.dead)
         self.counters[f"in_{cls.TYPE}"] += len(decoded.good)
-        topic = records[0].topic if records else self.settings.topic(cls.TYPE)
+        topic = records[0].topic if records else ""
         self.metrics.taken(topic, len(decoded.good), decoded.reasons)
 
         def refused(event: Event) -> None:
@@ -270,7 +270,7 @@ class Routes:
                 self.counters["decision_errors"] += 1
                 continue
             finally:
-                self.metrics.detector.labels("fast_path").observe(time.perf_counter() - started)
+                self.metrics.fast_path.observe(time.perf_counter() - started)
             for out in decided:
                 await self.publish(out)
 
@@ -329,7 +329,7 @@ class Routes:
                 self.counters["decision_errors"] += 1
                 continue
             finally:
-                self.metrics.detector.labels("window").observe(time.perf_counter() - started)
+                self.metrics.window.observe(time.perf_counter() - started)
             for event in events:
                 await self.publish(event)
             if snapshot is not None:
