@@ -97,7 +97,8 @@ GOVERNOR_RUNBOOK_URL                runbook link put on every page; a relative o
 GOVERNOR_PUBLIC_URL                 the worker's HTTP address as on-call reach it, for the
                                     absolute links on pages: runbook, the incident's
                                     history (``/incidents/ID``: Alertmanager's
-                                    ``generatorURL``) (http://QUERY_HOST:QUERY_PORT)
+                                    ``generatorURL``) (http://QUERY_HOST:QUERY_PORT;
+                                    localhost for 0.0.0.0)
 GOVERNOR_PAGER_REFRESH_SECONDS      open incidents are re-asserted to Alertmanager this
                                     often, each alert's ``endsAt`` set 3 times as far
                                     ahead (60)
@@ -297,10 +298,12 @@ class Settings:
 
     @property
     def public_base(self) -> str:
-        """``GOVERNOR_PUBLIC_URL`` without a trailing slash, or the worker's own address."""
+        """``GOVERNOR_PUBLIC_URL`` without a trailing slash, or the worker's own address
+        (``localhost`` when it listens on every interface)."""
         if self.public_url:
             return self.public_url.rstrip("/")
-        host = f"[{self.query_host}]" if ":" in self.query_host else self.query_host
+        host = "localhost" if self.query_host in ("0.0.0.0", "::") else self.query_host
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.query_port}"
 
     def public_link(self, url: str) -> str:

@@ -307,6 +307,8 @@ def test_page_links_are_absolute_from_the_public_url() -> None:
     assert opened.runbook_url == "https://wiki/payments#cost-anomaly"
     local = PageRules.from_settings(Settings(query_port=7000))
     assert local.link("docs/runbook.md") == "http://127.0.0.1:7000/docs/runbook.md"
+    every = Settings(query_host="0.0.0.0", query_token="t" * 32)  # every interface
+    assert every.public_base == "http://localhost:6066"
 
 
 def test_live_thresholds_override_runbook_and_page_rate() -> None:
