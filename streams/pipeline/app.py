@@ -149,7 +149,7 @@ def create_app(settings: Settings, prepared: Prepared) -> tuple[faust.App, Route
     routes.ingest_ready = lambda: ingest.ready
     routes.ingest_problem = lambda: _ingest_problem(ingest)
     routes.caught_up = lambda: ingest.caught_up
-    routes.lag = lambda: ingest.lag
+    routes.lag = lambda: {**_faust_lag(app), **ingest.lag}
     pager = routes.pager.stats
     routes.metrics.watch(Probes(
         lag=routes.lag, backlog=lambda: routes.windows.open_windows,
@@ -240,6 +240,15 @@ def create_app(settings: Settings, prepared: Prepared) -> tuple[faust.App, Route
     app.page("/incidents/{incident_id}")(IncidentView)
     app.page("/docs/runbook.md")(RunbookView)
     return app, routes
+
+
+def _faust_lag(app: faust.App) -> dict[tuple[str, int], int]:
+    """Records behind on the topics Faust's agents consume, by (topic, partition), as
+    its monitor saw them at the last fetch."""
+    monitor = app.monitor
+    read = monitor.tp_read_offsets or {}
+    return {(tp.topic, tp.partition): max(0, end - read.get(tp, -1) - 1)
+            for tp, end in list((monitor.tp_end_offsets or {}).items())}
 
 
 def _ingest_problem(ingest: BatchIngest) -> str | None:

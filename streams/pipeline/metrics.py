@@ -12,7 +12,8 @@ read when Prometheus scrapes, through :class:`Probes`.
 ``governor_dlq_total``              dead letters, by source ``topic`` and ``reason``
                                     (a :class:`~streams.pipeline.decoding.DeadReason`)
 ``governor_consumer_lag``           records behind the high watermark, by ``topic`` and
-                                    ``partition`` (the hot topics' batch consumer)
+                                    ``partition``: the hot topics' batch consumer, and
+                                    Faust's agents' topics as of their last fetch
 ``governor_decisions_total``        policy decisions, by ``kind`` (throttle, isolate …)
 ``governor_verdicts_total``         verdicts issued, by ``action``
 ``governor_pages_total``            incident events paged, by ``kind`` (runbook section)
