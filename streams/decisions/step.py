@@ -109,6 +109,9 @@ class DecisionStep:
         self._take(snapshots or {}, lambda function: True)
         self.resumed: list[str] = []
         """Functions restored with an open incident since last read (to re-assert it)."""
+        self.handed_over: list[str] = []
+        """Incidents handed over to other workers since last read (to stop asserting
+        them: they are their new owners' to assert and resolve)."""
 
     # ------------------------------------------------------------------ inputs
 
@@ -307,7 +310,9 @@ class DecisionStep:
             self.lifecycle.forget(function)
             self.profiles.forget(function)
             self.spend.forget(function)
-            self.tracker.hand_over(function)
+            incident = self.tracker.hand_over(function)
+            if incident is not None:
+                self.handed_over.append(incident)
             self._memory.pop(function, None)
             self._pending.pop(function, None)
         held = self.decider.functions()

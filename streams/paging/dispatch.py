@@ -103,6 +103,12 @@ class PageDispatcher:
                 if lane.pager.idempotent:
                     self._offer(lane, incident)
 
+    def forget(self, incident_ids: Iterable[str]) -> None:
+        """Stop re-asserting these incidents (another worker carries them on)."""
+        for incident_id in incident_ids:
+            for lane in self._lanes:
+                lane.pager.forget(incident_id)
+
     def close(self, timeout: float = 5.0) -> bool:
         """Stop accepting, deliver what is queued for up to ``timeout`` seconds, then
         abandon the rest (counted as dropped). ``True`` if everything was handled."""

@@ -497,10 +497,12 @@ class IncidentTracker:
     def restore(self, function: str, episode: _Episode) -> None:
         self._open[function] = episode
 
-    def hand_over(self, function: str) -> None:
+    def hand_over(self, function: str) -> str | None:
         """Drop ``function``'s open episode without resolving it: another worker took
-        the function over with it (from its snapshot) and carries it on."""
-        self._open.pop(function, None)
+        the function over with it (from its snapshot) and carries it on. The episode's
+        incident id, if it had one open."""
+        episode = self._open.pop(function, None)
+        return episode.incident_id if episode is not None else None
 
     def open_functions(self) -> set[str]:
         return set(self._open)

@@ -218,6 +218,8 @@ class Routes:
                                     security=self.settings.kafka_security))
         self.cost_partitions = sorted(mine)
         dropped = self.step.hand_over(decides, snapshots)
+        self.pager.forget(self.step.handed_over)
+        self.step.handed_over.clear()
         self.windows.drop(decides)
         self.counters["functions_handed_over"] += dropped
         log.info("rebalance: %d of %d cost partitions here; %d functions handed over to "

@@ -169,6 +169,41 @@ def test_an_operator_release_takes_over(gov: DecisionStep) -> None:
     assert of(step(gov, 13, 1500), Verdict) == []  # no automatic verdict while it holds
 
 
+def test_a_function_handed_over_leaves_its_incident_to_the_new_owner(
+        gov: DecisionStep) -> None:
+    warm(gov)
+    [opened] = [p for p in of(step(gov, 12, 1500), Incident)
+                if p.status is IncidentStatus.OPEN]
+    assert gov.hand_over(lambda function: False, {}) == 1
+    assert gov.handed_over == [opened.incident_id]  # the pagers stop asserting it here
+    assert not gov.tracker.is_open("checkout")
+
+
+def test_a_restarted_worker_restores_open_incidents_when_it_gets_its_partitions(
+        gov: DecisionStep) -> None:
+    warm(gov)
+    step(gov, 12, 1500)
+    blob = gov.snapshot("checkout")
+    assert blob is not None
+    quiet = DecisionStep(SETTINGS, VerdictIssuer(KEY, 300 * S, "governor-worker"),
+                         PolicyEngine(SETTINGS.policy_dir), Thresholds(SETTINGS),
+                         state_key=STATE_KEY)
+    quiet.on_window("calm", Window(T0, T0 + WINDOW), T0 + WINDOW)
+    calm = quiet.snapshot("calm")  # no incident: stays a snapshot until its first event
+    assert calm is not None
+    fresh = DecisionStep(SETTINGS, VerdictIssuer(KEY, 300 * S, "governor-worker"),
+                         PolicyEngine(SETTINGS.policy_dir), Thresholds(SETTINGS),
+                         {"checkout": blob, "calm": calm}, state_key=STATE_KEY)
+    fresh.hand_over(lambda function: function != "elsewhere", {})
+    assert fresh.resumed == ["checkout"] and fresh.tracker.is_open("checkout")
+    assert fresh.counters == {"snapshots_restored": 1}  # "calm" waits for its first event
+    other = DecisionStep(SETTINGS, VerdictIssuer(KEY, 300 * S, "governor-worker"),
+                         PolicyEngine(SETTINGS.policy_dir), Thresholds(SETTINGS),
+                         {"checkout": blob}, state_key=STATE_KEY)
+    other.hand_over(lambda function: False, {})  # not this worker's: nothing restored
+    assert other.resumed == [] and not other.tracker.is_open("checkout")
+
+
 def test_decision_state_survives_a_restart(gov: DecisionStep) -> None:
     warm(gov)
     step(gov, 12, 1500)

@@ -351,6 +351,16 @@ def test_end_to_end_tracker_to_pagerduty(receiver: Receiver) -> None:
     assert IncidentStatus.RESOLVED.value == "resolved"
 
 
+def test_an_incident_handed_over_is_no_longer_re_asserted_here(receiver: Receiver) -> None:
+    opened, _ = _incidents()
+    pager = AlertmanagerPager(receiver.url)
+    with PageDispatcher([pager], refresh_seconds=0) as d:
+        assert pager.send(opened).ok
+        assert pager.refresh() is not None
+        d.forget([opened.incident_id])
+        assert pager.refresh() is None
+
+
 def test_a_dropped_resolve_stops_the_alert_being_re_sent(receiver: Receiver) -> None:
     opened, resolved = _incidents()
     pager = AlertmanagerPager(receiver.url + "/api/v2/alerts")
