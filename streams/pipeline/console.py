@@ -68,7 +68,8 @@ def verdict_line(verdict: Verdict) -> str:
 class UpConsole:
     """Prints verdicts and pages as they happen (:meth:`on_event`) and the status line
     (:meth:`tick`, once a second); ``tty`` (default: whether ``out`` is a terminal)
-    redraws the line in place."""
+    redraws the line in place. An output that cannot be written (a closed pipe) ends
+    the printing, never the worker."""
 
     def __init__(self, status: Callable[[], Status], out: TextIO | None = None,
                  tty: bool | None = None, clock: Callable[[], float] = time.monotonic) -> None:
@@ -80,6 +81,7 @@ class UpConsole:
         self._shown: Status | None = None  # the status last printed (not a tty)
         self._last: tuple[float, int] | None = None  # (when, events) of the last tick
         self._printed_at = -PLAIN_EVERY_S
+        self._closed = False  # the output failed: print nothing more
 
     def on_event(self, event: Event) -> None:
         """Print a verdict, or an incident event that is paged."""
@@ -102,8 +104,7 @@ class UpConsole:
             line = status.line(rate)
             if line != self._line:
                 self._line = line
-                self._out.write(f"\r\x1b[K{line}")
-                self._out.flush()
+                self._emit(f"\r\x1b[K{line}")
         elif status != self._shown and (now - self._printed_at >= PLAIN_EVERY_S
                                         or self._shown is None
                                         or status.not_ready != self._shown.not_ready):
@@ -113,11 +114,18 @@ class UpConsole:
     def close(self) -> None:
         """End the status line on a terminal (the shell's prompt goes below it)."""
         if self._tty and self._line:
-            self._out.write("\n")
-            self._out.flush()
+            self._emit("\n")
             self._line = ""
 
     def _write(self, text: str) -> None:
         """A line of its own; on a terminal, above the status line (redrawn below it)."""
-        self._out.write(f"\r\x1b[K{text}\n{self._line}" if self._tty else text + "\n")
-        self._out.flush()
+        self._emit(f"\r\x1b[K{text}\n{self._line}" if self._tty else text + "\n")
+
+    def _emit(self, text: str) -> None:
+        if self._closed:
+            return
+        try:
+            self._out.write(text)
+            self._out.flush()
+        except (OSError, ValueError):  # a closed pipe or file: the worker goes on
+            self._closed = True

@@ -79,3 +79,13 @@ def test_paged_incidents_print_and_folded_ones_do_not() -> None:
     assert len(lines) == 2
     assert "PAGE OPEN" in lines[0] and "1f2e3d4c5b6a7988" in lines[0]
     assert lines[1].endswith("VERDICT RELEASE checkout by operator:ana")
+
+
+def test_a_closed_output_ends_the_printing_not_the_worker() -> None:
+    out = io.StringIO()
+    console = UpConsole(_status, out, tty=False)
+    out.close()
+    console.tick()
+    console.on_event(Verdict(function="checkout", action=Action.ISOLATE, sequence=1,
+                             expires_at_unix_nano=9))
+    console.close()  # nothing raised
