@@ -80,3 +80,13 @@ limit(policy, rate, why, figures) := {
 	),
 	"inputs": object.union(figures, {"rate_rps": rate}),
 }
+
+# The stage the input comes from: "pre-commit", "pre-deploy" (governor gate) or
+# "runtime" (the workers; also when the input has no stage).
+stage(_) := s if {
+	s := input.stage
+	is_string(s)
+} else := "runtime"
+
+# Whether the input describes a deployment rather than a running window.
+deploying(_) if stage(0) in {"pre-commit", "pre-deploy"}

@@ -10,9 +10,10 @@ package governor
 
 import rego.v1
 
-decisions := (((((data.governor.policies.budget.decisions
+decisions := ((((((data.governor.policies.budget.decisions
 	| data.governor.policies.cost_guard.decisions)
 	| data.governor.policies.egress.decisions)
 	| data.governor.policies.data_access.decisions)
 	| data.governor.policies.responsible_ai.decisions)
 	| data.governor.policies.resources.decisions)
+	| data.governor.policies.deploy.decisions)

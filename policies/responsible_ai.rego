@@ -33,6 +33,7 @@ disparity_max := lib.number_or("fairness_disparity_max", 0.2)
 decisions contains decision if {
 	serving
 	count(missing) > 0
+	not lib.deploying(0) # deploy.responsible_ai speaks for the deploy stages
 	decision := {
 		"policy": "responsible_ai.documentation",
 		"decision": "warn",

@@ -401,6 +401,11 @@ class PolicyDecision(Event):
     inputs: dict[str, AttributeValue] = field(
         default_factory=dict, metadata=_meta("The input figures the policy compared.")
     )
+    stage: str = field(default="runtime", metadata=_meta(
+        "Where it was decided: runtime (the workers), pre-deploy or pre-commit (governor gate).",
+        max_len=32))
+    revision: str = field(default="", metadata=_meta(
+        "The git revision a deploy-time decision was made on.", max_len=128))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

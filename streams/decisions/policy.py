@@ -71,8 +71,9 @@ _TEST_RULE = re.compile(r"^(test_\w+)\b", re.MULTILINE)
 _ADVICE = "fix it and save again; running workers keep their last good bundle meanwhile"
 
 # A window in which every shipped policy has something to say: loading a bundle
-# evaluates it once, so errors regorus only finds at evaluation time (unsafe
-# variables, unknown functions, bad builtin arguments) refuse the bundle up front.
+# evaluates it once (and once as a deploy), so errors regorus only finds at
+# evaluation time (unsafe variables, unknown functions, bad builtin arguments)
+# refuse the bundle up front.
 _SMOKE_INPUT: dict[str, Any] = {
     "function": {"name": "smoke", "team": "smoke", "version": "1", "memory_mb": 10240,
                  "timeout_s": 900.0, "concurrency": 1000, "labels": {"env": "smoke"},
@@ -101,6 +102,13 @@ _SMOKE_INPUT: dict[str, Any] = {
                    "datasets_allowed": "other.*", "fairness_disparity_max": 0.2,
                    "min_rps": 0.2},
 }
+
+_DEPLOY_SMOKE_INPUT: dict[str, Any] = {
+    **_SMOKE_INPUT, "stage": "pre-deploy", "change": {"kind": "new", "fields": {}},
+    "ai_predictions": {"smoke": {"score": 0.99, "predicted_monthly_cost": 1e6,
+                                 "interval": [1e5, 1e7], "basis": "smoke"}},
+}
+"""The same function as ``governor gate`` presents it before a deploy."""
 
 
 class Family(StrEnum):
@@ -245,6 +253,8 @@ class PolicyBundle:
             raise PolicyError(f"{self.directory}: no `package governor` with a `decisions` "
                               f"rule; add main.rego (see policies/README.md)")
         try:
+            engine.set_input(_DEPLOY_SMOKE_INPUT)
+            engine.eval_rule_as_json(ENTRY_RULE)
             engine.set_input(_SMOKE_INPUT)
             result = engine.eval_rule_as_json(ENTRY_RULE)
             engine.eval_query_as_json("data")  # every rule, the unreferenced ones too

@@ -227,6 +227,7 @@ class DecisionStep:
                 "proposed": {"action": proposal.action.value, "rate_rps": proposal.rate_rps}}
             baseline = cause.baseline
         return {
+            "stage": "runtime",
             **profile.policy_input(function),
             "window": {"start_unix_nano": window.start_ns, "seconds": window.seconds,
                        "invocations": window.invocations, "cost_usd": window.cost_usd,

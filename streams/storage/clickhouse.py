@@ -162,7 +162,7 @@ def _decision_row(e: PolicyDecision) -> list[Any]:
     return [
         e.event_id, e.time_unix_nano, e.function, e.team, e.version, e.policy, e.decision.value,
         e.rate_rps, e.severity.value, e.reason, e.window_start_unix_nano, e.anomaly_id, e.bundle,
-        _str_map(e.inputs),
+        _str_map(e.inputs), e.stage, e.revision,
     ]
 
 
@@ -215,7 +215,8 @@ _TABLES: dict[type[Event], _Table] = {
         "sequence", "reason", "anomaly_id", "issuer", "signature"), _verdict_row),
     PolicyDecision: _Table("policy_decisions", (
         "event_id", "time", "function", "team", "version", "policy", "decision", "rate_rps",
-        "severity", "reason", "window_start", "anomaly_id", "bundle", "inputs"), _decision_row),
+        "severity", "reason", "window_start", "anomaly_id", "bundle", "inputs", "stage",
+        "revision"), _decision_row),
     Incident: _Table("incidents", (
         "event_id", "time", "incident_id", "function", "team", "status", "severity", "title",
         "summary", "driver", "cost_impact_usd_per_hour", "actions", "runbook_url", "opened_at",
