@@ -328,10 +328,14 @@ def test_a_sink_that_cannot_take_writes_is_waited_out_never_dead_lettered(
         while routes.counters["sink_outage_retries"] < 2:
             assert not storing.done()
             await asyncio.sleep(0.05)
+        assert storer.down_s > 0  # what /readyz reports while the outage lasts
         routes.clickhouse.command(up)
         await asyncio.wait_for(storing, 30)
 
     asyncio.run(outage())
+    assert storer.down_s == 0
+    assert routes.metrics.registry.get_sample_value(
+        "governor_sink_errors_total", {"table": "cost_events"}) >= 2
     assert outbox.dead_letters == [] and routes.counters["sink_refused"] == 0
     assert _count(routes, "SELECT count() FROM cost_events FINAL") == 21
     assert _count(routes, "SELECT count() FROM cost_events") == 21
