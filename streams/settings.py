@@ -91,8 +91,17 @@ GOVERNOR_PAGER_FILE                 append pages as JSON lines here; "-": the co
                                     (none)
 GOVERNOR_PAGES_PER_HOUR             pages a team gets per hour before further incidents
                                     are folded into one summary page (6)
-GOVERNOR_RUNBOOK_URL                runbook link put on every page
-                                    (docs/runbook.md; set your wiki page)
+GOVERNOR_RUNBOOK_URL                runbook link put on every page; a relative one is
+                                    taken from GOVERNOR_PUBLIC_URL (docs/runbook.md,
+                                    which the worker serves; set your wiki page)
+GOVERNOR_PUBLIC_URL                 the worker's HTTP address as on-call reach it, for the
+                                    absolute links on pages: runbook, the incident's
+                                    history (``/incidents/ID``: Alertmanager's
+                                    ``generatorURL``) (http://QUERY_HOST:QUERY_PORT;
+                                    localhost for 0.0.0.0)
+GOVERNOR_PAGER_REFRESH_SECONDS      open incidents are re-asserted to Alertmanager this
+                                    often, each alert's ``endsAt`` set 3 times as far
+                                    ahead (60)
 GOVERNOR_QUERY_HOST                 read-only query endpoint host (127.0.0.1)
 GOVERNOR_QUERY_PORT                 read-only query endpoint port (6066)
 GOVERNOR_QUERY_TOKEN                bearer token the query endpoint requires (none);
@@ -103,6 +112,8 @@ GOVERNOR_SINK_BATCH                 max events per ClickHouse insert (10000)
 GOVERNOR_SINK_WITHIN_SECONDS        max wait to fill a batch (0.5)
 GOVERNOR_REBALANCE_TIMEOUT_SECONDS  consumer-group rebalance timeout (3)
 GOVERNOR_LOG_LEVEL                  worker log level: debug, info, warn, error (warn)
+GOVERNOR_LOG_FORMAT                 worker log lines: ``text`` for people, ``json`` one
+                                    object a line for log collectors (text)
 GOVERNOR_ACTOR                      who operator commands are recorded as (the OS user)
 GOVERNOR_INCIDENT_QUIET_SECONDS     an incident opened by anomalies alone resolves after
                                     this long without one (300)
@@ -118,6 +129,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,6 +195,8 @@ class Settings:
     pager_file: str = ""
     pages_per_hour: int = 6
     runbook_url: str = "docs/runbook.md"
+    public_url: str = ""
+    pager_refresh_seconds: float = 60.0
     query_host: str = "127.0.0.1"
     query_port: int = 6066
     query_token: str = ""
@@ -191,6 +205,7 @@ class Settings:
     sink_within_seconds: float = 0.5
     rebalance_timeout_seconds: float = 3.0
     log_level: str = "warn"
+    log_format: str = "text"
     actor: str = ""
     incident_quiet_seconds: float = 300.0
     page_usd_per_hour: float = 1.0
@@ -244,6 +259,9 @@ class Settings:
         if self.log_level not in ("debug", "info", "warn", "error"):
             raise SettingsError(
                 f"{ENV_PREFIX}LOG_LEVEL={self.log_level!r}; use debug, info, warn or error")
+        if self.log_format not in ("text", "json"):
+            raise SettingsError(
+                f"{ENV_PREFIX}LOG_FORMAT={self.log_format!r}; use text or json")
         loopback = self.query_host in ("127.0.0.1", "::1", "localhost")
         if not loopback and len(self.query_token) < 32:
             raise SettingsError(
@@ -257,6 +275,11 @@ class Settings:
             raise SettingsError(
                 f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
                 f"{ENV_PREFIX}KAFKA_BOOTSTRAP: the embedded broker is plaintext on loopback")
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            raise SettingsError(
+                f"{ENV_PREFIX}PUBLIC_URL={self.public_url!r}; use http(s)://host[:port]")
+        if self.pager_refresh_seconds < 0:
+            raise SettingsError(f"{ENV_PREFIX}PAGER_REFRESH_SECONDS must be >= 0 (0: never)")
         url = self.clickhouse_url
         if url and not url.startswith(("chdb://", "http://", "https://")):
             raise SettingsError(
@@ -272,6 +295,20 @@ class Settings:
         if problems:
             raise SettingsError("; ".join(problems))
         return security
+
+    @property
+    def public_base(self) -> str:
+        """``GOVERNOR_PUBLIC_URL`` without a trailing slash, or the worker's own address
+        (``localhost`` when it listens on every interface)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "localhost" if self.query_host in ("0.0.0.0", "::") else self.query_host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.query_port}"
+
+    def public_link(self, url: str) -> str:
+        """``url`` made absolute against :attr:`public_base` (an absolute one as it is)."""
+        return urllib.parse.urljoin(self.public_base + "/", url)
 
     @property
     def embedded_broker(self) -> bool:

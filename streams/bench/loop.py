@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 import orjson
 
@@ -63,13 +64,20 @@ class Receiver:
             return
         for alert in alerts if isinstance(alerts, list) else []:
             labels = alert.get("labels", {}) if isinstance(alert, dict) else {}
-            status = "resolved" if alert.get("endsAt") else "firing"  # set on resolve only
+            status = "resolved" if _ended(alert.get("endsAt"), now) else "firing"
             with self.lock:
                 self.pages.setdefault(str(labels.get("function", "")), []).append((now, status))
 
     def first(self, function: str, status: str) -> float | None:
         with self.lock:
             return next((t for t, s in self.pages.get(function, []) if s == status), None)
+
+
+def _ended(ends_at: object, now: float) -> bool:
+    """Whether an alert's ``endsAt`` is its resolve (an open alert's lies a lease ahead)."""
+    if not isinstance(ends_at, str):
+        return False
+    return datetime.fromisoformat(ends_at.replace("Z", "+00:00")).timestamp() <= now + 1
 
 
 @contextmanager

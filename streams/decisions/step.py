@@ -109,6 +109,9 @@ class DecisionStep:
         self._take(snapshots or {}, lambda function: True)
         self.resumed: list[str] = []
         """Functions restored with an open incident since last read (to re-assert it)."""
+        self.handed_over: list[str] = []
+        """Incidents handed over to other workers since last read (to stop asserting
+        them: they are their new owners' to assert and resolve)."""
 
     # ------------------------------------------------------------------ inputs
 
@@ -297,7 +300,9 @@ class DecisionStep:
         new owner restores it from its snapshot, open incident and verdict included;
         nothing is resolved or paged here), and take the latest snapshots of the
         functions it now decides but holds no state for, to restore on their first
-        event. Returns the functions dropped."""
+        event; those with an open incident are restored at once (:attr:`resumed`), so
+        that it is re-asserted to the pagers now, not on the function's next event.
+        Returns the functions dropped."""
         known = (self.decider.functions() | self.lifecycle.functions() | set(self._memory)
                  | self.tracker.open_functions() | set(self._pending))
         gone = [function for function in known if not owned(function)]
@@ -306,11 +311,16 @@ class DecisionStep:
             self.lifecycle.forget(function)
             self.profiles.forget(function)
             self.spend.forget(function)
-            self.tracker.hand_over(function)
+            incident = self.tracker.hand_over(function)
+            if incident is not None:
+                self.handed_over.append(incident)
             self._memory.pop(function, None)
             self._pending.pop(function, None)
         held = self.decider.functions()
         self._take(snapshots, lambda function: owned(function) and function not in held)
+        for function, blob in list(self._pending.items()):
+            if _incident_open(blob, function, self._state_key):
+                self._resume(function)
         return len(gone)
 
     def _take(self, snapshots: Mapping[str, bytes], wanted: Callable[[str], bool]) -> None:
@@ -378,6 +388,15 @@ class DecisionStep:
         self.counters[f"snapshots_refused_{exc.reason}"] += 1
         log.warning("state of %s not restored, refused (%s): %s; it warms up again",
                     function, exc.reason, exc)
+
+
+def _incident_open(blob: bytes, function: str, key: bytes) -> bool:
+    """Whether a snapshot holds an open incident (one that cannot be read counts: its
+    restore refuses and counts it)."""
+    try:
+        return unseal(blob, function, key).has("incident")
+    except (SnapshotError, ValueError, TypeError, ArithmeticError, RecursionError):
+        return True
 
 
 def _timing(limits: dict[str, Any]) -> Timing:

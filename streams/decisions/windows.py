@@ -179,6 +179,18 @@ class WindowAggregator:
         lane.idle = 0
         return True
 
+    @property
+    def open_windows(self) -> int:
+        """Windows holding events that are not closed yet (the decision backlog)."""
+        return sum(len(lane.windows) for lane in self._lanes.values())
+
+    def watch(self, function: str, now_ns: int) -> None:
+        """Close windows for ``function`` from ``now_ns`` on even if it sends nothing (a
+        function restored with a verdict or an incident: its decisions go on, so the
+        verdict is renewed or released and the incident resolved)."""
+        if function not in self._lanes:
+            self._lanes[function] = _Lane(now_ns - now_ns % self.window_ns)
+
     def drop(self, keep: Callable[[str], bool]) -> list[str]:
         """Drop the open windows of every function ``keep`` refuses (another worker
         decides it now; its events are stored there and count in its windows)."""

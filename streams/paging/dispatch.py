@@ -36,6 +36,10 @@ from streams.paging.transports import (
 
 log = logging.getLogger("governor.pager")
 
+LEASE_REFRESHES = 3
+"""An open alert's ``endsAt`` is this many refresh periods ahead: one or two refreshes
+may fail without the alert ending; a worker gone for good lets it end."""
+
 @dataclass
 class DispatchStats:
     """Counters since the dispatcher started (one per pager and incident event)."""
@@ -98,6 +102,12 @@ class PageDispatcher:
             for lane in self._lanes:
                 if lane.pager.idempotent:
                     self._offer(lane, incident)
+
+    def forget(self, incident_ids: Iterable[str]) -> None:
+        """Stop re-asserting these incidents (another worker carries them on)."""
+        for incident_id in incident_ids:
+            for lane in self._lanes:
+                lane.pager.forget(incident_id)
 
     def close(self, timeout: float = 5.0) -> bool:
         """Stop accepting, deliver what is queued for up to ``timeout`` seconds, then
@@ -244,21 +254,26 @@ class _Lane:
 
 def dispatcher_from_settings(settings: Any) -> PageDispatcher:
     """Pagers from ``GOVERNOR_ALERTMANAGER_URL``, ``GOVERNOR_PAGERDUTY_ROUTING_KEY`` (+
-    ``_URL``) and ``GOVERNOR_PAGER_FILE``; none configured: a dispatcher with no pagers."""
+    ``_URL``) and ``GOVERNOR_PAGER_FILE``; none configured: a dispatcher with no pagers.
+    Links back to the worker are absolute, from ``GOVERNOR_PUBLIC_URL``."""
     timeout = float(getattr(settings, "pager_timeout_seconds", 10.0))
+    refresh = float(settings.pager_refresh_seconds)
     pagers: list[Pager] = []
     if settings.alertmanager_url:
-        pagers.append(AlertmanagerPager(settings.alertmanager_url, timeout=timeout))
+        pagers.append(AlertmanagerPager(
+            settings.alertmanager_url, timeout=timeout,
+            incidents_url=f"{settings.public_base}/incidents",
+            lease_seconds=LEASE_REFRESHES * refresh))
     if settings.pagerduty_url and not settings.pagerduty_routing_key:
         raise SettingsError("GOVERNOR_PAGERDUTY_URL is set but GOVERNOR_PAGERDUTY_ROUTING_KEY "
                             "is not: set the integration key of the PagerDuty service")
     if settings.pagerduty_routing_key:
         pagers.append(PagerDutyPager(settings.pagerduty_routing_key,
                                      settings.pagerduty_url or PAGERDUTY_EVENTS_URL,
-                                     timeout=timeout))
+                                     timeout=timeout, client_url=settings.public_base))
     if settings.pager_file:
         pagers.append(FilePager(settings.pager_file))
     return PageDispatcher(
         pagers, queue_size=int(getattr(settings, "pager_queue_size", 1000)),
         max_attempts=int(getattr(settings, "pager_max_attempts", 5)),
-        refresh_seconds=float(getattr(settings, "pager_refresh_seconds", 60.0)))
+        refresh_seconds=refresh)

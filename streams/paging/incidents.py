@@ -60,6 +60,7 @@ Page rate limit
 from __future__ import annotations
 
 import hashlib
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -127,6 +128,9 @@ class PageRules:
     """When to open, update and page; see the module docstring for each rule."""
 
     runbook_url: str = "docs/runbook.md"
+    """A relative one is taken from :attr:`public_url`."""
+    public_url: str = ""
+    """Where on-call reach the worker (``GOVERNOR_PUBLIC_URL``); pages' links are absolute."""
     pages_per_hour: float = 6.0
     """Opens paged per team and hour (token bucket); 0: unlimited."""
     quiet_seconds: float = 300.0
@@ -150,7 +154,12 @@ class PageRules:
             ours: float(getattr(settings, theirs, getattr(defaults, ours)))
             for ours, theirs in names.items()}
         return cls(runbook_url=getattr(settings, "runbook_url", "") or defaults.runbook_url,
-                   **values)
+                   public_url=getattr(settings, "public_base", ""), **values)
+
+    def link(self, url: str) -> str:
+        """``url`` made absolute against :attr:`public_url` (when set)."""
+        return urllib.parse.urljoin(self.public_url.rstrip("/") + "/", url) if (
+            self.public_url) else url
 
 
 def is_paged(incident: Incident) -> bool:
@@ -488,10 +497,12 @@ class IncidentTracker:
     def restore(self, function: str, episode: _Episode) -> None:
         self._open[function] = episode
 
-    def hand_over(self, function: str) -> None:
+    def hand_over(self, function: str) -> str | None:
         """Drop ``function``'s open episode without resolving it: another worker took
-        the function over with it (from its snapshot) and carries it on."""
-        self._open.pop(function, None)
+        the function over with it (from its snapshot) and carries it on. The episode's
+        incident id, if it had one open."""
+        episode = self._open.pop(function, None)
+        return episode.incident_id if episode is not None else None
 
     def open_functions(self) -> set[str]:
         return set(self._open)
@@ -624,9 +635,8 @@ class IncidentTracker:
 
     # rendering -----------------------------------------------------------------------
 
-    @staticmethod
-    def _runbook(base: str, kind: Kind) -> str:
-        return f"{base.partition('#')[0]}#{kind.value}"
+    def _runbook(self, base: str, kind: Kind) -> str:
+        return f"{self.rules.link(base.partition('#')[0])}#{kind.value}"
 
     def _event(self, ep: _Episode, status: IncidentStatus, now_ns: int) -> Incident:
         """Render the episode and record what was emitted (for the materiality test)."""

@@ -20,10 +20,12 @@ import http.client
 import logging
 import sys
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -136,26 +138,32 @@ class AlertmanagerPager(Pager):
     episode escalates, so they are annotations: a label change would be a second alert
     beside the first. Annotations: ``summary`` (the title), ``description`` (the
     summary), ``severity``, ``kind``, ``runbook_url``, ``driver``, ``actions``.
-    ``startsAt`` is the episode start; ``endsAt`` is set on resolve. Alertmanager
-    expires alerts that are not re-sent (``resolve_timeout``), so the open ones are
-    re-posted on every :meth:`refresh`. ``url`` is the server (the v2 path is added) or
-    the full alerts endpoint.
+    ``startsAt`` is the episode start. ``endsAt`` is the resolve time on resolve; while
+    open it is ``lease_seconds`` ahead (0: unset, Alertmanager's ``resolve_timeout``
+    applies), and every :meth:`refresh` re-posts the open alerts with it renewed, so an
+    alert stays active exactly as long as a worker keeps asserting it.
+    ``generatorURL`` is ``incidents_url/<incident_id>`` (the incident's history on the
+    worker) when ``incidents_url`` is set. ``url`` is the server (the v2 path is added)
+    or the full alerts endpoint.
     """
 
     name = "alertmanager"
     idempotent = True
 
-    def __init__(self, url: str, *, timeout: float = 10.0, generator_url: str = "",
-                 alertname: str = "GovernorIncident", max_active: int = 10_000) -> None:
+    def __init__(self, url: str, *, timeout: float = 10.0, incidents_url: str = "",
+                 alertname: str = "GovernorIncident", max_active: int = 10_000,
+                 lease_seconds: float = 0.0, clock: Callable[[], int] = time.time_ns) -> None:
         parts = urllib.parse.urlsplit(url)
         if parts.path in ("", "/"):
             url = urllib.parse.urlunsplit(parts._replace(path="/api/v2/alerts"))
         self.url = url
         self.timeout = timeout
-        self.generator_url = generator_url
+        self.incidents_url = incidents_url.rstrip("/")
         self.alertname = alertname
         self.max_active = max_active
-        self._active: dict[str, dict[str, Any]] = {}
+        self.lease_ns = int(lease_seconds * 1e9)
+        self.clock = clock
+        self._active: dict[str, Incident] = {}
         self._active_lock = threading.Lock()  # the lane's thread vs. a dropped resolve
 
     def alert(self, incident: Incident) -> dict[str, Any]:
@@ -173,23 +181,26 @@ class AlertmanagerPager(Pager):
         if incident.status is IncidentStatus.RESOLVED:
             alert["endsAt"] = _rfc3339(incident.resolved_at_unix_nano
                                        or incident.time_unix_nano)
-        if self.generator_url:
-            alert["generatorURL"] = self.generator_url
+        elif self.lease_ns > 0:
+            alert["endsAt"] = _rfc3339(self.clock() + self.lease_ns)
+        if self.incidents_url:
+            alert["generatorURL"] = f"{self.incidents_url}/{incident.incident_id}"
         return alert
 
     def send(self, incident: Incident) -> PageResult:
-        alert = self.alert(incident)
         with self._active_lock:
             if incident.status is IncidentStatus.RESOLVED:
                 self._active.pop(incident.incident_id, None)
             elif incident.incident_id in self._active or len(self._active) < self.max_active:
-                self._active[incident.incident_id] = alert
-        return post_json(self.url, [alert], self.timeout)
+                self._active[incident.incident_id] = incident
+        return post_json(self.url, [self.alert(incident)], self.timeout)
 
     def refresh(self) -> PageResult | None:
         with self._active_lock:
-            alerts = list(self._active.values())
-        return post_json(self.url, alerts, self.timeout) if alerts else None
+            open_ = list(self._active.values())
+        if not open_:
+            return None
+        return post_json(self.url, [self.alert(incident) for incident in open_], self.timeout)
 
     def forget(self, incident_id: str) -> None:
         with self._active_lock:

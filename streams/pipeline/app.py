@@ -10,7 +10,11 @@ nothing is registered at import time.
   ``Routes.take`` (so operators' verdicts and threshold changes land too); operators'
   verdicts also go to ``Routes.on_verdicts``
 * timers: ``Routes.close_windows`` (the decision step) and ``Routes.reload`` (policies)
-* pages: ``POST /query`` → ``Routes.query``, ``GET /health`` → ``Routes.health``
+* pages: ``POST /query`` → ``Routes.query``; ``GET /health`` → ``Routes.health``;
+  ``GET /metrics`` (Prometheus, :mod:`streams.pipeline.metrics`); ``GET /healthz``
+  (liveness: the process serves) and ``GET /readyz`` (200 when consuming and writing,
+  else 503 and ``Routes.readiness``'s reason); ``GET /incidents/ID`` →
+  ``Routes.incident`` (pages link there); ``GET /docs/runbook.md`` (the runbook)
 
 Records that fail validation go to the DLQ topic with the reason. Sink writes happen
 before a batch is acknowledged, and are idempotent, so a crash between the two only
@@ -23,6 +27,7 @@ import hmac
 import logging
 import time
 from collections.abc import Awaitable, Sequence
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -48,9 +53,13 @@ from streams.paging.dispatch import dispatcher_from_settings
 from streams.pipeline.batch_ingest import BatchIngest, IngestConfig, Route
 from streams.pipeline.decoding import Record, TimeBounds
 from streams.pipeline.kafka_auth import aiokafka_auth, faust_credentials
+from streams.pipeline.metrics import CONTENT_TYPE, Probes
 from streams.pipeline.prepare import Prepared
-from streams.pipeline.routes import FollowUp, Routes
+from streams.pipeline.routes import OUT_TOPICS, FollowUp, Routes
 from streams.settings import Settings
+
+RUNBOOK = Path(__file__).resolve().parents[2] / "docs" / "runbook.md"
+"""The runbook the worker serves at ``/docs/runbook.md`` (the pages' default link)."""
 
 POLICY_CHECK_SECONDS = 2.0
 """How often a worker looks for a changed policy bundle."""
@@ -73,11 +82,9 @@ class TopicOutbox:
             "anomalies", "verdicts", "dlq", "decisions", "incidents", "audit", "state",
             "feedback")}
         self._verdict_partitions = verdict_partitions
-        self._by_type = {Anomaly: "anomalies", PolicyDecision: "decisions",
-                         Incident: "incidents", Verdict: "verdicts"}
 
     async def publish(self, event: Event) -> None:
-        kind = self._by_type[type(event)]
+        kind = OUT_TOPICS[type(event)]
         partition = (partition_for(event.function, self._verdict_partitions)
                      if isinstance(event, Verdict) else None)
         await self.topics[kind].send(key=event.function.encode(), value=encode(event),
@@ -138,9 +145,17 @@ def create_app(settings: Settings, prepared: Prepared) -> tuple[faust.App, Route
         {settings.topic("spans"): Route(Span, routes.on_spans),
          settings.topic("costs"): Route(CostEvent, routes.on_costs)},
         routes.write, outbox.dead, routes.counters, probe=routes.data_refused,
-        on_assigned=routes.hand_over)
+        on_assigned=routes.hand_over, metrics=routes.metrics)
     routes.ingest_ready = lambda: ingest.ready
+    routes.ingest_problem = lambda: _ingest_problem(ingest)
     routes.caught_up = lambda: ingest.caught_up
+    routes.lag = lambda: {**_faust_lag(app), **ingest.lag}
+    pager = routes.pager.stats
+    routes.metrics.watch(Probes(
+        lag=routes.lag, backlog=lambda: routes.windows.open_windows,
+        ready=lambda: routes.readiness() is None, counters=lambda: dict(routes.counters),
+        pager=lambda: {k: getattr(pager, k) for k in (
+            "delivered", "retried", "failed", "dropped", "skipped")}))
     app.service(ingest)  # type: ignore[arg-type]
 
     @app.timer(interval=min(1.0, settings.window_seconds / 4))
@@ -185,9 +200,65 @@ def create_app(settings: Settings, prepared: Prepared) -> tuple[faust.App, Route
         async def get(self, request: Request) -> Response:
             return self.json(routes.health())
 
+    class IncidentView(View):
+        async def get(self, request: Request, incident_id: str) -> Response:
+            if not _authorized(request.headers, settings.query_token):
+                return self.json({"error": "send Authorization: Bearer "
+                                  "$GOVERNOR_QUERY_TOKEN"}, status=401)
+            status, body = await routes.incident(incident_id)
+            return self.bytes(orjson.dumps(body, default=str), status=status,
+                              content_type="application/json")
+
+    class RunbookView(View):
+        async def get(self, request: Request) -> Response:
+            if not RUNBOOK.is_file():
+                return self.text("the runbook is not installed here: set "
+                                 "GOVERNOR_RUNBOOK_URL to your copy of docs/runbook.md",
+                                 status=404)
+            return self.bytes(RUNBOOK.read_bytes(), content_type="text/markdown")
+
+    class MetricsView(View):
+        async def get(self, request: Request) -> Response:
+            return self.bytes(routes.metrics.exposition(),
+                              headers={"Content-Type": CONTENT_TYPE})
+
+    class LiveView(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({"live": True})
+
+    class ReadyView(View):
+        async def get(self, request: Request) -> Response:
+            reason = routes.readiness()
+            return self.json({"ready": reason is None, "reason": reason or ""},
+                             status=200 if reason is None else 503)
+
     app.page("/query")(QueryView)
     app.page("/health")(HealthView)
+    app.page("/metrics")(MetricsView)
+    app.page("/healthz")(LiveView)
+    app.page("/readyz")(ReadyView)
+    app.page("/incidents/{incident_id}")(IncidentView)
+    app.page("/docs/runbook.md")(RunbookView)
     return app, routes
+
+
+def _faust_lag(app: faust.App) -> dict[tuple[str, int], int]:
+    """Records behind on the topics Faust's agents consume, by (topic, partition), as
+    its monitor saw them at the last fetch."""
+    monitor = app.monitor
+    read = monitor.tp_read_offsets or {}
+    return {(tp.topic, tp.partition): max(0, end - read.get(tp, -1) - 1)
+            for tp, end in list((monitor.tp_end_offsets or {}).items())}
+
+
+def _ingest_problem(ingest: BatchIngest) -> str | None:
+    """Why the batch ingest neither consumes nor writes, or ``None``."""
+    if not ingest.consuming:
+        return "the ingest loop is not running"
+    down = ingest.sink_down_s
+    if down > 0:
+        return f"ClickHouse has refused writes for {down:.0f} s; consumption is paused"
+    return None
 
 
 def _cross_site(headers: Any) -> str | None:

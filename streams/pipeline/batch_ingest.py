@@ -48,7 +48,8 @@ from mode import Service
 
 from schemas import Event
 from streams.pipeline.authn import TelemetryAuth
-from streams.pipeline.decoding import TimeBounds, decode_records
+from streams.pipeline.decoding import DeadReason, TimeBounds, decode_records
+from streams.pipeline.metrics import WorkerMetrics
 from streams.pipeline.storing import Probe, SendDead, Storer, Write
 
 log = logging.getLogger("governor.ingest")
@@ -99,18 +100,22 @@ class BatchIngest(Service):
 
     ``counters`` gets ``in_<type>`` (valid events), ``dlq_<type>`` (dead letters),
     ``sink_errors`` and ``commit_failures``; the ``write`` callable counts rows.
+    ``metrics`` (optional) gets events in and dead letters by topic and reason.
     """
 
     def __init__(self, config: IngestConfig, routes: Mapping[str, Route], write: Write,
                  send_dead: SendDead, counters: Counter[str], probe: Probe | None = None,
-                 on_assigned: OnAssigned | None = None, **kwargs: Any) -> None:
+                 on_assigned: OnAssigned | None = None, metrics: WorkerMetrics | None = None,
+                 **kwargs: Any) -> None:
         self.config = config
+        self.metrics = metrics
+        self._topic_of = {route.cls.TYPE: topic for topic, route in routes.items()}
         self._on_assigned_hook = on_assigned
         self.routes = dict(routes)
         self._send_dead = send_dead
         self.counters = counters
         self._storer = Storer(write, send_dead, counters, probe, config.sink_retries,
-                              lambda: self._stopping)
+                              lambda: self._stopping, refused=self._refused)
         self._consumer: AIOKafkaConsumer | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -125,6 +130,31 @@ class BatchIngest(Service):
     def ready(self) -> bool:
         """True once the group gave this consumer its partitions (and none is revoking)."""
         return self._assigned.is_set() and not self._hold
+
+    @property
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Records behind the high watermark after the last fetch, by (topic, partition)
+        assigned here (0 when that fetch found none waiting)."""
+        if self._consumer is None:
+            return {}
+        return {(tp.topic, tp.partition): self._lag.get(tp, 0)
+                for tp in self._consumer.assignment()}
+
+    @property
+    def consuming(self) -> bool:
+        """The fetch loop runs (not crashed, not stopped)."""
+        return self._loop_task is not None and not self._loop_task.done()
+
+    @property
+    def sink_down_s(self) -> float:
+        """How long the sink has refused every write (0 while it takes them)."""
+        return self._storer.down_s
+
+    def _refused(self, event: Event) -> None:
+        """The sink refused ``event``: a dead letter of its topic, in the metrics."""
+        if self.metrics is not None:
+            self.metrics.dlq.labels(self._topic_of.get(event.type, event.type),
+                                    DeadReason.SINK_REFUSED.value).inc()
 
     @property
     def caught_up(self) -> bool:
@@ -253,6 +283,8 @@ class BatchIngest(Service):
                 deliveries.append(await self._send_dead(letter))
             self.counters[f"dlq_{route.cls.TYPE}"] += len(decoded.dead)
             self.counters[f"in_{route.cls.TYPE}"] += len(decoded.good)
+            if self.metrics is not None:
+                self.metrics.taken(topic, len(decoded.good), decoded.reasons)
             if decoded.flagged:
                 self.counters[f"unauthenticated_{route.cls.TYPE}"] += len(decoded.flagged)
                 flagged.update(e.event_id for e in decoded.flagged)

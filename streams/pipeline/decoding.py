@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Generic, Protocol, TypeVar
 
 from schemas import MAX_PAYLOAD_BYTES, DeadLetter, Event, SchemaError, decode, encode
@@ -11,6 +13,17 @@ from streams.pipeline.authn import Headers, TelemetryAuth
 
 E = TypeVar("E", bound=Event)
 _KEEP = 64 * 1024
+
+
+class DeadReason(StrEnum):
+    """Why a record went to the dead-letter topic, as a bounded category (the
+    ``reason`` label of ``governor_dlq_total``; the letter itself says it in words)."""
+
+    MALFORMED = "malformed"  # not a valid event of its type: JSON, schema, size, version
+    TOO_OLD = "too_old"  # dated before GOVERNOR_MAX_EVENT_AGE_SECONDS
+    TOO_NEW = "too_new"  # dated after GOVERNOR_MAX_EVENT_LEAD_SECONDS
+    SINK_REFUSED = "sink_refused"  # ClickHouse answers but refused the event
+    UNDECIDABLE = "undecidable"  # stored, but the decision step failed on it
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,16 +34,18 @@ class TimeBounds:
     max_age_ns: int
     max_lead_ns: int
 
-    def problem(self, time_ns: int, now_ns: int) -> str | None:
-        """Why ``time_ns`` is refused at ``now_ns``, or ``None``."""
+    def problem(self, time_ns: int, now_ns: int) -> tuple[DeadReason, str] | None:
+        """Why ``time_ns`` is refused at ``now_ns`` (category, words), or ``None``."""
         if time_ns > now_ns + self.max_lead_ns:
-            return (f"time_unix_nano {time_ns} is {(time_ns - now_ns) / 1e9:,.0f} s ahead of "
-                    f"the worker's clock (limit GOVERNOR_MAX_EVENT_LEAD_SECONDS="
-                    f"{self.max_lead_ns / 1e9:g}); fix the producer's clock")
+            return DeadReason.TOO_NEW, (
+                f"time_unix_nano {time_ns} is {(time_ns - now_ns) / 1e9:,.0f} s ahead of "
+                f"the worker's clock (limit GOVERNOR_MAX_EVENT_LEAD_SECONDS="
+                f"{self.max_lead_ns / 1e9:g}); fix the producer's clock")
         if time_ns < now_ns - self.max_age_ns:
-            return (f"time_unix_nano {time_ns} is {(now_ns - time_ns) / 1e9:,.0f} s old (limit "
-                    f"GOVERNOR_MAX_EVENT_AGE_SECONDS={self.max_age_ns / 1e9:g}); fix the "
-                    f"producer's clock, or load old history into ClickHouse directly")
+            return DeadReason.TOO_OLD, (
+                f"time_unix_nano {time_ns} is {(now_ns - time_ns) / 1e9:,.0f} s old (limit "
+                f"GOVERNOR_MAX_EVENT_AGE_SECONDS={self.max_age_ns / 1e9:g}); fix the "
+                f"producer's clock, or load old history into ClickHouse directly")
         return None
 
 
@@ -72,6 +87,8 @@ class Decoded(Generic[E]):
     good: list[E]
     dead: list[DeadLetter]
     flagged: list[E] = field(default_factory=list)
+    reasons: Counter[DeadReason] = field(default_factory=Counter)
+    """The dead letters by reason."""
 
 
 def decode_records(records: Iterable[RecordLike], cls: type[E],
@@ -88,10 +105,13 @@ def decode_records(records: Iterable[RecordLike], cls: type[E],
             event = decode(record.value, cls)
         except SchemaError as exc:
             out.dead.append(dead_letter(record, f"{exc}; fix the producer or the payload"))
+            out.reasons[DeadReason.MALFORMED] += 1
             continue
         problem = bounds.problem(event.time_unix_nano, now_ns) if bounds else None
         if problem is not None:
-            out.dead.append(dead_letter(record, problem))
+            reason, words = problem
+            out.dead.append(dead_letter(record, words))
+            out.reasons[reason] += 1
         elif auth is not None and not auth.authentic(event.function, record.value,
                                                      record.headers):
             out.flagged.append(event)

@@ -35,10 +35,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from schemas import (
+    Anomaly,
     CostEvent,
     DeadLetter,
     Event,
     Incident,
+    PolicyDecision,
     Span,
     Verdict,
     partition_for,
@@ -49,7 +51,8 @@ from streams.decisions.step import DecisionStep
 from streams.decisions.windows import WindowAggregator
 from streams.errors import QueryError
 from streams.paging.dispatch import PageDispatcher
-from streams.pipeline.decoding import RecordLike, decode_records, event_dead_letter
+from streams.pipeline.decoding import DeadReason, RecordLike, decode_records, event_dead_letter
+from streams.pipeline.metrics import WorkerMetrics
 from streams.pipeline.prepare import Prepared
 from streams.pipeline.storing import Storer
 from streams.settings import Settings
@@ -62,12 +65,24 @@ from streams.storage.clickhouse import (
 )
 from streams.storage.values import plain_rows
 
+INCIDENT_SQL = """\
+SELECT time, status, severity, function, team, title, summary, driver,
+       cost_impact_usd_per_hour, actions, runbook_url, opened_at, updates
+FROM incidents FINAL WHERE incident_id = {incident_id:String} ORDER BY time, updates"""
+"""One incident's rows (``GET /incidents/ID``)."""
+
 YIELD_EVERY = 100
 """Functions decided on between yields to the event loop when windows close."""
 
 log = logging.getLogger("governor.worker")
 
 FollowUp = Callable[[Sequence[Any]], Awaitable[None]]
+
+OUT_TOPICS: dict[type[Event], str] = {Anomaly: "anomalies", PolicyDecision: "decisions",
+                                      Incident: "incidents", Verdict: "verdicts"}
+"""The topic kind (:meth:`Settings.topic`) each published event type goes to."""
+IN_TOPICS = {CostEvent.TYPE: "costs", Span.TYPE: "spans"}
+"""The topic kind the decision step's input comes from, by event type."""
 
 
 class Outbox(Protocol):
@@ -110,8 +125,9 @@ class Routes:
 
     def __init__(self, settings: Settings, prepared: Prepared, pager: PageDispatcher) -> None:
         self.settings = settings
+        self.metrics = WorkerMetrics()
         self.clickhouse = prepared.clickhouse
-        self.sink = ClickHouseSink(prepared.clickhouse)
+        self.sink = ClickHouseSink(prepared.clickhouse, self.metrics.inserted)
         self.db = ThreadPoolExecutor(1, thread_name_prefix="governor-clickhouse")
         # analysts' queries: their own connection and threads, so reads never stall ingest
         self.reads = ThreadPoolExecutor(2, thread_name_prefix="governor-query")
@@ -130,13 +146,27 @@ class Routes:
         self.outbox: Outbox = InMemoryOutbox()  # the app sets its topics' outbox
         self.app_ready = False  # Faust's group has its partitions
         self.ingest_ready: Callable[[], bool] = lambda: True
+        self.ingest_problem: Callable[[], str | None] = lambda: None
+        """Why the batch ingest neither consumes nor writes, or ``None``."""
         self.caught_up: Callable[[], bool] = lambda: True  # the hot topics have no backlog
         self.clock: Callable[[], int] = time.time_ns  # the fast path's now
+        self.lag: Callable[[], Mapping[tuple[str, int], int]] = dict
+        """Records behind per (topic, partition) of the hot topics (the app sets it)."""
+        self.watchers: list[Callable[[Event], None]] = []
+        """Told of every event published and every operator's verdict seen."""
 
     @property
     def ready(self) -> bool:
         """Both consumer groups (Faust's and the batch ingest's) have their partitions."""
         return self.app_ready and self.ingest_ready()
+
+    def readiness(self) -> str | None:
+        """Why the worker is not ready (``/readyz``: consuming and writing), or ``None``."""
+        if not self.app_ready:
+            return "joining the consumer group of the verdict, anomaly and control topics"
+        if not self.ingest_ready():
+            return "the ingest consumer has no partitions yet (joining or rebalancing)"
+        return self.ingest_problem()
 
     # ------------------------------------------------------------------ records
 
@@ -150,8 +180,14 @@ class Routes:
             await self.outbox.dead(letter)
         self.counters[f"dlq_{cls.TYPE}"] += len(decoded.dead)
         self.counters[f"in_{cls.TYPE}"] += len(decoded.good)
-        await Storer(self.write, self.outbox.dead, self.counters, self.data_refused).store(
-            decoded.good, [])
+        topic = records[0].topic if records else ""
+        self.metrics.taken(topic, len(decoded.good), decoded.reasons)
+
+        def refused(event: Event) -> None:
+            self.metrics.dlq.labels(topic, DeadReason.SINK_REFUSED.value).inc()
+
+        await Storer(self.write, self.outbox.dead, self.counters, self.data_refused,
+                     refused=refused).store(decoded.good, [])
         if then is not None:
             await then(decoded.good)
 
@@ -182,6 +218,8 @@ class Routes:
                                     security=self.settings.kafka_security))
         self.cost_partitions = sorted(mine)
         dropped = self.step.hand_over(decides, snapshots)
+        self.pager.forget(self.step.handed_over)
+        self.step.handed_over.clear()
         self.windows.drop(decides)
         self.counters["functions_handed_over"] += dropped
         log.info("rebalance: %d of %d cost partitions here; %d functions handed over to "
@@ -226,12 +264,15 @@ class Routes:
             window = self.windows.current(function, now_ns)
             if window is None:
                 continue
+            started = time.perf_counter()
             try:
                 decided = self.step.on_partial(function, window, now_ns)
             except Exception:  # one function's failure must not stop the others' decisions
                 log.exception("fast path failed for %s; its window decides at close", function)
                 self.counters["decision_errors"] += 1
                 continue
+            finally:
+                self.metrics.fast_path.observe(time.perf_counter() - started)
             for out in decided:
                 await self.publish(out)
 
@@ -248,12 +289,18 @@ class Routes:
         log.exception("the decision step failed on a %s event of %s; sent to the DLQ",
                       event.type, event.function)
         self.counters["decision_errors"] += 1
+        self.metrics.dlq.labels(self.settings.topic(IN_TOPICS[event.type]),
+                                DeadReason.UNDECIDABLE.value).inc()
         await self.outbox.dead(event_dead_letter(
             event, f"the decision step failed on this event ({error!r:.300}); it was stored "
                    "but decides nothing: report it with this record"))
 
     async def on_verdicts(self, verdicts: Sequence[Verdict], now_ns: int) -> None:
+        own = self.step.lifecycle.issuer.issuer
         for verdict in verdicts:
+            if verdict.issuer != own:
+                for watch in self.watchers:
+                    watch(verdict)
             for event in self.step.on_verdict(verdict, now_ns):
                 await self.publish(event)
 
@@ -261,7 +308,10 @@ class Routes:
         await self.outbox.publish(event)
         if isinstance(event, Incident):
             self.pager.submit(event)
-        self.counters[f"{event.TYPE}s_issued"] += 1
+        self.counters[f"issued_{event.TYPE}"] += 1
+        self.metrics.published(self.settings.topic(OUT_TOPICS[type(event)]), event)
+        for watch in self.watchers:
+            watch(event)
 
     # ------------------------------------------------------------------ timers
 
@@ -272,6 +322,7 @@ class Routes:
         due = self.windows.close_due(now_ns, self.caught_up())
         for n, (function, window) in enumerate(due, 1):
             self.counters["windows_closed"] += 1
+            started = time.perf_counter()
             try:
                 events = step.on_window(function, window, now_ns)
                 snapshot = step.snapshot(function)
@@ -279,16 +330,21 @@ class Routes:
                 log.exception("decision step failed for %s; its window is skipped", function)
                 self.counters["decision_errors"] += 1
                 continue
+            finally:
+                self.metrics.window.observe(time.perf_counter() - started)
             for event in events:
                 await self.publish(event)
             if snapshot is not None:
                 await self.outbox.snapshot(function, snapshot)
+                self.metrics.events_out.labels(self.settings.topic("state")).inc()
             if n % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # let the ingest run between chunks of functions
         for event in step.tracker.sweep(now_ns):
             await self.publish(event)
         if step.resumed:  # restored open incidents: re-assert them to the pagers
             self.pager.resume(step.tracker.open_incidents(now_ns, step.resumed))
+            for function in step.resumed:  # and decide on until they are resolved
+                self.windows.watch(function, now_ns)
             step.resumed.clear()
 
     def reload(self) -> bool:
@@ -324,6 +380,15 @@ class Routes:
             return 400, {"error": str(exc)}
         return 200, {"columns": list(result.columns), "rows": plain_rows(result.rows),
                      "elapsed_s": result.elapsed_s}
+
+    async def incident(self, incident_id: str) -> tuple[int, dict[str, Any]]:
+        """One incident's history as it was paged (every open, update and resolve, in
+        time order): the page on-call reach from an alert (``generatorURL``)."""
+        status, body = await self.query({"sql": INCIDENT_SQL,
+                                         "params": {"incident_id": incident_id}})
+        if status == 200 and not body["rows"]:
+            return 404, {"error": f"no incident {incident_id!r} in the history"}
+        return status, body
 
     def _read_only(self, sql: str, params: dict[str, str] | None = None) -> QueryResult:
         if self._read_client is None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -36,17 +37,27 @@ BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 5.0)
 
 class Storer:
     """Stores batches through ``write``; see the module doc. Counters: ``sink_errors``
-    (failed writes), ``sink_outage_retries``, ``sink_refused`` and ``dlq_<type>``."""
+    (failed writes), ``sink_outage_retries``, ``sink_refused`` and ``dlq_<type>``;
+    ``refused(event)`` (optional) is told of each event the sink refused."""
 
     def __init__(self, write: Write, send_dead: SendDead, counters: Counter[str],
                  probe: Probe | None = None, retries: int = 5,
-                 stopping: Callable[[], bool] = lambda: False) -> None:
+                 stopping: Callable[[], bool] = lambda: False,
+                 refused: Callable[[Event], None] | None = None) -> None:
         self._write = write
         self._send_dead = send_dead
         self._probe = probe
         self._retries = retries
         self._stopping = stopping
+        self._refused = refused
         self.counters = counters
+        self._down_since: float | None = None  # monotonic: when an outage began
+
+    @property
+    def down_s(self) -> float:
+        """How long the sink has taken no write (0 unless an outage is being waited out)."""
+        since = self._down_since
+        return 0.0 if since is None else time.monotonic() - since
 
     async def store(self, events: Sequence[Event], deliveries: list[Awaitable[Any]],
                     flagged: frozenset[str] = frozenset()) -> None:
@@ -56,16 +67,20 @@ class Storer:
         while True:
             try:
                 await self._write(events, flagged)
+                self._down_since = None
                 return
             except Exception as exc:
                 self.counters["sink_errors"] += 1
                 if self._stopping():
                     raise
                 if self._probe is not None and await self._probe(exc):
+                    self._down_since = None
                     await self._isolate(events, exc, deliveries, flagged)
                     return
                 if self._probe is None and attempt == self._retries:
                     raise
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
                 self.counters["sink_outage_retries"] += 1
                 pause = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
                 attempt += 1
@@ -86,6 +101,8 @@ class Storer:
             deliveries.append(await self._send_dead(event_dead_letter(event, reason)))
             self.counters[f"dlq_{event.type}"] += 1
             self.counters["sink_refused"] += 1
+            if self._refused is not None:
+                self._refused(event)
             log.warning("the sink refused one %s event of %s (%r); sent to the DLQ",
                         event.type, event.function, error)
             return

@@ -271,6 +271,10 @@ def is_outage(error: BaseException) -> bool:
     return match is not None and int(match.group(1)) in OUTAGE_CODES
 
 
+Observe = Callable[[str, float, bool], None]
+"""``observe(table, seconds, ok)``: one insert into ``table`` took ``seconds``."""
+
+
 class ClickHouseSink:
     """Writes batches of events to their tables, one insert per table per batch.
 
@@ -278,8 +282,10 @@ class ClickHouseSink:
     redelivered after a crash replaces itself.
     """
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, observe: Observe | None = None) -> None:
+        """``observe(table, seconds, ok)`` is told of every insert (the worker's metrics)."""
         self._client = client
+        self._observe = observe
 
     def ping(self) -> None:
         """Raise unless ClickHouse answers."""
@@ -304,9 +310,22 @@ class ClickHouseSink:
                     columns = (*table.columns, _TELEMETRY[cls])
                 else:
                     rows, columns = [table.row(e) for e in part], table.columns
-                self._client.insert(table.name, rows, column_names=columns)
+                self._insert(table.name, rows, columns)
             written[table.name] = len(batch)
         return written
+
+
+    def _insert(self, table: str, rows: list[Any], columns: Sequence[str]) -> None:
+        if self._observe is None:
+            self._client.insert(table, rows, column_names=columns)
+            return
+        started = time.perf_counter()
+        try:
+            self._client.insert(table, rows, column_names=columns)
+        except Exception:
+            self._observe(table, time.perf_counter() - started, False)
+            raise
+        self._observe(table, time.perf_counter() - started, True)
 
 
 DAYS_PER_INSERT = 90

@@ -119,6 +119,29 @@ def test_a_budget_cap_throttles_without_any_anomaly(gov: DecisionStep) -> None:
     assert "budget" in page.title.lower() or "budget" in page.summary.lower()
 
 
+def test_a_budget_incident_resolves_when_its_hour_has_passed_without_traffic(
+        gov: DecisionStep) -> None:
+    """A function throttled for its hourly budget that then goes quiet: its windows
+    keep closing empty (the worker watches it), and once the hour that held the spend
+    is over it is released and the budget incident resolved."""
+    gov.thresholds.apply(ControlUpdate(function="checkout", kind=ControlKind.THRESHOLDS,
+                                       values={"budget_usd_per_hour": 0.05}))
+    events = [e for i in range(8) for e in step(gov, i, 100)]
+    [opened] = [p for p in of(events, Incident) if p.status is IncidentStatus.OPEN]
+    assert opened.kind == "budget"
+    later: list[Event] = []
+    hour = 3600 * S // WINDOW
+    for i in range(8, 8 + hour + 10):
+        later += step(gov, i, 0)
+        if of(later, Verdict) and of(later, Verdict)[-1].action is Action.RELEASE:
+            break
+    assert of(later, Verdict)[-1].action is Action.RELEASE
+    released_at = of(later, Verdict)[-1].issued_at_unix_nano
+    assert released_at >= T0 + 3600 * S  # not before the hour that held the spend ended
+    [resolved] = [p for p in of(later, Incident) if p.status is IncidentStatus.RESOLVED]
+    assert resolved.incident_id == opened.incident_id
+
+
 def test_egress_outside_the_allow_list_isolates_with_the_list(gov: DecisionStep) -> None:
     gov.thresholds.apply(ControlUpdate(function="checkout", kind=ControlKind.THRESHOLDS,
                                  values={"egress_allow": "api.stripe.com,*.amazonaws.com"}))
@@ -144,6 +167,41 @@ def test_an_operator_release_takes_over(gov: DecisionStep) -> None:
     assert [p.status for p in pages] == [IncidentStatus.RESOLVED]
     assert gov.lifecycle.phase("checkout") is Phase.NORMAL
     assert of(step(gov, 13, 1500), Verdict) == []  # no automatic verdict while it holds
+
+
+def test_a_function_handed_over_leaves_its_incident_to_the_new_owner(
+        gov: DecisionStep) -> None:
+    warm(gov)
+    [opened] = [p for p in of(step(gov, 12, 1500), Incident)
+                if p.status is IncidentStatus.OPEN]
+    assert gov.hand_over(lambda function: False, {}) == 1
+    assert gov.handed_over == [opened.incident_id]  # the pagers stop asserting it here
+    assert not gov.tracker.is_open("checkout")
+
+
+def test_a_restarted_worker_restores_open_incidents_when_it_gets_its_partitions(
+        gov: DecisionStep) -> None:
+    warm(gov)
+    step(gov, 12, 1500)
+    blob = gov.snapshot("checkout")
+    assert blob is not None
+    quiet = DecisionStep(SETTINGS, VerdictIssuer(KEY, 300 * S, "governor-worker"),
+                         PolicyEngine(SETTINGS.policy_dir), Thresholds(SETTINGS),
+                         state_key=STATE_KEY)
+    quiet.on_window("calm", Window(T0, T0 + WINDOW), T0 + WINDOW)
+    calm = quiet.snapshot("calm")  # no incident: stays a snapshot until its first event
+    assert calm is not None
+    fresh = DecisionStep(SETTINGS, VerdictIssuer(KEY, 300 * S, "governor-worker"),
+                         PolicyEngine(SETTINGS.policy_dir), Thresholds(SETTINGS),
+                         {"checkout": blob, "calm": calm}, state_key=STATE_KEY)
+    fresh.hand_over(lambda function: function != "elsewhere", {})
+    assert fresh.resumed == ["checkout"] and fresh.tracker.is_open("checkout")
+    assert fresh.counters == {"snapshots_restored": 1}  # "calm" waits for its first event
+    other = DecisionStep(SETTINGS, VerdictIssuer(KEY, 300 * S, "governor-worker"),
+                         PolicyEngine(SETTINGS.policy_dir), Thresholds(SETTINGS),
+                         {"checkout": blob}, state_key=STATE_KEY)
+    other.hand_over(lambda function: False, {})  # not this worker's: nothing restored
+    assert other.resumed == [] and not other.tracker.is_open("checkout")
 
 
 def test_decision_state_survives_a_restart(gov: DecisionStep) -> None:

@@ -117,7 +117,8 @@ def _rfc3339(value: str) -> datetime:
 
 def test_alertmanager_receives_v2_alerts_then_the_resolve(receiver: Receiver) -> None:
     opened, resolved = _incidents()
-    with _dispatcher(AlertmanagerPager(receiver.url, generator_url="http://governor/q")) as d:
+    with _dispatcher(AlertmanagerPager(receiver.url, incidents_url="http://governor/incidents/"
+                                       )) as d:
         assert d.submit(opened) and d.submit(resolved)
         _wait(lambda: d.stats.delivered == 2)
     first, second = receiver.requests
@@ -132,7 +133,8 @@ def test_alertmanager_receives_v2_alerts_then_the_resolve(receiver: Receiver) ->
     assert alert["annotations"]["description"] == opened.summary
     assert alert["annotations"]["runbook_url"] == "https://wiki.example/governor#cost-anomaly"
     assert _rfc3339(alert["startsAt"]).timestamp() == T0 / S
-    assert "endsAt" not in alert and alert["generatorURL"] == "http://governor/q"
+    assert "endsAt" not in alert
+    assert alert["generatorURL"] == f"http://governor/incidents/{opened.incident_id}"
     [end] = second.json()
     assert end["labels"] == alert["labels"]  # same identity: Alertmanager resolves it
     assert _rfc3339(end["endsAt"]).timestamp() == T0 / S + 300
@@ -150,6 +152,23 @@ def test_alertmanager_open_alerts_are_re_sent_until_resolved(receiver: Receiver)
         time.sleep(0.3)
     assert len(receiver.requests) == count  # nothing open: nothing re-sent
     assert receiver.requests[1].json() == receiver.requests[0].json()
+
+
+def test_alertmanager_open_alerts_end_a_lease_ahead_renewed_on_every_refresh(
+        receiver: Receiver) -> None:
+    """An open alert's endsAt is the lease ahead of each post: re-asserting it renews
+    it, and a worker that stops asserting lets it end."""
+    opened, resolved = _incidents()
+    now = [T0 + 10 * S]
+    pager = AlertmanagerPager(receiver.url, lease_seconds=180, clock=lambda: now[0])
+    assert pager.send(opened).ok
+    now[0] += 60 * S
+    assert pager.refresh() is not None
+    assert pager.send(resolved).ok
+    first, renewed, end = (r.json() for r in receiver.requests)
+    assert _rfc3339(first[0]["endsAt"]).timestamp() == T0 / S + 10 + 180
+    assert _rfc3339(renewed[0]["endsAt"]).timestamp() == T0 / S + 70 + 180
+    assert _rfc3339(end[0]["endsAt"]).timestamp() == T0 / S + 300  # the resolve time
 
 
 def test_pagerduty_trigger_then_resolve_with_the_same_dedup_key(receiver: Receiver) -> None:
@@ -299,6 +318,7 @@ def test_dispatcher_from_settings(tmp_path: Path) -> None:
     assert [p.name for p in d.pagers] == ["alertmanager", "pagerduty", "file"]
     am, pd, _ = d.pagers
     assert isinstance(am, AlertmanagerPager) and am.url == "http://am:9093/api/v2/alerts"
+    assert am.incidents_url == "http://127.0.0.1:6066/incidents" and am.lease_ns == 180 * S
     assert isinstance(pd, PagerDutyPager)
     assert pd.url == "https://events.pagerduty.com/v2/enqueue"
     d.close(timeout=1)
@@ -329,6 +349,16 @@ def test_end_to_end_tracker_to_pagerduty(receiver: Receiver) -> None:
     assert len({b["dedup_key"] for b in bodies}) == 1
     assert bodies[1]["payload"]["severity"] == Severity.CRITICAL.value
     assert IncidentStatus.RESOLVED.value == "resolved"
+
+
+def test_an_incident_handed_over_is_no_longer_re_asserted_here(receiver: Receiver) -> None:
+    opened, _ = _incidents()
+    pager = AlertmanagerPager(receiver.url)
+    with PageDispatcher([pager], refresh_seconds=0) as d:
+        assert pager.send(opened).ok
+        assert pager.refresh() is not None
+        d.forget([opened.incident_id])
+        assert pager.refresh() is None
 
 
 def test_a_dropped_resolve_stops_the_alert_being_re_sent(receiver: Receiver) -> None:

@@ -17,6 +17,7 @@ from schemas import (
     Anomaly,
     CostEvent,
     Incident,
+    IncidentStatus,
     PolicyDecision,
     Verdict,
     encode,
@@ -25,6 +26,7 @@ from schemas import (
 from streams.control.follower import ControlFollower
 from streams.decisions.policy import PolicyEngine
 from streams.paging.dispatch import dispatcher_from_settings
+from streams.pipeline.console import Status
 from streams.pipeline.decoding import Record
 from streams.pipeline.prepare import Prepared
 from streams.pipeline.routes import InMemoryOutbox, Routes
@@ -92,19 +94,27 @@ def test_a_bad_record_goes_to_the_dlq_and_the_rest_of_its_batch_is_stored(
                                                                      "checkout")
     assert "fix the producer" in letter.reason
     assert routes.counters["dlq_cost"] == 1 and routes.counters["in_cost"] == 2
+    metric = routes.metrics.registry.get_sample_value
+    assert metric("governor_dlq_total", {"topic": "governor.costs", "reason": "malformed"}) == 1
+    assert metric("governor_events_in_total", {"topic": "governor.costs"}) == 2
+    assert metric("governor_sink_write_seconds_count", {"table": "cost_events"}) == 1
     assert _count(routes, "SELECT count() FROM cost_events") == 2
+
+
+async def _runaway(routes: Routes) -> None:
+    """Six normal windows, then one 50 times as busy: the function is throttled."""
+    for w in range(6):
+        await routes.take(_records(_calls(w, 50)), CostEvent, routes.on_costs)
+        await routes.close_windows(T0 + (w + 1) * WINDOW + S)
+    await routes.take(_records(_calls(6, 2500)), CostEvent, routes.on_costs)
+    await routes.close_windows(T0 + 7 * WINDOW + S)
 
 
 def test_a_runaway_closes_into_a_signed_throttle_a_decision_and_a_page(
         routes: Routes, tmp_path: Path) -> None:
-    async def run() -> None:
-        for w in range(6):
-            await routes.take(_records(_calls(w, 50)), CostEvent, routes.on_costs)
-            await routes.close_windows(T0 + (w + 1) * WINDOW + S)
-        await routes.take(_records(_calls(6, 2500)), CostEvent, routes.on_costs)
-        await routes.close_windows(T0 + 7 * WINDOW + S)
-
-    asyncio.run(run())
+    seen: list[Any] = []
+    routes.watchers.append(seen.append)
+    asyncio.run(_runaway(routes))
     outbox = routes.outbox
     assert isinstance(outbox, InMemoryOutbox)
     kinds = [type(e) for e in outbox.events]
@@ -120,6 +130,66 @@ def test_a_runaway_closes_into_a_signed_throttle_a_decision_and_a_page(
     routes.pager.close(5.0)
     [page] = [orjson.loads(line) for line in (tmp_path / "pages").read_text().splitlines()]
     assert page["incident_id"] == incident.incident_id
+    metric = routes.metrics.registry.get_sample_value
+    assert metric("governor_verdicts_total", {"action": "throttle"}) == 1
+    assert metric("governor_decisions_total", {"kind": "throttle"}) == 1
+    assert metric("governor_pages_total", {"kind": "cost-anomaly"}) == 1
+    assert metric("governor_events_out_total", {"topic": "governor.verdicts"}) == 1
+    assert metric("governor_detector_seconds_count", {"detector": "window"}) == 7
+    assert routes.counters["issued_verdict"] == 1 and routes.counters["issued_anomaly"] >= 1
+    assert seen == outbox.events  # what `governor up` prints as it happens
+    operator = Verdict(function="checkout", action=Action.RELEASE, sequence=2**62,
+                       expires_at_unix_nano=T0 + 900 * S, issuer="operator:ana")
+    asyncio.run(routes.on_verdicts([verdict, operator], T0 + 8 * WINDOW))
+    assert operator in seen and seen.count(verdict) == 1  # an operator's; not its own echo
+    status = Status.of(routes)
+    assert (status.events, status.dead) == (2800, 0)
+    asyncio.run(routes.take(_records([incident], "governor.incidents"), Incident))
+    status, history = asyncio.run(routes.incident(incident.incident_id))
+    assert status == 200 and history["rows"][0][history["columns"].index("status")] == "open"
+    assert asyncio.run(routes.incident("0" * 16))[0] == 404
+
+
+def test_a_restarted_worker_re_asserts_an_open_incident_at_once_and_resolves_it_unprompted(
+        routes: Routes, clickhouse: Any, chdb_dir: Path) -> None:
+    """The worker that throttled a function stops; the next one takes its snapshot. The
+    open incident is restored when the partitions are assigned (not on the function's
+    next event, which may never come) and re-asserted; its windows keep closing without
+    events, so the function is released and the incident resolved."""
+    asyncio.run(_runaway(routes))
+    outbox = routes.outbox
+    assert isinstance(outbox, InMemoryOutbox)
+    blob = outbox.snapshots["checkout"]
+    settings = routes.settings
+    prepared = Prepared(clickhouse, KEY, b"t" * 32, 4, {"checkout": blob},
+                        PolicyEngine(settings.policy_dir),
+                        ControlFollower("127.0.0.1:9", settings, b""))
+    reasserted: list[Incident] = []
+    pager = dispatcher_from_settings(settings.replace(pager_file=""))
+    pager.resume = reasserted.extend  # type: ignore[method-assign]
+    after = Routes(settings, prepared, pager)
+    try:
+        after.step.hand_over(lambda function: True, {})
+        assert after.step.tracker.is_open("checkout")  # before any event of it
+        now = T0 + 8 * WINDOW + S
+        asyncio.run(after.close_windows(now))
+        [incident] = reasserted
+        assert incident.function == "checkout" and incident.status is not IncidentStatus.RESOLVED
+
+        async def quiet(windows: int) -> None:
+            for w in range(1, windows + 1):
+                await after.close_windows(now + w * WINDOW)
+
+        asyncio.run(quiet(12))
+        published = after.outbox
+        assert isinstance(published, InMemoryOutbox)
+        assert [v.action for v in published.events if isinstance(v, Verdict)][-1:] == [
+            Action.RELEASE]
+        [resolved] = [e for e in published.events if isinstance(e, Incident)]
+        assert resolved.status is IncidentStatus.RESOLVED
+        assert resolved.incident_id == incident.incident_id
+    finally:
+        after.close(2.0)
 
 
 def test_the_query_route_answers_reads_and_refuses_the_rest(routes: Routes) -> None:
@@ -157,6 +227,19 @@ def test_the_health_route_says_not_ready_until_the_app_has_its_partitions(
     assert health["policy_bundle"] and health["pages"]["submitted"] == 0
     routes.app_ready = True
     assert routes.health()["ready"] is True
+
+
+def test_readiness_names_what_keeps_the_worker_from_consuming_and_writing(
+        routes: Routes) -> None:
+    assert "consumer group" in (routes.readiness() or "")
+    routes.app_ready = True
+    routes.ingest_ready = lambda: False
+    assert "no partitions" in (routes.readiness() or "")
+    routes.ingest_ready = lambda: True
+    routes.ingest_problem = lambda: "ClickHouse has refused writes for 12 s"
+    assert routes.readiness() == "ClickHouse has refused writes for 12 s"
+    routes.ingest_problem = lambda: None
+    assert routes.readiness() is None
 
 
 async def _burst_after_a_warm_up(routes: Routes, caught_up: bool) -> list[Any]:
@@ -197,19 +280,28 @@ def test_a_row_the_sink_refuses_is_isolated_to_the_dlq_and_the_rest_stored(
     row-level refusal); the probe finds the sink answering with a data error, so the
     batch is split until that row is alone: it goes to the DLQ with the sink's reason,
     every other row is stored once."""
+    from streams.pipeline.batch_ingest import BatchIngest, IngestConfig, Route
+
     clickhouse.command("ALTER TABLE cost_events ADD CONSTRAINT sane CHECK cost_usd < 1000")
     events = _calls(0, 9)
     poison = CostEvent(function="checkout", invocation_id="poison", cost_usd=5000.0,
                        team="payments", time_unix_nano=T0)
     batch = [*events[:4], poison, *events[4:]]
     outbox = InMemoryOutbox()
-    storer = Storer(routes.write, outbox.dead, routes.counters, probe=routes.data_refused)
-    asyncio.run(storer.store(batch, []))
+    ingest = BatchIngest(IngestConfig("127.0.0.1:9", "g"),
+                         {"governor.costs": Route(CostEvent)}, routes.write, outbox.dead,
+                         routes.counters, probe=routes.data_refused, metrics=routes.metrics)
+    asyncio.run(ingest._storer.store(batch, []))
     [letter] = outbox.dead_letters
     assert "poison" in letter.payload and "sane" in letter.reason
     assert "the rest of its batch was stored" in letter.reason
     assert _count(routes, "SELECT count() FROM cost_events") == 9
     assert routes.counters["sink_refused"] == 1
+    assert routes.metrics.registry.get_sample_value(
+        "governor_dlq_total", {"topic": "governor.costs", "reason": "sink_refused"}) == 1
+    assert routes.metrics.registry.get_sample_value(
+        "governor_sink_errors_total", {"table": "cost_events"}) >= 1
+    assert ingest.sink_down_s == 0  # the sink answered: bad data, not an outage
 
 
 @pytest.mark.parametrize(("down", "up"), [
@@ -236,10 +328,14 @@ def test_a_sink_that_cannot_take_writes_is_waited_out_never_dead_lettered(
         while routes.counters["sink_outage_retries"] < 2:
             assert not storing.done()
             await asyncio.sleep(0.05)
+        assert storer.down_s > 0  # what /readyz reports while the outage lasts
         routes.clickhouse.command(up)
         await asyncio.wait_for(storing, 30)
 
     asyncio.run(outage())
+    assert storer.down_s == 0
+    assert routes.metrics.registry.get_sample_value(
+        "governor_sink_errors_total", {"table": "cost_events"}) >= 2
     assert outbox.dead_letters == [] and routes.counters["sink_refused"] == 0
     assert _count(routes, "SELECT count() FROM cost_events FINAL") == 21
     assert _count(routes, "SELECT count() FROM cost_events") == 21
@@ -264,6 +360,8 @@ def test_an_event_the_decision_step_fails_on_is_dead_lettered_and_the_batch_goes
     [letter] = outbox.dead_letters
     assert "ZeroDivisionError" in letter.reason and '"0-3"' in letter.payload
     assert routes.counters["decision_errors"] == 1
+    assert routes.metrics.registry.get_sample_value(
+        "governor_dlq_total", {"topic": "governor.costs", "reason": "undecidable"}) == 1
     assert _count(routes, "SELECT count() FROM cost_events") == 6
     [(_, window)] = routes.windows.close_due(T0 + 2 * WINDOW)
     assert window.invocations == 6  # windowed before the step failed

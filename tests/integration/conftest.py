@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 import pytest
@@ -176,3 +177,53 @@ def wait_for(condition: Callable[[], T], timeout_s: float = 30.0, interval_s: fl
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout_s}s (last value {value!r})")
         time.sleep(interval_s)
+
+
+ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+_ALERTMANAGER_CONFIG = """\
+route:
+  receiver: "null"
+  group_wait: 1h
+receivers:
+  - name: "null"
+"""
+
+
+@pytest.fixture(scope="session")
+def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Alertmanager (Debian's ``prometheus-alertmanager``, installed by
+    ``.ci/run``) for the session; its URL. Tests tell their alerts apart by function."""
+    if ALERTMANAGER is None:
+        pytest.skip("no Alertmanager binary: apt-get install prometheus-alertmanager "
+                    "(.ci/run does)")
+    home = tmp_path_factory.mktemp("alertmanager")
+    (home / "alertmanager.yml").write_text(_ALERTMANAGER_CONFIG)
+    port = free_port()
+    process = subprocess.Popen(
+        [ALERTMANAGER, f"--config.file={home / 'alertmanager.yml'}", f"--storage.path={home}",
+         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+        stdout=(home / "log").open("wb"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _alertmanager_ready(url, process, home), 30)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _alertmanager_ready(url: str, process: subprocess.Popen[bytes], home: Path) -> bool:
+    assert process.poll() is None, (home / "log").read_text()[-2000:]
+    try:
+        with urllib.request.urlopen(url + "/-/ready", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def alerts_of(url: str, function: str) -> list[dict[str, Any]]:
+    """The active alerts of ``function`` in the Alertmanager at ``url``."""
+    with urllib.request.urlopen(f"{url}/api/v2/alerts?active=true&silenced=true&"
+                                f"inhibited=true&unprocessed=true", timeout=5) as response:
+        alerts: list[dict[str, Any]] = orjson.loads(response.read())
+    return [a for a in alerts if a["labels"].get("function") == function]

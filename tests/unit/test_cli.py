@@ -48,6 +48,12 @@ def _leaves() -> list[argparse.ArgumentParser]:
     return [p for p in _parsers(build_parser()) if p.get_default("run") is not None]
 
 
+def _normal(distribution: str) -> str:
+    """A distribution name as PEP 503 compares them (``prometheus_client`` is
+    ``prometheus-client``)."""
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
 def test_the_extras_modules_match_the_package_metadata() -> None:
     """Each requirement of each extra is named by a module in :data:`EXTRAS`, so the
     check before a command runs follows what ``pyproject.toml`` declares."""
@@ -55,9 +61,9 @@ def test_the_extras_modules_match_the_package_metadata() -> None:
         "optional-dependencies"]
     providers = packages_distributions()
     for extra, modules in EXTRAS.items():
-        wanted = {re.split(r"[<>=\[ ]", r)[0].lower() for r in extras[extra]
+        wanted = {_normal(re.split(r"[<>=\[ ]", r)[0]) for r in extras[extra]
                   if not r.startswith("faas-governor")}
-        named = {d.lower() for m in modules for d in providers.get(m, [])}
+        named = {_normal(d) for m in modules for d in providers.get(m, [])}
         assert wanted <= named, (extra, wanted - named)
 
 

@@ -292,7 +292,23 @@ def test_rules_from_settings() -> None:
         "GOVERNOR_PAGE_CRITICAL_USD_PER_HOUR": "50"}))
     assert (rules.quiet_seconds, rules.page_usd_per_hour, rules.critical_usd_per_hour) == (
         60.0, 2.5, 50.0)
-    assert PageRules.from_settings(Settings()) == PageRules()  # the same defaults
+    defaults = PageRules.from_settings(Settings())
+    assert defaults == PageRules(public_url="http://127.0.0.1:6066")  # the same defaults
+
+
+def test_page_links_are_absolute_from_the_public_url() -> None:
+    rules = PageRules.from_settings(Settings(public_url="https://governor.example/"))
+    [opened] = IncidentTracker(rules).on_verdict(
+        _verdict(Action.THROTTLE, 1, rate=3), None, "p", T0)
+    assert opened.runbook_url == "https://governor.example/docs/runbook.md#cost-anomaly"
+    t = IncidentTracker(rules)
+    limits = {"runbook_url": "https://wiki/payments"}  # absolute: kept as it is
+    [opened] = t.on_verdict(_verdict(Action.THROTTLE, 1, rate=3), None, "p", T0, limits)
+    assert opened.runbook_url == "https://wiki/payments#cost-anomaly"
+    local = PageRules.from_settings(Settings(query_port=7000))
+    assert local.link("docs/runbook.md") == "http://127.0.0.1:7000/docs/runbook.md"
+    every = Settings(query_host="0.0.0.0", query_token="t" * 32)  # every interface
+    assert every.public_base == "http://localhost:6066"
 
 
 def test_live_thresholds_override_runbook_and_page_rate() -> None:

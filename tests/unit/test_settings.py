@@ -73,6 +73,7 @@ def test_worker_settings_from_environment_and_overrides() -> None:
     ({"GOVERNOR_QUERY_PORT": "x"}, "GOVERNOR_QUERY_PORT='x' is not an integer"),
     ({"GOVERNOR_WINDOW_SECONDS": "0"}, "GOVERNOR_WINDOW_SECONDS must be > 0"),
     ({"GOVERNOR_LOG_LEVEL": "loud"}, "use debug, info, warn or error"),
+    ({"GOVERNOR_LOG_FORMAT": "xml"}, "use text or json"),
     ({"GOVERNOR_CLICKHOUSE_URL": "mysql://x"}, "use http"),
     ({"GOVERNOR_BROKER_PORT": "70000"}, "GOVERNOR_BROKER_PORT=70000; use a port"),
 ])

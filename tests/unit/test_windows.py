@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from schemas import CostEvent, encode
 from streams.decisions.windows import WindowAggregator
-from streams.pipeline.decoding import Record, TimeBounds, decode_records
+from streams.pipeline.decoding import DeadReason, Record, TimeBounds, decode_records
 
 S = 1_000_000_000
 W = 10 * S
@@ -92,4 +92,17 @@ def test_events_dated_far_from_now_are_dead_letters_with_the_reason() -> None:
     ahead, old = decoded.dead
     assert "3,600 s ahead" in ahead.reason and "GOVERNOR_MAX_EVENT_LEAD_SECONDS" in ahead.reason
     assert "172,800 s old" in old.reason and "GOVERNOR_MAX_EVENT_AGE_SECONDS" in old.reason
+    assert decoded.reasons == {DeadReason.TOO_NEW: 1, DeadReason.TOO_OLD: 1}
     assert decode_records(records, CostEvent).dead == []  # no bounds: times are not judged
+
+
+def test_a_watched_function_has_its_windows_closed_without_events() -> None:
+    agg = WindowAggregator(W)
+    agg.watch("f", T0 + 3 * S)
+    assert agg.open_windows == 0  # no events: nothing held
+    closed = agg.close_due(T0 + 3 * W + W // 2)
+    assert [(f, w.start_ns, w.invocations) for f, w in closed] == [
+        ("f", T0, 0), ("f", T0 + W, 0), ("f", T0 + 2 * W, 0)]
+    agg.add(CostEvent(function="f", invocation_id="x", time_unix_nano=T0 + 3 * W + 1))
+    agg.watch("f", T0 + 3 * W + 2)  # already watched: nothing changes
+    assert agg.open_windows == 1
