@@ -13,7 +13,6 @@ cost = billed duration × billed memory × GB-second price
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -96,8 +95,10 @@ def load_prices(override: Path | None = None) -> dict[str, Price]:
 
 
 def _read(path: Path) -> dict[str, dict[str, Any]]:
+    import tomllib  # on the first governed call, not at import
+
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # TOMLDecodeError is a ValueError
         raise ConfigurationError(f"cannot read price catalogue {path}: {exc}") from None

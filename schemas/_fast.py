@@ -8,7 +8,8 @@ its own) and decodes with it, then
 builds the event class itself. It accepts only what the reference path in
 :mod:`schemas.codec` accepts, and builds the same event; anything it refuses goes to
 the reference path, which accepts it or raises the error naming the field. A
-property test holds the two together.
+property test holds the two together. msgspec is imported on the first decode, so
+``import agents`` does not pay for it.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ import typing
 from collections.abc import Callable
 from enum import StrEnum
 from functools import cache
-from typing import Annotated, Any, Literal
-
-import msgspec
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from schemas.events import AttributeValue
+
+if TYPE_CHECKING:
+    import msgspec
 
 _INT64: tuple[float, float] = (-(2**63), 2**63 - 1)
 _FINITE = (-sys.float_info.max, sys.float_info.max)
@@ -32,8 +34,11 @@ _FINITE = (-sys.float_info.max, sys.float_info.max)
 
 @cache
 def fast_decoder(cls: type) -> Callable[[bytes], Any]:
-    """``decode(data)``: ``data`` as a ``cls``; raises ``msgspec`` errors on anything
-    the fast path does not take (the caller falls back to the reference path)."""
+    """``decode(data)``: ``data`` as a ``cls``; raises ``msgspec`` errors (a
+    ``ValueError``) on anything the fast path does not take (the caller falls back to
+    the reference path)."""
+    import msgspec
+
     check = msgspec.json.Decoder(_struct(cls)).decode
     build: Callable[[bytes], Any] = msgspec.json.Decoder(cls).decode
 
@@ -46,6 +51,8 @@ def fast_decoder(cls: type) -> Callable[[bytes], Any]:
 
 @cache
 def _struct(cls: type) -> type[msgspec.Struct]:
+    import msgspec
+
     hints = typing.get_type_hints(cls)
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
     kind = getattr(cls, "TYPE", "")
@@ -61,6 +68,8 @@ def _struct(cls: type) -> type[msgspec.Struct]:
 
 
 def _type(tp: Any, meta: dict[str, Any]) -> Any:
+    import msgspec
+
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (types.UnionType, typing.Union) and type(None) in args:
         inner = _type(next(a for a in args if a is not type(None)), meta)
@@ -91,6 +100,8 @@ def _type(tp: Any, meta: dict[str, Any]) -> Any:
 
 def _within(limits: tuple[float, float], meta: dict[str, Any]) -> msgspec.Meta:
     """``limits`` narrowed by the field's own ``ge``/``le``."""
+    import msgspec
+
     ge, le = meta.get("ge"), meta.get("le")
     return msgspec.Meta(ge=limits[0] if ge is None else max(ge, limits[0]),
                         le=limits[1] if le is None else min(le, limits[1]))

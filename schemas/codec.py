@@ -17,7 +17,6 @@ from enum import StrEnum
 from functools import cache
 from typing import Any, TypeVar
 
-import msgspec
 import orjson
 
 from schemas._fast import fast_decoder
@@ -54,7 +53,7 @@ def decode(data: bytes | bytearray | memoryview | str, cls: type[E]) -> E:
     if isinstance(data, bytes) and len(data) <= MAX_PAYLOAD_BYTES:
         try:
             event = fast_decoder(cls)(data)  # type: ignore[arg-type]
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except ValueError:  # msgspec's errors: the reference path decides
             pass
         else:
             if (event.type == cls.TYPE and event.schema_version <= SCHEMA_VERSION
