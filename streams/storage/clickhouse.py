@@ -397,6 +397,8 @@ QUERY_SECONDS = 30
 """An analyst's query is stopped after this long (``max_execution_time``)."""
 QUERY_ROWS = 100_000
 """…and refused if its result would hold more rows than this."""
+QUERY_NICENESS = 19
+"""…and its engine threads run at this ``nice`` value: the ingest comes first."""
 
 
 QUERY_PARAMETERS = 100
@@ -444,8 +446,9 @@ def _parameter_advice(message: str) -> str:
 
 def read_only_query(client: Any, sql: str, parameters: Mapping[str, str] | None = None,
                     threads: int = 0) -> QueryResult:
-    """Run an analyst's query with ``readonly=1``, a time limit, a result-size limit
-    and at most ``threads`` engine threads (0: the engine's default); refuse anything
+    """Run an analyst's query with ``readonly=1``, a time limit, a result-size limit,
+    at most ``threads`` engine threads (0: the engine's default) at the lowest CPU
+    priority (:data:`QUERY_NICENESS`); refuse anything
     but one read statement (:func:`_statement_problem`).
     ``parameters`` fill the query's ``{name:Type}`` placeholders, bound by the engine
     (:func:`checked_parameters`)."""
@@ -459,6 +462,7 @@ def read_only_query(client: Any, sql: str, parameters: Mapping[str, str] | None 
         result = client.query(sql, parameters=bound or None, settings={
             "readonly": 1, "max_execution_time": QUERY_SECONDS,
             "max_result_rows": QUERY_ROWS, "result_overflow_mode": "throw",
+            "os_thread_priority": QUERY_NICENESS,
             **({"max_threads": threads} if threads else {})})
     except Exception as exc:
         message = _parameter_advice(str(exc).strip().splitlines()[0])

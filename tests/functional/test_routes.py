@@ -373,5 +373,6 @@ def test_analyst_queries_are_limited_in_rows_and_run_beside_ingest(routes: Route
     status, body = asyncio.run(routes.query({"sql": "SELECT count() FROM numbers(1000)"}))
     assert status == 200 and body["rows"] == [[1000]]
     assert routes._read_client is not routes.clickhouse  # its own connection
-    status, body = asyncio.run(routes.query({"sql": "SELECT getSetting('max_threads')"}))
-    assert status == 200 and body["rows"] == [[routes.settings.query_threads]] == [[1]]
+    status, body = asyncio.run(routes.query({
+        "sql": "SELECT getSetting('max_threads'), getSetting('os_thread_priority')"}))
+    assert status == 200 and body["rows"] == [[routes.settings.query_threads, 19]] == [[1, 19]]
