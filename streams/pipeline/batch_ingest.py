@@ -8,6 +8,8 @@ spans) are consumed here instead, a batch at a time, pipelined::
     fetch + decode + handle batch n+1   ─┐  (this loop)
     write batch n to the sink, commit n ─┘  (a task; the insert runs in a thread)
 
+* Each fetch is decoded and handed to its route (the decision step) as it comes; the
+  batch only bounds what one sink write and one commit take.
 * One consumer of its own group, ``<app_id>.ingest``; Faust's group keeps the
   low-volume topics. Offsets are committed by hand, never automatically.
 * Records that fail validation go to the dead-letter topic with the reason; their
@@ -92,7 +94,7 @@ class _Batch:
     events: list[Event]
     offsets: dict[TopicPartition, int]  # the next offset to read, per partition
     deliveries: list[Awaitable[Any]]  # dead letters sent for this batch
-    flagged: frozenset[str] = frozenset()  # event ids stored flagged unauthenticated
+    flagged: set[str]  # event ids stored flagged unauthenticated
 
 
 class BatchIngest(Service):
@@ -238,10 +240,12 @@ class BatchIngest(Service):
             self._parked.set()
 
     async def _next_batch(self) -> _Batch | None:
-        """Fetch up to ``batch`` records (waiting at most ``within_s`` once some came),
-        decode them, send dead letters and hand valid events to their routes."""
+        """Fetch up to ``batch`` records (waiting at most ``within_s`` once some came).
+        Each fetch is decoded, its dead letters sent and its valid events handed to their
+        routes as it comes, so decisions never wait for the batch to fill; the batch is
+        written as one."""
         consumer, c = self.consumer, self.config
-        fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
+        batch = _Batch([], {}, [], set())
         count, deadline = 0, 0.0
         while count < c.batch and not (self._hold or self._stopping):
             wait_s = c.within_s if not count else deadline - time.monotonic()
@@ -256,46 +260,42 @@ class BatchIngest(Service):
             if not count:
                 deadline = time.monotonic() + c.within_s
             for tp, records in part.items():
-                fetched.setdefault(tp, []).extend(records)
                 count += len(records)
                 highwater = consumer.highwater(tp)
                 if highwater is not None:
                     self._lag[tp] = max(0, highwater - records[-1].offset - 1)
-        if not count:
-            return None
-        return await self._decode(fetched)
+            await self._decode(part, batch)
+        return batch if count else None
 
     async def _decode(self, fetched: Mapping[TopicPartition,
-                                            Sequence[ConsumerRecord[bytes, bytes]]]) -> _Batch:
+                                            Sequence[ConsumerRecord[bytes, bytes]]],
+                      batch: _Batch) -> None:
+        """Decode ``fetched`` into ``batch``: dead letters sent, valid events handed to
+        their routes."""
         by_topic: dict[str, list[ConsumerRecord[bytes, bytes]]] = {}
-        offsets = {}
         for tp, records in fetched.items():
             by_topic.setdefault(tp.topic, []).extend(records)
-            offsets[tp] = records[-1].offset + 1
-        events: list[Event] = []
-        deliveries: list[Awaitable[Any]] = []
-        flagged: set[str] = set()
+            batch.offsets[tp] = records[-1].offset + 1
         for topic, records in by_topic.items():
             route = self.routes[topic]
             decoded = decode_records(records, route.cls, self.config.bounds, time.time_ns(),
                                      self.config.telemetry_auth)
             for letter in decoded.dead:
-                deliveries.append(await self._send_dead(letter))
+                batch.deliveries.append(await self._send_dead(letter))
             self.counters[f"dlq_{route.cls.TYPE}"] += len(decoded.dead)
             self.counters[f"in_{route.cls.TYPE}"] += len(decoded.good)
             if self.metrics is not None:
                 self.metrics.taken(topic, len(decoded.good), decoded.reasons)
             if decoded.flagged:
                 self.counters[f"unauthenticated_{route.cls.TYPE}"] += len(decoded.flagged)
-                flagged.update(e.event_id for e in decoded.flagged)
+                batch.flagged.update(e.event_id for e in decoded.flagged)
             if route.handle is not None and decoded.good:
                 await route.handle(decoded.good)
-            events.extend(decoded.good)
-            events.extend(decoded.flagged)
-        return _Batch(events, offsets, deliveries, frozenset(flagged))
+            batch.events.extend(decoded.good)
+            batch.events.extend(decoded.flagged)
 
     async def _write_and_commit(self, batch: _Batch) -> None:
-        await self._storer.store(batch.events, batch.deliveries, batch.flagged)
+        await self._storer.store(batch.events, batch.deliveries, frozenset(batch.flagged))
         for delivery in batch.deliveries:
             await delivery  # a dead letter not delivered must not be skipped by the commit
         try:
