@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -117,6 +118,16 @@ def start_worker(broker: str, prefix: str, data_dir: Path,
             pass
         assert time.monotonic() < deadline, "worker not ready in 90 s"
         time.sleep(0.3)
+
+
+def interrupt(process: subprocess.Popen[Any], timeout_s: float = 30.0) -> None:
+    """Ctrl-C, as an operator stops ``governor up``; killed if it does not end in time."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
 
 
 def stop_worker(stack: WorkerStack) -> None:

@@ -28,7 +28,7 @@ from schemas import Action
 from streams.errors import StackError
 from streams.ops.broker import free_port, start_broker, tansu_binary
 from streams.ops.children import PidFile, alive
-from tests.integration.conftest import AgentFactory, wait_for
+from tests.integration.conftest import AgentFactory, interrupt, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -88,12 +88,7 @@ def start_up(data_dir: Path, broker_port: int, query_port: int, run: int) -> Up:
 
 def stop_up(up: Up) -> None:
     """Ctrl-C, as an operator stops it."""
-    up.process.send_signal(signal.SIGINT)
-    try:
-        up.process.wait(60)
-    except subprocess.TimeoutExpired:
-        up.process.kill()
-        up.process.wait(10)
+    interrupt(up.process, 60)
 
 
 @pytest.fixture

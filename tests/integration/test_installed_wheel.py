@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import textwrap
@@ -25,7 +24,7 @@ import orjson
 import pytest
 
 from streams.ops.broker import free_port
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import interrupt, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -111,12 +110,7 @@ def stack(local_install: Path, elsewhere: Path) -> Iterator[dict[str, str]]:
         assert bootstrap and key, printed
         yield {"GOVERNOR_KAFKA_BOOTSTRAP": bootstrap[1], "GOVERNOR_VERDICT_KEY": key[1]}
     finally:
-        up.send_signal(signal.SIGINT)
-        try:
-            up.wait(30)
-        except subprocess.TimeoutExpired:
-            up.kill()
-            up.wait(10)
+        interrupt(up)
 
 
 def _agent(calls: int) -> str:

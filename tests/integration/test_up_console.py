@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -15,7 +14,7 @@ import orjson
 import pytest
 
 from streams.ops.broker import free_port
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import interrupt, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -51,12 +50,7 @@ def test_up_prints_verdicts_as_they_happen_and_a_plain_status_line(tmp_path: Pat
         wait_for(lambda: "VERDICT THROTTLE checkout to 2 rps by operator:ana | cost review"
                  in log.read_text(), timeout_s=60)
     finally:
-        up.send_signal(signal.SIGINT)
-        try:
-            up.wait(30)
-        except subprocess.TimeoutExpired:
-            up.kill()
-            up.wait(10)
+        interrupt(up)
     printed = log.read_text()
     assert re.search(r"^ready · \d+ events \(\d+/s\) · ", printed, re.MULTILINE), printed
     assert "\r" not in printed and "\x1b" not in printed
