@@ -783,17 +783,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "per test, coverage per rule", [
                         "governor policy test", "governor policy test policies/"],
                     needs="gate")
-    ptest.add_argument("directory", nargs="?", type=Path, default=None, metavar="DIR",
-                       help="the bundle (GOVERNOR_POLICY_DIR, default the shipped one)")
     ptest.set_defaults(run=cmd_policy_test)
     plint = _parser(policy, "lint", "rules that never fired over a period (policy_decisions), "
                     "rules always shadowed by a stronger one, inputs no stage provides", [
                         "governor policy lint", "governor policy lint policies/ --days 90"],
                     needs="gate")
-    plint.add_argument("directory", nargs="?", type=Path, default=None, metavar="DIR",
-                       help="the bundle (GOVERNOR_POLICY_DIR, default the shipped one)")
     plint.add_argument("--days", type=int, default=30, help="the period looked at (30)")
     plint.set_defaults(run=cmd_policy_lint)
+    for action in (ptest, plint):
+        action.add_argument("directory", nargs="?", type=Path, default=None, metavar="DIR",
+                            help="the bundle (GOVERNOR_POLICY_DIR, default the shipped one)")
 
     demo = _parser(sub, "demo", "the closed loop on simulated functions", [
         "governor demo", "governor demo --warmup 30 --incident 20"])
