@@ -37,7 +37,12 @@ from streams.sim.fleet import FLEET, Fault, Fleet
 class DemoOptions:
     warmup_s: float = 24.0
     incident_s: float = 25.0
-    settle_s: float = 60.0  # longest wait for releases after the incidents end (probes)
+    settle_s: float = 150.0
+    """Longest wait for the releases after the incidents end. The demo ends as soon as
+    every function is released (usually within 30 s), but a probe that meets the
+    incident again isolates for twice as long, up to 8× the hold."""
+    pages_s: float = 15.0
+    """Longest wait for the worker's resolved pages once every function is released."""
 
 
 # Demo pacing: short windows and holds so the whole loop fits in about a minute.
@@ -103,21 +108,31 @@ def _run(console: Console, settings: Settings, options: DemoOptions) -> int:
     console.print(f"  {'budget cap (policy)':<20} {function:<15} "
                   + (f"throttled by {by_policy[0].reason.split(':')[0]}" if by_policy
                      else "[red]NOT enforced[/]"))
-    resolved = _pages(console, settings.data_dir / "pages.jsonl")
+    released = sum(agents.get_runtime().verdicts.current(i.function) is None for i in enforced)
+    resolved = _pages(console, settings.data_dir / "pages.jsonl", released, options.pages_s)
     print(f"loop closed: {len(incidents) + 1} incidents, {len(applied)} verdicts enforced, "
           f"{resolved} pages resolved, max {max(times, default=0.0):.1f}s to enforce", flush=True)
     return 0 if len(enforced) == len(incidents) and by_policy and resolved else 1
 
 
-def _pages(console: Console, path: Path) -> int:
-    """Print the pages the worker sent to the file pager; how many were resolved."""
-    lines = path.read_text().splitlines() if path.exists() else []
-    pages = [decode(line.encode(), IncidentEvent) for line in lines]
+def _pages(console: Console, path: Path, expected: int, wait_s: float) -> int:
+    """Print the pages the worker sent to the file pager; how many were resolved.
+
+    Waits up to ``wait_s`` for ``expected`` resolved pages: the worker pages a
+    release as it issues it, but delivery to the pager is off the stream's path."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        lines = path.read_text().splitlines() if path.exists() else []
+        pages = [decode(line.encode(), IncidentEvent) for line in lines]
+        resolved = sum(page.status is IncidentStatus.RESOLVED for page in pages)
+        if resolved >= expected or time.monotonic() >= deadline:
+            break
+        time.sleep(0.25)
     table = Table("status", "severity", "incident", "title", title=f"Pages ({path})")
     for page in pages:
         table.add_row(page.status.value, page.severity.value, page.incident_id, page.title)
     console.print(table)
-    return sum(page.status is IncidentStatus.RESOLVED for page in pages)
+    return resolved
 
 
 async def _drive(console: Console, fleet: Fleet, applied: list[tuple[float, Verdict]],
