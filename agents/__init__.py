@@ -26,6 +26,7 @@ from agents._export import BatchProcessor, Exporter, ExportResult, InMemoryExpor
 from agents._runtime import Runtime, configure, get_runtime, shutdown
 from agents._settings import AgentSettings
 from agents._verdicts import TokenBucket, VerdictCache
+from agents._wire import Wire
 
 logging.getLogger("governor").addHandler(logging.NullHandler())
 
@@ -60,6 +61,7 @@ __all__ = [
     "Runtime",
     "TokenBucket",
     "VerdictCache",
+    "Wire",
     "configure",
     "flush",
     "get_runtime",

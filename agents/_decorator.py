@@ -40,6 +40,7 @@ from agents._errors import (
 )
 from agents._runtime import Runtime, get_runtime
 from agents._span import InvocationSpan
+from agents._wire import resource_fragment
 from schemas import Outcome
 
 log = logging.getLogger("governor.agent")
@@ -88,7 +89,7 @@ class _Bound:
 
     __slots__ = ("cold", "count_egress", "fail_closed", "fallback", "flush_s", "function",
                  "handoff", "in_lambda", "memory_mb", "next_id", "price", "provider",
-                 "resource", "runtime", "team", "version")
+                 "resource_json", "runtime", "team", "version")
 
     def __init__(self, runtime: Runtime, options: dict[str, Any], handler: Callable[..., Any],
                  context: Any) -> None:
@@ -122,7 +123,8 @@ class _Bound:
                         if settings.flush_on_return and not runtime.handoff else 0.0)
         self.handoff = runtime.handoff
         self.in_lambda = bool(settings.platform_function)  # where an X-Ray trace is set
-        self.resource = _resource(self, options, settings.tenant, context)
+        self.resource_json = resource_fragment(_resource(self, options, settings.tenant,
+                                                         context))
         runtime.watch(self.function)
         self.cold = True
         prefix = f"{self.function}-{os.getpid()}-"

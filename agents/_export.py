@@ -1,7 +1,7 @@
 """Telemetry export: a bounded, non-blocking processor in front of an exporter.
 
 The handler's thread only appends to a bounded deque (``offer``); a background
-thread turns queued records into events and hands batches to the exporter. When
+thread encodes queued records (:mod:`agents._wire`) and hands batches to the exporter. When
 the queue is full the record is dropped and counted — the handler never waits.
 Exporters return an :class:`ExportResult` and never raise into the agent.
 """
@@ -18,14 +18,19 @@ from typing import Any, Protocol
 
 from agents._auth import Sealer
 from agents._stats import Stats
+from agents._wire import Wire
 from agents.kafka_security import PLAINTEXT, KafkaSecurity
-from schemas import Event, encode
+from schemas import CostEvent, Event, Span, decode
 
 log = logging.getLogger("governor.agent")
 
 _TOPIC_KIND = {"span": "spans", "cost": "costs"}
 REPORT_EVERY_S = 60.0
 STALL_S = 10.0
+BUFFER_MESSAGES = 20_000
+"""The producer's buffer, in messages; what is over it is dropped, never waited for."""
+UNBOUNDED = 1 << 30
+ROOM_RETRY_S = 0.02
 
 
 class ExportResult(Enum):
@@ -34,9 +39,13 @@ class ExportResult(Enum):
 
 
 class Exporter(Protocol):
-    """Where batches of finished events go."""
+    """Where batches of encoded events go."""
 
-    def export(self, events: Sequence[Event]) -> ExportResult: ...
+    def export(self, records: Sequence[Wire]) -> ExportResult: ...
+
+    def room(self) -> int:
+        """How many records it can take now (the rest of a batch is dropped unencoded)."""
+        ...
 
     def flush(self, timeout_s: float) -> bool:
         """Deliver everything exported so far; ``True`` if done within the budget."""
@@ -46,16 +55,21 @@ class Exporter(Protocol):
 
 
 class InMemoryExporter:
-    """Keeps exported events in a list; for tests and local experiments."""
+    """Keeps exported events in a list, decoded from what would go on the wire (so
+    they are validated as a worker would); for tests and local experiments."""
 
     def __init__(self) -> None:
         self.events: list[Event] = []
         self._lock = threading.Lock()
 
-    def export(self, events: Sequence[Event]) -> ExportResult:
+    def export(self, records: Sequence[Wire]) -> ExportResult:
+        events = [decode(r.value, Span if r.type == "span" else CostEvent) for r in records]
         with self._lock:
             self.events.extend(events)
         return ExportResult.SUCCESS
+
+    def room(self) -> int:
+        return UNBOUNDED
 
     def of_type(self, cls: type[Any]) -> list[Any]:
         """Exported events of one class."""
@@ -110,7 +124,7 @@ class KafkaExporter:
             "enable.idempotence": True,
             "partitioner": "murmur2_random",
             "linger.ms": 20,
-            "queue.buffering.max.messages": 20_000,
+            "queue.buffering.max.messages": BUFFER_MESSAGES,
             "queue.buffering.max.kbytes": 16_384,
             "message.timeout.ms": 30_000,
             "reconnect.backoff.max.ms": 5_000,
@@ -131,7 +145,7 @@ class KafkaExporter:
         log.warning("Governor agent: the Kafka producer %s (the broker may have restarted "
                     "empty); a new producer was built, %d queued records dropped", why, left)
 
-    def export(self, events: Sequence[Event]) -> ExportResult:
+    def export(self, records: Sequence[Wire]) -> ExportResult:
         now = time.monotonic()
         if self._fatal:
             self._renew("hit a fatal error")
@@ -139,11 +153,10 @@ class KafkaExporter:
             self._renew(f"delivered nothing for {STALL_S:.0f} s")
         produce, headers = self._producer.produce, self._headers
         produced = 0
-        for event in events:
+        for kind, function, value in records:
             try:
-                value = encode(event)
-                produce(self._topics[event.type], value, event.function.encode(),
-                        headers=headers(value), on_delivery=self._on_delivery)
+                produce(self._topics[kind], value, function.encode(), headers=headers(value),
+                        on_delivery=self._on_delivery)
                 produced += 1
             except BufferError:
                 self._stats.add("dropped_buffer_full")
@@ -152,7 +165,11 @@ class KafkaExporter:
                 self._stats.add("dropped_produce_error")
         self._producer.poll(0)
         self._stats.add("produced", produced)
-        return ExportResult.SUCCESS if produced == len(events) else ExportResult.FAILURE
+        return ExportResult.SUCCESS if produced == len(records) else ExportResult.FAILURE
+
+    def room(self) -> int:
+        self._producer.poll(0)  # serves delivery reports: what they acknowledge makes room
+        return BUFFER_MESSAGES - len(self._producer)
 
     def _stalled(self, now: float) -> bool:
         """Whether the producer still holds what it was given more than :data:`STALL_S`
@@ -227,14 +244,14 @@ class RateLimited(logging.Filter):
 class BatchProcessor:
     """Bounded queue + background export thread.
 
-    ``convert`` turns a queued record (a finished invocation) into events off the
-    hot path.
+    ``convert`` turns a queued record (a finished invocation) into encoded events off
+    the hot path.
     """
 
     def __init__(
         self,
         exporter: Exporter,
-        convert: Callable[[Any], Sequence[Event]],
+        convert: Callable[[Any], Sequence[Wire]],
         stats: Stats,
         max_queue: int = 2_000,
         max_batch: int = 512,
@@ -262,7 +279,7 @@ class BatchProcessor:
             self._stats.add("dropped_queue_full", self._events_per_record)
             return
         queue.append(record)
-        if len(queue) >= self._max_batch:
+        if len(queue) == self._max_batch:  # once as it fills, not on every call after
             self._wake.set()
 
     def kick(self) -> None:
@@ -273,8 +290,11 @@ class BatchProcessor:
     def flush(self, timeout_s: float) -> bool:
         """Export what is queued and wait for delivery, within ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
-        self._drain()
-        return self.exporter.flush(max(0.0, deadline - time.monotonic()))
+        while True:
+            self._drain()
+            delivered = self.exporter.flush(max(0.0, deadline - time.monotonic()))
+            if not self._queue or time.monotonic() >= deadline:
+                return delivered and not self._queue
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
         """Stop, exporting what is queued; returns within ``timeout_s``."""
@@ -283,32 +303,44 @@ class BatchProcessor:
         self._wake.set()
         self._thread.join(timeout_s / 2)
         self._drain()
+        if self._queue:  # the exporter had no room: give it half of what is left
+            self.flush(max(0.0, deadline - time.monotonic()) / 2)
+            if self._queue:
+                self._stats.add("dropped_at_shutdown", len(self._queue) * self._events_per_record)
+                self._queue.clear()
         self.exporter.shutdown(max(0.0, deadline - time.monotonic()))
 
     def _run(self) -> None:
         next_report = time.monotonic() + REPORT_EVERY_S
+        wait = self._interval_s
         while not self._stopped:
-            self._wake.wait(self._interval_s)
+            self._wake.wait(wait)
             self._wake.clear()
-            self._drain()
+            # records held back by a full buffer are retried soon, not a period later
+            wait = min(self._interval_s, ROOM_RETRY_S) if self._drain() else self._interval_s
             if time.monotonic() >= next_report:
                 next_report = time.monotonic() + REPORT_EVERY_S
                 self._stats.report()
 
-    def _drain(self) -> None:
+    def _drain(self) -> bool:
+        """Export what is queued; ``True`` if some of it waits for room."""
         with self._export_lock:
-            queue = self._queue
+            queue, per = self._queue, self._events_per_record
             while queue:
-                batch: list[Event] = []
-                while queue and len(batch) < self._max_batch:
+                take = min(len(queue), self._max_batch, max(0, self.exporter.room()) // per)
+                if not take:  # the exporter's buffer is full: the records wait, unencoded,
+                    return True  # and the queue's bound sheds what comes meanwhile
+                batch: list[Wire] = []
+                for _ in range(take):
                     record = queue.popleft()
                     try:
                         batch.extend(self._convert(record))
                     except Exception:
                         log.debug("could not convert %r", record, exc_info=True)
-                        self._stats.add("dropped_convert_error", self._events_per_record)
+                        self._stats.add("dropped_convert_error", per)
                 try:
                     self.exporter.export(batch)
                 except Exception:
                     log.debug("exporter raised", exc_info=True)
                     self._stats.add("dropped_export_error", len(batch))
+            return False

@@ -7,36 +7,27 @@ Built lazily on the first governed call (never at import), or explicitly with
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-from opentelemetry.trace import StatusCode as OtelStatus
 
 from agents import _egress
 from agents._auth import Sealer
 from agents._cost import load_prices
-from agents._export import BatchProcessor, Exporter, ExportResult, KafkaExporter
+from agents._export import UNBOUNDED, BatchProcessor, Exporter, ExportResult, KafkaExporter
 from agents._redact import Redactor
 from agents._settings import AgentSettings
 from agents._stats import Stats
 from agents._verdicts import VerdictCache, VerdictFollower
-from schemas import CostEvent, Event, Span, SpanEvent, SpanKind, SpanLink, StatusCode
+from agents._wire import Wire, encode_invocation
 
 log = logging.getLogger("governor.agent")
-__version__ = "0.1.0"
 
 FLUSH_EVERY_S = 1.0
 """Flush-on-return waits for delivery at most once a second (see
 :meth:`Runtime.flush_on_return`)."""
-
-_STATUS = {OtelStatus.UNSET: StatusCode.UNSET, OtelStatus.OK: StatusCode.OK,
-           OtelStatus.ERROR: StatusCode.ERROR}
-
 
 class _DiscardExporter:
     """Used when no broker is configured: counts what it is handed, keeps nothing."""
@@ -44,9 +35,12 @@ class _DiscardExporter:
     def __init__(self, stats: Stats) -> None:
         self._stats = stats
 
-    def export(self, events: Sequence[Event]) -> ExportResult:
-        self._stats.add("dropped_no_broker", len(events))
+    def export(self, records: Sequence[Wire]) -> ExportResult:
+        self._stats.add("dropped_no_broker", len(records))
         return ExportResult.SUCCESS
+
+    def room(self) -> int:
+        return UNBOUNDED
 
     def flush(self, timeout_s: float) -> bool:
         return True
@@ -76,7 +70,7 @@ class Runtime:
                         if settings.kafka_bootstrap else _DiscardExporter(self.stats))
         self.prices = load_prices(Path(settings.prices_file) if settings.prices_file else None)
         self.processor = BatchProcessor(
-            exporter, to_events, self.stats, max_queue=settings.queue_size,
+            exporter, encode_invocation, self.stats, max_queue=settings.queue_size,
             interval_s=settings.export_interval_ms / 1000.0)
         self.breaker = Breaker()
         self.redactor = (Redactor(settings.redact_values, settings.redact_keys,
@@ -126,81 +120,6 @@ class Runtime:
         if self.follower is not None:
             self.follower.stop(min(1.0, timeout_s / 4))
         self.processor.shutdown(max(0.0, deadline - time.monotonic()))
-
-
-def to_events(record: tuple[Any, ...]) -> list[Event]:
-    """The span and cost events of a finished invocation, priced.
-
-    ``record`` is what the decorator queues: the bound function, the ended
-    :class:`~agents._span.InvocationSpan`, the invocation id, cold start, trigger,
-    outcome, billed duration (the agent's flush included), custom costs, egress bytes
-    and the AWS X-Ray trace header (linked from the span).
-    """
-    (bound, span, invocation_id, cold, trigger, outcome, duration_ms, custom, egress,
-     xray) = record
-    trace_int, span_int, parent_int = span.trace_id, span.span_id, span.parent_span_id
-    trace_state, start, end, status = span.trace_state, span.start_time, span.end_time, \
-        span.status
-    bill = bound.price.invocation(duration_ms=duration_ms, memory_mb=bound.memory_mb,
-                                  egress_bytes=egress)
-    total = bill.compute_usd + bill.request_usd + bill.egress_usd + sum(custom.values())
-    trace_id, span_id = f"{trace_int:032x}", f"{span_int:016x}"
-    redactor = bound.runtime.redactor
-    attributes = _attributes(span.attributes) if span.attributes else {}
-    message = status.description or ""
-    events = [(name, at, _attributes(a)) for name, at, a in span.events]
-    if redactor is not None:  # before anything leaves the function
-        attributes, message = redactor.attributes(attributes), redactor.text(message)
-        events = [(name, at, redactor.attributes(a)) for name, at, a in events]
-    attributes.update({"faas.invocation_id": invocation_id, "faas.coldstart": cold,
-                       "faas.trigger": trigger, "governor.cost.usd": total,
-                       "governor.egress.bytes": egress})
-    span_event = Span(
-        function=bound.function, event_id=trace_id + span_id, time_unix_nano=end,
-        trace_id=trace_id, span_id=span_id,
-        parent_span_id=f"{parent_int:016x}" if parent_int else "",
-        trace_state=trace_state.to_header() if trace_state else "",
-        name=span.name, kind=SpanKind.SERVER, start_time_unix_nano=start,
-        end_time_unix_nano=end, status_code=_STATUS[status.status_code],
-        status_message=message, attributes=attributes,
-        resource=bound.resource, scope_name="faas-governor", scope_version=__version__,
-        events=[SpanEvent(name=name, time_unix_nano=at, attributes=a)
-                for name, at, a in events],
-        links=_xray_link(xray))
-    cost = CostEvent(
-        function=bound.function, event_id=f"{trace_id}{span_id}c", time_unix_nano=end,
-        invocation_id=invocation_id, trace_id=trace_id, span_id=span_id,
-        provider=bound.provider, version=bound.version, team=bound.team,
-        memory_mb=bound.memory_mb, duration_ms=duration_ms,
-        billed_duration_ms=bill.billed_duration_ms, cold_start=cold, outcome=outcome,
-        egress_bytes=egress, cost_usd=total, compute_usd=bill.compute_usd,
-        request_usd=bill.request_usd, egress_usd=bill.egress_usd, custom_usd=custom)
-    return [span_event, cost]
-
-
-def _xray_link(header: str) -> list[SpanLink]:
-    """The AWS X-Ray trace of the call (``Root=1-<8 hex>-<24 hex>;Parent=<16 hex>;…``) as
-    a span link; none when the header is absent or malformed."""
-    fields = dict(part.split("=", 1) for part in header.split(";") if "=" in part)
-    root, parent = fields.get("Root", "").split("-"), fields.get("Parent", "").lower()
-    trace_id = "".join(root[1:]).lower() if len(root) == 3 and root[0] == "1" else ""
-    if len(trace_id) != 32 or len(parent) != 16 or not _is_hex(trace_id + parent):
-        return []
-    return [SpanLink(trace_id=trace_id, span_id=parent,
-                     attributes={"link.source": "aws.xray",
-                                 "aws.xray.sampled": fields.get("Sampled", "") == "1"})]
-
-
-def _is_hex(text: str) -> bool:
-    return all(c in "0123456789abcdef" for c in text)
-
-
-def _attributes(attrs: Any) -> dict[str, str | int | float | bool]:
-    out: dict[str, str | int | float | bool] = {}
-    for key, value in (attrs or {}).items():
-        out[key] = value if isinstance(value, str | int | float | bool) else json.dumps(
-            list(value), default=str)
-    return out
 
 
 class Breaker:

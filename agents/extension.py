@@ -34,10 +34,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from agents._auth import Sealer
-from agents._export import ExportResult
+from agents._export import UNBOUNDED, ExportResult
 from agents._settings import EXTENSION_SOCKET, AgentSettings
 from agents._stats import Stats
-from schemas import encode
+from agents._wire import Wire
 
 log = logging.getLogger("governor.extension")
 
@@ -57,10 +57,10 @@ class ExtensionExporter:
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._socket.setblocking(False)
 
-    def export(self, events: Sequence[Any]) -> ExportResult:
+    def export(self, records: Sequence[Wire]) -> ExportResult:
         sent = 0
-        for event in events:
-            frame = KINDS[event.type] + event.function.encode() + b"\n" + encode(event)
+        for kind, function, value in records:
+            frame = KINDS[kind] + function.encode() + b"\n" + value
             try:
                 self._socket.sendto(frame, self._path)
                 sent += 1
@@ -69,7 +69,10 @@ class ExtensionExporter:
             except OSError:
                 self._stats.add("dropped_extension_gone")
         self._stats.add("handed_to_extension", sent)
-        return ExportResult.SUCCESS if sent == len(events) else ExportResult.FAILURE
+        return ExportResult.SUCCESS if sent == len(records) else ExportResult.FAILURE
+
+    def room(self) -> int:
+        return UNBOUNDED  # a full socket refuses a datagram at once, counted
 
     def flush(self, timeout_s: float) -> bool:
         return True  # delivery is the extension's

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from types import SimpleNamespace
 
 import pytest
@@ -14,7 +14,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 import agents
-from schemas import Action, CostEvent, Outcome, Span, Verdict, now_ns, sign_verdict
+from agents._stats import Stats
+from schemas import Action, CostEvent, Outcome, Span, Verdict, decode, encode, now_ns, sign_verdict
 
 KEY = b"functional-key"
 
@@ -567,3 +568,97 @@ def test_a_function_given_the_private_key_is_warned() -> None:
     settings = agents.AgentSettings.from_env(
         {"GOVERNOR_VERDICT_KEY": new_private_key("governor-1").decode()})
     assert any("private key" in p for p in settings.problems)
+
+
+class _Wires:
+    """An exporter that keeps the encoded records as they would go on the wire."""
+
+    def __init__(self) -> None:
+        self.records: list[agents.Wire] = []
+
+    def export(self, records: Sequence[agents.Wire]) -> agents.ExportResult:
+        self.records.extend(records)
+        return agents.ExportResult.SUCCESS
+
+    def room(self) -> int:
+        return 1 << 30
+
+    def flush(self, timeout_s: float) -> bool:
+        return True
+
+    def shutdown(self, timeout_s: float) -> None:
+        return None
+
+
+def test_the_wire_bytes_are_the_canonical_encoding_of_their_events(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The export thread encodes without building events; every shape of invocation
+    must still give exactly the bytes that encoding the decoded event gives (same
+    fields, order, types and defaults as the contract classes)."""
+    wires = _Wires()
+    agents.configure(agents.AgentSettings(verdict_key=KEY, platform_function="shapes",
+                                          region="eu-west-1", redact=True), wires)
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", "Root=1-5759e988-bd862e3fe1be46a994272793;"
+                                           "Parent=53995c3f42cd8ad8;Sampled=1")
+    try:
+        @agents.govern(function="shapes", memory_mb=1769, team="t", egress=False)
+        def handler(event: dict[str, object], context: object) -> str:
+            span = trace.get_current_span()
+            if event.get("rich"):
+                span.set_attributes({"user.email": "ada@example.com", "n": 3, "ratio": 0.5,
+                                     "ok": True, "tags": ["a", "b"], "ids": (1, 2)})
+                span.add_event("step", {"card": "4111 1111 1111 1111", "k": 1.25})
+                agents.record_cost(1500, 0.000002, kind="llm_tokens")
+            if event.get("fail"):
+                raise ValueError("token=abcdef0123456789abcdef user ada@example.com")
+            return "ok"
+
+        handler({}, None)
+        handler({"rich": True, "headers": {"traceparent": PARENT,
+                                           "tracestate": "vendor=opaque"}}, None)
+        with pytest.raises(ValueError):
+            handler({"fail": True, "rich": True}, None)
+        agents.flush()
+    finally:
+        agents.shutdown(1.0)
+    assert [w.type for w in wires.records] == ["span", "cost"] * 3
+    for wire in wires.records:
+        cls: type[Span] | type[CostEvent] = Span if wire.type == "span" else CostEvent
+        event = decode(wire.value, cls)
+        assert event.function == wire.function == "shapes"
+        assert encode(event) == wire.value, wire.value.decode()
+    spans = [decode(w.value, Span) for w in wires.records if w.type == "span"]
+    assert spans[1].trace_state == "vendor=opaque" and spans[1].links
+    assert "ada@example.com" not in b"".join(w.value for w in wires.records).decode()
+
+
+def test_records_wait_unencoded_while_the_exporter_has_no_room() -> None:
+    """A full producer buffer (a broker slower than the function) costs nothing per
+    record: records wait in the bounded queue without being encoded, the queue's bound
+    sheds what comes meanwhile (counted), and they go out once there is room."""
+    class Full(_Wires):
+        space = 0
+
+        def room(self) -> int:  # a buffer of ``space`` events, never emptied
+            return self.space - len(self.records)
+
+    exporter, stats, converted = Full(), Stats(), []
+
+    def convert(record: int) -> list[agents.Wire]:
+        converted.append(record)
+        return [agents.Wire("span", "f", b"{}"), agents.Wire("cost", "f", b"{}")]
+
+    processor = agents.BatchProcessor(exporter, convert, stats, max_queue=5, interval_s=60)
+    try:
+        for record in range(8):
+            processor.offer(record)
+        processor.kick()
+        assert converted == [] and stats.snapshot() == {"dropped_queue_full": 6}
+        exporter.space = 6  # room for three records' events
+        processor.kick()
+        assert converted == [0, 1, 2] and len(exporter.records) == 6
+        exporter.space = 100
+        assert processor.flush(1.0)
+        assert converted == [0, 1, 2, 3, 4] and len(exporter.records) == 10
+    finally:
+        processor.shutdown(0.5)
