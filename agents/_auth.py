@@ -18,6 +18,7 @@ function can only speak for itself: its key says nothing for any other name.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 
@@ -50,9 +51,13 @@ def parse_function_key(text: str) -> tuple[bytes, bytes]:
     return key_id, raw
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def mac(raw_key: bytes, value: bytes) -> bytes:
-    """The base64url MAC of a record value under a function's raw key."""
-    return base64.urlsafe_b64encode(hmac.digest(raw_key, value, hashlib.sha256)).rstrip(b"=")
+    """The base64url MAC of a record value under a function's raw key (HMAC-SHA256)."""
+    return binascii.b2a_base64(hmac.digest(raw_key, value, "sha256"),
+                               newline=False).translate(_URLSAFE).rstrip(b"=")
 
 
 class Sealer:

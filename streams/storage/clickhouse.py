@@ -12,6 +12,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -119,114 +120,109 @@ def _str_map(values: dict[str, Any]) -> dict[str, str]:
     return {k: v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in values.items()}
 
 
-def _span_row(e: Span) -> list[Any]:
-    return [
-        e.start_time_unix_nano, e.trace_id, e.span_id, e.parent_span_id, e.trace_state, e.name,
-        e.kind.value, e.function, _str_map(e.resource), e.scope_name, e.scope_version,
-        _str_map(e.attributes), e.end_time_unix_nano - e.start_time_unix_nano,
-        e.status_code.value, e.status_message,
-        [x.time_unix_nano for x in e.events], [x.name for x in e.events],
-        [_str_map(x.attributes) for x in e.events],
-        [x.trace_id for x in e.links], [x.span_id for x in e.links],
-        [x.trace_state for x in e.links], [_str_map(x.attributes) for x in e.links],
-    ]
+def _span_duration(e: Span) -> int:
+    return e.end_time_unix_nano - e.start_time_unix_nano
 
 
-def _cost_row(e: CostEvent) -> list[Any]:
-    return [
-        e.event_id, e.time_unix_nano, e.function, e.invocation_id, e.trace_id, e.span_id,
-        e.provider, e.version, e.team, e.memory_mb, e.duration_ms, e.billed_duration_ms,
-        e.cold_start, e.outcome.value, e.egress_bytes, e.cost_usd, e.compute_usd,
-        e.request_usd, e.egress_usd, e.custom_usd,
-    ]
+def _attributes(field: str) -> Callable[[Any], dict[str, str]]:
+    get = attrgetter(field)
+    return lambda e: _str_map(get(e))
 
 
-def _anomaly_row(e: Anomaly) -> list[Any]:
-    return [
-        e.event_id, e.time_unix_nano, e.function, e.detector, e.score, e.threshold,
-        e.severity.value, e.window_start_unix_nano, e.window_end_unix_nano, e.features,
-        e.baseline, e.explanation, e.cost_impact_usd_per_hour, e.version, e.driver.value,
-        e.held.value,
-    ]
+def _each(items: str, field: str) -> Callable[[Any], list[Any]]:
+    """``field`` of each of an event's ``items`` (a nested column)."""
+    get_items, get = attrgetter(items), attrgetter(field)
+    return lambda e: [get(x) for x in get_items(e)]
 
 
-def _verdict_row(e: Verdict) -> list[Any]:
-    return [
-        e.event_id, e.time_unix_nano, e.function, e.action.value, e.rate_rps,
-        e.issued_at_unix_nano, e.expires_at_unix_nano, e.sequence, e.reason, e.anomaly_id,
-        e.issuer, e.signature,
-    ]
+def _each_attributes(items: str) -> Callable[[Any], list[dict[str, str]]]:
+    get_items = attrgetter(items)
+    return lambda e: [_str_map(x.attributes) for x in get_items(e)]
 
 
-def _decision_row(e: PolicyDecision) -> list[Any]:
-    return [
-        e.event_id, e.time_unix_nano, e.function, e.team, e.version, e.policy, e.decision.value,
-        e.rate_rps, e.severity.value, e.reason, e.window_start_unix_nano, e.anomaly_id, e.bundle,
-        _str_map(e.inputs), e.stage, e.revision,
-    ]
+Source = str | Callable[[Any], Any]
+"""Where a column's values come from: an attribute path of the event, or a function."""
 
 
-def _incident_row(e: Incident) -> list[Any]:
-    return [
-        e.event_id, e.time_unix_nano, e.incident_id, e.function, e.team, e.status.value,
-        e.severity.value, e.title, e.summary, e.driver, e.cost_impact_usd_per_hour, e.actions,
-        e.runbook_url, e.opened_at_unix_nano, e.resolved_at_unix_nano, e.updates, e.kind,
-        e.folded_into,
-    ]
-
-
-def _feedback_row(e: Feedback) -> list[Any]:
-    return [
-        e.event_id, e.time_unix_nano, e.function, e.incident_id, e.judgement.value,
-        e.detector, e.kind, e.ratio, e.actor, e.reason, e.change_id,
-    ]
-
-
-def _change_row(e: ThresholdChange) -> list[Any]:
-    return [e.event_id, e.time_unix_nano, e.function, e.key, e.old, e.new, e.actor, e.reason,
-            e.change_id, e.undo_of]
-
-
-@dataclass(frozen=True)
 class _Table:
-    name: str
-    columns: tuple[str, ...]
-    row: Callable[[Any], list[Any]]
+    """A table and, for each column, where its values come from; rows are extracted
+    column by column (a C-level ``attrgetter`` per column where it can be)."""
+
+    def __init__(self, name: str, columns: Sequence[tuple[str, Source]]) -> None:
+        self.name = name
+        self.columns = tuple(column for column, _ in columns)
+        self._getters = [attrgetter(source) if isinstance(source, str) else source
+                         for _, source in columns]
+
+    def data(self, events: Sequence[Event]) -> list[list[Any]]:
+        return [list(map(get, events)) for get in self._getters]
 
 
 _TABLES: dict[type[Event], _Table] = {
     Span: _Table("otel_traces", (
-        "Timestamp", "TraceId", "SpanId", "ParentSpanId", "TraceState", "SpanName", "SpanKind",
-        "ServiceName", "ResourceAttributes", "ScopeName", "ScopeVersion", "SpanAttributes",
-        "Duration", "StatusCode", "StatusMessage", "Events.Timestamp", "Events.Name",
-        "Events.Attributes", "Links.TraceId", "Links.SpanId", "Links.TraceState",
-        "Links.Attributes"), _span_row),
+        ("Timestamp", "start_time_unix_nano"), ("TraceId", "trace_id"), ("SpanId", "span_id"),
+        ("ParentSpanId", "parent_span_id"), ("TraceState", "trace_state"),
+        ("SpanName", "name"), ("SpanKind", "kind.value"), ("ServiceName", "function"),
+        ("ResourceAttributes", _attributes("resource")), ("ScopeName", "scope_name"),
+        ("ScopeVersion", "scope_version"), ("SpanAttributes", _attributes("attributes")),
+        ("Duration", _span_duration), ("StatusCode", "status_code.value"),
+        ("StatusMessage", "status_message"),
+        ("Events.Timestamp", _each("events", "time_unix_nano")),
+        ("Events.Name", _each("events", "name")),
+        ("Events.Attributes", _each_attributes("events")),
+        ("Links.TraceId", _each("links", "trace_id")),
+        ("Links.SpanId", _each("links", "span_id")),
+        ("Links.TraceState", _each("links", "trace_state")),
+        ("Links.Attributes", _each_attributes("links")))),
     CostEvent: _Table("cost_events", (
-        "event_id", "time", "function", "invocation_id", "trace_id", "span_id", "provider",
-        "version", "team", "memory_mb", "duration_ms", "billed_duration_ms", "cold_start",
-        "outcome", "egress_bytes", "cost_usd", "compute_usd", "request_usd", "egress_usd",
-        "custom_usd"), _cost_row),
+        ("event_id", "event_id"), ("time", "time_unix_nano"), ("function", "function"),
+        ("invocation_id", "invocation_id"), ("trace_id", "trace_id"), ("span_id", "span_id"),
+        ("provider", "provider"), ("version", "version"), ("team", "team"),
+        ("memory_mb", "memory_mb"), ("duration_ms", "duration_ms"),
+        ("billed_duration_ms", "billed_duration_ms"), ("cold_start", "cold_start"),
+        ("outcome", "outcome.value"), ("egress_bytes", "egress_bytes"),
+        ("cost_usd", "cost_usd"), ("compute_usd", "compute_usd"),
+        ("request_usd", "request_usd"), ("egress_usd", "egress_usd"),
+        ("custom_usd", "custom_usd"))),
     Anomaly: _Table("anomalies", (
-        "event_id", "time", "function", "detector", "score", "threshold", "severity",
-        "window_start", "window_end", "features", "baseline", "explanation",
-        "cost_impact_usd_per_hour", "version", "driver", "held"), _anomaly_row),
+        ("event_id", "event_id"), ("time", "time_unix_nano"), ("function", "function"),
+        ("detector", "detector"), ("score", "score"), ("threshold", "threshold"),
+        ("severity", "severity.value"), ("window_start", "window_start_unix_nano"),
+        ("window_end", "window_end_unix_nano"), ("features", "features"),
+        ("baseline", "baseline"), ("explanation", "explanation"),
+        ("cost_impact_usd_per_hour", "cost_impact_usd_per_hour"), ("version", "version"),
+        ("driver", "driver.value"), ("held", "held.value"))),
     Verdict: _Table("verdicts", (
-        "event_id", "time", "function", "action", "rate_rps", "issued_at", "expires_at",
-        "sequence", "reason", "anomaly_id", "issuer", "signature"), _verdict_row),
+        ("event_id", "event_id"), ("time", "time_unix_nano"), ("function", "function"),
+        ("action", "action.value"), ("rate_rps", "rate_rps"),
+        ("issued_at", "issued_at_unix_nano"), ("expires_at", "expires_at_unix_nano"),
+        ("sequence", "sequence"), ("reason", "reason"), ("anomaly_id", "anomaly_id"),
+        ("issuer", "issuer"), ("signature", "signature"))),
     PolicyDecision: _Table("policy_decisions", (
-        "event_id", "time", "function", "team", "version", "policy", "decision", "rate_rps",
-        "severity", "reason", "window_start", "anomaly_id", "bundle", "inputs", "stage",
-        "revision"), _decision_row),
+        ("event_id", "event_id"), ("time", "time_unix_nano"), ("function", "function"),
+        ("team", "team"), ("version", "version"), ("policy", "policy"),
+        ("decision", "decision.value"), ("rate_rps", "rate_rps"),
+        ("severity", "severity.value"), ("reason", "reason"),
+        ("window_start", "window_start_unix_nano"), ("anomaly_id", "anomaly_id"),
+        ("bundle", "bundle"), ("inputs", _attributes("inputs")), ("stage", "stage"),
+        ("revision", "revision"))),
     Incident: _Table("incidents", (
-        "event_id", "time", "incident_id", "function", "team", "status", "severity", "title",
-        "summary", "driver", "cost_impact_usd_per_hour", "actions", "runbook_url", "opened_at",
-        "resolved_at", "updates", "kind", "folded_into"), _incident_row),
+        ("event_id", "event_id"), ("time", "time_unix_nano"), ("incident_id", "incident_id"),
+        ("function", "function"), ("team", "team"), ("status", "status.value"),
+        ("severity", "severity.value"), ("title", "title"), ("summary", "summary"),
+        ("driver", "driver"), ("cost_impact_usd_per_hour", "cost_impact_usd_per_hour"),
+        ("actions", "actions"), ("runbook_url", "runbook_url"),
+        ("opened_at", "opened_at_unix_nano"), ("resolved_at", "resolved_at_unix_nano"),
+        ("updates", "updates"), ("kind", "kind"), ("folded_into", "folded_into"))),
     Feedback: _Table("feedback", (
-        "event_id", "time", "function", "incident_id", "judgement", "detector", "kind",
-        "ratio", "actor", "reason", "change_id"), _feedback_row),
+        ("event_id", "event_id"), ("time", "time_unix_nano"), ("function", "function"),
+        ("incident_id", "incident_id"), ("judgement", "judgement.value"),
+        ("detector", "detector"), ("kind", "kind"), ("ratio", "ratio"), ("actor", "actor"),
+        ("reason", "reason"), ("change_id", "change_id"))),
     ThresholdChange: _Table("threshold_changes", (
-        "event_id", "time", "scope", "key", "old", "new", "actor", "reason", "change_id",
-        "undo_of"), _change_row),
+        ("event_id", "event_id"), ("time", "time_unix_nano"), ("scope", "function"),
+        ("key", "key"), ("old", "old"), ("new", "new"), ("actor", "actor"),
+        ("reason", "reason"), ("change_id", "change_id"), ("undo_of", "undo_of"))),
 }
 
 
@@ -305,18 +301,17 @@ class ClickHouseSink:
         for cls, batch in by_table.items():
             table = _TABLES[cls]
             for part in _by_days(batch):
+                data, columns = table.data(part), table.columns
                 if cls in _TELEMETRY:
-                    rows = [[*table.row(e), e.event_id in flagged] for e in part]
-                    columns = (*table.columns, _TELEMETRY[cls])
-                else:
-                    rows, columns = [table.row(e) for e in part], table.columns
-                self._insert(table.name, rows, columns)
+                    data.append([e.event_id in flagged for e in part] if flagged
+                                else [False] * len(part))
+                    columns = (*columns, _TELEMETRY[cls])
+                self._insert(table.name, data, columns)
             written[table.name] = len(batch)
         return written
 
-    def _insert(self, table: str, rows: list[Any], columns: Sequence[str]) -> None:
+    def _insert(self, table: str, data: list[list[Any]], columns: Sequence[str]) -> None:
         """One insert, column by column (a third less of the client's CPU than by rows)."""
-        data = list(zip(*rows, strict=True))
         if self._observe is None:
             self._client.insert(table, data, column_names=columns, column_oriented=True)
             return
@@ -330,6 +325,8 @@ class ClickHouseSink:
 
 
 DAYS_PER_INSERT = 90
+_DAY_NS = 86_400_000_000_000
+_START, _TIME = attrgetter("start_time_unix_nano"), attrgetter("time_unix_nano")
 
 
 def _by_days(events: list[Event]) -> list[list[Event]]:
@@ -337,7 +334,10 @@ def _by_days(events: list[Event]) -> list[list[Event]]:
     day that partitions them: a span's start, any other event's time)."""
     def day(e: Event) -> int:
         return (e.start_time_unix_nano if isinstance(e, Span) else e.time_unix_nano) \
-            // 86_400_000_000_000
+            // _DAY_NS
+    times = list(map(_START if events and isinstance(events[0], Span) else _TIME, events))
+    if not times or max(times) // _DAY_NS - min(times) // _DAY_NS < DAYS_PER_INSERT:
+        return [events]  # a batch of one table: the usual case, checked in C
     if len({day(e) for e in events}) <= DAYS_PER_INSERT:
         return [events]
     parts: list[list[Event]] = []
