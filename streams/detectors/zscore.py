@@ -51,15 +51,21 @@ should not page for one error). Scores are 0 until
         self.abs_floor = abs_floor
         self._history: deque[float] = deque(maxlen=window)
         self._counts: deque[float] = deque(maxlen=window)
+        self._median: float | None = None  # of the history; None when it changed
 
     def median(self) -> float:
-        return statistics.median(self._history) if self._history else 0.0
+        """The median of the learned values (cached: the per-event fast path asks for it
+        on every call, and it changes only when a window is learned)."""
+        median = self._median
+        if median is None:
+            median = self._median = statistics.median(self._history) if self._history else 0.0
+        return median
 
     def _score(self, x: Features) -> float:
         value = value_of(x, self.feature)
         if value is None or not self._history:
             return 0.0
-        median = statistics.median(self._history)
+        median = self.median()
         deviations = [abs(v - median) for v in self._history]
         # over half the values equal: fall back to the mean absolute deviation
         spread = 1.4826 * statistics.median(deviations) or 1.2533 * statistics.fmean(deviations)
@@ -75,6 +81,7 @@ should not page for one error). Scores are 0 until
         if value is None:
             return False
         self._history.append(value)
+        self._median = None
         if self.count_feature is not None:
             self._counts.append(value_of(x, self.count_feature) or 0.0)
         return True
@@ -82,6 +89,7 @@ should not page for one error). Scores are 0 until
     def _forget(self) -> None:
         self._history.clear()
         self._counts.clear()
+        self._median = None
 
     def _state(self) -> dict[str, Any]:
         return {"feature": self.feature, "count_feature": self.count_feature,
