@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -17,7 +19,6 @@ import pytest
 import agents
 from schemas import partition_for
 from streams.ops.query import query_endpoint
-from streams.storage.clickhouse import connect, read_only_query
 from tests.integration.conftest import (
     AgentFactory,
     WorkerStack,
@@ -44,6 +45,17 @@ def _partitions(stack: WorkerStack) -> list[int]:
 
 def _event_ids(rows: Any) -> list[str]:
     return [str(row[0]) for row in rows]
+
+
+def _read_store(data_dir: Path, sql: str) -> list[list[Any]]:
+    """Rows of ``sql`` on a stopped worker's own store, read by ``governor query`` in a
+    process of its own (an embedded engine opens one path per process)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GOVERNOR_")}
+    run = subprocess.run([sys.executable, "-m", "streams", "--data-dir", str(data_dir),
+                          "query", sql, "--format", "json"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    return [list(row.values()) for row in orjson.loads(run.stdout)]
 
 
 def test_a_killed_worker_s_functions_move_warm_with_their_incidents_and_no_row_is_lost(
@@ -111,10 +123,8 @@ def test_a_killed_worker_s_functions_move_warm_with_their_incidents_and_no_row_i
         assert agents.flush(10)
         assert not [k for k in runtime.stats.snapshot() if k.startswith("dropped_")]
         where = f"WHERE startsWith(function, 'mw-{prefix}-')"
-        killed = connect(f"chdb://{(dirs[0] / 'chdb').resolve()}")  # a's store, a being dead
-        of_killed = _event_ids(read_only_query(
-            killed, f"SELECT event_id FROM cost_events FINAL {where}").rows)
-        killed.close()
+        of_killed = _event_ids(_read_store(
+            dirs[0], f"SELECT event_id FROM cost_events FINAL {where}"))  # a being dead
 
         def stored() -> list[str]:
             return _event_ids(query_endpoint(
