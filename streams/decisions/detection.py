@@ -968,7 +968,10 @@ class Decider:
         limit = self._min_ratio(f)
         base_rps, base_call = self._base_rps(f), f.per_call.median()
         per_call = x.get("cost_per_warm_call")
-        demand_ok = base_rps <= 0 or x["attempts_per_s"] < limit * base_rps
+        # a proposal driven by the cost per call is judged on that alone: the attempts
+        # of a throttled or probed function count the callers' retries of refused calls
+        demand_ok = (proposal.driver is Driver.COST_PER_INVOCATION or base_rps <= 0
+                     or x["attempts_per_s"] < limit * base_rps)
         if per_call is None:
             per_call_ok = proposal.driver is not Driver.COST_PER_INVOCATION
         else:
