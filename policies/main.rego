@@ -8,12 +8,19 @@
 # package, about a third slower.)
 package governor
 
+import data.governor.lib
 import rego.v1
 
-decisions := ((((((data.governor.policies.budget.decisions
+decisions := (((((data.governor.policies.budget.decisions
 	| data.governor.policies.cost_guard.decisions)
 	| data.governor.policies.egress.decisions)
 	| data.governor.policies.data_access.decisions)
 	| data.governor.policies.responsible_ai.decisions)
 	| data.governor.policies.resources.decisions)
-	| data.governor.policies.deploy.decisions)
+	| deploy_decisions
+
+# The deploy package speaks only at the deploy stages; the workers (stage "runtime")
+# skip building it, a third of a window's evaluation.
+default deploy_decisions := set()
+
+deploy_decisions := data.governor.policies.deploy.decisions if lib.deploying(0)

@@ -309,11 +309,12 @@ def cmd_bench_throughput(args: argparse.Namespace) -> int:
     settings = _settings(args)
     bootstrap = None if settings.embedded_broker else settings.kafka_bootstrap
     result = run_throughput(args.events, args.functions, bootstrap=bootstrap,
-                            settings=settings, workers=args.workers)
+                            settings=settings, workers=args.workers, backlog=args.backlog)
     print("\n".join(format_report(result)), flush=True)
     if args.heavy_query:  # the same run again with an analyst's heavy queries beside it
         loaded = run_throughput(args.events, args.functions, bootstrap=bootstrap,
-                                settings=settings, workers=args.workers, heavy_query=True)
+                                settings=settings, workers=args.workers, heavy_query=True,
+                                backlog=args.backlog)
         print("\n" + "\n".join(format_report(loaded)), flush=True)
         ratio = loaded.events_per_s / result.events_per_s if result.events_per_s else 0.0
         print(f"ingest with heavy queries / without: {ratio:.2f} "
@@ -833,6 +834,10 @@ def build_parser() -> argparse.ArgumentParser:
     throughput.add_argument("--heavy-query", action="store_true",
                             help="run again with an analyst's heavy queries on the endpoint "
                             "and print the ratio of the two ingest rates")
+    throughput.add_argument("--backlog", action="store_true",
+                            help="produce every event before the workers start, so they "
+                            "drain a backlog without the bench's producer beside them "
+                            "(default: produce while they consume)")
     throughput.set_defaults(run=cmd_bench_throughput)
     loop = _parser(
         bench, "loop", "seconds from an incident's first call to enforcement and to the page",

@@ -105,6 +105,7 @@ class ThroughputResult:
     workers: int = 1
     per_worker_events: tuple[int, ...] = ()  # consumed by each worker in the run
     heavy_queries: int = 0  # analyst queries run to the end during the run
+    backlog: bool = False  # produced before the workers started (else while they ran)
 
     @property
     def events_per_s_per_worker(self) -> float:
@@ -152,7 +153,8 @@ HEAVY_QUERY = ("SELECT a.function, count(), sum(a.cost_usd), quantileExact(0.99)
 
 def run_throughput(events: int = 200_000, functions: int = 1_000,
                    bootstrap: str | None = None, settings: Settings | None = None,
-                   workers: int = 1, heavy_query: bool = False) -> ThroughputResult:
+                   workers: int = 1, heavy_query: bool = False,
+                   backlog: bool = False) -> ThroughputResult:
     """Measure ``workers`` worker processes (one consumer group) on ``events`` cost
     events for ``functions`` functions.
 
@@ -162,6 +164,10 @@ def run_throughput(events: int = 200_000, functions: int = 1_000,
     ``settings`` (default: from the environment) shapes the detector timing.
     ``heavy_query``: an analyst's :data:`HEAVY_QUERY` runs on the first worker's query
     endpoint, one after another, while the events are consumed.
+    ``backlog``: every event is produced before the workers start, so they drain a
+    backlog (a restart after an outage) and the bench's own producer does not share
+    the machine with them while they are measured; else events are produced while
+    the ready workers consume them.
     """
     if events < 1 or functions < 1 or workers < 1:
         raise BenchmarkError("--events, --functions and --workers must be at least 1")
@@ -177,18 +183,29 @@ def run_throughput(events: int = 200_000, functions: int = 1_000,
                 broker = start_broker(data_dir / "broker.log")
                 bootstrap = broker.bootstrap
             ensure_topics(bootstrap, prefix, security=security)
-            for i in range(workers):
+            payloads = _sealed(make_events(events, functions))
+            topic = f"{prefix}.costs"
+            produce_s = _produce(bootstrap, topic, payloads, security) if backlog else 0.0
+            for i in range(workers):  # all spawned at once, then each waited for
                 port = free_port()
                 own = data_dir / f"worker-{i}"
                 own.mkdir()
                 started.append((_start_worker(bootstrap, prefix, own, port),
                                 f"http://127.0.0.1:{port}/health"))
-            if workers > 1:  # every worker in the group before the first event
+            for i, (worker, health) in enumerate(started):
+                _wait_ready(worker, health, data_dir / f"worker-{i}")
+            if workers > 1 and not backlog:  # every worker in the group before the first event
                 _wait_assigned([health for _, health in started])
-            payloads = _sealed(make_events(events, functions))
             reader = _Reader(started[0][1].removesuffix("/health")) if heavy_query else None
-            samples, produce_s = _produce_and_watch(bootstrap, f"{prefix}.costs", payloads,
-                                                    started, data_dir, security, reader)
+            watcher = _Watcher(started, events, data_dir)
+            watcher.start()
+            if reader is not None:
+                reader.start()
+            if not backlog:
+                produce_s = _produce(bootstrap, topic, payloads, security)
+            samples = watcher.finish()
+            if reader is not None:
+                reader.stopping.set()
             final = _wait_written([health for _, health in started], events,
                                   samples[-1].counters)
             memory = [_rss_mb(worker.pid) for worker, _ in started]
@@ -201,7 +218,7 @@ def run_throughput(events: int = 200_000, functions: int = 1_000,
                 _delete_topics(bootstrap, prefix, security)
     first = next(s for s in samples if s.counters.get("in_cost", 0) > 0)
     last = samples[-1]
-    if first is last:  # all of it in one poll interval: count from the first produce
+    if first is last:  # all of it in one poll interval: count from the first sample
         first = samples[0]
     windows = last.counters.get("windows_closed", 0)
     detector = time_detectors(settings, functions, max(windows, functions), events)
@@ -213,7 +230,8 @@ def run_throughput(events: int = 200_000, functions: int = 1_000,
         rows_written=final.get("rows_cost_events", 0), dead_letters=final.get("dlq_cost", 0),
         windows_closed=windows, rss_mb=max(m[0] for m in memory),
         peak_rss_mb=max(m[1] for m in memory), detector=detector, workers=workers,
-        per_worker_events=last.each, heavy_queries=reader.done if reader else 0)
+        per_worker_events=last.each, heavy_queries=reader.done if reader else 0,
+        backlog=backlog)
 
 
 class _Reader(threading.Thread):
@@ -254,18 +272,21 @@ def _start_worker(bootstrap: str, prefix: str, data_dir: Path,
            "GOVERNOR_QUERY_PORT": str(port), "GOVERNOR_QUERY_HOST": "127.0.0.1",
            "GOVERNOR_APP_ID": f"governor-{prefix}"}
     with open(data_dir / "worker.log", "ab") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env,
-                                  stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+
+
+def _wait_ready(worker: subprocess.Popen[bytes], health: str, data_dir: Path) -> None:
+    """Until ``worker`` says it is ready; BenchmarkError if it exits or takes too long."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     while True:
         if worker.poll() is not None:
             raise BenchmarkError(f"the worker exited with status {worker.returncode}:\n"
                                  + _log_tail(data_dir))
         with contextlib.suppress(OSError, ValueError):
-            if _health(f"http://127.0.0.1:{port}/health").get("ready"):
-                return worker
+            if _health(health).get("ready"):
+                return
         if time.monotonic() > deadline:
-            _stop(worker)
             raise BenchmarkError(f"the worker was not ready within {READY_TIMEOUT_S:.0f} s:\n"
                                  + _log_tail(data_dir))
         time.sleep(0.2)
@@ -289,53 +310,64 @@ def _sealed(events: Iterable[CostEvent]) -> list[Payload]:
     return payloads
 
 
-def _produce_and_watch(bootstrap: str, topic: str, payloads: list[Payload],
-                       workers: list[tuple[subprocess.Popen[bytes], str]],
-                       data_dir: Path, security: KafkaSecurity = PLAINTEXT,
-                       reader: _Reader | None = None) -> tuple[list[Sample], float]:
-    """Produce ``payloads`` while a thread polls the workers' ``/health`` until all are
-    consumed."""
-    from confluent_kafka import Producer
+class _Watcher(threading.Thread):
+    """Polls the workers' ``/health`` every :data:`POLL_S` until they consumed
+    ``total`` events (or one exited, or far too long passed)."""
 
-    total = len(payloads)
-    samples: list[Sample] = []
-    failure: list[BaseException] = []
-    timeout_s = 60.0 + total / 2_000  # far beyond any plausible run
+    def __init__(self, workers: list[tuple[subprocess.Popen[bytes], str]], total: int,
+                 data_dir: Path) -> None:
+        super().__init__(name="throughput-watch", daemon=True)
+        self.workers, self.total, self.data_dir = workers, total, data_dir
+        self.timeout_s = 60.0 + total / 2_000  # far beyond any plausible run
+        self.samples = [Sample(time.monotonic(), {}, self._cpu_s(), (0,) * len(workers))]
+        self.failure: list[BaseException] = []
 
-    def sample() -> Sample:
-        each = [_health(health)["counters"] for _, health in workers]
-        summed: Counter[str] = Counter()
-        for counters in each:
-            summed.update(counters)
-        return Sample(time.monotonic(), dict(summed),
-                      sum(_cpu_s(worker.pid) for worker, _ in workers),
-                      tuple(c.get("in_cost", 0) for c in each))
+    def _cpu_s(self) -> float:
+        return sum(_cpu_s(worker.pid) for worker, _ in self.workers)
 
-    def alive() -> bool:
-        return all(worker.poll() is None for worker, _ in workers)
+    def _alive(self) -> bool:
+        return all(worker.poll() is None for worker, _ in self.workers)
 
-    def watch() -> None:
-        deadline = time.monotonic() + timeout_s
+    def run(self) -> None:
+        deadline = time.monotonic() + self.timeout_s
         try:
-            while time.monotonic() < deadline and alive():
-                samples.append(sample())
-                if samples[-1].counters.get("in_cost", 0) >= total:
+            while time.monotonic() < deadline and self._alive():
+                each = [_health(health)["counters"] for _, health in self.workers]
+                summed: Counter[str] = Counter()
+                for counters in each:
+                    summed.update(counters)
+                self.samples.append(Sample(time.monotonic(), dict(summed), self._cpu_s(),
+                                           tuple(c.get("in_cost", 0) for c in each)))
+                if summed.get("in_cost", 0) >= self.total:
                     return
                 time.sleep(POLL_S)
         except (OSError, ValueError, KeyError) as exc:
-            failure.append(exc)
+            self.failure.append(exc)
 
+    def finish(self) -> list[Sample]:
+        """The samples, once every event was consumed; BenchmarkError if they were not."""
+        self.join()
+        consumed = self.samples[-1].counters.get("in_cost", 0)
+        if self.failure or consumed < self.total:
+            reason = f"polling /health failed: {self.failure[0]}" if self.failure else (
+                "a worker exited" if not self._alive()
+                else f"timed out after {self.timeout_s:.0f} s")
+            raise BenchmarkError(f"the workers consumed {consumed:,} of {self.total:,} "
+                                 f"events ({reason}):\n" + _log_tail(self.data_dir))
+        return self.samples
+
+
+def _produce(bootstrap: str, topic: str, payloads: list[Payload],
+             security: KafkaSecurity = PLAINTEXT) -> float:
+    """Produce ``payloads`` to ``topic`` as fast as one producer can; seconds taken."""
+    from confluent_kafka import Producer
+
+    total = len(payloads)
     producer = Producer(security.client_config(bootstrap, {
         "linger.ms": 20, "batch.num.messages": 10_000, "partitioner": "murmur2_random",
         "queue.buffering.max.messages": max(100_000, total + 1),
         "queue.buffering.max.kbytes": 1_048_576, "log_level": 0}))
-    watcher = threading.Thread(target=watch, name="throughput-watch", daemon=True)
     started = time.monotonic()
-    samples.append(Sample(started, {}, sum(_cpu_s(worker.pid) for worker, _ in workers),
-                          (0,) * len(workers)))
-    watcher.start()
-    if reader is not None:
-        reader.start()
     for key, value, headers in payloads:
         while True:
             try:
@@ -347,17 +379,7 @@ def _produce_and_watch(bootstrap: str, topic: str, payloads: list[Payload],
     flush_s = 30 + total / 10_000
     if producer.flush(flush_s) > 0:
         raise BenchmarkError(f"the producer could not deliver every event within {flush_s:.0f} s")
-    produce_s = time.monotonic() - started
-    watcher.join()
-    if reader is not None:
-        reader.stopping.set()
-    consumed = samples[-1].counters.get("in_cost", 0)
-    if failure or consumed < total:
-        reason = f"polling /health failed: {failure[0]}" if failure else (
-            "a worker exited" if not alive() else f"timed out after {timeout_s:.0f} s")
-        raise BenchmarkError(f"the workers consumed {consumed:,} of {total:,} events "
-                             f"({reason}):\n" + _log_tail(data_dir))
-    return samples, produce_s
+    return time.monotonic() - started
 
 
 def _wait_written(healths: list[str], events: int, counters: dict[str, int],
@@ -436,7 +458,9 @@ def format_report(r: ThroughputResult) -> list[str]:
     verdict = "PASS" if r.events_per_s_per_worker >= TARGET_EVENTS_PER_S else "BELOW"
     rows = [
         ("events produced", f"{r.events:,} cost events, {r.functions:,} functions, "
-         f"in {r.produce_s:.1f} s ({r.events / max(r.produce_s, 1e-9):,.0f}/s, one producer)"),
+         f"in {r.produce_s:.1f} s ({r.events / max(r.produce_s, 1e-9):,.0f}/s, one producer), "
+         + ("all before the workers started (a backlog)" if r.backlog
+            else "while the workers consumed them")),
         ("measured span", f"{r.measured_events:,} events consumed in {r.measured_s:.2f} s "
          "(first → last consumed, /health every 50 ms)"),
         ("events/s per worker process", f"{r.events_per_s_per_worker:,.0f} "

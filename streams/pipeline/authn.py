@@ -15,7 +15,7 @@ import hmac
 import logging
 from collections.abc import Mapping, Sequence
 
-from agents._auth import HEADER, derive, mac
+from agents._auth import HEADER, MacKey, derive
 
 Headers = Sequence[tuple[str, bytes | None]] | None
 
@@ -31,7 +31,7 @@ class TelemetryAuth:
         if not keys:
             raise ValueError("at least one telemetry key is needed")
         self._keys = dict(keys)
-        self._derived: dict[bytes, dict[str, bytes]] = {key_id: {} for key_id in keys}
+        self._derived: dict[bytes, dict[str, MacKey]] = {key_id: {} for key_id in keys}
         self._warned: set[str] = set()
 
     def authentic(self, function: str, value: bytes, headers: Headers) -> bool:
@@ -43,8 +43,8 @@ class TelemetryAuth:
             key_id, _, given = (sealed or b"").partition(b":")
             derived = self._derived.get(key_id)
             if derived is not None:
-                raw = derived.get(function) or self._derive(key_id, function)
-                if hmac.compare_digest(mac(raw, value), given):
+                key = derived.get(function) or self._derive(key_id, function)
+                if hmac.compare_digest(key(value), given):
                     return True
             break  # the first governor-auth header is the one (as in :meth:`problem`)
         problem = self.problem(function, value, headers)
@@ -65,16 +65,16 @@ class TelemetryAuth:
         key_id, _, given = sealed.partition(b":")
         if key_id not in self._keys:
             return f"unknown telemetry key id {key_id.decode(errors='replace')[:64]!r}"
-        raw = self._derived[key_id].get(function) or self._derive(key_id, function)
-        if not hmac.compare_digest(mac(raw, value), given):
+        key = self._derived[key_id].get(function) or self._derive(key_id, function)
+        if not hmac.compare_digest(key(value), given):
             return f"MAC does not match the key of {function!r} (another function's key, " \
                    "or altered)"
         return None
 
-    def _derive(self, key_id: bytes, function: str) -> bytes:
+    def _derive(self, key_id: bytes, function: str) -> MacKey:
         """``function``'s key under ``key_id``, cached (the cache is bounded)."""
         derived = self._derived[key_id]
         if len(derived) >= _MAX_CACHED:
             derived.clear()
-        raw = derived[function] = derive(self._keys[key_id], function)
-        return raw
+        key = derived[function] = MacKey(derive(self._keys[key_id], function))
+        return key

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agents import AgentSettings
-from agents._auth import HEADER, Sealer, function_key, parse_function_key
+from agents._auth import HEADER, MacKey, Sealer, function_key, parse_function_key
 from streams.errors import SettingsError, TelemetryKeyError
 from streams.keys import function_key_for, load_telemetry_keys, parse_telemetry_keys
 from streams.pipeline.authn import TelemetryAuth
@@ -29,6 +30,20 @@ def test_only_the_named_functions_key_authenticates_its_records(function: str,
     other = Sealer(function_key(b"k1", SECRET, function + "x").decode()).headers(value)
     assert "does not match" in (AUTH.problem(function, value, other) or "")
     assert "does not match" in (AUTH.problem(function, value + b"!", own) or "")
+
+
+@pytest.mark.parametrize(("key", "data", "hexdigest"), [  # RFC 4231, cases 2, 3 and 6
+    (b"Jefe", b"what do ya want for nothing?",
+     "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"),
+    (b"\xaa" * 20, b"\xdd" * 50,
+     "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe"),
+    (b"\xaa" * 131, b"Test Using Larger Than Block-Size Key - Hash Key First",
+     "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"),
+])
+def test_the_mac_is_hmac_sha256(key: bytes, data: bytes, hexdigest: str) -> None:
+    mac = MacKey(key)(data)
+    assert base64.urlsafe_b64decode(mac + b"=" * (-len(mac) % 4)).hex() == hexdigest
+    assert MacKey(key)(data) == mac  # the precomputed states are copied, never consumed
 
 
 def test_each_refusal_names_its_reason() -> None:
