@@ -52,7 +52,7 @@ from schemas import (
 from streams.paging.dispatch import dispatcher_from_settings
 from streams.pipeline.batch_ingest import BatchIngest, IngestConfig, Route
 from streams.pipeline.decoding import Record, TimeBounds
-from streams.pipeline.kafka_auth import aiokafka_auth, faust_credentials
+from streams.pipeline.kafka_auth import faust_credentials
 from streams.pipeline.metrics import CONTENT_TYPE, Probes
 from streams.pipeline.prepare import Prepared
 from streams.pipeline.routes import OUT_TOPICS, FollowUp, Routes
@@ -140,7 +140,7 @@ def create_app(settings: Settings, prepared: Prepared) -> tuple[faust.App, Route
                      within_s=within, rebalance_timeout_s=settings.rebalance_timeout_seconds,
                      tune_gc=True, bounds=TimeBounds(int(settings.max_event_age_seconds * 1e9),
                                                      int(settings.max_event_lead_seconds * 1e9)),
-                     auth=aiokafka_auth(security),
+                     security=security,
                      telemetry_auth=prepared.telemetry_auth),
         {settings.topic("spans"): Route(Span, routes.on_spans),
          settings.topic("costs"): Route(CostEvent, routes.on_costs)},

@@ -1,4 +1,4 @@
-"""Batched ingest of the hot topics: an aiokafka ``getmany`` loop inside the Faust app.
+"""Batched ingest of the hot topics: a librdkafka consumer's loop inside the Faust app.
 
 Faust hands its agents one message at a time (consumer thread → conductor → stream,
 a task and futures per message), which caps a worker near 8,000 events/s whatever
@@ -10,14 +10,16 @@ spans) are consumed here instead, a batch at a time, pipelined::
 
 * Each fetch is decoded and handed to its route (the decision step) as it comes; the
   batch only bounds what one sink write and one commit take.
-* One consumer of its own group, ``<app_id>.ingest``; Faust's group keeps the
-  low-volume topics. Offsets are committed by hand, never automatically.
+* One consumer of its own group, ``<app_id>.ingest``
+  (:class:`~streams.pipeline.ingest_consumer.IngestConsumer`: librdkafka fetches and
+  parses on its own threads); Faust's group keeps the low-volume topics. Offsets are
+  committed by hand, never automatically.
 * Records that fail validation go to the dead-letter topic with the reason; their
   delivery is confirmed before the offsets that cover them are committed.
 * A batch's offsets are committed only after the sink wrote it: at-least-once, and a
   crash replays at most the two batches in flight, whose rows replace themselves.
-* Partition revoke (a rebalance) and stop *settle* first: the loop finishes the batch
-  in hand, writes and commits it, and parks; only then do the partitions go.
+* Partition revoke (a rebalance) and stop *settle* first: the write in flight and the
+  batch in hand are written and committed; only then do the partitions go.
 * A failed sink write goes through :class:`~streams.pipeline.storing.Storer`: refused
   events to the dead-letter topic, the rest stored and committed; an outage waited out
   with nothing further consumed (back-pressure) — the batch in hand is still decided,
@@ -35,22 +37,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import (  # type: ignore[import-untyped]
-    AIOKafkaConsumer,
-    ConsumerRecord,
-    TopicPartition,
-)
-from aiokafka.abc import ConsumerRebalanceListener  # type: ignore[import-untyped]
-from aiokafka.errors import (  # type: ignore[import-untyped]
-    CommitFailedError,
-    IllegalStateError,
-    KafkaError,
-)
 from mode import Service
 
+from agents.kafka_security import PLAINTEXT, KafkaSecurity
 from schemas import Event
 from streams.pipeline.authn import TelemetryAuth
-from streams.pipeline.decoding import DeadReason, TimeBounds, decode_records
+from streams.pipeline.decoding import DeadReason, TimeBounds, decode_messages
+from streams.pipeline.ingest_consumer import CommitFailed, Fetched, IngestConsumer, Partition
 from streams.pipeline.metrics import WorkerMetrics
 from streams.pipeline.storing import Probe, SendDead, Storer, Write
 
@@ -84,17 +77,18 @@ class IngestConfig:
     sink_retries: int = 5  # failed writes retried (after 0.5, 1, 2, 4, 5 s) before a crash
     tune_gc: bool = False  # the worker process: see tune_gc()
     bounds: TimeBounds | None = None  # events dated too far from now: dead letters
-    auth: Mapping[str, Any] = field(default_factory=dict)  # TLS/SASL: kafka_auth.aiokafka_auth
+    security: KafkaSecurity = PLAINTEXT  # TLS/SASL to the brokers
     telemetry_auth: TelemetryAuth | None = None  # telemetry not authenticated as its
     # function: stored flagged, decides nothing
 
 
 @dataclass
 class _Batch:
-    events: list[Event]
-    offsets: dict[TopicPartition, int]  # the next offset to read, per partition
-    deliveries: list[Awaitable[Any]]  # dead letters sent for this batch
-    flagged: set[str]  # event ids stored flagged unauthenticated
+    events: list[Event] = field(default_factory=list)
+    offsets: dict[Partition, int] = field(default_factory=dict)  # the next offset to read
+    deliveries: list[Awaitable[Any]] = field(default_factory=list)  # its dead letters sent
+    flagged: set[str] = field(default_factory=set)  # event ids stored flagged unauthenticated
+    records: int = 0  # records fetched into it
 
 
 class BatchIngest(Service):
@@ -118,29 +112,28 @@ class BatchIngest(Service):
         self.counters = counters
         self._storer = Storer(write, send_dead, counters, probe, config.sink_retries,
                               lambda: self._stopping, refused=self._refused)
-        self._consumer: AIOKafkaConsumer | None = None
+        self._consumer: IngestConsumer | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._hold = False  # a rebalance wants the loop parked
-        self._unhold = asyncio.Event()
-        self._parked = asyncio.Event()
-        self._assigned = asyncio.Event()
-        self._lag: dict[TopicPartition, int] = {}
+        self._open = _Batch()  # fetched, decoded and handed to routes, not yet written
+        self._writing: asyncio.Task[None] | None = None  # the batch before it
+        self._assigned = False
+        self._lag: dict[Partition, int] = {}
+        self._sent: dict[Partition, int] = {}  # offsets committed without an answer yet
         super().__init__(**kwargs)
 
     @property
     def ready(self) -> bool:
         """True once the group gave this consumer its partitions (and none is revoking)."""
-        return self._assigned.is_set() and not self._hold
+        return self._assigned
 
     @property
-    def lag(self) -> dict[tuple[str, int], int]:
+    def lag(self) -> dict[Partition, int]:
         """Records behind the high watermark after the last fetch, by (topic, partition)
         assigned here (0 when that fetch found none waiting)."""
         if self._consumer is None:
             return {}
-        return {(tp.topic, tp.partition): self._lag.get(tp, 0)
-                for tp in self._consumer.assignment()}
+        return {tp: self._lag.get(tp, 0) for tp in self._consumer.assignment()}
 
     @property
     def consuming(self) -> bool:
@@ -165,24 +158,18 @@ class BatchIngest(Service):
         return sum(self._lag.values()) < self.config.batch
 
     @property
-    def consumer(self) -> AIOKafkaConsumer:
+    def consumer(self) -> IngestConsumer:
         if self._consumer is None:
             raise RuntimeError("the ingest consumer starts with the service")
         return self._consumer
 
     async def on_start(self) -> None:
         c = self.config
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=c.bootstrap, group_id=c.group_id,
-            client_id=f"{c.group_id}-consumer",
-            enable_auto_commit=False, auto_offset_reset="earliest",
-            max_poll_records=c.batch,
-            rebalance_timeout_ms=int(c.rebalance_timeout_s * 1000),
-            session_timeout_ms=int(max(6.0, 2 * c.rebalance_timeout_s) * 1000),
-            heartbeat_interval_ms=1000,
-            **c.auth,
-        )
-        self._consumer.subscribe(list(self.routes), listener=_Listener(self))
+        self._consumer = IngestConsumer(c.bootstrap, c.security, {
+            "group.id": c.group_id, "client.id": f"{c.group_id}-consumer",
+            "session.timeout.ms": int(max(6.0, 2 * c.rebalance_timeout_s) * 1000),
+            "heartbeat.interval.ms": 1000}, list(self.routes), self._on_revoked,
+            self._on_assigned, self._commit_failed)
         await self._consumer.start()
         if c.tune_gc:
             tune_gc()
@@ -190,7 +177,6 @@ class BatchIngest(Service):
 
     async def on_stop(self) -> None:
         self._stopping = True
-        self._unhold.set()
         task = self._loop_task
         if task is not None and not task.done():
             try:
@@ -203,31 +189,22 @@ class BatchIngest(Service):
             except Exception:  # logged by _run; the consumer still stops
                 pass
         if self._consumer is not None:
-            await self._consumer.stop()  # leaves the group: its partitions move at once
+            await self._consumer.close()  # leaves the group: its partitions move at once
 
     # The loop -----------------------------------------------------------------------
 
     async def _run(self) -> None:
-        writing: asyncio.Task[None] | None = None
         try:
             while not self._stopping:
-                if self._hold:
-                    await _settle(writing)
-                    writing = None
-                    self._parked.set()
-                    await self._unhold.wait()
-                    self._parked.clear()
-                    continue
                 batch = await self._next_batch()
+                await self._settle()  # batch n written and committed before n+1 starts
                 if batch is None:  # idle: nothing left uncommitted while waiting
-                    await _settle(writing)
-                    writing = None
                     continue
-                await _settle(writing)  # batch n written and committed before n+1 starts
-                writing = asyncio.create_task(self._write_and_commit(batch))
+                self._writing = asyncio.create_task(self._write_and_commit(batch))
                 await asyncio.sleep(0)  # the write starts now, beside the next fetch + decode
-            await _settle(writing)
-            writing = None
+            await self._settle()
+            open_, self._open = self._open, _Batch()
+            await self._write_and_commit(open_, last=True)
         except Exception as exc:
             log.error("ingest stopped: %r; the worker stops, and the records not "
                       "committed are read again by the next one", exc)
@@ -235,51 +212,58 @@ class BatchIngest(Service):
                 await self.crash(exc)
             raise
         finally:
-            if writing is not None:  # an error or a cancel: never commit past it
-                writing.cancel()
-            self._parked.set()
+            if self._writing is not None:  # an error or a cancel: never commit past it
+                self._writing.cancel()
+
+    async def _settle(self) -> None:
+        """Until the batch being written is written and committed."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            await writing
 
     async def _next_batch(self) -> _Batch | None:
         """Fetch up to ``batch`` records (waiting at most ``within_s`` once some came).
         Each fetch is decoded, its dead letters sent and its valid events handed to their
         routes as it comes, so decisions never wait for the batch to fill; the batch is
-        written as one."""
+        written as one. A rebalance during a fetch writes what was fetched before it
+        (:meth:`_on_revoked`) and the batch goes on with what comes after."""
         consumer, c = self.consumer, self.config
-        batch = _Batch([], {}, [], set())
-        count, deadline = 0, 0.0
-        while count < c.batch and not (self._hold or self._stopping):
-            wait_s = c.within_s if not count else deadline - time.monotonic()
+        deadline = 0.0
+        while self._open.records < c.batch and not self._stopping:
+            wait_s = c.within_s if not self._open.records else deadline - time.monotonic()
             if wait_s <= 0:
                 break
-            part = await consumer.getmany(timeout_ms=int(wait_s * 1000),
-                                          max_records=c.batch - count)
-            if not part:
-                if not count:  # nothing waiting on any partition
+            fetched = await consumer.fetch(c.batch - self._open.records, wait_s)
+            if not fetched.records:
+                if not self._open.records:  # nothing waiting on any partition
                     self._lag.clear()
                 break
-            if not count:
+            if not self._open.records:
                 deadline = time.monotonic() + c.within_s
-            for tp, records in part.items():
-                count += len(records)
-                highwater = consumer.highwater(tp)
-                if highwater is not None:
-                    self._lag[tp] = max(0, highwater - records[-1].offset - 1)
-            await self._decode(part, batch)
-        return batch if count else None
+            await self._decode(fetched, self._open)
+        batch, self._open = self._open, _Batch()
+        return batch if batch.records else None
 
-    async def _decode(self, fetched: Mapping[TopicPartition,
-                                            Sequence[ConsumerRecord[bytes, bytes]]],
-                      batch: _Batch) -> None:
+    async def _decode(self, fetched: Fetched, batch: _Batch) -> None:
         """Decode ``fetched`` into ``batch``: dead letters sent, valid events handed to
         their routes."""
-        by_topic: dict[str, list[ConsumerRecord[bytes, bytes]]] = {}
-        for tp, records in fetched.items():
-            by_topic.setdefault(tp.topic, []).extend(records)
-            batch.offsets[tp] = records[-1].offset + 1
+        by_topic: dict[str, list[Any]] = {}
+        last: dict[Partition, int] = {}
+        message: Any
+        for message in fetched.records:
+            topic = message.topic()
+            by_topic.setdefault(topic, []).append(message)
+            last[topic, message.partition()] = message.offset()
+        batch.records += len(fetched.records)
+        for tp, offset in last.items():
+            batch.offsets[tp] = offset + 1
+            highwater = fetched.highwater.get(tp)
+            if highwater is not None:
+                self._lag[tp] = max(0, highwater - offset - 1)
         for topic, records in by_topic.items():
             route = self.routes[topic]
-            decoded = decode_records(records, route.cls, self.config.bounds, time.time_ns(),
-                                     self.config.telemetry_auth)
+            decoded = decode_messages(records, route.cls, self.config.bounds, time.time_ns(),
+                                      self.config.telemetry_auth)
             for letter in decoded.dead:
                 batch.deliveries.append(await self._send_dead(letter))
             self.counters[f"dlq_{route.cls.TYPE}"] += len(decoded.dead)
@@ -294,47 +278,53 @@ class BatchIngest(Service):
             batch.events.extend(decoded.good)
             batch.events.extend(decoded.flagged)
 
-    async def _write_and_commit(self, batch: _Batch) -> None:
+    async def _write_and_commit(self, batch: _Batch, last: bool = False) -> None:
+        """Store ``batch``, then commit its offsets (``last``: before the partitions go,
+        waiting for the broker's answer)."""
         await self._storer.store(batch.events, batch.deliveries, frozenset(batch.flagged))
         for delivery in batch.deliveries:
             await delivery  # a dead letter not delivered must not be skipped by the commit
+        offsets = batch.offsets
+        if last:  # every offset sent since the last answered commit, answered now
+            offsets, self._sent = {**self._sent, **offsets}, {}
+        else:
+            self._sent.update(offsets)
+        if not offsets:
+            return
         try:
-            await self.consumer.commit(batch.offsets)
-        except (CommitFailedError, IllegalStateError) as exc:
-            # The partitions moved on before the commit: their new owner reads these
-            # records again and the rows replace themselves.
-            self.counters["commit_failures"] += 1
-            log.warning("ingest: offsets not committed (%s); they are read again", exc)
-        except KafkaError as exc:
-            self.counters["commit_failures"] += 1
-            log.warning("ingest: offset commit failed (%r); the records are read again "
-                        "after a restart or rebalance", exc)
+            await self.consumer.commit(offsets, wait=last)
+        except CommitFailed as exc:
+            self._commit_failed(str(exc))
+
+    def _commit_failed(self, reason: str) -> None:
+        """The partitions moved on before a commit, or the broker refused it: their owner
+        reads these records again and the rows replace themselves."""
+        self.counters["commit_failures"] += 1
+        log.warning("ingest: offsets not committed (%s); the records are read again after a "
+                    "restart or rebalance", reason)
 
     # Rebalance ------------------------------------------------------------------
 
-    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
-        self._assigned.clear()
+    async def _on_revoked(self, revoked: set[Partition]) -> None:
+        """Before ``revoked`` go (the consumer's thread waits): the write in flight and
+        the batch in hand are written and committed."""
+        self._assigned = False
         for tp in revoked:
             self._lag.pop(tp, None)
         if not revoked or self._loop_task is None or self._loop_task.done():
             return
-        self._hold = True
-        self._unhold.clear()
-        await self._parked.wait()
+        await self._settle()
+        open_, self._open = self._open, _Batch()
+        await self._write_and_commit(open_, last=True)
         log.info("ingest: settled before giving up %d partitions", len(revoked))
 
-    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+    async def _on_assigned(self, assigned: set[Partition], totals: Mapping[str, int]) -> None:
         log.info("ingest: assigned %d partitions", len(assigned))
         if self._on_assigned_hook is not None:  # before any record of them is read
-            owned = {}
-            for topic in self.routes:
-                total = self.consumer.partitions_for_topic(topic) or set()
-                owned[topic] = (frozenset(tp.partition for tp in assigned if tp.topic == topic),
-                                len(total))
-            await self._on_assigned_hook(owned)
-        self._hold = False
-        self._unhold.set()
-        self._assigned.set()
+            await self._on_assigned_hook({
+                topic: (frozenset(p for t, p in assigned if t == topic), totals.get(topic, 0))
+                for topic in self.routes})
+        self._assigned = True
 
 
 def tune_gc(gen0: int = 10_000, gen1: int = 20, gen2: int = 20) -> None:
@@ -352,21 +342,3 @@ def tune_gc(gen0: int = 10_000, gen1: int = 20, gen2: int = 20) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(gen0, gen1, gen2)
-
-
-async def _settle(task: asyncio.Task[None] | None) -> None:
-    if task is not None:
-        await task
-
-
-class _Listener(ConsumerRebalanceListener):
-    """Settles the loop before partitions are revoked; resumes it once assigned."""
-
-    def __init__(self, ingest: BatchIngest) -> None:
-        self._ingest = ingest
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._ingest._on_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._ingest._on_assigned(assigned)

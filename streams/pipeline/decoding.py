@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from schemas import MAX_PAYLOAD_BYTES, DeadLetter, Event, SchemaError, decode, encode
 from streams.pipeline.authn import Headers, TelemetryAuth
 
 E = TypeVar("E", bound=Event)
+S = TypeVar("S")
 _KEEP = 64 * 1024
 
 
@@ -63,7 +64,7 @@ class Record:
 
 class RecordLike(Protocol):
     """What decoding reads of a record: a :class:`Record`, or a consumer's own record
-    type (aiokafka's ``ConsumerRecord``) passed as it is, without a copy."""
+    type (aiokafka's ``ConsumerRecord``, in Faust's agents) passed as it is."""
 
     @property
     def topic(self) -> str: ...
@@ -97,23 +98,38 @@ def decode_records(records: Iterable[RecordLike], cls: type[E],
     """Split ``records`` into valid ``cls`` events and dead letters with the reason;
     with ``bounds``, an event dated too far from ``now_ns`` is a dead letter too; with
     ``auth``, a valid event that is not authenticated as its function is flagged."""
+    return _decode(((r.value, r.headers, r) for r in records), cls, bounds, now_ns, auth,
+                   dead_letter)
+
+
+def decode_messages(messages: Iterable[Any], cls: type[E],
+                    bounds: TimeBounds | None = None, now_ns: int = 0,
+                    auth: TelemetryAuth | None = None) -> Decoded[E]:
+    """:func:`decode_records` for a librdkafka consumer's messages (``Message`` s
+    without an error), read as they are."""
+    return _decode(((m.value(), m.headers(), m) for m in messages), cls, bounds, now_ns,
+                   auth, message_dead_letter)
+
+
+def _decode(records: Iterable[tuple[bytes | None, Headers, S]], cls: type[E],
+            bounds: TimeBounds | None, now_ns: int, auth: TelemetryAuth | None,
+            letter: Callable[[S, str], DeadLetter]) -> Decoded[E]:
     out: Decoded[E] = Decoded([], [])
-    for record in records:
+    for value, headers, record in records:
         try:
-            if record.value is None:
+            if value is None:
                 raise SchemaError(cls.TYPE, "", "record has no value (tombstone)")
-            event = decode(record.value, cls)
+            event = decode(value, cls)
         except SchemaError as exc:
-            out.dead.append(dead_letter(record, f"{exc}; fix the producer or the payload"))
+            out.dead.append(letter(record, f"{exc}; fix the producer or the payload"))
             out.reasons[DeadReason.MALFORMED] += 1
             continue
         problem = bounds.problem(event.time_unix_nano, now_ns) if bounds else None
         if problem is not None:
             reason, words = problem
-            out.dead.append(dead_letter(record, words))
+            out.dead.append(letter(record, words))
             out.reasons[reason] += 1
-        elif auth is not None and not auth.authentic(event.function, record.value,
-                                                     record.headers):
+        elif auth is not None and not auth.authentic(event.function, value, headers):
             out.flagged.append(event)
         else:
             out.good.append(event)
@@ -127,6 +143,12 @@ def event_dead_letter(event: Event, reason: str) -> DeadLetter:
     return DeadLetter(function=event.function, source_topic=f"<{event.type} stream>",
                       key=event.function, reason=reason, payload_size=len(payload),
                       payload=payload[: min(_KEEP, MAX_PAYLOAD_BYTES)].decode("utf-8", "replace"))
+
+
+def message_dead_letter(message: Any, reason: str) -> DeadLetter:
+    """:func:`dead_letter` for a librdkafka consumer's message."""
+    return dead_letter(Record(message.topic(), message.partition(), message.offset(),
+                              message.key(), message.value()), reason)
 
 
 def dead_letter(record: RecordLike, reason: str) -> DeadLetter:

@@ -1,6 +1,6 @@
-"""The workers' aiokafka clients (Faust's and the batched ingest's) connect with the
-same TLS and SASL settings as every librdkafka client: this is the one mapping from
-:class:`~agents.kafka_security.KafkaSecurity` to aiokafka and Faust.
+"""The workers' aiokafka clients (Faust's) connect with the same TLS and SASL settings
+as every librdkafka client (the batched ingest's among them): this is the one mapping
+from :class:`~agents.kafka_security.KafkaSecurity` to aiokafka and Faust.
 
 * TLS: one :class:`ssl.SSLContext` (the CA, the client certificate and its key, the
   key's password), hostname checked, as :func:`aiokafka.helpers.create_ssl_context`

@@ -285,7 +285,7 @@ def test_an_agent_reports_and_follows_verdicts_over_sasl_ssl(
 
 def test_a_worker_consumes_over_sasl_ssl(
         pki: Pki, sasl_ssl_broker: SecuredBroker[SaslRelay], tmp_path: Path) -> None:
-    """The worker (Faust and the batched ingest: aiokafka; its librdkafka clients)
+    """The worker (Faust: aiokafka; the batched ingest and its other clients: librdkafka)
     logs in with SCRAM-SHA-512, its password from a file, and stores what an agent
     sends over SASL_SSL."""
     relay = sasl_ssl_broker.endpoint
@@ -320,7 +320,7 @@ def test_a_worker_consumes_over_sasl_ssl(
         stop_worker(stack)
     clients = {client for user, mechanism, client in logins(relay, seen)
                if (user, mechanism) == (SASL_USER, "SCRAM-SHA-512")}
-    assert "rdkafka" in clients, clients  # the worker's librdkafka clients, the agent's
+    assert "rdkafka" in clients, clients  # the worker's other librdkafka clients, the agent's
     assert any(c.startswith("faust-") for c in clients), clients  # Faust's aiokafka
     assert any(c.endswith(".ingest-consumer") for c in clients), clients  # batched ingest
     assert relay.refusals == []
