@@ -366,18 +366,19 @@ def test_a_dropped_resolve_stops_the_alert_being_re_sent(receiver: Receiver) -> 
     pager = AlertmanagerPager(receiver.url + "/api/v2/alerts")
     assert pager.send(opened).ok
     assert pager.refresh() is not None  # open: re-asserted
-    gate = threading.Event()
+    gate, taken = threading.Event(), threading.Event()
     send = pager.send
 
     def stuck(incident: Incident) -> Any:
+        taken.set()
         gate.wait(5)
         return send(incident)
 
     pager.send = stuck  # type: ignore[method-assign]
     d = PageDispatcher([pager], queue_size=1, refresh_seconds=0)
-    d.submit(opened)  # taken by the lane, which blocks
-    _wait(lambda: d.stats.submitted == 1)
-    d.submit(opened)  # fills the queue
+    d.submit(opened)
+    assert taken.wait(5)  # taken by the lane, which blocks
+    assert d.submit(opened)  # fills the queue
     assert not d.submit(resolved)  # dropped: the alert must not be re-asserted forever
     assert pager.refresh() is None
     gate.set()
