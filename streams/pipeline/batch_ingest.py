@@ -73,7 +73,7 @@ class IngestConfig:
     batch: int = 2000  # records per batch (one sink insert per table per batch)
     within_s: float = 0.5  # longest wait to fill a batch once its first record came
     rebalance_timeout_s: float = 3.0
-    stop_timeout_s: float = 30.0  # longest wait to settle on stop before giving up
+    stop_timeout_s: float = 30.0  # longest wait to settle on stop or revoke before giving up
     sink_retries: int = 5  # failed writes retried (after 0.5, 1, 2, 4, 5 s) before a crash
     tune_gc: bool = False  # the worker process: see tune_gc()
     bounds: TimeBounds | None = None  # events dated too far from now: dead letters
@@ -169,7 +169,7 @@ class BatchIngest(Service):
             "group.id": c.group_id, "client.id": f"{c.group_id}-consumer",
             "session.timeout.ms": int(max(6.0, 2 * c.rebalance_timeout_s) * 1000),
             "heartbeat.interval.ms": 1000}, list(self.routes), self._on_revoked,
-            self._on_assigned, self._commit_failed)
+            self._on_assigned, self._commit_failed, settle_s=c.stop_timeout_s)
         await self._consumer.start()
         if c.tune_gc:
             tune_gc()
@@ -189,7 +189,8 @@ class BatchIngest(Service):
             except Exception:  # logged by _run; the consumer still stops
                 pass
         if self._consumer is not None:
-            await self._consumer.close()  # leaves the group: its partitions move at once
+            # leaves the group: its partitions move at once
+            await self._consumer.close(self.config.stop_timeout_s)
 
     # The loop -----------------------------------------------------------------------
 

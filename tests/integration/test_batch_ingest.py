@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from agents._auth import Sealer, function_key
 from schemas import CostEvent, DeadLetter, Event, encode
@@ -43,15 +44,13 @@ def _payloads(events: Iterable[CostEvent]) -> list[tuple[bytes, bytes]]:
 
 
 def _committed(bootstrap: str, group: str, topic: str) -> int:
-    """Offsets committed by ``group`` on ``topic``, summed over its partitions."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
-                         "enable.auto.commit": False})
-    try:
-        found = consumer.committed([TopicPartition(topic, p) for p in range(PARTITIONS)],
-                                   timeout=10)
-    finally:
-        consumer.close()
-    return sum(max(tp.offset, 0) for tp in found)
+    """Offsets committed by ``group`` on ``topic``, summed over its partitions (asked of
+    the group's coordinator by an admin client: every wait bounded)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    asked = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p)
+                                                 for p in range(PARTITIONS)])
+    [found] = admin.list_consumer_group_offsets([asked], request_timeout=10).values()
+    return sum(max(tp.offset, 0) for tp in found.result(15).topic_partitions)
 
 
 class Harness:
@@ -59,6 +58,7 @@ class Harness:
 
     def __init__(self, bootstrap: str, topic: str, group: str, *,
                  write: Write | None = None, sink_retries: int = 5, batch: int = 500,
+                 within_s: float = 0.1, stop_timeout_s: float = 15,
                  auth: TelemetryAuth | None = None) -> None:
         self.written: list[CostEvent] = []
         self.decided: list[CostEvent] = []
@@ -68,8 +68,9 @@ class Harness:
         self.confirm_dead_letters = True
         self.counters: Counter[str] = Counter()
         self.ingest = BatchIngest(
-            IngestConfig(bootstrap, group, batch=batch, within_s=0.1, sink_retries=sink_retries,
-                         stop_timeout_s=15, telemetry_auth=auth),
+            IngestConfig(bootstrap, group, batch=batch, within_s=within_s,
+                         sink_retries=sink_retries, stop_timeout_s=stop_timeout_s,
+                         telemetry_auth=auth),
             {topic: Route(CostEvent, self.decide)}, write or self.write, self.send_dead,
             self.counters)
 
@@ -317,6 +318,51 @@ def test_a_rebalance_settles_the_write_in_flight_before_the_partitions_move(
     assert len(ids) == len(set(ids)) == len(events)  # every event once: none lost, none twice
     assert b.written, "the second consumer got partitions of its own"
     assert _committed(broker, group, topic) == len(events)
+
+
+def test_a_rebalance_step_that_hangs_is_cancelled_and_the_partitions_move(
+        broker: str, prefix: str) -> None:
+    """The batch in hand at a revoke is written before the partitions go; when that
+    write hangs, the revoke waits ``stop_timeout_s`` at most, then cancels it, commits
+    nothing of it, and the partitions move: every record is stored once, by the
+    consumers that own them next."""
+    topic, group = f"{prefix}.costs", f"g-{uuid.uuid4().hex[:8]}"
+    events = _costs(300, seed=6)
+    hung: list[int] = []
+
+    async def run() -> tuple[Harness, Harness]:
+        async def write(batch: Sequence[Event], flagged: frozenset[str]) -> None:
+            if not hung:  # the first write, the revoke's, never returns
+                hung.append(len(batch))
+                await asyncio.Event().wait()
+            a.written.extend(e for e in batch if isinstance(e, CostEvent))
+
+        # one batch open for 30 s: the records are in hand, unwritten, when b joins
+        a = Harness(broker, topic, group, write=write, batch=1_000, within_s=30,
+                    stop_timeout_s=3)
+        b = Harness(broker, topic, group)
+        await a.start()
+        try:
+            await until(lambda: a.ingest.ready)
+            await asyncio.to_thread(_produce, broker, topic, _payloads(events))
+            await until(lambda: a.counters["in_cost"] == len(events))
+            await b.start()
+            try:
+                await until(lambda: len({e.event_id for e in a.written + b.written})
+                            == len(events), timeout_s=60)
+                await until(lambda: _committed(broker, group, topic) == len(events))
+                await asyncio.sleep(1.0)  # a replay would arrive now
+            finally:
+                await b.stop()
+        finally:
+            await a.stop()
+        return a, b
+
+    a, b = asyncio.run(run())
+    assert hung == [len(events)]  # the revoke's write: cancelled, nothing of it stored
+    ids = [e.event_id for e in a.written + b.written]
+    assert len(ids) == len(set(ids)) == len(events)
+    assert b.written
 
 
 def _counter(stack: WorkerStack, name: str) -> int:

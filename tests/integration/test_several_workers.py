@@ -68,8 +68,14 @@ def test_a_killed_worker_s_functions_move_warm_with_their_incidents_and_no_row_i
     a = start_worker(broker, prefix, dirs[0], {**env, "GOVERNOR_PAGER_FILE": str(dirs[0] / "p")})
     b = start_worker(broker, prefix, dirs[1], {**env, "GOVERNOR_PAGER_FILE": str(dirs[1] / "p")})
     try:
-        mine_a = wait_for(lambda: _partitions(a) if _partitions(b) else None, timeout_s=30)
-        total = len(mine_a) + len(_partitions(b))
+        def split() -> tuple[list[int], list[int]] | None:
+            """Each worker's share, once both have one and they no longer overlap (in a
+            rebalance one may still report its share from before)."""
+            mine_a, mine_b = _partitions(a), _partitions(b)
+            return (mine_a, mine_b) if mine_a and mine_b and not {*mine_a} & {*mine_b} else None
+
+        mine_a, mine_b = wait_for(split, timeout_s=30)
+        total = len(mine_a) + len(mine_b)
         names = [f"mw-{prefix}-{i}" for i in range(4 * FUNCTIONS)]
         of_a = [n for n in names if partition_for(n, total) in mine_a][:FUNCTIONS // 2]
         of_b = [n for n in names if partition_for(n, total) not in mine_a][:FUNCTIONS // 2]
