@@ -234,6 +234,14 @@ def run_throughput(events: int = 200_000, functions: int = 1_000,
         backlog=backlog)
 
 
+def median_ratio(rates: list[tuple[float, float]]) -> float:
+    """The median of ``with / without`` over pairs of rates measured in turn (a pair
+    whose baseline is 0 counts as 0)."""
+    ratios = sorted(with_ / without if without else 0.0 for without, with_ in rates)
+    middle = len(ratios) // 2
+    return ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
+
+
 class _Reader(threading.Thread):
     """Runs :data:`HEAVY_QUERY` on a worker's query endpoint until stopped."""
 
