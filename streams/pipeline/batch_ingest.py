@@ -177,6 +177,8 @@ class BatchIngest(Service):
 
     async def on_stop(self) -> None:
         self._stopping = True
+        if self._consumer is not None:
+            self._consumer.interrupt()  # the fetch waiting for records returns now
         task = self._loop_task
         if task is not None and not task.done():
             try:
