@@ -323,11 +323,14 @@ class BatchIngest(Service):
 
     async def _on_assigned(self, assigned: set[Partition], totals: Mapping[str, int]) -> None:
         log.info("ingest: assigned %d partitions", len(assigned))
-        if self._on_assigned_hook is not None:  # before any record of them is read
-            await self._on_assigned_hook({
-                topic: (frozenset(p for t, p in assigned if t == topic), totals.get(topic, 0))
-                for topic in self.routes})
-        self._assigned = True
+        try:
+            if self._on_assigned_hook is not None:  # before any record of them is read
+                await self._on_assigned_hook({
+                    topic: (frozenset(p for t, p in assigned if t == topic),
+                            totals.get(topic, 0))
+                    for topic in self.routes})
+        finally:  # failed or cancelled (logged by the consumer), the partitions are here
+            self._assigned = True
 
 
 def tune_gc(gen0: int = 10_000, gen1: int = 20, gen2: int = 20) -> None:

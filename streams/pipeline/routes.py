@@ -74,6 +74,11 @@ FROM incidents FINAL WHERE incident_id = {incident_id:String} ORDER BY time, upd
 YIELD_EVERY = 100
 """Functions decided on between yields to the event loop when windows close."""
 
+HAND_OVER_READ_S = 10.0
+"""A rebalance's snapshot read waits this long for each of its two steps (the end
+offsets, then the records): well inside the ingest's bound on a rebalance step (30 s),
+so a slow state topic costs warmth, never the hand-over itself."""
+
 log = logging.getLogger("governor.worker")
 
 FollowUp = Callable[[Sequence[Any]], Awaitable[None]]
@@ -132,6 +137,7 @@ class Routes:
         # analysts' queries: their own connection and threads, so reads never stall ingest
         self.reads = ThreadPoolExecutor(2, thread_name_prefix="governor-query")
         self._read_client: Any = None
+        self.hand_over_read_s = HAND_OVER_READ_S
         self.windows = WindowAggregator(int(settings.window_seconds * 1e9),
                                         lateness_ns=int(settings.lateness_seconds * 1e9))
         self.counters: Counter[str] = Counter()
@@ -212,10 +218,16 @@ class Routes:
         def decides(function: str) -> bool:
             return partition_for(function, total) in mine
 
-        snapshots = await asyncio.get_running_loop().run_in_executor(
-            None, functools.partial(load_snapshots, self.settings.kafka_bootstrap,
-                                    self.settings.topic("state"),
-                                    security=self.settings.kafka_security))
+        try:
+            snapshots = await asyncio.get_running_loop().run_in_executor(
+                None, functools.partial(load_snapshots, self.settings.kafka_bootstrap,
+                                        self.settings.topic("state"), self.hand_over_read_s,
+                                        security=self.settings.kafka_security))
+        except Exception as exc:  # the ownership still moves: those functions warm up
+            self.counters["snapshot_reads_failed"] += 1
+            log.warning("rebalance: no state snapshots read (%s); the functions taken over "
+                        "warm up again, deciding nothing until then", exc)
+            snapshots = {}
         self.cost_partitions = sorted(mine)
         dropped = self.step.hand_over(decides, snapshots)
         self.pager.forget(self.step.handed_over)

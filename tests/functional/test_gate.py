@@ -137,8 +137,11 @@ def test_an_unchanged_function_is_not_predicted(governor: Governor, tmp_path: Pa
 
 
 WEEKS = 3
-START = int(time.time() // 86_400) * 24 - WEEKS * 168 - 24 * 7
-"""Hours since the epoch: recent, or the table's TTL would drop the rows."""
+MONDAY = (int(time.time() // 86_400) - 4) // 7 * 7 + 4  # day 4 of the epoch was a Monday
+START = MONDAY * 24 - WEEKS * 168 - 168
+"""Hours since the epoch: recent, or the table's TTL would drop the rows, and always a
+Monday at midnight, so the simulated history, and what is predicted from it, is the same
+whatever the day the test runs (a three-week trend moves with the weekday it starts on)."""
 
 
 def _fleet() -> list[SimFunction]:

@@ -21,6 +21,7 @@ from schemas import (
     PolicyDecision,
     Verdict,
     encode,
+    partition_for,
     verify_verdict,
 )
 from streams.control.follower import ControlFollower
@@ -148,6 +149,42 @@ def test_a_runaway_closes_into_a_signed_throttle_a_decision_and_a_page(
     status, history = asyncio.run(routes.incident(incident.incident_id))
     assert status == 200 and history["rows"][0][history["columns"].index("status")] == "open"
     assert asyncio.run(routes.incident("0" * 16))[0] == 404
+
+
+def test_a_rebalance_whose_snapshots_cannot_be_read_still_hands_the_functions_over(
+        routes: Routes) -> None:
+    """The state topic cannot be read (no broker answers): the rebalance still moves
+    the ownership within its read bound. A function now decided elsewhere is dropped
+    here with its open incident, so two workers never decide it; the failure is
+    counted."""
+    asyncio.run(_runaway(routes))
+    assert routes.step.tracker.is_open("checkout")
+    routes.settings = routes.settings.replace(kafka_bootstrap="127.0.0.1:9")
+    routes.hand_over_read_s = 0.5
+    elsewhere = partition_for("checkout", 4)
+    mine = frozenset(p for p in range(4) if p != elsewhere)
+    asyncio.run(routes.hand_over({routes.settings.topic("costs"): (mine, 4)}))
+    assert routes.counters["snapshot_reads_failed"] == 1
+    assert routes.counters["functions_handed_over"] >= 1
+    assert not routes.step.tracker.is_open("checkout")
+    assert routes.cost_partitions == sorted(mine)
+
+
+def test_an_ingest_whose_assignment_hook_fails_is_ready_all_the_same(routes: Routes) -> None:
+    """The hook (the hand-over) raised, or was cancelled after its bound: the partitions
+    are assigned all the same, so the worker says it is ready (their records come)."""
+    from streams.pipeline.batch_ingest import BatchIngest, IngestConfig, Route
+
+    async def failing(owned: object) -> None:
+        raise RuntimeError("the state topic is gone")
+
+    ingest = BatchIngest(IngestConfig("127.0.0.1:9", "g"),
+                         {"governor.costs": Route(CostEvent)}, routes.write,
+                         InMemoryOutbox().dead, routes.counters, on_assigned=failing)
+    assert not ingest.ready
+    with pytest.raises(RuntimeError):  # the consumer logs it; the rebalance goes on
+        asyncio.run(ingest._on_assigned({("governor.costs", 0)}, {"governor.costs": 1}))
+    assert ingest.ready
 
 
 def test_a_restarted_worker_re_asserts_an_open_incident_at_once_and_resolves_it_unprompted(
