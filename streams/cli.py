@@ -394,8 +394,8 @@ def cmd_bench_predict(args: argparse.Namespace) -> int:
     """The gate's monthly cost predictions on a simulated fleet: MAPE and coverage."""
     from streams.bench.predict import bench, format_report
 
-    scores = bench(args.functions, args.seed)
-    print("\n".join(format_report(scores, args.functions, args.seed)), flush=True)
+    scores = bench(args.functions, args.seed, args.days)
+    print("\n".join(format_report(scores, args.functions, args.seed, args.days)), flush=True)
     return 0
 
 
@@ -872,9 +872,11 @@ def build_parser() -> argparse.ArgumentParser:
         bench, "predict", "the gate's monthly cost predictions on simulated history: MAPE "
         "and interval coverage for existing and new functions, and the catalogue-only "
         "baseline", ["governor bench predict", "governor bench predict --functions 100 "
-                     "--seed 2"])
+                     "--seed 2", "governor bench predict --days 21"])
     predict.add_argument("--functions", type=int, default=60, help="simulated functions (60)")
     predict.add_argument("--seed", type=int, default=1, help="seed of fleet and traffic (1)")
+    predict.add_argument("--days", type=int, default=56,
+                         help="days of history predicted from, 7 to 56 (56)")
     predict.set_defaults(run=cmd_bench_predict)
     incidents = _parser(
         bench, "incidents", "detection rate, time to detect and false alarms on synthetic "

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agents import load_prices
+from streams.errors import BenchmarkError
 from streams.gate.history import DAYS, History
 from streams.gate.predict import HOURS_PER_MONTH, Prediction, Predictor
 from streams.gate.spec import FunctionSpec, Source
@@ -99,10 +100,13 @@ def _spec(f: SimFunction, memory_mb: int) -> FunctionSpec:
                         team=f.team)
 
 
-def bench(functions: int = 60, seed: int = 1) -> list[Scores]:
-    """Every score of one run."""
+def bench(functions: int = 60, seed: int = 1, days: int = DAYS) -> list[Scores]:
+    """Every score of one run, predicting from ``days`` of history."""
+    if not 7 <= days <= DAYS:
+        raise BenchmarkError(f"--days must be 7 to {DAYS}: the gate reads at most {DAYS} "
+                             "days of history, and under a week it has no trend")
     prices = load_prices()
-    history_hours = DAYS * 24
+    history_hours = days * 24
     start = 20_000 * 24  # a Monday, 00:00 UTC
     sims = fleet(functions, start, history_hours, seed)
     hours = list(simulate(sims, start, history_hours + HOURS_PER_MONTH, seed))
@@ -143,7 +147,8 @@ def bench(functions: int = 60, seed: int = 1) -> list[Scores]:
     ]
 
 
-def format_report(scores: Sequence[Scores], functions: int, seed: int) -> list[str]:
+def format_report(scores: Sequence[Scores], functions: int, seed: int,
+                  days: int = DAYS) -> list[str]:
     return [f"governor bench predict: {functions} simulated functions, seed {seed}, "
-            f"{DAYS} days of history, the next 30 days predicted",
+            f"{days} days of history, the next 30 days predicted",
             *(s.line() for s in scores)]

@@ -3,12 +3,14 @@
 Three bases, best first, each saying which it used in :attr:`Prediction.basis`:
 
 ``history``
-    the function's own calls: weekly totals fitted with a log-linear trend, spread
-    over the next 30 days by its hour-of-week profile (its weekly and daily
-    pattern); times the cost of one call under the new configuration (the catalogue
-    price of the duration it ran with, scaled to the new memory and architecture as
-    the fleet showed, plus the egress and custom cost per call it had). The interval
-    is the 80 % band of the weekly totals' scatter around the trend.
+    the function's own calls: weekly totals fitted with a log-linear trend (shrunk as
+    far as it does not stand out of their scatter), spread over the next 30 days by
+    its hour-of-week profile (its weekly and daily pattern); times the cost of one
+    call under the new configuration (the catalogue price of the duration it ran
+    with, scaled to the new memory and architecture as the fleet showed, plus the
+    egress and custom cost per call it had). The interval is the 80 % band of the
+    forecast: the weekly scatter, the level's and the trend's uncertainty a month
+    ahead, with Student's t for few weeks (:func:`forecast_calls`).
 ``similar``
     a function without history: the median of up to five most similar functions (same
     team first, then the same price key and the nearest memory), with the spread among
@@ -92,6 +94,13 @@ def score(high: float, reference: float | None) -> float:
 def forecast_calls(hourly: Mapping[int, int], end_hour: int) -> tuple[float, float, int]:
     """(calls in the next 30 days, log-scale spread, weeks used) from calls per hour.
 
+    The weekly totals' log-linear trend counts as far as it stands out of their
+    scatter: its slope is shrunk by ``t² / (t² + 1)`` (``t``: the slope over its
+    standard error), so a trend three weeks of scatter happen to draw is not carried a
+    month ahead. The spread is the forecast's own: the month's share of the weekly
+    scatter, the level's and the trend's uncertainty at the month's distance, widened
+    by Student's t for few weeks (and stated as a normal spread).
+
     >>> flat = {h: 10 for h in range(1000 - 24 * 28 + 1, 1001)}
     >>> calls, spread, weeks = forecast_calls(flat, 1000)
     >>> round(calls), weeks
@@ -108,15 +117,22 @@ def forecast_calls(hourly: Mapping[int, int], end_hour: int) -> tuple[float, flo
     totals = by_week.sum(axis=1)
     logs = np.log(np.maximum(totals, 1.0))
     k = np.arange(weeks, dtype=float)
+    future = np.arange(1, HOURS_PER_MONTH + 1)
     if weeks >= 3:
         slope, intercept = np.polyfit(k, logs, 1)
         residual = logs - (intercept + slope * k)
-        spread = float(np.sqrt((residual ** 2).sum() / (weeks - 2)))
+        scatter = max(float(np.sqrt((residual ** 2).sum() / (weeks - 2))), 0.01)
+        sxx = float(((k - k.mean()) ** 2).sum())
+        t2 = slope ** 2 / (scatter ** 2 / sxx)
+        slope *= t2 / (t2 + 1)
+        intercept = float(logs.mean()) - slope * float(k.mean())
+        lead = weeks - 1 + float(future.mean()) / 168 - float(k.mean())
+        spread = scatter * math.sqrt(168 / HOURS_PER_MONTH + 1 / weeks + lead ** 2 / sxx)
+        spread *= T80.get(weeks - 2, Z80) / Z80
     else:
         slope, intercept, spread = 0.0, float(logs.mean()), 0.25
     profile = by_week.sum(axis=0)
     profile = profile / profile.sum() if profile.sum() > 0 else np.full(168, 1 / 168)
-    future = np.arange(1, HOURS_PER_MONTH + 1)
     level = np.exp(intercept + slope * (weeks - 1 + future / 168))
     calls = float((level * profile[(future - 1) % 168]).sum())
     return calls, max(spread, 0.05), weeks

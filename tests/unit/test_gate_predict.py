@@ -8,6 +8,7 @@ import pytest
 
 from agents import load_prices
 from streams.bench.predict import bench
+from streams.errors import BenchmarkError
 from streams.gate.history import History
 from streams.gate.predict import Assumptions, Predictor, forecast_calls, score
 from streams.gate.spec import FunctionSpec, Source
@@ -54,6 +55,37 @@ def test_growth_and_the_weekly_pattern_carry_into_the_forecast() -> None:
     assert abs(calls - actual) / actual < 0.03
     flat_guess = sum(h.calls for h in past[-720:])
     assert abs(flat_guess - actual) / actual > 0.05  # what ignoring the growth would miss
+
+
+def _weeks(*totals: int, end: int = 10_000) -> dict[int, int]:
+    """Calls per hour whose weekly totals are ``totals`` (spread evenly), up to ``end``."""
+    first = end - 168 * len(totals) + 1
+    return {first + 168 * w + h: total // 168 for w, total in enumerate(totals)
+            for h in range(168)}
+
+
+def test_a_trend_drawn_by_scatter_is_not_carried_a_month_ahead() -> None:
+    """Three weeks whose rise is no larger than their scatter: the forecast stays near
+    their level, not on the fitted line; a steady rise is kept."""
+    scatter, _, _ = forecast_calls(_weeks(1_680, 2_184, 2_016), 10_000)
+    level = (1_680 + 2_184 + 2_016) / 3 / 168 * 720
+    fitted = 2_016 * 1.1 ** 2.6 / 168 * 720  # the least-squares slope, ~10 % a week
+    assert abs(scatter - level) < abs(scatter - fitted)
+    steady, _, _ = forecast_calls(_weeks(1_680, 1_848, 2_016, 2_184, 2_352, 2_520), 10_000)
+    assert steady > 2_520 / 168 * 720 * 1.2  # the rise goes on
+
+
+def test_fewer_weeks_give_a_wider_interval() -> None:
+    """The same weekly scatter on three weeks and on eight: three tell less."""
+    _, short, _ = forecast_calls(_weeks(1_848, 2_184, 2_016), 10_000)
+    _, long, _ = forecast_calls(_weeks(1_848, 2_184, 2_016, 1_848, 2_184, 2_016, 1_848,
+                                       2_184), 10_000)
+    assert short > 2 * long
+
+
+def test_the_benchmark_takes_a_history_of_a_week_to_eight() -> None:
+    with pytest.raises(BenchmarkError, match="--days must be 7 to 56"):
+        bench(functions=5, days=6)
 
 
 def test_the_fleet_scaling_is_learned_from_memory_changes() -> None:
