@@ -308,6 +308,7 @@ def cmd_bench_throughput(args: argparse.Namespace) -> int:
         ThroughputResult,
         format_report,
         median_ratio,
+        ratio,
         run_throughput,
     )
     from streams.errors import StreamsError
@@ -331,7 +332,7 @@ def cmd_bench_throughput(args: argparse.Namespace) -> int:
         rates = [(without.events_per_s, with_.events_per_s) for without, with_ in pairs]
         for n, (without_s, with_s) in enumerate(rates, 1):
             print(f"pair {n}: {with_s:,.0f} / {without_s:,.0f} events/s = "
-                  f"{with_s / without_s if without_s else 0.0:.2f}", flush=True)
+                  f"{ratio(without_s, with_s):.2f}", flush=True)
         print(f"ingest with heavy queries / without: {median_ratio(rates):.2f} "
               f"({sum(with_.heavy_queries for _, with_ in pairs)} queries; "
               f"{'median of ' + str(len(pairs)) + ' pairs run in turn; ' if len(pairs) > 1 else ''}"

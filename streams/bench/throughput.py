@@ -27,6 +27,7 @@ import math
 import os
 import random
 import secrets
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -234,12 +235,14 @@ def run_throughput(events: int = 200_000, functions: int = 1_000,
         backlog=backlog)
 
 
+def ratio(without: float, with_: float) -> float:
+    """``with / without`` of one pair of rates measured in turn (0 without a baseline)."""
+    return with_ / without if without else 0.0
+
+
 def median_ratio(rates: list[tuple[float, float]]) -> float:
-    """The median of ``with / without`` over pairs of rates measured in turn (a pair
-    whose baseline is 0 counts as 0)."""
-    ratios = sorted(with_ / without if without else 0.0 for without, with_ in rates)
-    middle = len(ratios) // 2
-    return ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
+    """The median :func:`ratio` over pairs of rates ``(without, with)``."""
+    return statistics.median(ratio(without, with_) for without, with_ in rates)
 
 
 class _Reader(threading.Thread):
