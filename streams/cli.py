@@ -208,6 +208,10 @@ def cmd_query(args: argparse.Namespace) -> int:
     from streams.ops.query import run_query
 
     result = run_query(_settings(args), _query_text(args), params=_query_params(args.param))
+    if result.rows_per_second_limit:
+        print(f"governor query: the worker has a backlog to catch up; this query read at most "
+              f"{result.rows_per_second_limit:,} rows a second "
+              "(GOVERNOR_QUERY_BACKLOG_ROWS_PER_SECOND)", file=sys.stderr)
     if args.format == "json":
         rows = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
         sys.stdout.write(orjson.dumps(rows, default=str, option=orjson.OPT_INDENT_2).decode())

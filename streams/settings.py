@@ -108,6 +108,11 @@ GOVERNOR_QUERY_TOKEN                bearer token the query endpoint requires (no
                                     needed when GOVERNOR_QUERY_HOST is not loopback
 GOVERNOR_QUERY_THREADS              engine threads one analyst query may use (1), so
                                     a heavy query leaves the ingest its cores
+GOVERNOR_QUERY_BACKLOG_ROWS_PER_SECOND
+                                    while the ingest has a backlog, an analyst query
+                                    started then reads at most this many rows a
+                                    second (100000; 0: no limit), so the ingest
+                                    catches up first
 GOVERNOR_SINK_BATCH                 max events per ClickHouse insert (10000)
 GOVERNOR_SINK_WITHIN_SECONDS        max wait to fill a batch (0.5)
 GOVERNOR_REBALANCE_TIMEOUT_SECONDS  consumer-group rebalance timeout (3)
@@ -201,6 +206,7 @@ class Settings:
     query_port: int = 6066
     query_token: str = ""
     query_threads: int = 1
+    query_backlog_rows_per_second: int = 100_000
     sink_batch: int = 10_000
     sink_within_seconds: float = 0.5
     rebalance_timeout_seconds: float = 3.0
@@ -253,6 +259,10 @@ class Settings:
             raise SettingsError(
                 f"{ENV_PREFIX}ENFORCE_RATIO must be >= 1, {ENV_PREFIX}ADAPT_WINDOWS >= 1 and "
                 f"{ENV_PREFIX}LEARNING_WINDOWS >= 0")
+        if self.query_threads < 0 or self.query_backlog_rows_per_second < 0:
+            raise SettingsError(
+                f"{ENV_PREFIX}QUERY_THREADS and {ENV_PREFIX}QUERY_BACKLOG_ROWS_PER_SECOND must "
+                "be >= 0 (0: the engine's default threads, no read limit)")
         if self.telemetry_auth not in ("", "on", "off"):
             raise SettingsError(
                 f"{ENV_PREFIX}TELEMETRY_AUTH={self.telemetry_auth!r}; use on or off")

@@ -106,6 +106,7 @@ class ThroughputResult:
     workers: int = 1
     per_worker_events: tuple[int, ...] = ()  # consumed by each worker in the run
     heavy_queries: int = 0  # analyst queries run to the end during the run
+    slowed_queries: int = 0  # …of which read slowly: the worker had a backlog then
     backlog: bool = False  # produced before the workers started (else while they ran)
 
     @property
@@ -232,6 +233,7 @@ def run_throughput(events: int = 200_000, functions: int = 1_000,
         windows_closed=windows, rss_mb=max(m[0] for m in memory),
         peak_rss_mb=max(m[1] for m in memory), detector=detector, workers=workers,
         per_worker_events=last.each, heavy_queries=reader.done if reader else 0,
+        slowed_queries=reader.slowed if reader else 0,
         backlog=backlog)
 
 
@@ -250,7 +252,7 @@ class _Reader(threading.Thread):
 
     def __init__(self, url: str) -> None:
         super().__init__(name="throughput-reader", daemon=True)
-        self.url, self.done = url, 0
+        self.url, self.done, self.slowed = url, 0, 0
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -258,8 +260,9 @@ class _Reader(threading.Thread):
 
         while not self.stopping.is_set():
             with contextlib.suppress(Exception):  # a refused or timed-out query: go on
-                query_endpoint(self.url, HEAVY_QUERY, timeout_s=60)
+                result = query_endpoint(self.url, HEAVY_QUERY, timeout_s=60)
                 self.done += 1
+                self.slowed += result.rows_per_second_limit > 0
 
 
 def _wait_assigned(healths: list[str], timeout_s: float = READY_TIMEOUT_S) -> None:
@@ -479,7 +482,8 @@ def format_report(r: ThroughputResult) -> list[str]:
         *([("events/s, all workers", f"{r.events_per_s:,.0f}; each consumed "
             + ", ".join(f"{n:,}" for n in r.per_worker_events))] if r.workers > 1 else []),
         *([("analyst queries meanwhile", f"{r.heavy_queries:,} heavy queries run to the end "
-            "on the first worker's endpoint")] if r.heavy_queries else []),
+            f"on the first worker's endpoint, {r.slowed_queries:,} of them read slowly "
+            "(the worker had a backlog)")] if r.heavy_queries else []),
         ("worker CPU per event", f"{r.worker_cpu_us_per_event:.1f} µs "
          f"({r.worker_cpu_s / max(r.measured_s, 1e-9):.2f} cores busy)"),
         ("rows written / dead letters", f"{r.rows_written:,} / {r.dead_letters:,}"),

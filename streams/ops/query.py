@@ -33,7 +33,8 @@ def run_query(settings: Settings, sql: str, timeout_s: float = 60.0,
             return query_endpoint(str(stack["query_url"]), sql, timeout_s,
                                   settings.query_token, params)
     result = read_only_query(connect(settings.clickhouse_dsn), sql, params)
-    return QueryResult(result.columns, plain_rows(result.rows), result.elapsed_s)
+    return QueryResult(result.columns, plain_rows(result.rows), result.elapsed_s,
+                       result.rows_per_second_limit)
 
 
 def query_endpoint(url: str, sql: str, timeout_s: float = 60.0, token: str = "",
@@ -60,7 +61,8 @@ def query_endpoint(url: str, sql: str, timeout_s: float = 60.0, token: str = "",
         raise QueryError(message) from None
     except (urllib.error.URLError, TimeoutError) as exc:
         raise QueryError(f"the worker's query endpoint at {url} did not answer: {exc}") from None
-    return QueryResult(answer["columns"], answer["rows"], float(answer.get("elapsed_s", 0.0)))
+    return QueryResult(answer["columns"], answer["rows"], float(answer.get("elapsed_s", 0.0)),
+                       int(answer.get("rows_per_second_limit", 0)))
 
 
 @dataclass(frozen=True, slots=True)

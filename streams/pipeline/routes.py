@@ -384,14 +384,19 @@ class Routes:
                         for v in params.values())):
             return 400, {"error": "\"params\" must be an object of names to text or numbers"}
         bound = {str(k): str(v) for k, v in (params or {}).items()}
+        # the ingest comes first: while it has a backlog, a query reads slowly
+        rate = 0 if self.caught_up() else self.settings.query_backlog_rows_per_second
+        if rate:
+            self.counters["queries_slowed"] += 1
         try:
             result = await asyncio.get_running_loop().run_in_executor(
-                self.reads, self._read_only, sql, bound)
+                self.reads, self._read_only, sql, bound, rate)
         except QueryError as exc:
             self.counters["queries_refused"] += 1
             return 400, {"error": str(exc)}
         return 200, {"columns": list(result.columns), "rows": plain_rows(result.rows),
-                     "elapsed_s": result.elapsed_s}
+                     "elapsed_s": result.elapsed_s,
+                     **({"rows_per_second_limit": rate} if rate else {})}
 
     async def incident(self, incident_id: str) -> tuple[int, dict[str, Any]]:
         """One incident's history as it was paged (every open, update and resolve, in
@@ -402,13 +407,14 @@ class Routes:
             return 404, {"error": f"no incident {incident_id!r} in the history"}
         return status, body
 
-    def _read_only(self, sql: str, params: dict[str, str] | None = None) -> QueryResult:
+    def _read_only(self, sql: str, params: dict[str, str] | None = None,
+                   rows_per_second: int = 0) -> QueryResult:
         if self._read_client is None:
             self._read_client = connect(self.settings.clickhouse_dsn,
                                         getattr(self.clickhouse, "database", None))
         try:
             return read_only_query(self._read_client, sql, params,
-                                   self.settings.query_threads)
+                                   self.settings.query_threads, rows_per_second)
         except QueryError:
             # a refused result may leave the connection mid-read: start a fresh one
             client, self._read_client = self._read_client, None

@@ -358,6 +358,7 @@ class QueryResult:
     columns: Sequence[str]
     rows: Sequence[Sequence[Any]]
     elapsed_s: float
+    rows_per_second_limit: int = 0  # the read rate it was held to (0: none)
 
 
 _READ_ROOTS = ("SelectWithUnionQuery", "SelectIntersectExceptQuery", "Explain", "Describe",
@@ -445,10 +446,12 @@ def _parameter_advice(message: str) -> str:
 
 
 def read_only_query(client: Any, sql: str, parameters: Mapping[str, str] | None = None,
-                    threads: int = 0) -> QueryResult:
+                    threads: int = 0, rows_per_second: int = 0) -> QueryResult:
     """Run an analyst's query with ``readonly=1``, a time limit, a result-size limit,
     at most ``threads`` engine threads (0: the engine's default) at the lowest CPU
-    priority (:data:`QUERY_NICENESS`); refuse anything
+    priority (:data:`QUERY_NICENESS`), reading at most ``rows_per_second`` rows a
+    second from its first rows on (0: no limit; the engine sleeps between blocks to
+    keep to it); refuse anything
     but one read statement (:func:`_statement_problem`).
     ``parameters`` fill the query's ``{name:Type}`` placeholders, bound by the engine
     (:func:`checked_parameters`)."""
@@ -463,11 +466,20 @@ def read_only_query(client: Any, sql: str, parameters: Mapping[str, str] | None 
             "readonly": 1, "max_execution_time": QUERY_SECONDS,
             "max_result_rows": QUERY_ROWS, "result_overflow_mode": "throw",
             "os_thread_priority": QUERY_NICENESS,
-            **({"max_threads": threads} if threads else {})})
+            **({"max_threads": threads} if threads else {}),
+            **({"max_execution_speed": rows_per_second,
+                "timeout_before_checking_execution_speed": 0} if rows_per_second else {})})
     except Exception as exc:
         message = _parameter_advice(str(exc).strip().splitlines()[0])
         if "(READONLY)" in message:
             message += (" — analyst queries only read the history: no table functions that "
                         "reach files, the network or programs, no settings changes")
+        elif rows_per_second and "TIMEOUT_EXCEEDED" in message:
+            message += (f" — the worker has a backlog to catch up, and until it has an "
+                        f"analyst query reads at most {rows_per_second:,} rows a second "
+                        "(GOVERNOR_QUERY_BACKLOG_ROWS_PER_SECOND): narrow the query "
+                        "(a shorter time range, fewer functions) or run it again once the "
+                        "worker's lag is gone")
         raise QueryError(message) from exc
-    return QueryResult(result.column_names, result.result_rows, time.perf_counter() - started)
+    return QueryResult(result.column_names, result.result_rows, time.perf_counter() - started,
+                       rows_per_second)

@@ -5,6 +5,7 @@ an in-memory outbox (the app's topic outbox is exercised by the integration tier
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from streams.pipeline.prepare import Prepared
 from streams.pipeline.routes import InMemoryOutbox, Routes
 from streams.pipeline.storing import Storer
 from streams.settings import Settings
+from streams.storage import clickhouse as clickhouse_module
 from streams.storage.clickhouse import migrate
 
 KEY = b"r" * 32
@@ -413,3 +415,30 @@ def test_analyst_queries_are_limited_in_rows_and_run_beside_ingest(routes: Route
     status, body = asyncio.run(routes.query({
         "sql": "SELECT getSetting('max_threads'), getSetting('os_thread_priority')"}))
     assert status == 200 and body["rows"] == [[routes.settings.query_threads, 19]] == [[1, 19]]
+
+
+def test_analyst_queries_read_slowly_while_the_ingest_has_a_backlog(
+        routes: Routes, monkeypatch: pytest.MonkeyPatch) -> None:
+    limit = "SELECT getSetting('max_execution_speed')"
+    status, body = asyncio.run(routes.query({"sql": limit}))
+    assert status == 200 and body["rows"] == [[0]] and "rows_per_second_limit" not in body
+    routes.caught_up = lambda: False
+    status, body = asyncio.run(routes.query({"sql": limit}))
+    rate = routes.settings.query_backlog_rows_per_second
+    assert status == 200 and body["rows"] == [[rate]] == [[100_000]]
+    assert body["rows_per_second_limit"] == rate
+    assert routes.counters["queries_slowed"] == 1
+    # the engine holds a backlog-time read of a table to the rate from its first rows on
+    routes.clickhouse.command("CREATE TABLE read_rate (x UInt64) ENGINE = MergeTree ORDER BY x")
+    routes.clickhouse.command("INSERT INTO read_rate SELECT number FROM numbers(600000)")
+    routes.settings = dataclasses.replace(routes.settings,
+                                          query_backlog_rows_per_second=1_000_000)
+    status, body = asyncio.run(routes.query({"sql": "SELECT sum(x) FROM read_rate"}))
+    assert status == 200 and body["rows"] == [[179_999_700_000]] and body["elapsed_s"] >= 0.5
+    monkeypatch.setattr(clickhouse_module, "QUERY_SECONDS", 0.2)  # a query too big for then
+    status, body = asyncio.run(routes.query({"sql": "SELECT sum(x) FROM read_rate"}))
+    assert status == 400 and "TIMEOUT_EXCEEDED" in body["error"]
+    assert "backlog" in body["error"] and "GOVERNOR_QUERY_BACKLOG_ROWS_PER_SECOND" in body["error"]
+    routes.caught_up = lambda: True
+    status, body = asyncio.run(routes.query({"sql": limit}))
+    assert status == 200 and body["rows"] == [[0]] and routes.counters["queries_slowed"] == 3

@@ -76,6 +76,8 @@ def test_worker_settings_from_environment_and_overrides() -> None:
     ({"GOVERNOR_LOG_FORMAT": "xml"}, "use text or json"),
     ({"GOVERNOR_CLICKHOUSE_URL": "mysql://x"}, "use http"),
     ({"GOVERNOR_BROKER_PORT": "70000"}, "GOVERNOR_BROKER_PORT=70000; use a port"),
+    ({"GOVERNOR_QUERY_BACKLOG_ROWS_PER_SECOND": "-1"},
+     "GOVERNOR_QUERY_BACKLOG_ROWS_PER_SECOND must be >= 0"),
 ])
 def test_worker_settings_reject_bad_values(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message.replace("(", r"\(")):
