@@ -428,6 +428,8 @@ def test_analyst_queries_read_slowly_while_the_ingest_has_a_backlog(
     assert status == 200 and body["rows"] == [[rate]] == [[100_000]]
     assert body["rows_per_second_limit"] == rate
     assert routes.counters["queries_slowed"] == 1
+    status, body = asyncio.run(routes.query({"sql": limit + " SETTINGS max_execution_speed = 0"}))
+    assert status == 400 and "READONLY" in body["error"]  # the analyst cannot lift it
     # the engine holds a backlog-time read of a table to the rate from its first rows on
     routes.clickhouse.command("CREATE TABLE read_rate (x UInt64) ENGINE = MergeTree ORDER BY x")
     routes.clickhouse.command("INSERT INTO read_rate SELECT number FROM numbers(600000)")
@@ -441,4 +443,4 @@ def test_analyst_queries_read_slowly_while_the_ingest_has_a_backlog(
     assert "backlog" in body["error"] and "GOVERNOR_QUERY_BACKLOG_ROWS_PER_SECOND" in body["error"]
     routes.caught_up = lambda: True
     status, body = asyncio.run(routes.query({"sql": limit}))
-    assert status == 200 and body["rows"] == [[0]] and routes.counters["queries_slowed"] == 3
+    assert status == 200 and body["rows"] == [[0]] and routes.counters["queries_slowed"] == 4
