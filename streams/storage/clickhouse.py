@@ -371,10 +371,10 @@ def _statement_problem(client: Any, sql: str, parameters: Mapping[str, str] | No
                        ) -> str | None:
     """Why ``sql`` is refused, from the engine's own parser: more than one statement
     (``formatQuerySingleLine`` of the text passed as a value, so nothing in it runs),
-    then from its syntax tree (``EXPLAIN AST``) anything but a read, or a result written
-    out (``INTO OUTFILE``: a literal child of the statement's root). What it reads is
-    left to the engine: with ``readonly=1`` it refuses table functions that reach files,
-    the network or programs, and any change of a setting. ``parameters`` are the query's
+    then from its syntax tree (``EXPLAIN AST``) anything but a read, a result written
+    out (``INTO OUTFILE``: a literal child of the statement's root), or a function that
+    reaches beyond the history (:func:`_function_problem`). The engine's ``readonly=1``
+    also refuses any change of a setting. ``parameters`` are the query's
     own (``{name:Type}``), bound by the engine for ``EXPLAIN AST`` as for the query."""
     try:
         client.query("SELECT formatQuerySingleLine({sql:String})", parameters={"sql": sql},
@@ -391,6 +391,34 @@ def _statement_problem(client: Any, sql: str, parameters: Mapping[str, str] | No
         return "only read queries (SELECT, WITH, SHOW, DESCRIBE, EXISTS, EXPLAIN) are allowed"
     if any(line.startswith(" Literal") for line in lines):
         return "INTO OUTFILE is not allowed: results are returned, never written"
+    return _function_problem(lines)
+
+
+_TABLE_FUNCTIONS = frozenset({"numbers", "numbers_mt", "zeros", "zeros_mt", "generate_series",
+                              "generateseries", "values", "null", "view"})
+"""Table functions an analyst may read from: they make rows up. Every other one reaches
+beyond the history (files, the network, programs, the host process's own objects)."""
+_FILE_FUNCTIONS = frozenset({"file"})
+"""Functions that read a file of the host wherever they stand in a query."""
+_FUNCTION_NODE = re.compile(r"^(\s*)Function (\S+)")
+
+
+def _function_problem(lines: Sequence[str]) -> str | None:
+    """Why a read's syntax tree (``EXPLAIN AST`` lines) is refused for what it calls: a
+    table function outside :data:`_TABLE_FUNCTIONS`, or a function of
+    :data:`_FILE_FUNCTIONS` anywhere (in a lambda or a subquery too)."""
+    for above, line in zip(["", *lines], lines, strict=False):
+        node = _FUNCTION_NODE.match(line)
+        if node is None:
+            continue
+        name = node[2].lower()
+        if name in _FILE_FUNCTIONS:
+            return f"{node[2]}() is not allowed: analyst queries read the history, not files"
+        is_table = above.strip().startswith("TableExpression") and (
+            len(above) - len(above.lstrip()) == len(node[1]) - 1)
+        if is_table and name not in _TABLE_FUNCTIONS:
+            return (f"table function {node[2]}() is not allowed: analyst queries read the "
+                    "history's tables (and numbers(), zeros(), values(), generate_series())")
     return None
 
 

@@ -143,6 +143,29 @@ def test_analyst_queries_are_read_only(clickhouse: Any, sql: str, tmp_path: Path
     assert not Path("/tmp/governor-out.csv").exists()
 
 
+@pytest.mark.parametrize("sql", [
+    "SELECT file({path:String})",  # the scalar function, which readonly lets through
+    "SELECT arrayMap(p -> file(p), [{path:String}])",
+    "WITH file({path:String}) AS key SELECT length(key)",
+    "SELECT count() FROM cost_events WHERE function IN (SELECT file({path:String}))",
+    "DESCRIBE TABLE file({path:String}, 'CSV')",  # schema inference reads the first row
+    "SELECT * FROM Python(settings)",  # the embedded engine reads the host's objects
+    "SELECT * FROM numbers(1) AS n JOIN file({path:String}, 'LineAsString') AS f ON 1",
+])
+def test_analyst_queries_never_read_a_file_of_the_host(clickhouse: Any, sql: str,
+                                                       tmp_path: Path) -> None:
+    """The worker's keys sit in its data directory and environment: no function of an
+    analyst's query reaches them, however it is written."""
+    secret = tmp_path / "verdict.key"
+    secret.write_text("s3cr3t-signing-key\n")
+    migrate(clickhouse)
+    with pytest.raises(QueryError, match="not allowed") as refused:
+        read_only_query(clickhouse, sql, {"path": str(secret)} if "{path" in sql else None)
+    assert "s3cr3t" not in str(refused.value)
+    assert read_only_query(clickhouse, "SELECT count() FROM numbers(3) AS a "
+                           "JOIN (SELECT number FROM numbers(2)) AS b USING number").rows == [(2,)]
+
+
 SHIPPED = sorted(QUERIES_DIR.glob("*.sql"))
 PARAMS = {"what_happened_to_function": {"function": "f"}}
 """The parameters each shipped query takes (every other takes none)."""
