@@ -12,9 +12,10 @@ True
 """
 
 from schemas.codec import MAX_PAYLOAD_BYTES, decode, decode_event, encode
-from schemas.errors import SchemaError
+from schemas.errors import SchemaError, clip
 from schemas.events import (
     EVENT_TYPES,
+    MAX_REASON_CHARS,
     SCHEMA_VERSION,
     Action,
     Anomaly,
@@ -55,6 +56,7 @@ from schemas.signing import (
 __all__ = [
     "EVENT_TYPES",
     "MAX_PAYLOAD_BYTES",
+    "MAX_REASON_CHARS",
     "SCHEMA_VERSION",
     "Action",
     "Anomaly",
@@ -82,6 +84,7 @@ __all__ = [
     "StatusCode",
     "ThresholdChange",
     "Verdict",
+    "clip",
     "decode",
     "decode_event",
     "encode",

@@ -47,6 +47,8 @@ MAX_BYTES = 10**13
 """Most egress one invocation may report: 10 TB."""
 MAX_USD = 100_000.0
 """Most one invocation may cost, in USD, any part of it."""
+MAX_REASON_CHARS = 4_096
+"""Longest reason a dead letter gives (:func:`schemas.errors.clip` cuts one short)."""
 
 
 def _meta(doc: str, **constraints: Any) -> dict[str, Any]:
@@ -487,7 +489,8 @@ class DeadLetter(Event):
     partition: int = field(default=-1, metadata=_meta("Source partition."))
     offset: int = field(default=-1, metadata=_meta("Source offset."))
     key: str = field(default="", metadata=_meta("Record key, decoded leniently."))
-    reason: str = field(metadata=_meta("What was wrong and what to do.", min_len=1))
+    reason: str = field(metadata=_meta("What was wrong and what to do.", min_len=1,
+                                       max_len=MAX_REASON_CHARS))
     payload: str = field(default="", metadata=_meta("The input, decoded leniently, truncated."))
     payload_size: int = field(default=0, metadata=_meta("Input size in bytes.", ge=0))
 

@@ -8,7 +8,16 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Generic, Protocol, TypeVar
 
-from schemas import MAX_PAYLOAD_BYTES, DeadLetter, Event, SchemaError, decode, encode
+from schemas import (
+    MAX_PAYLOAD_BYTES,
+    MAX_REASON_CHARS,
+    DeadLetter,
+    Event,
+    SchemaError,
+    clip,
+    decode,
+    encode,
+)
 from streams.pipeline.authn import Headers, TelemetryAuth
 
 E = TypeVar("E", bound=Event)
@@ -141,7 +150,8 @@ def event_dead_letter(event: Event, reason: str) -> DeadLetter:
     the decision step refused it); its source is named by type, not by offset."""
     payload = encode(event)
     return DeadLetter(function=event.function, source_topic=f"<{event.type} stream>",
-                      key=event.function, reason=reason, payload_size=len(payload),
+                      key=event.function, reason=clip(reason, MAX_REASON_CHARS),
+                      payload_size=len(payload),
                       payload=payload[: min(_KEEP, MAX_PAYLOAD_BYTES)].decode("utf-8", "replace"))
 
 
@@ -156,6 +166,6 @@ def dead_letter(record: RecordLike, reason: str) -> DeadLetter:
     key = (record.key or b"").decode("utf-8", "replace")[:256]
     return DeadLetter(
         function=key or "unknown", source_topic=record.topic, partition=record.partition,
-        offset=record.offset, key=key, reason=reason,
+        offset=record.offset, key=key, reason=clip(reason, MAX_REASON_CHARS),
         payload=value[: min(_KEEP, MAX_PAYLOAD_BYTES)].decode("utf-8", "replace"),
         payload_size=len(value))
