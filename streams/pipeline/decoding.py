@@ -34,6 +34,7 @@ class DeadReason(StrEnum):
     TOO_NEW = "too_new"  # dated after GOVERNOR_MAX_EVENT_LEAD_SECONDS
     SINK_REFUSED = "sink_refused"  # ClickHouse answers but refused the event
     UNDECIDABLE = "undecidable"  # stored, but the decision step failed on it
+    UNSIGNED = "unsigned"  # a verdict not signed with the workers' key: not followed
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,9 +41,11 @@ from schemas import (
     Event,
     Incident,
     PolicyDecision,
+    SignatureError,
     Span,
     Verdict,
     partition_for,
+    verify_verdict,
 )
 from streams.decisions.lifecycle import VerdictIssuer
 from streams.decisions.snapshots import load_snapshots
@@ -51,7 +53,13 @@ from streams.decisions.step import DecisionStep
 from streams.decisions.windows import WindowAggregator
 from streams.errors import QueryError
 from streams.paging.dispatch import PageDispatcher
-from streams.pipeline.decoding import DeadReason, RecordLike, decode_records, event_dead_letter
+from streams.pipeline.decoding import (
+    DeadReason,
+    Decoded,
+    RecordLike,
+    decode_records,
+    event_dead_letter,
+)
 from streams.pipeline.metrics import WorkerMetrics
 from streams.pipeline.prepare import Prepared
 from streams.pipeline.storing import Storer
@@ -142,6 +150,7 @@ class Routes:
                                         lateness_ns=int(settings.lateness_seconds * 1e9))
         self.counters: Counter[str] = Counter()
         self.cost_partitions: list[int] = []  # the costs topic's partitions decided here
+        self.verdict_key = prepared.verdict_key  # verdicts read back are checked with it
         self.step = DecisionStep(settings, VerdictIssuer(
             prepared.verdict_key, int(settings.verdict_ttl_seconds * 1e9), settings.app_id),
             prepared.policies, prepared.control.thresholds, prepared.snapshots,
@@ -182,6 +191,8 @@ class Routes:
         (through a :class:`~streams.pipeline.storing.Storer`: rows it refuses to the DLQ,
         an outage waited out), then the follow-up on the valid events."""
         decoded = decode_records(records, cls)
+        if cls is Verdict:
+            self._refuse_unsigned(decoded)
         for letter in decoded.dead:
             await self.outbox.dead(letter)
         self.counters[f"dlq_{cls.TYPE}"] += len(decoded.dead)
@@ -196,6 +207,26 @@ class Routes:
                      refused=refused).store(decoded.good, [])
         if then is not None:
             await then(decoded.good)
+
+    def _refuse_unsigned(self, decoded: Decoded[Any]) -> None:
+        """Move the verdicts not signed with the workers' key (the operators' is the
+        same) from ``decoded.good`` to its dead letters: anyone who can write to the
+        topic could otherwise lift a throttle here, or push a function's verdict
+        sequence past what agents take. Agents refuse them too."""
+        signed = []
+        for verdict in decoded.good:
+            try:
+                verify_verdict(verdict, self.verdict_key)
+            except SignatureError as exc:
+                log.warning("verdict refused: %s", exc)
+                decoded.dead.append(event_dead_letter(
+                    verdict, f"{exc}; a verdict not signed with the workers' key is neither "
+                             "stored nor followed (agents refuse it too): sign it with "
+                             "`governor verdict ACTION FUNCTION`"))
+                decoded.reasons[DeadReason.UNSIGNED] += 1
+            else:
+                signed.append(verdict)
+        decoded.good[:] = signed
 
     async def write(self, events: Sequence[Event], flagged: frozenset[str] = frozenset()
                     ) -> None:

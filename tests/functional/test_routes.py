@@ -23,6 +23,7 @@ from schemas import (
     Verdict,
     encode,
     partition_for,
+    sign_verdict,
     verify_verdict,
 )
 from streams.control.follower import ControlFollower
@@ -141,8 +142,9 @@ def test_a_runaway_closes_into_a_signed_throttle_a_decision_and_a_page(
     assert metric("governor_detector_seconds_count", {"detector": "window"}) == 7
     assert routes.counters["issued_verdict"] == 1 and routes.counters["issued_anomaly"] >= 1
     assert seen == outbox.events  # what `governor up` prints as it happens
-    operator = Verdict(function="checkout", action=Action.RELEASE, sequence=2**62,
-                       expires_at_unix_nano=T0 + 900 * S, issuer="operator:ana")
+    operator = sign_verdict(Verdict(function="checkout", action=Action.RELEASE, sequence=2**62,
+                                    expires_at_unix_nano=T0 + 900 * S, issuer="operator:ana"),
+                            KEY)
     asyncio.run(routes.on_verdicts([verdict, operator], T0 + 8 * WINDOW))
     assert operator in seen and seen.count(verdict) == 1  # an operator's; not its own echo
     status = Status.of(routes)
@@ -151,6 +153,41 @@ def test_a_runaway_closes_into_a_signed_throttle_a_decision_and_a_page(
     status, history = asyncio.run(routes.incident(incident.incident_id))
     assert status == 200 and history["rows"][0][history["columns"].index("status")] == "open"
     assert asyncio.run(routes.incident("0" * 16))[0] == 404
+
+
+def test_a_verdict_not_signed_with_the_workers_key_is_neither_stored_nor_followed(
+        routes: Routes) -> None:
+    """Anyone who can write to the verdicts topic once could lift a function's throttle
+    for decades (an "operator" release), or push its verdict sequence past what agents
+    take; now such a record is a dead letter and changes nothing."""
+    outbox = InMemoryOutbox()
+    routes.outbox = outbox
+    forged = [
+        Verdict(function="checkout", action=Action.RELEASE, sequence=1,
+                issuer="operator:mallory", expires_at_unix_nano=4_102_444_800 * S),
+        sign_verdict(Verdict(function="checkout", action=Action.RELEASE, sequence=2**63 - 1,
+                             issuer="x", expires_at_unix_nano=T0 + S), b"another key " * 3)]
+    seen: list[Verdict] = []
+
+    async def follow(verdicts: Any) -> None:
+        seen.extend(verdicts)
+        await routes.on_verdicts(verdicts, T0)
+
+    asyncio.run(routes.take(_records(forged, "governor.verdicts"), Verdict, follow))
+    unsigned, other_key = outbox.dead_letters
+    assert "is unsigned" in unsigned.reason and "neither stored nor followed" in unsigned.reason
+    assert "does not match" in other_key.reason
+    assert seen == [] and _count(routes, "SELECT count() FROM verdicts") == 0
+    assert routes.metrics.registry.get_sample_value(
+        "governor_dlq_total", {"topic": "governor.verdicts", "reason": "unsigned"}) == 2
+    # the function's next verdict is numbered as if the forged ones had never come
+    assert routes.step.lifecycle.issuer.issue(
+        "checkout", Action.THROTTLE, "r", T0).sequence == T0 // 1000
+    operator = sign_verdict(Verdict(function="checkout", action=Action.ISOLATE, sequence=2,
+                                    issuer="operator:ana", expires_at_unix_nano=T0 + 60 * S),
+                            KEY)
+    asyncio.run(routes.take(_records([operator], "governor.verdicts"), Verdict, follow))
+    assert seen == [operator] and _count(routes, "SELECT count() FROM verdicts") == 1
 
 
 def test_a_rebalance_whose_snapshots_cannot_be_read_still_hands_the_functions_over(
