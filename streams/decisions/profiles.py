@@ -14,7 +14,8 @@ handler, or as resource attributes through ``OTEL_RESOURCE_ATTRIBUTES``):
 ``faas.max_memory``                configured memory in bytes (resource)
 ``governor.timeout_s``             configured timeout, seconds
 ``governor.concurrency``           configured (reserved) concurrency
-``governor.label.<name>``          free-form labels
+``governor.label.<name>``          free-form labels (up to 64, as the window's first
+                                   span declares them)
 ``governor.model_serving``         true for functions that serve a model
 ``governor.datasets``,             datasets touched (comma-separated)
 ``db.namespace``, ``db.name``
@@ -34,9 +35,12 @@ from schemas import Span
 from streams.state import MIN_INT, Reader, StateError, integer, number, rows
 
 AI_KEYS = ("model_card", "fairness_report", "explanation", "data_provenance")
+_AI_NAMES = frozenset({*AI_KEYS, "fairness_disparity"})
+"""The ``governor.ai.*`` attributes the policies read; others are not kept."""
 DATASET_KEYS = ("governor.datasets", "db.namespace", "db.name")
 MAX_NAMES = 64
-"""Datasets or hosts kept per function and window (a bound on memory, not a quota)."""
+"""Datasets or hosts kept per function and window, and labels per function (a bound on
+memory and on each policy evaluation, not a quota)."""
 
 
 def _names(value: Any) -> list[str]:
@@ -105,6 +109,7 @@ class Profiles:
                 p.version = str(version)
             if isinstance(memory := r.get("faas.max_memory"), int) and memory > 0:
                 p.memory_mb = memory // (1024 * 1024)
+            p.labels, p.ai = {}, {}  # the deployment's as this span declares them
             for attrs in (r, a):
                 self._declared(p, attrs)
         for key in DATASET_KEYS:
@@ -123,9 +128,9 @@ class Profiles:
         if "governor.model_serving" in attrs:
             p.model_serving = attrs["governor.model_serving"] in (True, "true", "1", 1)
         for key, value in attrs.items():
-            if key.startswith("governor.label."):
+            if key.startswith("governor.label.") and len(p.labels) < MAX_NAMES:
                 p.labels[key[len("governor.label."):]] = str(value)
-            elif key.startswith("governor.ai."):
+            elif key.startswith("governor.ai.") and key[len("governor.ai."):] in _AI_NAMES:
                 name = key[len("governor.ai."):]
                 p.ai[name] = _number(value) if name == "fairness_disparity" else str(value)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from schemas import Span
-from streams.decisions.profiles import HOUR_NS, MINUTE_NS, Profiles, Spend
+from streams.decisions.profiles import HOUR_NS, MAX_NAMES, MINUTE_NS, Profiles, Spend
 
 
 def span(attributes: dict[str, object], resource: dict[str, object] | None = None) -> Span:
@@ -35,6 +35,22 @@ def test_profile_collects_metadata_and_this_windows_destinations() -> None:
     after = profiles.get("scorer").policy_input("scorer")
     assert after["data"]["datasets"] == [] and after["egress"]["hosts"] == []
     assert after["function"]["team"] == "ml"  # metadata stays
+
+
+def test_labels_are_the_deployments_as_declared_now_and_bounded() -> None:
+    """A function that declares new labels every window once grew its profile (and
+    every policy evaluation) without end: 450,000 labels in 150 s."""
+    profiles = Profiles()
+    for window in range(100):
+        profiles.on_span(span({f"governor.label.w{window}k{i}": "x" for i in range(200)}
+                              | {"governor.ai.w{window}": "x", "governor.ai.model_card": "mc"}))
+        profiles.end_window("scorer")
+    profile = profiles.get("scorer")
+    assert len(profile.labels) == MAX_NAMES
+    assert all(key.startswith("w99k") for key in profile.labels)  # the latest window's
+    assert profile.ai == {"model_card": "mc"}  # only what the policies read
+    profiles.on_span(span({"governor.label.tier": "gold"}))
+    assert profiles.get("scorer").policy_input("scorer")["function"]["labels"] == {"tier": "gold"}
 
 
 def test_spend_rolls_over_the_hour_and_day_and_forecasts_the_month() -> None:
