@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from contextvars import ContextVar
+
+from schemas.events import MAX_USD
 
 
 class Invocation:
@@ -25,11 +28,15 @@ current: ContextVar[Invocation | None] = ContextVar("governor_invocation", defau
 def record_cost(units: float, unit_price: float, kind: str = "custom") -> None:
     """Add ``units × unit_price`` USD of ``kind`` to the current invocation's cost.
 
-    Outside a governed invocation this does nothing.
+    Outside a governed invocation this does nothing; so does an amount that is not a
+    finite number. A kind's amount saturates at the contract's most one invocation may
+    cost (:data:`schemas.events.MAX_USD`), so the event stays valid and the spend shows.
 
     >>> record_cost(1000, 0.000002, kind="llm_tokens")  # no-op outside @govern
     """
     invocation = current.get()
     if invocation is not None and units > 0 and unit_price > 0:
-        custom = invocation.custom
-        custom[kind] = custom.get(kind, 0.0) + units * unit_price
+        amount = units * unit_price
+        if math.isfinite(amount):
+            custom = invocation.custom
+            custom[kind] = min(custom.get(kind, 0.0) + amount, MAX_USD)

@@ -18,6 +18,14 @@ import orjson
 from opentelemetry.trace import StatusCode as OtelStatus
 
 from schemas import SCHEMA_VERSION, SpanKind, StatusCode
+from schemas.events import MAX_USD
+
+TRACE_STATE_CHARS = 512
+"""Longest ``tracestate`` a span carries (the contract's): members past it are dropped
+from the right, as W3C Trace Context lets a vendor do."""
+STATUS_CHARS = 4096
+"""Longest status message a span carries (the contract's): a caller's input quoted
+in an exception must not make the span invalid."""
 
 SCOPE_NAME, SCOPE_VERSION = "faas-governor", "0.1.0"
 _STATUS = {OtelStatus.UNSET: StatusCode.UNSET.value, OtelStatus.OK: StatusCode.OK.value,
@@ -52,7 +60,8 @@ def encode_invocation(record: tuple[Any, ...]) -> tuple[Wire, Wire]:
     function = bound.function
     bill = bound.price.invocation(duration_ms=duration_ms, memory_mb=bound.memory_mb,
                                   egress_bytes=egress)
-    total = bill.compute_usd + bill.request_usd + bill.egress_usd + sum(custom.values())
+    total = min(bill.compute_usd + bill.request_usd + bill.egress_usd + sum(custom.values()),
+                MAX_USD)
     trace_id, span_id = f"{span.trace_id:032x}", f"{span.span_id:016x}"
     parent, trace_state, status = span.parent_span_id, span.trace_state, span.status
     attributes = _attributes(span.attributes) if span.attributes else {}
@@ -62,6 +71,7 @@ def encode_invocation(record: tuple[Any, ...]) -> tuple[Wire, Wire]:
     if redactor is not None:  # before anything leaves the function
         attributes, message = redactor.attributes(attributes), redactor.text(message)
         events = [(name, at, redactor.attributes(a)) for name, at, a in events]
+    message = message[:STATUS_CHARS]
     attributes["faas.invocation_id"] = invocation_id
     attributes["faas.coldstart"] = cold
     attributes["faas.trigger"] = trigger
@@ -73,7 +83,8 @@ def encode_invocation(record: tuple[Any, ...]) -> tuple[Wire, Wire]:
         "function": function, "event_id": event_id, "time_unix_nano": end,
         "schema_version": SCHEMA_VERSION, "type": "span", "trace_id": trace_id,
         "span_id": span_id, "parent_span_id": f"{parent:016x}" if parent else "",
-        "trace_state": trace_state.to_header() if trace_state else "", "name": span.name,
+        "trace_state": _trace_state(trace_state.to_header()) if trace_state else "",
+        "name": span.name,
         "kind": _SERVER, "start_time_unix_nano": span.start_time, "end_time_unix_nano": end,
         "status_code": _STATUS[status.status_code], "status_message": message,
         "attributes": attributes, "resource": bound.resource_json,
@@ -91,6 +102,19 @@ def encode_invocation(record: tuple[Any, ...]) -> tuple[Wire, Wire]:
         "compute_usd": bill.compute_usd, "request_usd": bill.request_usd,
         "egress_usd": bill.egress_usd, "custom_usd": custom})
     return Wire("span", function, span_value), Wire("cost", function, cost_value)
+
+
+def _trace_state(header: str) -> str:
+    """``header`` whole if it fits :data:`TRACE_STATE_CHARS`, else its leading members
+    that do."""
+    if len(header) <= TRACE_STATE_CHARS:
+        return header
+    kept: list[str] = []
+    for member in header.split(","):
+        if len(",".join([*kept, member])) > TRACE_STATE_CHARS:
+            break
+        kept.append(member)
+    return ",".join(kept)
 
 
 def _xray_link(header: str) -> list[dict[str, Any]]:

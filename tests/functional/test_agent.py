@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from opentelemetry import trace
@@ -16,6 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 import agents
 from agents._stats import Stats
 from schemas import Action, CostEvent, Outcome, Span, Verdict, decode, encode, now_ns, sign_verdict
+from schemas.events import MAX_USD
 
 KEY = b"functional-key"
 
@@ -630,6 +632,40 @@ def test_the_wire_bytes_are_the_canonical_encoding_of_their_events(
     spans = [decode(w.value, Span) for w in wires.records if w.type == "span"]
     assert spans[1].trace_state == "vendor=opaque" and spans[1].links
     assert "ada@example.com" not in b"".join(w.value for w in wires.records).decode()
+
+
+def test_what_a_caller_or_a_handler_passes_never_makes_the_telemetry_invalid() -> None:
+    """A caller's long tracestate, an exception quoting a long input, and a custom cost
+    that is not finite or beyond any invocation's once made records the workers refuse
+    (and the spend and egress they carried never reached the decisions)."""
+    wires = _Wires()
+    agents.configure(agents.AgentSettings(verdict_key=KEY), wires)
+    try:
+        @agents.govern(function="checkout", team="payments")
+        def handler(event: dict[str, Any], context: object) -> str:
+            for units in event.get("units", []):
+                agents.record_cost(units, 1e-6, kind="llm_tokens")
+            if "body" in event:
+                raise ValueError("invalid order: " + event["body"])
+            return "ok"
+
+        members = [f"k{i}={'v' * 200}" for i in range(10)]
+        handler({"headers": {"traceparent": PARENT, "tracestate": ",".join(members)}}, None)
+        with pytest.raises(ValueError):
+            handler({"body": "x" * 5000}, None)
+        handler({"units": [float("inf"), float("nan"), 1000.0]}, None)
+        handler({"units": [1e303, 1e303]}, None)
+        agents.flush()
+    finally:
+        agents.shutdown(1.0)
+    spans = [decode(w.value, Span) for w in wires.records if w.type == "span"]
+    costs = [decode(w.value, CostEvent) for w in wires.records if w.type == "cost"]
+    assert len(spans) == len(costs) == 4  # each valid: decode refuses anything else
+    assert spans[0].trace_state == ",".join(members[:2])  # whole members, from the left
+    assert spans[1].status_message.startswith("ValueError: invalid order: xxx")
+    assert len(spans[1].status_message) == 4096
+    assert costs[2].custom_usd == {"llm_tokens": pytest.approx(0.001)}  # the finite one
+    assert costs[3].custom_usd == {"llm_tokens": MAX_USD} and costs[3].cost_usd == MAX_USD
 
 
 def test_records_wait_unencoded_while_the_exporter_has_no_room() -> None:
