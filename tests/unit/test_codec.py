@@ -293,6 +293,9 @@ def test_newer_schema_version_asks_for_upgrade() -> None:
     # The version check comes first, so a newer event with new fields still says "upgrade".
     raw["field_from_the_future"] = 1
     assert_rejected(raw, CostEvent, "schema_version", "upgrade")
+    for written in (SCHEMA_VERSION + 1.0, 99.0):  # JSON has no integer type: 2.0 is 2
+        assert_rejected(payload(cost_event(), schema_version=written), CostEvent,
+                        "schema_version", "upgrade")
 
 
 def test_unknown_type_in_decode_event() -> None:
