@@ -105,7 +105,9 @@ def _load(data: bytes | bytearray | memoryview | str, event_type: str) -> dict[s
 
 def _build(cls: type[E], raw: dict[str, Any]) -> E:
     version = raw.get("schema_version")
-    if type(version) in (int, float) and version > SCHEMA_VERSION:  # 2.0 is 2 in JSON
+    newer = isinstance(version, int | float) and not isinstance(version, bool) and (
+        version > SCHEMA_VERSION)  # 2.0 is 2 in JSON
+    if newer:
         raise SchemaError(
             cls.TYPE,
             "schema_version",

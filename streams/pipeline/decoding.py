@@ -14,6 +14,7 @@ from schemas import (
     DeadLetter,
     Event,
     SchemaError,
+    Span,
     clip,
     decode,
     encode,
@@ -45,16 +46,18 @@ class TimeBounds:
     max_age_ns: int
     max_lead_ns: int
 
-    def problem(self, time_ns: int, now_ns: int) -> tuple[DeadReason, str] | None:
-        """Why ``time_ns`` is refused at ``now_ns`` (category, words), or ``None``."""
+    def problem(self, time_ns: int, now_ns: int, name: str = "time_unix_nano"
+                ) -> tuple[DeadReason, str] | None:
+        """Why ``time_ns`` (the field ``name``) is refused at ``now_ns`` (category,
+        words), or ``None``."""
         if time_ns > now_ns + self.max_lead_ns:
             return DeadReason.TOO_NEW, (
-                f"time_unix_nano {time_ns} is {(time_ns - now_ns) / 1e9:,.0f} s ahead of "
+                f"{name} {time_ns} is {(time_ns - now_ns) / 1e9:,.0f} s ahead of "
                 f"the worker's clock (limit GOVERNOR_MAX_EVENT_LEAD_SECONDS="
                 f"{self.max_lead_ns / 1e9:g}); fix the producer's clock")
         if time_ns < now_ns - self.max_age_ns:
             return DeadReason.TOO_OLD, (
-                f"time_unix_nano {time_ns} is {(now_ns - time_ns) / 1e9:,.0f} s old (limit "
+                f"{name} {time_ns} is {(now_ns - time_ns) / 1e9:,.0f} s old (limit "
                 f"GOVERNOR_MAX_EVENT_AGE_SECONDS={self.max_age_ns / 1e9:g}); fix the "
                 f"producer's clock, or load old history into ClickHouse directly")
         return None
@@ -125,6 +128,7 @@ def _decode(records: Iterable[tuple[bytes | None, Headers, S]], cls: type[E],
             bounds: TimeBounds | None, now_ns: int, auth: TelemetryAuth | None,
             letter: Callable[[S, str], DeadLetter]) -> Decoded[E]:
     out: Decoded[E] = Decoded([], [])
+    spans = cls is Span  # their start and end are stored (and partitioned on) too
     for value, headers, record in records:
         try:
             if value is None:
@@ -135,6 +139,10 @@ def _decode(records: Iterable[tuple[bytes | None, Headers, S]], cls: type[E],
             out.reasons[DeadReason.MALFORMED] += 1
             continue
         problem = bounds.problem(event.time_unix_nano, now_ns) if bounds else None
+        if spans and bounds and problem is None:
+            span: Any = event
+            problem = (bounds.problem(span.start_time_unix_nano, now_ns, "start_time_unix_nano")
+                       or bounds.problem(span.end_time_unix_nano, now_ns, "end_time_unix_nano"))
         if problem is not None:
             reason, words = problem
             out.dead.append(letter(record, words))

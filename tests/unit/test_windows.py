@@ -4,7 +4,7 @@ refused at the edge."""
 
 from __future__ import annotations
 
-from schemas import CostEvent, encode
+from schemas import CostEvent, Span, encode
 from streams.decisions.windows import WindowAggregator
 from streams.pipeline.decoding import DeadReason, Record, TimeBounds, decode_records
 
@@ -94,6 +94,24 @@ def test_events_dated_far_from_now_are_dead_letters_with_the_reason() -> None:
     assert "172,800 s old" in old.reason and "GOVERNOR_MAX_EVENT_AGE_SECONDS" in old.reason
     assert decoded.reasons == {DeadReason.TOO_NEW: 1, DeadReason.TOO_OLD: 1}
     assert decode_records(records, CostEvent).dead == []  # no bounds: times are not judged
+
+
+def test_a_span_dated_now_but_started_or_ended_far_from_it_is_a_dead_letter() -> None:
+    """A span is stored by its start day: one dated now but started in 1973 (or ending in
+    2100) would open history partitions at will."""
+    bounds = TimeBounds(max_age_ns=86_400 * S, max_lead_ns=300 * S)
+    spans = [Span(function="f", trace_id="a" * 32, span_id=f"{i:016x}", name="n",
+                  time_unix_nano=T0, start_time_unix_nano=start, end_time_unix_nano=end)
+             for i, (start, end) in enumerate(((T0 - S, T0), (10**17, 10**17 + 5),
+                                               (T0, 4_102_444_800 * S)))]
+    records = [Record("governor.spans", 0, i, b"f", encode(s)) for i, s in enumerate(spans)]
+    decoded = decode_records(records, Span, bounds, T0)
+    assert [s.span_id for s in decoded.good] == [f"{0:016x}"]
+    started, ended = decoded.dead
+    assert started.reason.startswith("start_time_unix_nano 100000000000000000 is ")
+    assert "s old" in started.reason
+    assert ended.reason.startswith("end_time_unix_nano") and "s ahead" in ended.reason
+    assert decoded.reasons == {DeadReason.TOO_OLD: 1, DeadReason.TOO_NEW: 1}
 
 
 def test_a_watched_function_has_its_windows_closed_without_events() -> None:
