@@ -2,12 +2,13 @@
 only that function (and the workers) hold.
 
 The workers hold a telemetry key, ``<key id>:<secret>`` (several, comma-separated,
-while one is rotated). A function's key is derived from it and its name,
+while one is rotated). A function's key is derived from it, its name and its team,
 :func:`function_key`, and given to the function at deploy (``GOVERNOR_FUNCTION_KEY``,
-``governor keys function NAME`` prints it). The agent puts
+``governor keys function NAME --team TEAM`` prints it). The agent puts
 ``governor-auth: <key id>:<base64url MAC of the record value>`` in each record's headers;
-a worker derives the key of the function the record names and checks the MAC, so a
-function can only speak for itself: its key says nothing for any other name.
+a worker derives the key of the function (and team) the record names and checks the
+MAC, so a function can only speak for itself: its key says nothing for any other name,
+nor for any other team (a team's budget and rights act on its functions).
 
 >>> key = function_key(b"k1", b"a-long-random-secret", "checkout")
 >>> [(name, value)] = Sealer(key.decode()).headers(b'{"function":"checkout"}')
@@ -27,15 +28,24 @@ HEADER = "governor-auth"
 _CONTEXT = b"governor/function-key/v1\x00"
 
 
-def derive(secret: bytes, function: str) -> bytes:
-    """The raw key of ``function`` under a telemetry key's ``secret``."""
-    return hmac.digest(secret, _CONTEXT + function.encode(), hashlib.sha256)
+_TEAM_CONTEXT = b"governor/function-team-key/v1\x00"
 
 
-def function_key(key_id: bytes, secret: bytes, function: str) -> bytes:
-    """``<key id>:<base64url key>``: the key of ``function`` under the telemetry key
-    ``key_id`` (its ``secret``), as functions are given it."""
-    return key_id + b":" + base64.urlsafe_b64encode(derive(secret, function)).rstrip(b"=")
+def derive(secret: bytes, function: str, team: str = "") -> bytes:
+    """The raw key of ``function`` under a telemetry key's ``secret``; with ``team``, a
+    key that vouches for the function's team too."""
+    if not team:
+        return hmac.digest(secret, _CONTEXT + function.encode(), hashlib.sha256)
+    name = function.encode()
+    return hmac.digest(secret, _TEAM_CONTEXT + len(name).to_bytes(4, "big") + name
+                       + team.encode(), hashlib.sha256)
+
+
+def function_key(key_id: bytes, secret: bytes, function: str, team: str = "") -> bytes:
+    """``<key id>:<base64url key>``: the key of ``function`` (of ``team``) under the
+    telemetry key ``key_id`` (its ``secret``), as functions are given it."""
+    key = derive(secret, function, team)
+    return key_id + b":" + base64.urlsafe_b64encode(key).rstrip(b"=")
 
 
 def parse_function_key(text: str) -> tuple[bytes, bytes]:

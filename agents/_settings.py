@@ -49,8 +49,9 @@ GOVERNOR_REDACT_VALUES         value patterns scrubbed inside strings, comma-sep
 GOVERNOR_REDACT_KEYS           extra attribute-key regex whose values are scrubbed whole
 GOVERNOR_REDACT_PATTERNS       extra value regexes, as a JSON list of strings
 GOVERNOR_FUNCTION_KEY          this function's telemetry key (``governor keys function
-                               NAME``): records carry its MAC, so workers trust them
-                               as this function's; unset: sent unauthenticated
+                               NAME --team TEAM``): records carry its MAC, so workers
+                               trust them as this function's (and its team's);
+                               unset: sent unauthenticated
 =============================  ==========================================================
 
 A bad value is never fatal: it is logged once (naming the variable, the value and what

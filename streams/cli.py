@@ -138,8 +138,8 @@ def _print_endpoints(settings: Settings) -> None:
     print(f"agents    GOVERNOR_KAFKA_BOOTSTRAP={settings.kafka_bootstrap}", flush=True)
     print(f"          GOVERNOR_VERDICT_KEY={agent_key(settings).decode()}", flush=True)
     if settings.authenticates_telemetry:
-        print("          GOVERNOR_FUNCTION_KEY=$(governor keys function NAME) for each "
-              "function (telemetry without it decides nothing)", flush=True)
+        print("          GOVERNOR_FUNCTION_KEY=$(governor keys function NAME --team TEAM) "
+              "for each function (telemetry without it decides nothing)", flush=True)
     print(f"queries   http://{settings.query_host}:{settings.query_port}/query "
           "(governor query \"SELECT ...\")", flush=True)
 
@@ -649,7 +649,7 @@ def cmd_keys_function(args: argparse.Namespace) -> int:
     """Print a function's telemetry key (its ``GOVERNOR_FUNCTION_KEY``)."""
     from streams.keys import function_key_for
 
-    print(function_key_for(_settings(args), args.function))
+    print(function_key_for(_settings(args), args.function, args.team))
     return 0
 
 
@@ -980,15 +980,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the cluster's name in the servers' remote_servers")
     schema.set_defaults(run=cmd_schema)
     keys = _parser(sub, "keys", "keys functions are given", [
-        "governor keys function checkout"],
+        "governor keys function checkout --team payments"],
         needs=None).add_subparsers(dest="keys_command", required=True, metavar="KEY")
     fkey = _parser(
         keys, "function", "a function's telemetry key, for its GOVERNOR_FUNCTION_KEY (derived "
         "from GOVERNOR_TELEMETRY_KEY; give each function only its own)", [
-            "governor keys function checkout",
-            "GOVERNOR_FUNCTION_KEY=$(governor keys function checkout)   # at deploy"],
+            "governor keys function checkout --team payments",
+            "GOVERNOR_FUNCTION_KEY=$(governor keys function checkout --team payments)"],
         needs="agent")
     fkey.add_argument("function", metavar="FUNCTION")
+    fkey.add_argument("--team", default="", metavar="TEAM",
+                      help="the team the function declares (@govern(team=...)): its key then "
+                           "vouches for it, and the team's budgets and rights apply to it")
     fkey.set_defaults(run=cmd_keys_function)
     package = _parser(sub, "package", "build deployment artefacts", [
         "governor package lambda-layer --out dist"],

@@ -145,14 +145,14 @@ def load_telemetry_keys(settings: Settings, *, create: bool = False) -> dict[byt
     return keys
 
 
-def function_key_for(settings: Settings, function: str) -> str:
-    """``GOVERNOR_FUNCTION_KEY`` for ``function``: derived from the current (first)
-    telemetry key."""
+def function_key_for(settings: Settings, function: str, team: str = "") -> str:
+    """``GOVERNOR_FUNCTION_KEY`` for ``function`` (of ``team``: the key vouches for it):
+    derived from the current (first) telemetry key."""
     keys = load_telemetry_keys(settings)
     if keys is None:
         raise TelemetryKeyError("GOVERNOR_TELEMETRY_AUTH is off: functions need no key")
     key_id, secret = next(iter(keys.items()))
-    return function_key(key_id, secret, function).decode()
+    return function_key(key_id, secret, function, team).decode()
 
 
 def parse_telemetry_keys(text: str) -> dict[bytes, bytes]:

@@ -317,7 +317,7 @@ def _sealed(events: Iterable[CostEvent]) -> list[Payload]:
     for e in events:
         sealer = sealers.get(e.function)
         if sealer is None:
-            key = function_key(b"b1", _TELEMETRY_SECRET.encode(), e.function).decode()
+            key = function_key(b"b1", _TELEMETRY_SECRET.encode(), e.function, e.team).decode()
             sealer = sealers[e.function] = Sealer(key)
         value = encode(e)
         payloads.append((e.function.encode(), value, sealer.headers(value)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from schemas import (
     MAX_PAYLOAD_BYTES,
     MAX_REASON_CHARS,
+    CostEvent,
     DeadLetter,
     Event,
     SchemaError,
@@ -147,11 +149,40 @@ def _decode(records: Iterable[tuple[bytes | None, Headers, S]], cls: type[E],
             reason, words = problem
             out.dead.append(letter(record, words))
             out.reasons[reason] += 1
-        elif auth is not None and not auth.authentic(event.function, value, headers):
-            out.flagged.append(event)
-        else:
+        elif auth is None:
             out.good.append(event)
+        else:
+            team = _claimed_team(event)
+            if team and auth.vouched(event.function, value, headers, team):
+                out.good.append(event)
+            elif auth.authentic(event.function, value, headers):
+                if team:  # its key vouches for the function, not for the team it claims
+                    auth.unvouched_team(event.function, team)
+                    event = _without_team(event)
+                out.good.append(event)
+            else:
+                out.flagged.append(event)
     return out
+
+
+def _claimed_team(event: Event) -> str:
+    """The team an event says its function belongs to ("" for none)."""
+    if isinstance(event, CostEvent):
+        return event.team
+    if isinstance(event, Span):
+        team = event.resource.get("governor.team")
+        return "" if team is None else str(team)
+    return ""
+
+
+def _without_team(event: E) -> E:
+    """``event`` with its team claim removed."""
+    if isinstance(event, CostEvent):
+        return dataclasses.replace(event, team="")
+    if isinstance(event, Span):
+        resource = {k: v for k, v in event.resource.items() if k != "governor.team"}
+        return dataclasses.replace(event, resource=resource)
+    return event
 
 
 def event_dead_letter(event: Event, reason: str) -> DeadLetter:

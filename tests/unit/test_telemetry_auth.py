@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -11,9 +12,11 @@ from hypothesis import strategies as st
 
 from agents import AgentSettings
 from agents._auth import HEADER, MacKey, Sealer, function_key, parse_function_key
+from schemas import CostEvent, Span, encode
 from streams.errors import SettingsError, TelemetryKeyError
 from streams.keys import function_key_for, load_telemetry_keys, parse_telemetry_keys
 from streams.pipeline.authn import TelemetryAuth
+from streams.pipeline.decoding import Record, decode_records
 from streams.settings import Settings
 
 SECRET = b"0123456789abcdef0123456789abcdef-telemetry"
@@ -30,6 +33,35 @@ def test_only_the_named_functions_key_authenticates_its_records(function: str,
     other = Sealer(function_key(b"k1", SECRET, function + "x").decode()).headers(value)
     assert "does not match" in (AUTH.problem(function, value, other) or "")
     assert "does not match" in (AUTH.problem(function, value + b"!", own) or "")
+
+
+def _decoded(event: CostEvent | Span, key: str) -> tuple[list[Any], list[Any]]:
+    value = encode(event)
+    cls = Span if isinstance(event, Span) else CostEvent
+    record = Record("governor.costs", 0, 0, event.function.encode(), value,
+                    Sealer(key).headers(value))
+    decoded = decode_records([record], cls, auth=AUTH)
+    return decoded.good, decoded.flagged
+
+
+def test_a_function_counts_in_a_team_only_if_its_key_vouches_for_it() -> None:
+    """A function claiming another team once added its spend to that team's budget (and
+    got the team's functions isolated): a team counts only with a key made for it."""
+    claim = CostEvent(function="mallory", invocation_id="i", team="payments", cost_usd=1000.0)
+    [good], _ = _decoded(claim, function_key(b"k1", SECRET, "mallory", "payments").decode())
+    assert good.team == "payments"  # its key was made for that team
+    [good], _ = _decoded(claim, function_key(b"k1", SECRET, "mallory").decode())
+    assert good.team == "" and good.cost_usd == 1000.0  # its own, counted without a team
+    good, [flagged] = _decoded(claim, function_key(b"k1", SECRET, "mallory", "ml").decode())
+    assert good == [] and flagged.team == "payments"  # another team's key: decides nothing
+    span = Span(function="mallory", trace_id="a" * 32, span_id="b" * 16, name="n",
+                start_time_unix_nano=1, end_time_unix_nano=2,
+                resource={"governor.team": "payments", "faas.version": "7"})
+    [good], _ = _decoded(span, function_key(b"k1", SECRET, "mallory").decode())
+    assert good.resource == {"faas.version": "7"}
+    [good], _ = _decoded(span, function_key(b"k1", SECRET, "mallory", "payments").decode())
+    assert good.resource["governor.team"] == "payments"
+    assert function_key(b"k1", SECRET, "a\x00b", "") != function_key(b"k1", SECRET, "a", "b")
 
 
 @pytest.mark.parametrize(("key", "data", "hexdigest"), [  # RFC 4231, cases 2, 3 and 6
@@ -90,6 +122,7 @@ def test_telemetry_keys_come_from_the_setting_or_the_embedded_stacks_file(
     assert load_telemetry_keys(opted_in) == made
     [(key_id, secret)] = made.items()
     assert function_key_for(opted_in, "f") == function_key(key_id, secret, "f").decode()
+    assert function_key_for(opted_in, "f", "t") == function_key(key_id, secret, "f", "t").decode()
     with pytest.raises(SettingsError, match="TELEMETRY_AUTH"):
         Settings.from_env({"GOVERNOR_TELEMETRY_AUTH": "maybe"})
 
