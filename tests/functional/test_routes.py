@@ -467,17 +467,16 @@ def test_analyst_queries_read_slowly_while_the_ingest_has_a_backlog(
     assert routes.counters["queries_slowed"] == 1
     status, body = asyncio.run(routes.query({"sql": limit + " SETTINGS max_execution_speed = 0"}))
     assert status == 400 and "READONLY" in body["error"]  # the analyst cannot lift it
-    # the engine holds a backlog-time read of a table to the rate from its first rows on
+    # the engine holds a backlog-time read of a table to the rate from its first rows
+    # on: 600,000 rows at 1,000,000 a second outlast a 0.2 s limit (unheld: a few ms)
     routes.clickhouse.command("CREATE TABLE read_rate (x UInt64) ENGINE = MergeTree ORDER BY x")
     routes.clickhouse.command("INSERT INTO read_rate SELECT number FROM numbers(600000)")
     routes.settings = dataclasses.replace(routes.settings,
                                           query_backlog_rows_per_second=1_000_000)
-    status, body = asyncio.run(routes.query({"sql": "SELECT sum(x) FROM read_rate"}))
-    assert status == 200 and body["rows"] == [[179_999_700_000]] and body["elapsed_s"] >= 0.5
-    monkeypatch.setattr(clickhouse_module, "QUERY_SECONDS", 0.2)  # a query too big for then
+    monkeypatch.setattr(clickhouse_module, "QUERY_SECONDS", 0.2)
     status, body = asyncio.run(routes.query({"sql": "SELECT sum(x) FROM read_rate"}))
     assert status == 400 and "TIMEOUT_EXCEEDED" in body["error"]
     assert "backlog" in body["error"] and "GOVERNOR_QUERY_BACKLOG_ROWS_PER_SECOND" in body["error"]
     routes.caught_up = lambda: True
     status, body = asyncio.run(routes.query({"sql": limit}))
-    assert status == 200 and body["rows"] == [[0]] and routes.counters["queries_slowed"] == 4
+    assert status == 200 and body["rows"] == [[0]] and routes.counters["queries_slowed"] == 3
