@@ -218,7 +218,10 @@ class Routes:
             try:
                 verify_verdict(verdict, self.verdict_key)
             except SignatureError as exc:
-                log.warning("verdict refused: %s", exc)
+                if self.counters["verdicts_refused"] == 0:  # the rest: counted, dead letters
+                    log.warning("verdict refused (further ones are counted in "
+                                "verdicts_refused and sent to the DLQ): %s", exc)
+                self.counters["verdicts_refused"] += 1
                 decoded.dead.append(event_dead_letter(
                     verdict, f"{exc}; a verdict not signed with the workers' key is neither "
                              "stored nor followed (agents refuse it too): sign it with "

@@ -178,6 +178,7 @@ def test_a_verdict_not_signed_with_the_workers_key_is_neither_stored_nor_followe
     assert "is unsigned" in unsigned.reason and "neither stored nor followed" in unsigned.reason
     assert "does not match" in other_key.reason
     assert seen == [] and _count(routes, "SELECT count() FROM verdicts") == 0
+    assert routes.counters["verdicts_refused"] == 2
     assert routes.metrics.registry.get_sample_value(
         "governor_dlq_total", {"topic": "governor.verdicts", "reason": "unsigned"}) == 2
     # the function's next verdict is numbered as if the forged ones had never come
