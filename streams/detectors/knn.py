@@ -84,13 +84,16 @@ class WindowKNN(Detector):
             query = np.fromiter((*list(self._recent)[-(self.length - 1):], value)
                                 if self.length > 1 else (value,), float, self.length)
             reference = sliding_window_view(values, self.length)[:-self.length]
-            squares = np.concatenate(([0.0], np.cumsum(values * values)))
-            norms = (squares[self.length:] - squares[:-self.length])[:-self.length]
-            # squared distances as |r|² - 2 r·q + |q|²: one matrix-vector product
-            distances = norms - 2.0 * (reference @ query) + query @ query
-            nearest = np.partition(distances, self.k - 1)[:self.k]
-            rms = np.sqrt(np.maximum(nearest, 0.0) / self.length)
-            novelty = float(rms.mean()) / max(self._high - self._low, 1e-12)
+            with np.errstate(over="ignore", invalid="ignore"):  # huge values: no novelty
+                squares = np.concatenate(([0.0], np.cumsum(values * values)))
+                norms = (squares[self.length:] - squares[:-self.length])[:-self.length]
+                # squared distances as |r|² - 2 r·q + |q|²: one matrix-vector product
+                distances = norms - 2.0 * (reference @ query) + query @ query
+                nearest = np.partition(distances, self.k - 1)[:self.k]
+                rms = np.sqrt(np.maximum(nearest, 0.0) / self.length)
+                novelty = float(rms.mean()) / max(self._high - self._low, 1e-12)
+            if not math.isfinite(novelty):
+                novelty = None
         self._last = (dict(x), novelty)
         return novelty
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,13 @@ KEY = b"r" * 32
 S = 1_000_000_000
 T0 = 1_800_000_000 * S
 WINDOW = 10 * S
+
+
+@pytest.fixture(autouse=True)
+def _collected_here() -> None:
+    """The last test's workers are collected on this thread: a policy engine (regorus)
+    must be dropped on the thread that made it, not on the database's."""
+    gc.collect()
 
 
 @pytest.fixture
