@@ -72,6 +72,12 @@ GOVERNOR_ADAPT_WINDOWS              a lasting change below the enforcement ratio
 GOVERNOR_LEARNING_WINDOWS           a function newly seen is watched this many windows
                                     (reported, learning its bursts) before Governor
                                     enforces on it (30)
+GOVERNOR_MAX_FUNCTIONS              functions one worker holds decision state for,
+                                    live or dormant (20000; about 80 KB each while
+                                    active): room for a new one is made by dropping
+                                    the function dormant longest, and when none is
+                                    dormant the new one's telemetry is stored but not
+                                    decided (``functions_refused``); 0: no limit
 GOVERNOR_FAST_PATH_FACTOR           one invocation costing this × the baseline cost per
                                     invocation is reported at once, not at window close (20)
 GOVERNOR_VERDICT_TTL_SECONDS        lifetime of every verdict (300)
@@ -187,6 +193,7 @@ class Settings:
     enforce_ratio: float = 3.0
     adapt_windows: int = 30
     learning_windows: int = 30
+    max_functions: int = 20_000
     fast_path_factor: float = 20.0
     verdict_ttl_seconds: float = 300.0
     hold_seconds: float = 30.0
@@ -259,6 +266,8 @@ class Settings:
             raise SettingsError(
                 f"{ENV_PREFIX}ENFORCE_RATIO must be >= 1, {ENV_PREFIX}ADAPT_WINDOWS >= 1 and "
                 f"{ENV_PREFIX}LEARNING_WINDOWS >= 0")
+        if self.max_functions < 0:
+            raise SettingsError(f"{ENV_PREFIX}MAX_FUNCTIONS must be >= 0 (0: no limit)")
         if self.query_threads < 0 or self.query_backlog_rows_per_second < 0:
             raise SettingsError(
                 f"{ENV_PREFIX}QUERY_THREADS and {ENV_PREFIX}QUERY_BACKLOG_ROWS_PER_SECOND must "

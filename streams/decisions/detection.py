@@ -409,6 +409,22 @@ class Decider:
         """Every function with state here, live or dormant."""
         return set(self._functions) | set(self._dormant)
 
+    @property
+    def dormant(self) -> int:
+        """Functions forgotten while idle, their state kept as JSON."""
+        return len(self._dormant)
+
+    def knows(self, function: str) -> bool:
+        return function in self._functions or function in self._dormant
+
+    def evict_dormant(self) -> str | None:
+        """Drop the function dormant longest (it warms up again if it comes back) and
+        name it; ``None`` when none is dormant."""
+        function = next(iter(self._dormant), None)
+        if function is not None:
+            del self._dormant[function]
+        return function
+
     def drop(self, function: str) -> None:
         """Drop everything about ``function`` (another worker decides it now)."""
         self._functions.pop(function, None)

@@ -28,11 +28,14 @@ handler, or as resource attributes through ``OTEL_RESOURCE_ATTRIBUTES``):
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from schemas import Span
 from streams.state import MIN_INT, Reader, StateError, integer, number, rows
+
+log = logging.getLogger("governor.worker")
 
 AI_KEYS = ("model_card", "fairness_report", "explanation", "data_provenance")
 _AI_NAMES = frozenset({*AI_KEYS, "fairness_disparity"})
@@ -89,6 +92,12 @@ class Profiles:
 
     def __init__(self) -> None:
         self._profiles: dict[str, Profile] = {}
+
+    def __len__(self) -> int:
+        return len(self._profiles)
+
+    def has(self, function: str) -> bool:
+        return function in self._profiles
 
     def get(self, function: str) -> Profile:
         profile = self._profiles.get(function)
@@ -214,15 +223,31 @@ class _Ledger:
 class Spend:
     """Rolling spend per function and per team: last hour, last 24 h, month forecast."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_teams: int = 0) -> None:
         self._functions: dict[str, _Ledger] = {}
         self._teams: dict[str, _Ledger] = {}
+        self.max_teams = max_teams  # 0: no limit
+        self.teams_refused = 0  # spend not counted for a team: max_teams were held
 
     def add(self, function: str, team: str, time_ns: int, usd: float, calls: int) -> None:
-        """``usd`` spent on ``calls`` attempted calls (refused ones included) at ``time_ns``."""
+        """``usd`` spent on ``calls`` attempted calls (refused ones included) at ``time_ns``;
+        a team beyond ``max_teams`` gets no ledger (logged once, counted)."""
         self._functions.setdefault(function, _Ledger()).add(time_ns, usd, calls)
-        if team:
-            self._teams.setdefault(team, _Ledger()).add(time_ns, usd, calls)
+        if team and (ledger := self._team(team)) is not None:
+            ledger.add(time_ns, usd, calls)
+
+    def _team(self, team: str) -> _Ledger | None:
+        ledger = self._teams.get(team)
+        if ledger is None:
+            if self.max_teams and len(self._teams) >= self.max_teams:
+                if not self.teams_refused:
+                    log.warning("%d teams have spend here (GOVERNOR_MAX_FUNCTIONS); team %r "
+                                "and later new ones are not given team budgets", len(self._teams),
+                                team[:100])
+                self.teams_refused += 1
+                return None
+            ledger = self._teams[team] = _Ledger()
+        return ledger
 
     def export(self, function: str) -> dict[str, Any] | None:
         """The function's ledger as plain data, for the worker's snapshots."""
@@ -242,8 +267,7 @@ class Spend:
     def restore(self, function: str, team: str, ledger: _Ledger) -> None:
         """Put back a function's ledger; its spend counts towards ``team`` again."""
         self._functions[function] = ledger
-        if team:
-            into = self._teams.setdefault(team, _Ledger())
+        if team and (into := self._team(team)) is not None:
             into.first_ns = min(into.first_ns or ledger.first_ns, ledger.first_ns)
             for mine, theirs in ((into.minutes, ledger.minutes), (into.hours, ledger.hours),
                                  (into.calls, ledger.calls)):

@@ -46,7 +46,7 @@ from streams.decisions.profiles import Profile, Profiles, Spend
 from streams.decisions.proposal import Proposal
 from streams.decisions.snapshots import seal, unseal, verify
 from streams.decisions.thresholds import Thresholds, split_list
-from streams.decisions.windows import Window
+from streams.decisions.windows import Window, WindowAggregator
 from streams.errors import PolicyError, SnapshotError
 from streams.paging.incidents import IncidentTracker, Kind, PageRules
 from streams.settings import Settings
@@ -94,7 +94,7 @@ class DecisionStep:
         self.thresholds = thresholds
         self.lifecycle = Lifecycle(issuer)
         self.profiles = Profiles()
-        self.spend = Spend()
+        self.spend = Spend(max_teams=settings.max_functions)
         self.tracker = IncidentTracker(PageRules.from_settings(settings))
         self._memory: dict[str, _Memory] = {}
         self.decider = Decider(settings)
@@ -115,7 +115,41 @@ class DecisionStep:
 
     # ------------------------------------------------------------------ inputs
 
+    def admits(self, function: str, windows: WindowAggregator) -> bool:
+        """Whether ``function`` may be decided here: one this worker holds (``windows``
+        open for it, or state, live or dormant), or a new one with room under
+        ``GOVERNOR_MAX_FUNCTIONS`` (made, when it is needed, by dropping the function
+        dormant longest). A function refused is counted (``functions_refused``, once per
+        event); its telemetry is stored, not decided."""
+        limit, decider = self.settings.max_functions, self.decider
+        if (not limit or function in windows or decider.knows(function)
+                or function in self._pending):
+            return True
+        if len(windows) + decider.dormant >= limit:
+            evicted = decider.evict_dormant()
+            if evicted is None:
+                self._refuse_function(function)
+                return False
+            self.spend.forget(evicted)  # its team keeps what it counted
+            self.counters["functions_evicted"] += 1
+        return True
+
+    def _refuse_function(self, function: str) -> None:
+        if not self.counters["functions_refused"]:
+            log.warning("this worker holds %d functions (GOVERNOR_MAX_FUNCTIONS), none "
+                        "dormant: %r and later new functions are stored but not decided; "
+                        "raise the limit or add workers (and partitions)",
+                        self.settings.max_functions, function[:100])
+        self.counters["functions_refused"] += 1
+
     def on_span(self, span: Span) -> None:
+        """Into the function's profile, unless ``GOVERNOR_MAX_FUNCTIONS`` profiles are
+        held and it has none (a span alone holds only a profile, but unbounded names
+        would hold unbounded memory)."""
+        limit = self.settings.max_functions
+        if limit and len(self.profiles) >= limit and not self.profiles.has(span.function):
+            self._refuse_function(span.function)
+            return
         self.profiles.on_span(span)
 
     def on_event(self, event: CostEvent, window_ns: int) -> list[Anomaly]:

@@ -161,6 +161,14 @@ class WindowAggregator:
     while a verdict holds), ``True`` lets them go (the callee may drop its own state)."""
     _lanes: dict[str, _Lane] = field(default_factory=dict)
 
+    def __contains__(self, function: object) -> bool:
+        """Whether ``function`` has windows here (seen and not retired)."""
+        return function in self._lanes
+
+    def __len__(self) -> int:
+        """Functions with windows here."""
+        return len(self._lanes)
+
     def add(self, event: CostEvent) -> bool:
         """Count ``event`` in its window; ``False`` if that window has closed already
         (a late event)."""

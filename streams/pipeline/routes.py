@@ -293,6 +293,8 @@ class Routes:
         touched: set[str] = set()
         for event in events:
             try:
+                if not self.step.admits(event.function, self.windows):
+                    continue
                 if not self.windows.add(event):
                     self.counters["late_cost"] += 1
                     continue
@@ -465,6 +467,8 @@ class Routes:
             "thresholds_synced": self.control.synced,
             "cost_partitions": self.cost_partitions,
             "control_rejected": self.control.rejected,
+            "functions": {"open": len(self.windows), "dormant": self.step.decider.dormant,
+                          "limit": self.step.settings.max_functions},
             "pages": {k: getattr(pager, k) for k in (
                 "submitted", "delivered", "retried", "failed", "dropped", "skipped")}}
 

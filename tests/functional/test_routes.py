@@ -489,3 +489,18 @@ def test_analyst_queries_read_slowly_while_the_ingest_has_a_backlog(
     routes.caught_up = lambda: True
     status, body = asyncio.run(routes.query({"sql": limit}))
     assert status == 200 and body["rows"] == [[0]] and routes.counters["queries_slowed"] == 3
+
+
+def test_telemetry_of_functions_beyond_the_limit_is_stored_but_not_decided(
+        routes: Routes) -> None:
+    routes.step.settings = dataclasses.replace(routes.step.settings, max_functions=2)
+    events = [dataclasses.replace(e, function=f"fn-{i}")
+              for i, e in enumerate(_calls(0, 4))]
+    asyncio.run(routes.take(_records(events), CostEvent, routes.on_costs))
+    assert _count(routes, "SELECT count() FROM cost_events") == 4  # nothing lost
+    assert routes.counters["functions_refused"] == 2
+    closed = routes.windows.close_due(T0 + 2 * WINDOW)
+    assert sorted(function for function, _ in closed) == ["fn-0", "fn-1"]
+    health = routes.health()
+    assert health["counters"]["functions_refused"] == 2
+    assert health["functions"] == {"open": 2, "dormant": 0, "limit": 2}

@@ -28,7 +28,7 @@ METRICS = {
     "governor_consumer_lag", "governor_decisions_total", "governor_verdicts_total",
     "governor_pages_total", "governor_sink_write_seconds_bucket",
     "governor_sink_errors_total", "governor_detector_seconds_bucket",
-    "governor_window_backlog", "governor_ready", "up"}
+    "governor_window_backlog", "governor_ready", "governor_worker_events_total", "up"}
 """What the workers' /metrics exposes (and Prometheus's own ``up``): every series a
 panel or rule names must be one of these."""
 PANEL_TYPES = {"stat", "timeseries", "table", "piechart", "barchart"}
@@ -64,7 +64,7 @@ def test_prometheus_config_and_rules_pass_promtool(tmp_path: Path) -> None:
         source.replace("/etc/prometheus/query_token", str(token)))
     shutil.copy(INFRA / "prometheus" / "rules.yml", tmp_path / "rules.yml")
     out = _check([_tool("promtool"), "check", "config", str(tmp_path / "prometheus.yml")])
-    assert "SUCCESS: 5 rules found" in out
+    assert "SUCCESS: 6 rules found" in out
 
 
 def test_alertmanager_config_passes_amtool() -> None:

@@ -78,6 +78,7 @@ def test_worker_settings_from_environment_and_overrides() -> None:
     ({"GOVERNOR_BROKER_PORT": "70000"}, "GOVERNOR_BROKER_PORT=70000; use a port"),
     ({"GOVERNOR_QUERY_BACKLOG_ROWS_PER_SECOND": "-1"},
      "GOVERNOR_QUERY_BACKLOG_ROWS_PER_SECOND must be >= 0"),
+    ({"GOVERNOR_MAX_FUNCTIONS": "-5"}, "GOVERNOR_MAX_FUNCTIONS must be >= 0"),
 ])
 def test_worker_settings_reject_bad_values(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message.replace("(", r"\(")):
