@@ -29,6 +29,7 @@ handler, or as resource attributes through ``OTEL_RESOURCE_ATTRIBUTES``):
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -223,11 +224,12 @@ class _Ledger:
 class Spend:
     """Rolling spend per function and per team: last hour, last 24 h, month forecast."""
 
-    def __init__(self, max_teams: int = 0) -> None:
+    def __init__(self, max_teams: int = 0, counters: Counter[str] | None = None) -> None:
         self._functions: dict[str, _Ledger] = {}
         self._teams: dict[str, _Ledger] = {}
         self.max_teams = max_teams  # 0: no limit
-        self.teams_refused = 0  # spend not counted for a team: max_teams were held
+        self.counters: Counter[str] = Counter() if counters is None else counters
+        """``teams_refused``: spend not counted for a team, ``max_teams`` were held."""
 
     def add(self, function: str, team: str, time_ns: int, usd: float, calls: int) -> None:
         """``usd`` spent on ``calls`` attempted calls (refused ones included) at ``time_ns``;
@@ -240,11 +242,11 @@ class Spend:
         ledger = self._teams.get(team)
         if ledger is None:
             if self.max_teams and len(self._teams) >= self.max_teams:
-                if not self.teams_refused:
+                if not self.counters["teams_refused"]:
                     log.warning("%d teams have spend here (GOVERNOR_MAX_FUNCTIONS); team %r "
                                 "and later new ones are not given team budgets", len(self._teams),
                                 team[:100])
-                self.teams_refused += 1
+                self.counters["teams_refused"] += 1
                 return None
             ledger = self._teams[team] = _Ledger()
         return ledger

@@ -94,13 +94,14 @@ class DecisionStep:
         self.thresholds = thresholds
         self.lifecycle = Lifecycle(issuer)
         self.profiles = Profiles()
-        self.spend = Spend(max_teams=settings.max_functions)
         self.tracker = IncidentTracker(PageRules.from_settings(settings))
         self._memory: dict[str, _Memory] = {}
         self.decider = Decider(settings)
         self._state_key = state_key  # seals and checks the snapshots (workers only)
         self.counters: Counter[str] = Counter() if counters is None else counters
-        """``snapshots_restored`` and ``snapshots_refused_<reason>``, with the worker's."""
+        """``snapshots_restored``, ``snapshots_refused_<reason>``, ``functions_refused``,
+        ``functions_evicted`` and ``teams_refused``, with the worker's."""
+        self.spend = Spend(settings.max_functions, self.counters)
         # restored on a function's first use, so a worker only takes on the functions
         # whose events it gets (and pages only for those); what can be checked without
         # parsing is checked now, so a forged snapshot is refused and counted at start

@@ -98,6 +98,6 @@ def test_team_ledgers_are_bounded_too() -> None:
     spend = Spend(max_teams=2)
     for team in ("a", "b", "c", "a"):
         spend.add("f", team, T0, 1.0, 1)
-    assert spend.teams_refused == 1
+    assert spend.counters["teams_refused"] == 1
     assert spend.policy_input("f", "a", T0)["team_hour_usd"] == 2.0
     assert spend.policy_input("f", "c", T0)["team_hour_usd"] == 0.0
