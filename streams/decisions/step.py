@@ -123,8 +123,7 @@ class DecisionStep:
         dormant longest). A function refused is counted (``functions_refused``, once per
         event); its telemetry is stored, not decided."""
         limit, decider = self.settings.max_functions, self.decider
-        if (not limit or function in windows or decider.knows(function)
-                or function in self._pending):
+        if not limit or self._holds(function, windows):
             return True
         if len(windows) + decider.dormant >= limit:
             evicted = decider.evict_dormant()
@@ -135,6 +134,10 @@ class DecisionStep:
             self.counters["functions_evicted"] += 1
         return True
 
+    def _holds(self, function: str, windows: WindowAggregator) -> bool:
+        return (function in windows or self.decider.knows(function)
+                or function in self._pending)
+
     def _refuse_function(self, function: str) -> None:
         if not self.counters["functions_refused"]:
             log.warning("this worker holds %d functions (GOVERNOR_MAX_FUNCTIONS), none "
@@ -143,13 +146,14 @@ class DecisionStep:
                         self.settings.max_functions, function[:100])
         self.counters["functions_refused"] += 1
 
-    def on_span(self, span: Span) -> None:
+    def on_span(self, span: Span, windows: WindowAggregator) -> None:
         """Into the function's profile, unless ``GOVERNOR_MAX_FUNCTIONS`` profiles are
-        held and it has none (a span alone holds only a profile, but unbounded names
-        would hold unbounded memory)."""
-        limit = self.settings.max_functions
-        if limit and len(self.profiles) >= limit and not self.profiles.has(span.function):
-            self._refuse_function(span.function)
+        held and the function is neither held here nor has one (a span alone holds only
+        a profile, but unbounded names would hold unbounded memory)."""
+        function, limit = span.function, self.settings.max_functions
+        if (limit and len(self.profiles) >= limit and not self.profiles.has(function)
+                and not self._holds(function, windows)):
+            self._refuse_function(function)
             return
         self.profiles.on_span(span)
 

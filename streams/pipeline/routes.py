@@ -327,7 +327,7 @@ class Routes:
     async def on_spans(self, events: Sequence[Span]) -> None:
         for span in events:
             try:
-                self.step.on_span(span)
+                self.step.on_span(span, self.windows)
             except Exception as exc:
                 await self._undecidable(span, exc)
 

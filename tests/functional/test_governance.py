@@ -29,7 +29,7 @@ from streams.decisions.policy import PolicyEngine
 from streams.decisions.snapshots import seal
 from streams.decisions.step import DecisionStep
 from streams.decisions.thresholds import Thresholds
-from streams.decisions.windows import Window
+from streams.decisions.windows import Window, WindowAggregator
 from streams.settings import Settings
 
 KEY = b"g" * 32
@@ -148,7 +148,7 @@ def test_egress_outside_the_allow_list_isolates_with_the_list(gov: DecisionStep)
     gov.on_span(Span(function="checkout", trace_id="a" * 32, span_id="b" * 16, name="checkout",
                      start_time_unix_nano=T0, end_time_unix_nano=T0 + 1,
                      attributes={"governor.egress.hosts": "api.stripe.com,exfil.example"},
-                     resource={"governor.team": "payments"}))
+                     resource={"governor.team": "payments"}), WindowAggregator(WINDOW))
     [verdict] = of(step(gov, 0, 20), Verdict)
     assert verdict.action is Action.ISOLATE
     assert verdict.egress_allow == ["api.stripe.com", "*.amazonaws.com"]
@@ -297,7 +297,6 @@ def test_idle_functions_are_forgotten_only_when_nothing_holds(gov: DecisionStep)
 
 
 def test_the_aggregator_keeps_an_idle_window_while_retire_says_no() -> None:
-    from streams.decisions.windows import WindowAggregator
 
     answers = {"busy": False, "done": True}
     agg = WindowAggregator(WINDOW, idle_windows=2, retire=answers.__getitem__)

@@ -84,14 +84,27 @@ def test_no_limit_holds_every_function() -> None:
     assert len(worker.windows) == 50 and not worker.step.counters["functions_refused"]
 
 
+def _span(function: str) -> Span:
+    return Span(function=function, trace_id="0" * 32, span_id="0" * 16, name="h",
+                start_time_unix_nano=T0, end_time_unix_nano=T0 + S, time_unix_nano=T0)
+
+
 def test_spans_of_new_functions_beyond_the_limit_hold_no_profile() -> None:
-    step = Worker().step
+    worker = Worker()
     for i in range(5):
-        step.on_span(Span(function=f"s{i}", trace_id="0" * 32, span_id="0" * 16, name="h",
-                          start_time_unix_nano=T0, end_time_unix_nano=T0 + S,
-                          time_unix_nano=T0))
-    assert len(step.profiles) == 3 and step.counters["functions_refused"] == 2
-    assert step.profiles.has("s0") and not step.profiles.has("s4")
+        worker.step.on_span(_span(f"s{i}"), worker.windows)
+    profiles = worker.step.profiles
+    assert len(profiles) == 3 and worker.step.counters["functions_refused"] == 2
+    assert profiles.has("s0") and not profiles.has("s4")
+
+
+def test_spans_of_a_function_held_here_are_taken_however_many_profiles() -> None:
+    worker = Worker()
+    for i in range(3):
+        worker.step.on_span(_span(f"s{i}"), worker.windows)  # span-only names fill it
+    assert worker.seen("f0")  # its cost events hold no profile until a window closes
+    worker.step.on_span(_span("f0"), worker.windows)
+    assert worker.step.profiles.has("f0") and not worker.step.counters["functions_refused"]
 
 
 def test_team_ledgers_are_bounded_too() -> None:
