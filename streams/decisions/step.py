@@ -140,10 +140,9 @@ class DecisionStep:
 
     def _refuse_function(self, function: str) -> None:
         if not self.counters["functions_refused"]:
-            log.warning("this worker holds %d functions (GOVERNOR_MAX_FUNCTIONS), none "
-                        "dormant: %r and later new functions are stored but not decided; "
-                        "raise the limit or add workers (and partitions)",
-                        self.settings.max_functions, function[:100])
+            log.warning("this worker is full (GOVERNOR_MAX_FUNCTIONS=%d): %r and later new "
+                        "functions are stored but not decided; add workers (and partitions) "
+                        "or raise the limit", self.settings.max_functions, function[:100])
         self.counters["functions_refused"] += 1
 
     def on_span(self, span: Span, windows: WindowAggregator) -> None:

@@ -28,9 +28,11 @@ class Worker:
         self.step = DecisionStep(settings, VerdictIssuer(b"v" * 32, 300 * S, "governor-worker"),
                                  POLICIES, Thresholds(settings), state_key=b"s" * 32)
         self.windows = WindowAggregator(WINDOW)
+        self.names: set[str] = set()  # every function sent
 
     def seen(self, function: str) -> bool:
         """``function``'s event admitted and taken."""
+        self.names.add(function)
         if not self.step.admits(function, self.windows):
             return False
         event = CostEvent(function=function, invocation_id="1", cost_usd=0.001,
@@ -50,8 +52,8 @@ class Worker:
 
     @property
     def held(self) -> set[str]:
-        return self.step.decider.functions() | {f for f in ("f0", "f1", "f2", "new", "x")
-                                                 if f in self.windows}
+        """The functions with windows or decision state here."""
+        return self.step.decider.functions() | {f for f in self.names if f in self.windows}
 
 
 def test_a_new_function_beyond_the_limit_is_refused_while_none_is_dormant() -> None:
